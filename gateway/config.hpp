@@ -1,0 +1,143 @@
+#pragma once
+// Sluice's configuration: plain structs, loaded from YAML with ${ENV} substitution and strict validation.
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace sluice {
+
+using Millis = std::chrono::milliseconds;
+
+/// host:port as written in `listen:` (IPv6 as "[::1]:8080").
+struct ListenAddress {
+  std::string host = "127.0.0.1";
+  std::uint16_t port = 8080;
+  std::string to_string() const;
+};
+
+struct ServerConfig {
+  ListenAddress listen{"127.0.0.1", 8080};
+  ListenAddress admin_listen{"127.0.0.1", 9464};
+  unsigned workers = 0;                         // 0: one per core
+  std::uint64_t max_body_bytes = 8ull << 20;    // request bodies above this get 413
+  Millis drain_timeout{30'000};                 // SIGTERM: how long in-flight requests may finish
+  Millis header_timeout{10'000};                // a request's header (and body) must arrive within this
+  Millis idle_timeout{60'000};                  // keep-alive connections idle longer are closed
+  unsigned max_connections = 10'000;            // accepted connections above this are refused at once
+};
+
+struct LogConfig {
+  std::string level = "info";   // trace|debug|info|warn|error|off
+  std::string format = "json";  // json|text
+  bool access_log = true;
+};
+
+enum class Dialect { openai, vllm, sglang, llamacpp, tgi, qubrid, simulator };
+std::string_view to_string(Dialect d);
+std::optional<Dialect> parse_dialect(std::string_view s);
+
+struct BackendTimeouts {
+  Millis connect{2'000};
+  Millis first_token{60'000};  // request sent → response header and first body bytes
+  Millis idle{30'000};         // longest gap between two reads of a response
+  Millis total{600'000};       // whole exchange
+};
+
+struct SimulatorConfig {
+  double tokens_per_second = 200;
+  Millis ttft{50};
+};
+
+struct BackendConfig {
+  std::string name;
+  Dialect dialect = Dialect::openai;
+  std::string url;                 // base URL incl. path prefix, e.g. http://127.0.0.1:8000/v1
+  std::string api_key;             // secret: never logged; empty means none sent
+  std::string ca_file;             // extra trust anchor (PEM) for this backend's TLS
+  bool tls_verify = true;
+  unsigned max_inflight = 64;
+  unsigned max_idle_connections = 64;  // per worker
+  BackendTimeouts timeouts;
+  SimulatorConfig simulator;
+  bool enabled = true;             // false: left out (reason in LoadResult::warnings)
+};
+
+struct TargetConfig {
+  std::string backend;
+  std::string model;  // model name sent upstream; empty: the public name
+  unsigned weight = 1;
+};
+
+struct ModelConfig {
+  std::string name;
+  std::vector<std::string> aliases;
+  std::string strategy = "fallback";  // fallback | balance
+  std::vector<TargetConfig> targets;
+  bool cache_enabled = false;
+  std::optional<Millis> cache_ttl;
+};
+
+struct KeyLimits {
+  std::uint64_t rpm = 0;  // 0: unlimited
+  std::uint64_t tpm = 0;
+  std::uint64_t concurrency = 0;
+};
+
+struct KeyConfig {
+  std::string name;
+  std::string key_sha256;            // 64 lowercase hex digits
+  std::vector<std::string> models;   // empty: every model
+  KeyLimits limits;
+};
+
+struct CacheConfig {
+  std::uint64_t max_bytes = 256ull << 20;
+  Millis default_ttl{300'000};
+};
+
+struct RedisConfig {
+  std::string url = "redis://127.0.0.1:6379/0";
+  bool fail_closed = false;
+};
+
+struct Config {
+  ServerConfig server;
+  LogConfig log;
+  std::string store = "memory";
+  RedisConfig redis;
+  CacheConfig cache;
+  std::vector<BackendConfig> backends;
+  std::vector<ModelConfig> models;
+  std::vector<KeyConfig> keys;
+  bool auth_required = true;  // `auth: none` turns key checks off (local development only)
+
+  const BackendConfig* find_backend(std::string_view name) const;
+};
+
+/// One problem in a config file, with the YAML path it concerns (e.g. "backends[1].timeouts.idle").
+struct ConfigIssue {
+  std::string path;
+  std::string message;
+  std::string to_string() const { return path.empty() ? message : path + ": " + message; }
+};
+
+struct LoadResult {
+  std::optional<Config> config;       // set when there are no errors
+  std::vector<ConfigIssue> errors;    // the config is unusable
+  std::vector<ConfigIssue> warnings;  // usable, but something was left out (e.g. a backend without its key)
+};
+
+/// Looks up an environment variable; nullopt when unset. Injected so tests control the environment.
+using EnvLookup = std::function<std::optional<std::string>(const std::string&)>;
+EnvLookup process_env();
+
+/// Parses YAML text into a validated Config.
+LoadResult load_config_text(const std::string& yaml, const EnvLookup& env = process_env());
+/// Reads and parses a config file.
+LoadResult load_config_file(const std::string& path, const EnvLookup& env = process_env());
+
+}  // namespace sluice

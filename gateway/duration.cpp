@@ -1,0 +1,80 @@
+#include "duration.hpp"
+
+#include <cctype>
+#include <charconv>
+#include <cstdio>
+#include <cmath>
+
+namespace sluice {
+namespace {
+
+// Splits "12.5ms" into 12.5 and "ms"; false when there is no leading number.
+bool split_number(std::string_view text, double& number, std::string_view& unit) {
+  std::size_t i = 0;
+  while (i < text.size() && (std::isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.')) ++i;
+  if (i == 0) return false;
+  auto [ptr, ec] = std::from_chars(text.data(), text.data() + i, number);
+  if (ec != std::errc{} || ptr != text.data() + i || number < 0 || !std::isfinite(number)) return false;
+  unit = text.substr(i);
+  while (!unit.empty() && unit.front() == ' ') unit.remove_prefix(1);
+  return true;
+}
+
+}  // namespace
+
+std::optional<std::chrono::milliseconds> parse_duration(std::string_view text) {
+  double n = 0;
+  std::string_view unit;
+  if (!split_number(text, n, unit)) return std::nullopt;
+  double ms;
+  if (unit == "ms") ms = n;
+  else if (unit == "s" || unit.empty()) ms = n * 1000;
+  else if (unit == "m") ms = n * 60'000;
+  else if (unit == "h") ms = n * 3'600'000;
+  else return std::nullopt;
+  if (ms > 1e15) return std::nullopt;
+  return std::chrono::milliseconds(static_cast<std::int64_t>(std::llround(ms)));
+}
+
+std::optional<std::uint64_t> parse_size(std::string_view text) {
+  double n = 0;
+  std::string_view unit;
+  if (!split_number(text, n, unit)) return std::nullopt;
+  double mult;
+  if (unit.empty() || unit == "B") mult = 1;
+  else if (unit == "KiB") mult = 1024.0;
+  else if (unit == "MiB") mult = 1024.0 * 1024;
+  else if (unit == "GiB") mult = 1024.0 * 1024 * 1024;
+  else if (unit == "KB" || unit == "kB") mult = 1e3;
+  else if (unit == "MB") mult = 1e6;
+  else if (unit == "GB") mult = 1e9;
+  else return std::nullopt;
+  double bytes = n * mult;
+  if (bytes > 1e18) return std::nullopt;
+  return static_cast<std::uint64_t>(std::llround(bytes));
+}
+
+std::string format_duration(std::chrono::milliseconds d) {
+  auto ms = d.count();
+  if (ms < 0) ms = 0;
+  if (ms < 1000) return std::to_string(ms) + "ms";
+  std::string out;
+  auto h = ms / 3'600'000;
+  auto m = (ms / 60'000) % 60;
+  auto s = (ms / 1000) % 60;
+  auto frac = ms % 1000;
+  if (h > 0) out += std::to_string(h) + "h";
+  if (h > 0 || m > 0) out += std::to_string(m) + "m";
+  out += std::to_string(s);
+  if (frac != 0) {
+    char buf[8];
+    std::snprintf(buf, sizeof buf, ".%03lld", static_cast<long long>(frac));
+    std::string f(buf);
+    while (f.back() == '0') f.pop_back();
+    out += f;
+  }
+  out += "s";
+  return out;
+}
+
+}  // namespace sluice

@@ -1,0 +1,20 @@
+#pragma once
+// Human units in config files: durations ("50ms", "2s", "10m", "1h") and sizes ("8MiB", "64KiB", "100").
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace sluice {
+
+/// Parses "250ms", "2s", "1.5s", "10m", "1h" (or a bare number of seconds); nullopt when malformed.
+std::optional<std::chrono::milliseconds> parse_duration(std::string_view text);
+
+/// Parses "8MiB", "64KiB", "1GiB", "10MB", "4096"; nullopt when malformed.
+std::optional<std::uint64_t> parse_size(std::string_view text);
+
+/// Formats a duration as OpenAI's rate-limit headers do: "1s", "6m0s", "250ms".
+std::string format_duration(std::chrono::milliseconds d);
+
+}  // namespace sluice

@@ -1,0 +1,40 @@
+#pragma once
+// spdlog set-up (JSON or text) and the one-line-per-request JSON access log. Never a secret.
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "config.hpp"
+
+namespace sluice::observe {
+
+/// Configures the default logger (stderr) and the access logger (stdout).
+void setup_logging(const LogConfig& cfg);
+
+/// What one request did, for the access log.
+struct AccessRecord {
+  std::string request_id;
+  std::string method;
+  std::string path;
+  std::string client;
+  std::string model;
+  std::string backend;
+  std::string key;  // the key's configured name, never the key
+  int status = 0;
+  bool stream = false;
+  std::uint64_t bytes_in = 0;
+  std::uint64_t bytes_out = 0;
+  std::optional<std::uint64_t> prompt_tokens;
+  std::optional<std::uint64_t> completion_tokens;
+  std::optional<double> ttfb_ms;  // time to the first response byte sent to the client
+  double duration_ms = 0;
+  std::string error;  // short reason when the request failed
+};
+
+/// Serialises a record as one JSON object (no newline).
+std::string access_json(const AccessRecord& r);
+
+/// Writes the record to the access log (when enabled).
+void log_access(const AccessRecord& r);
+
+}  // namespace sluice::observe

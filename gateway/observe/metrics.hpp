@@ -1,0 +1,33 @@
+#pragma once
+// Sluice's Prometheus metrics (prometheus-cpp core), exposed as text on the admin listener.
+#include <memory>
+#include <string>
+#include <string_view>
+
+namespace sluice::observe {
+
+/// The registry and the recorders the request path calls. Labels are bounded by config
+/// (endpoint, model, backend, key name, status code); never a secret.
+class Metrics {
+ public:
+  Metrics();
+  ~Metrics();
+
+  void request_done(std::string_view endpoint, std::string_view model, std::string_view backend,
+                    std::string_view key, int code, double seconds);
+  void tokens(std::string_view model, std::string_view backend, std::string_view key, std::uint64_t input,
+              std::uint64_t output);
+  void time_to_first_token(std::string_view model, std::string_view backend, double seconds);
+  void upstream_error(std::string_view backend, std::string_view reason);
+  void client_disconnect(std::string_view phase);
+  void active_streams(int delta);
+
+  /// Prometheus text exposition format of every metric.
+  std::string serialize() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace sluice::observe

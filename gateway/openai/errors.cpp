@@ -1,0 +1,93 @@
+#include "openai/errors.hpp"
+
+#include <rapidjson/document.h>
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+
+namespace sluice::openai {
+
+std::string_view default_error_type(int status) {
+  if (status == 401) return "invalid_request_error";
+  if (status == 429) return "rate_limit_exceeded";
+  if (status >= 500) return "server_error";
+  return "invalid_request_error";
+}
+
+std::string json_quote(std::string_view text) {
+  rapidjson::StringBuffer sb;
+  rapidjson::Writer<rapidjson::StringBuffer> w(sb);
+  w.String(text.data(), static_cast<rapidjson::SizeType>(text.size()));
+  return std::string(sb.GetString(), sb.GetSize());
+}
+
+std::string error_json(const ApiError& e) {
+  rapidjson::StringBuffer sb;
+  rapidjson::Writer<rapidjson::StringBuffer> w(sb);
+  auto str = [&](std::string_view s) { w.String(s.data(), static_cast<rapidjson::SizeType>(s.size())); };
+  w.StartObject();
+  w.Key("error");
+  w.StartObject();
+  w.Key("message");
+  str(e.message);
+  w.Key("type");
+  str(e.type.empty() ? default_error_type(e.status) : std::string_view(e.type));
+  w.Key("param");
+  if (e.param) str(*e.param);
+  else w.Null();
+  w.Key("code");
+  if (e.code) str(*e.code);
+  else w.Null();
+  w.EndObject();
+  w.EndObject();
+  return sb.GetString();
+}
+
+namespace {
+
+std::optional<std::string> as_text(const rapidjson::Value& v) {
+  if (v.IsString()) return std::string(v.GetString(), v.GetStringLength());
+  if (v.IsInt64()) return std::to_string(v.GetInt64());
+  if (v.IsNumber()) return std::to_string(v.GetDouble());
+  return std::nullopt;
+}
+
+}  // namespace
+
+ApiError normalize_backend_error(int status, std::string_view body) {
+  ApiError e;
+  e.status = status;
+  rapidjson::Document doc;
+  doc.Parse(body.data(), body.size());
+  if (!doc.HasParseError() && doc.IsObject()) {
+    const rapidjson::Value* obj = &doc;
+    auto err = doc.FindMember("error");
+    if (err != doc.MemberEnd() && err->value.IsObject()) obj = &err->value;
+    if (err != doc.MemberEnd() && err->value.IsString()) {
+      // TGI: {"error":"Model is overloaded","error_type":"overloaded"}
+      e.message = err->value.GetString();
+      if (auto t = doc.FindMember("error_type"); t != doc.MemberEnd() && t->value.IsString())
+        e.code = t->value.GetString();
+    } else {
+      if (auto m = obj->FindMember("message"); m != obj->MemberEnd()) {
+        if (auto s = as_text(m->value)) e.message = *s;
+      } else if (auto d = obj->FindMember("detail"); d != obj->MemberEnd()) {
+        if (auto s = as_text(d->value)) e.message = *s;
+      }
+      if (auto t = obj->FindMember("type"); t != obj->MemberEnd() && t->value.IsString()) e.type = t->value.GetString();
+      if (auto p = obj->FindMember("param"); p != obj->MemberEnd()) e.param = as_text(p->value);
+      // vLLM sends the HTTP status as an integer code; OpenAI's code is a string or null.
+      if (auto c = obj->FindMember("code"); c != obj->MemberEnd()) e.code = as_text(c->value);
+    }
+  }
+  if (e.message.empty()) {
+    std::string_view text = body.substr(0, 512);
+    e.message = text.empty() ? "the backend answered with HTTP status " + std::to_string(status) : std::string(text);
+  }
+  return e;
+}
+
+ApiError invalid_request(std::string message, std::optional<std::string> param, std::optional<std::string> code) {
+  return ApiError{400, std::move(message), "invalid_request_error", std::move(param), std::move(code)};
+}
+
+}  // namespace sluice::openai

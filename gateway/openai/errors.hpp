@@ -1,0 +1,35 @@
+#pragma once
+// OpenAI's error shape: {"error":{"message","type","param","code"}}, and mapping of backend errors into it.
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace sluice::openai {
+
+/// An error as a client sees it: HTTP status plus OpenAI's error object.
+struct ApiError {
+  int status = 500;
+  std::string message;
+  std::string type;               // empty: derived from status
+  std::optional<std::string> param;
+  std::optional<std::string> code;
+};
+
+/// OpenAI's `type` for a status: invalid_request_error for 4xx, server_error for 5xx, ...
+std::string_view default_error_type(int status);
+
+/// `text` as a JSON string literal, quotes included.
+std::string json_quote(std::string_view text);
+
+/// Serialises to {"error":{"message":...,"type":...,"param":...,"code":...}}.
+std::string error_json(const ApiError& e);
+
+/// Maps whatever error body a backend returned (OpenAI, vLLM's integer code, TGI's flat
+/// {"error":"...","error_type":"..."}, a top-level message, plain text) to OpenAI's shape.
+ApiError normalize_backend_error(int status, std::string_view body);
+
+// Errors Sluice answers itself.
+ApiError invalid_request(std::string message, std::optional<std::string> param = std::nullopt,
+                         std::optional<std::string> code = std::nullopt);
+
+}  // namespace sluice::openai

@@ -1,0 +1,36 @@
+#pragma once
+// Reading and rewriting client request bodies. The body goes upstream as received, except the
+// fields Sluice must change (model name, an explicit `stream`).
+#include <rapidjson/document.h>
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <variant>
+
+#include "openai/errors.hpp"
+
+namespace sluice::openai {
+
+enum class Endpoint { chat_completions, completions, embeddings };
+std::string_view to_string(Endpoint e);        // "chat/completions" (also the upstream path suffix)
+std::optional<Endpoint> endpoint_for_path(std::string_view path);  // "/v1/chat/completions" → chat_completions
+
+/// What Sluice needs to know about a client request.
+struct ClientRequest {
+  Endpoint endpoint = Endpoint::chat_completions;
+  std::string model;
+  bool stream = false;               // the client asked for a stream
+  bool stream_explicit = false;      // `stream` was present in the body
+  bool include_usage = false;        // stream_options.include_usage was true
+  rapidjson::Document doc;           // the parsed body, for rewriting
+};
+
+/// Parses and validates a body: a JSON object with a string `model` and the fields the endpoint requires.
+std::variant<ClientRequest, ApiError> inspect_request(Endpoint endpoint, std::string_view body);
+
+/// Returns the body to send upstream: `original` when nothing must change, else the rewritten JSON
+/// with `model` set to `upstream_model` and `stream` always present.
+std::string rewrite_request(ClientRequest& req, std::string_view original, std::string_view upstream_model);
+
+}  // namespace sluice::openai

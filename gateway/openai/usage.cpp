@@ -1,0 +1,32 @@
+#include "openai/usage.hpp"
+
+#include <rapidjson/document.h>
+
+namespace sluice::openai {
+namespace {
+
+std::uint64_t count(const rapidjson::Value& obj, const char* name) {
+  auto it = obj.FindMember(name);
+  if (it == obj.MemberEnd() || !it->value.IsNumber()) return 0;
+  double v = it->value.GetDouble();
+  return v > 0 ? static_cast<std::uint64_t>(v) : 0;
+}
+
+}  // namespace
+
+std::optional<Usage> usage_from_json(std::string_view json) {
+  // Cheap pre-check: most stream chunks carry no usage and need no parse.
+  if (json.find("\"usage\"") == std::string_view::npos && json.find("\"metrics\"") == std::string_view::npos)
+    return std::nullopt;
+  rapidjson::Document doc;
+  doc.Parse(json.data(), json.size());
+  if (doc.HasParseError() || !doc.IsObject()) return std::nullopt;
+  if (auto u = doc.FindMember("usage"); u != doc.MemberEnd() && u->value.IsObject())
+    return Usage{count(u->value, "prompt_tokens"), count(u->value, "completion_tokens")};
+  if (auto m = doc.FindMember("metrics"); m != doc.MemberEnd() && m->value.IsObject() &&
+                                          m->value.HasMember("input_tokens"))
+    return Usage{count(m->value, "input_tokens"), count(m->value, "output_tokens")};
+  return std::nullopt;
+}
+
+}  // namespace sluice::openai

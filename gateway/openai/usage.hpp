@@ -1,0 +1,17 @@
+#pragma once
+// Token usage as backends report it: OpenAI's `usage`, or Qubrid's `metrics` {input_tokens, output_tokens}.
+#include <cstdint>
+#include <optional>
+#include <string_view>
+
+namespace sluice::openai {
+
+struct Usage {
+  std::uint64_t prompt_tokens = 0;
+  std::uint64_t completion_tokens = 0;
+};
+
+/// Reads usage from a completion body or a stream chunk; nullopt when it carries none (or "usage": null).
+std::optional<Usage> usage_from_json(std::string_view json);
+
+}  // namespace sluice::openai

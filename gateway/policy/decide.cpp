@@ -1,0 +1,56 @@
+#include "policy/decide.hpp"
+
+namespace sluice::policy {
+
+Policy::Policy(const Config& config) : config_(config), keyring_(config.keys) {
+  for (const auto& m : config.models) {
+    by_name_.emplace(m.name, &m);
+    for (const auto& a : m.aliases) by_name_.emplace(a, &m);
+  }
+}
+
+std::variant<const KeyEntry*, openai::ApiError> Policy::authenticate(std::string_view authorization,
+                                                                      std::string_view x_api_key) const {
+  if (!config_.auth_required) return static_cast<const KeyEntry*>(nullptr);
+  auto presented = presented_key(authorization, x_api_key);
+  if (presented.empty())
+    return openai::ApiError{401,
+                            "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY' "
+                            "(or the x-api-key header).",
+                            "invalid_request_error", std::nullopt, "missing_api_key"};
+  if (const auto* key = keyring_.find(presented)) return key;
+  // Never echo the presented key, not even in part.
+  return openai::ApiError{401, "Incorrect API key provided.", "invalid_request_error", std::nullopt,
+                          "invalid_api_key"};
+}
+
+std::variant<Forward, openai::ApiError> Policy::route(const KeyEntry* key, std::string_view model) const {
+  auto it = by_name_.find(std::string(model));
+  if (it == by_name_.end())
+    return openai::ApiError{404, "The model `" + std::string(model) + "` does not exist or you do not have access to it.",
+                            "invalid_request_error", "model", "model_not_found"};
+  const ModelConfig* m = it->second;
+  if (key && !Keyring::allows(*key, m->name))
+    return openai::ApiError{403, "This API key is not allowed to use the model `" + m->name + "`.",
+                            "invalid_request_error", "model", "model_not_allowed"};
+  Forward f;
+  f.model = m;
+  f.key = key;
+  for (const auto& t : m->targets) {
+    const auto* b = config_.find_backend(t.backend);
+    if (b && b->enabled) f.targets.push_back(&t);
+  }
+  if (f.targets.empty())
+    return openai::ApiError{503, "No backend is available for the model `" + m->name + "`.", "server_error",
+                            std::nullopt, "no_backend_available"};
+  return f;
+}
+
+std::vector<std::string> Policy::visible_models(const KeyEntry* key) const {
+  std::vector<std::string> out;
+  for (const auto& m : config_.models)
+    if (!key || Keyring::allows(*key, m.name)) out.push_back(m.name);
+  return out;
+}
+
+}  // namespace sluice::policy

@@ -1,0 +1,46 @@
+#pragma once
+// The policy stages a request passes before it is forwarded: key → model → route. Pure: no sockets.
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <variant>
+#include <vector>
+
+#include "config.hpp"
+#include "openai/errors.hpp"
+#include "policy/keyring.hpp"
+
+namespace sluice::policy {
+
+/// Where an accepted request goes.
+struct Forward {
+  const ModelConfig* model = nullptr;               // the public model (resolved from an alias too)
+  std::vector<const TargetConfig*> targets;         // in config order, enabled backends only
+  const KeyEntry* key = nullptr;                    // nullptr when auth is off
+};
+
+/// Answers "may this request go, and where?" from an immutable config.
+class Policy {
+ public:
+  explicit Policy(const Config& config);
+
+  /// The caller's key from the Authorization / x-api-key headers: an entry, nullptr when auth is
+  /// off, or a 401 error.
+  std::variant<const KeyEntry*, openai::ApiError> authenticate(std::string_view authorization,
+                                                                std::string_view x_api_key) const;
+
+  /// Resolves a model name for an authenticated caller: 404 unknown, 403 not allowed, 503 no usable backend.
+  std::variant<Forward, openai::ApiError> route(const KeyEntry* key, std::string_view model) const;
+
+  /// The public model names `key` may use, in config order.
+  std::vector<std::string> visible_models(const KeyEntry* key) const;
+
+  const Config& config() const { return config_; }
+
+ private:
+  const Config& config_;
+  Keyring keyring_;
+  std::unordered_map<std::string, const ModelConfig*> by_name_;  // names and aliases
+};
+
+}  // namespace sluice::policy

@@ -1,0 +1,45 @@
+#pragma once
+// Client keys: stored only as SHA-256 digests, compared in constant time, each with the models it may use.
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "config.hpp"
+
+namespace sluice::policy {
+
+/// A configured client key, as far as policy needs it (never the secret itself).
+struct KeyEntry {
+  std::string name;
+  unsigned char digest[32];
+  std::vector<std::string> models;  // empty or "*": every model
+  KeyLimits limits;
+};
+
+/// Looks up presented keys against the configured digests.
+class Keyring {
+ public:
+  explicit Keyring(const std::vector<KeyConfig>& keys);
+
+  /// The entry whose digest matches `presented`, or nullptr. Compares every entry in constant time.
+  const KeyEntry* find(std::string_view presented) const;
+
+  /// True when `key` may use the public model `model`.
+  static bool allows(const KeyEntry& key, std::string_view model);
+
+  bool empty() const { return entries_.empty(); }
+
+ private:
+  std::vector<KeyEntry> entries_;
+};
+
+/// SHA-256 of `text` as 64 lowercase hex digits.
+std::string sha256_hex(std::string_view text);
+
+/// A fresh random client key: "sk-sluice-" followed by 43 URL-safe characters (256 random bits).
+std::string generate_key();
+
+/// The bearer token from `Authorization: Bearer …`, or the raw `x-api-key` value; empty when absent.
+std::string_view presented_key(std::string_view authorization, std::string_view x_api_key);
+
+}  // namespace sluice::policy

@@ -1,0 +1,388 @@
+#include "server/gateway.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/write.hpp>
+
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+#include <unordered_set>
+
+#include "server/routes.hpp"
+#include "simulator/simulator.hpp"
+
+namespace sluice::server {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+/// A client connection as the drain logic sees it.
+struct SessionHandle {
+  beast::tcp_stream* stream;
+  bool busy = false;  // serving a request (as opposed to idle between keep-alive requests)
+};
+
+/// One thread running one io_context; every connection accepted for it stays on it.
+struct Worker {
+  // Declared before ctx: destroyed after it, since coroutine frames torn down with ctx touch them.
+  Pools pools;
+  std::unordered_set<SessionHandle*> sessions;
+  asio::io_context ctx{1};
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> guard;
+  std::thread thread;
+};
+
+tcp::endpoint resolve_listen(const ListenAddress& a, const char* path) {
+  error_code ec;
+  auto addr = asio::ip::make_address(a.host == "localhost" ? "127.0.0.1" : a.host, ec);
+  if (ec) throw std::runtime_error(std::string(path) + ": '" + a.host + "' is not an IP address");
+  return {addr, a.port};
+}
+
+void open_acceptor(tcp::acceptor& acc, const tcp::endpoint& ep, const char* path) {
+  error_code ec;
+  acc.open(ep.protocol(), ec);
+  if (!ec) acc.set_option(tcp::acceptor::reuse_address(true), ec);
+  if (!ec) acc.bind(ep, ec);
+  if (!ec) acc.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec)
+    throw std::runtime_error(std::string("cannot listen on ") + ep.address().to_string() + ":" +
+                             std::to_string(ep.port()) + " (" + path + "): " + ec.message());
+}
+
+std::string peer_of(const tcp::socket& s) {
+  error_code ec;
+  auto ep = s.remote_endpoint(ec);
+  return ec ? std::string("?") : ep.address().to_string() + ":" + std::to_string(ep.port());
+}
+
+// After an error reply on a connection that may still carry unread request bytes, read and discard
+// them briefly before closing, so the client sees the reply instead of a reset.
+asio::awaitable<void> lingering_close(beast::tcp_stream& stream) {
+  error_code ec;
+  stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+  stream.expires_after(std::chrono::seconds(2));
+  std::array<char, 16384> sink;
+  std::size_t total = 0;
+  while (total < (16u << 20)) {
+    auto [rec, n] = co_await stream.async_read_some(asio::buffer(sink), use_nothrow);
+    if (rec) break;
+    total += n;
+  }
+  stream.close();
+}
+
+}  // namespace
+
+struct Gateway::Impl {
+  Config config;
+  policy::Policy policy{config};
+  observe::Metrics metrics;
+  std::atomic<bool> draining{false};
+  std::atomic<bool> stopping{false};
+  std::atomic<int> inflight{0};
+  std::atomic<unsigned> connections{0};
+  Services services{config, policy, metrics, draining,
+                    std::chrono::duration_cast<std::chrono::seconds>(
+                        std::chrono::system_clock::now().time_since_epoch())
+                        .count()};
+  std::map<std::string, upstream::BaseUrl> urls;
+  std::map<std::string, std::shared_ptr<upstream::ssl::context>> tls;
+  bool any_backend = false;
+
+  std::mutex mutex;
+  std::condition_variable stopped_cv;
+  bool stopped = false;
+
+  // In-process simulator backends run on their own thread so they do not compete with the workers.
+  asio::io_context sim_ctx{1};
+  std::vector<std::unique_ptr<simulator::SimulatorServer>> sims;
+  std::thread sim_thread;
+
+  std::vector<std::unique_ptr<Worker>> workers;  // last: torn down first
+  std::optional<tcp::acceptor> acceptor;
+  std::optional<tcp::acceptor> admin_acceptor;
+  std::optional<asio::signal_set> signals;
+  std::uint16_t port = 0, admin_port = 0;
+  std::size_t next_worker = 0;
+
+  explicit Impl(Config c) : config(std::move(c)) {}
+
+  void start_simulators() {
+    for (auto& b : config.backends) {
+      if (b.dialect != Dialect::simulator || !b.enabled) continue;
+      auto sim = std::make_unique<simulator::SimulatorServer>(sim_ctx, b.simulator);
+      auto p = sim->listen("127.0.0.1", 0);
+      b.url = "http://127.0.0.1:" + std::to_string(p) + "/v1";
+      sims.push_back(std::move(sim));
+    }
+    if (!sims.empty()) sim_thread = std::thread([this] { sim_ctx.run(); });
+  }
+
+  void prepare_backends() {
+    for (std::size_t i = 0; i < config.backends.size(); ++i) {
+      const auto& b = config.backends[i];
+      if (!b.enabled) continue;
+      auto path = "backends[" + std::to_string(i) + "]";
+      auto url = upstream::parse_base_url(b.url);
+      if (!url) throw std::runtime_error(path + ".url: not a valid http(s) URL");
+      if (url->tls) {
+        try {
+          tls[b.name] = upstream::make_client_tls_context(b);
+        } catch (const std::exception& e) {
+          throw std::runtime_error(path + ".ca_file: " + e.what());
+        }
+      }
+      urls[b.name] = *url;
+      any_backend = true;
+    }
+  }
+
+  asio::awaitable<void> accept_loop() {
+    for (;;) {
+      auto& w = *workers[next_worker];
+      next_worker = (next_worker + 1) % workers.size();
+      auto [ec, accepted] = co_await acceptor->async_accept(w.ctx, use_nothrow);
+      tcp::socket sock(std::move(accepted));
+      if (ec) {
+        if (!acceptor->is_open() || draining) co_return;
+        if (ec == asio::error::no_descriptors) {  // EMFILE: back off instead of spinning
+          asio::steady_timer t(acceptor->get_executor(), std::chrono::milliseconds(50));
+          co_await t.async_wait(use_nothrow);
+        }
+        continue;
+      }
+      if (connections.load() >= config.server.max_connections) {
+        reset_socket(sock);
+        continue;
+      }
+      asio::co_spawn(w.ctx, client_session(w, std::move(sock)), asio::detached);
+    }
+  }
+
+  asio::awaitable<void> client_session(Worker& w, tcp::socket sock) {
+    ++connections;
+    error_code ec;
+    sock.set_option(tcp::no_delay(true), ec);
+    std::string client = peer_of(sock);
+    beast::tcp_stream stream(std::move(sock));
+    beast::flat_buffer buffer;
+    SessionHandle handle{&stream};
+    w.sessions.insert(&handle);
+    const auto& sc = config.server;
+    bool lingering = false;
+
+    while (!draining) {
+      handle.busy = false;
+      if (buffer.size() == 0) {  // idle keep-alive: wait for the first byte of the next request
+        stream.expires_after(sc.idle_timeout);
+        auto [rec, n] = co_await stream.async_read_some(buffer.prepare(4096), use_nothrow);
+        if (rec) break;
+        buffer.commit(n);
+      }
+      handle.busy = true;
+      RequestContext ctx{Clock::now(), client};
+      http::request_parser<http::string_body> parser;
+      parser.header_limit(32 * 1024);
+      parser.body_limit(sc.max_body_bytes);
+      stream.expires_after(sc.header_timeout);
+      auto [hec, hn] = co_await http::async_read_header(stream, buffer, parser, use_nothrow);
+      ctx.bytes_in = hn;
+      if (!hec && beast::iequals(parser.get()[http::field::expect], "100-continue")) {
+        static constexpr std::string_view cont = "HTTP/1.1 100 Continue\r\n\r\n";
+        auto [cec, cn] = co_await asio::async_write(stream, asio::buffer(cont), use_nothrow);
+        hec = cec;
+      }
+      error_code rec = hec;
+      if (!rec) {
+        auto [bec, bn] = co_await http::async_read(stream, buffer, parser, use_nothrow);
+        rec = bec;
+        ctx.bytes_in += bn;
+      }
+      if (rec) {
+        std::optional<openai::ApiError> err;
+        if (rec == http::error::body_limit)
+          err = openai::ApiError{413,
+                                 "The request body exceeds the limit of " + std::to_string(sc.max_body_bytes) +
+                                     " bytes.",
+                                 "invalid_request_error", std::nullopt, "request_too_large"};
+        else if (rec == http::error::header_limit)
+          err = openai::ApiError{431, "The request headers are too large.", "invalid_request_error", std::nullopt,
+                                 "headers_too_large"};
+        else if (rec == beast::error::timeout)
+          err = openai::ApiError{408, "The request did not arrive in time.", "invalid_request_error", std::nullopt,
+                                 "request_timeout"};
+        else if (rec.category() == http::make_error_code(http::error::end_of_stream).category() && rec != http::error::end_of_stream &&
+                 rec != http::error::partial_message)
+          err = openai::ApiError{400, "Malformed HTTP request: " + rec.message(), "invalid_request_error", std::nullopt,
+                                 "bad_request"};
+        if (err) {
+          co_await reply_unroutable(stream, *err, ctx, services);
+          lingering = true;
+        }
+        break;
+      }
+      ++inflight;
+      bool keep = co_await handle_client_request(stream, parser.get(), ctx, services, w.pools);
+      --inflight;
+      if (!keep) break;
+    }
+    w.sessions.erase(&handle);
+    if (lingering) {
+      co_await lingering_close(stream);
+    } else {
+      stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+      stream.close();
+    }
+    --connections;
+  }
+
+  asio::awaitable<void> admin_accept_loop() {
+    for (;;) {
+      auto [ec, sock] = co_await admin_acceptor->async_accept(use_nothrow);
+      if (ec) {
+        if (!admin_acceptor->is_open()) co_return;
+        continue;
+      }
+      asio::co_spawn(admin_acceptor->get_executor(), admin_session(std::move(sock)), asio::detached);
+    }
+  }
+
+  asio::awaitable<void> admin_session(tcp::socket sock) {
+    beast::tcp_stream stream(std::move(sock));
+    beast::flat_buffer buffer;
+    for (;;) {
+      http::request_parser<http::string_body> parser;
+      parser.body_limit(64 * 1024);
+      stream.expires_after(std::chrono::seconds(30));
+      auto [ec, n] = co_await http::async_read(stream, buffer, parser, use_nothrow);
+      if (ec) break;
+      auto res = handle_admin_request(parser.get(), services, any_backend && !draining);
+      auto [wec, wn] = co_await http::async_write(stream, res, use_nothrow);
+      if (wec || !res.keep_alive()) break;
+    }
+    error_code ec;
+    stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+  }
+
+  asio::awaitable<void> drain_then_stop() {
+    auto deadline = Clock::now() + config.server.drain_timeout;
+    asio::steady_timer t(workers[0]->ctx);
+    while (inflight.load() > 0 && Clock::now() < deadline) {
+      t.expires_after(std::chrono::milliseconds(20));
+      co_await t.async_wait(use_nothrow);
+    }
+    if (inflight.load() > 0)
+      spdlog::warn("drain timeout reached with {} request(s) still in flight; stopping", inflight.load());
+    else
+      spdlog::info("drained; stopping");
+    stop_all();
+  }
+
+  void stop_all() {
+    if (stopping.exchange(true)) return;
+    for (auto& w : workers) {
+      w->guard.reset();
+      w->ctx.stop();
+    }
+    sim_ctx.stop();
+    std::lock_guard lock(mutex);
+    stopped = true;
+    stopped_cv.notify_all();
+  }
+};
+
+Gateway::Gateway(Config config) : impl_(std::make_unique<Impl>(std::move(config))) {}
+
+Gateway::~Gateway() {
+  impl_->stop_all();
+  wait();
+}
+
+void Gateway::start() {
+  auto& d = *impl_;
+  d.start_simulators();
+  d.prepare_backends();
+  unsigned n = d.config.server.workers ? d.config.server.workers : std::max(1u, std::thread::hardware_concurrency());
+  for (unsigned i = 0; i < n; ++i) {
+    auto w = std::make_unique<Worker>();
+    w->guard.emplace(w->ctx.get_executor());
+    for (const auto& b : d.config.backends) {
+      auto it = d.urls.find(b.name);
+      if (it == d.urls.end()) continue;
+      auto tls = d.tls.count(b.name) ? d.tls[b.name] : nullptr;
+      w->pools.emplace(b.name, std::make_unique<upstream::BackendPool>(w->ctx.get_executor(), b, it->second, tls));
+    }
+    d.workers.push_back(std::move(w));
+  }
+  auto& home = d.workers[0]->ctx;
+  d.acceptor.emplace(home);
+  open_acceptor(*d.acceptor, resolve_listen(d.config.server.listen, "server.listen"), "server.listen");
+  d.admin_acceptor.emplace(home);
+  open_acceptor(*d.admin_acceptor, resolve_listen(d.config.server.admin_listen, "server.admin_listen"),
+                "server.admin_listen");
+  d.port = d.acceptor->local_endpoint().port();
+  d.admin_port = d.admin_acceptor->local_endpoint().port();
+  asio::co_spawn(home, d.accept_loop(), asio::detached);
+  asio::co_spawn(home, d.admin_accept_loop(), asio::detached);
+  for (auto& w : d.workers) w->thread = std::thread([&ctx = w->ctx] { ctx.run(); });
+  spdlog::info("sluice {} listening on {}:{} (admin {}:{}), {} worker(s), {} backend(s), {} model(s)", SLUICE_VERSION,
+               d.config.server.listen.host, d.port, d.config.server.admin_listen.host, d.admin_port, n, d.urls.size(),
+               d.config.models.size());
+}
+
+void Gateway::drain() {
+  auto& d = *impl_;
+  if (d.workers.empty() || d.draining.exchange(true)) return;
+  spdlog::info("draining: no new connections; {} request(s) in flight may finish within {} ms", d.inflight.load(),
+               d.config.server.drain_timeout.count());
+  asio::post(d.workers[0]->ctx, [&d] {
+    error_code ec;
+    d.acceptor->close(ec);
+  });
+  for (auto& w : d.workers)
+    asio::post(w->ctx, [wp = w.get()] {
+      for (auto* h : wp->sessions)
+        if (!h->busy) {
+          error_code ec;
+          h->stream->socket().cancel(ec);  // ends the idle wait of keep-alive connections
+        }
+    });
+  asio::co_spawn(d.workers[0]->ctx, d.drain_then_stop(), asio::detached);
+}
+
+void Gateway::stop() { impl_->stop_all(); }
+
+void Gateway::wait() {
+  auto& d = *impl_;
+  {
+    std::unique_lock lock(d.mutex);
+    d.stopped_cv.wait(lock, [&] { return d.stopped; });
+  }
+  for (auto& w : d.workers)
+    if (w->thread.joinable()) w->thread.join();
+  if (d.sim_thread.joinable()) d.sim_thread.join();
+}
+
+void Gateway::drain_on_signals() {
+  auto& d = *impl_;
+  d.signals.emplace(d.workers[0]->ctx, SIGTERM, SIGINT);
+  d.signals->async_wait([this](error_code ec, int sig) {
+    if (ec) return;
+    spdlog::info("received signal {}", sig);
+    drain();
+    // A second signal stops at once.
+    impl_->signals->async_wait([this](error_code ec2, int) {
+      if (!ec2) stop();
+    });
+  });
+}
+
+std::uint16_t Gateway::port() const { return impl_->port; }
+std::uint16_t Gateway::admin_port() const { return impl_->admin_port; }
+
+}  // namespace sluice::server

@@ -1,0 +1,37 @@
+#pragma once
+// The running gateway: worker threads, client and admin listeners, graceful drain.
+#include <cstdint>
+#include <memory>
+
+#include "config.hpp"
+
+namespace sluice::server {
+
+/// Owns every thread and socket of one Sluice process. Construct, start(), then wait().
+class Gateway {
+ public:
+  explicit Gateway(Config config);
+  ~Gateway();
+  Gateway(const Gateway&) = delete;
+  Gateway& operator=(const Gateway&) = delete;
+
+  /// Binds the listeners and starts the workers. Throws std::runtime_error with a one-line reason.
+  void start();
+  /// Stops accepting, answers /readyz with 503, lets in-flight requests finish up to drain_timeout, then stops.
+  void drain();
+  /// Blocks until the gateway has stopped (after drain() or stop()).
+  void wait();
+  /// Stops at once, cutting open connections.
+  void stop();
+  /// Makes SIGTERM and SIGINT call drain(). Call after start().
+  void drain_on_signals();
+
+  std::uint16_t port() const;        // the bound client port (useful with port 0)
+  std::uint16_t admin_port() const;  // the bound admin port
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace sluice::server

@@ -1,0 +1,109 @@
+#include "upstream/pool.hpp"
+
+#include <sys/socket.h>
+
+#include <boost/asio/ssl/host_name_verification.hpp>
+#include <boost/asio/connect.hpp>
+
+#include <cerrno>
+
+namespace sluice::upstream {
+
+namespace {
+// A pooled connection unused for longer than this is closed rather than reused: servers
+// commonly drop idle keep-alive connections after 5–75 s.
+constexpr auto kMaxIdle = std::chrono::seconds(30);
+
+// True when the peer has not closed (or reset) an idle connection: nothing must be readable.
+bool still_open(tcp::socket& s) {
+  if (!s.is_open()) return false;
+  char c;
+  ssize_t r = ::recv(s.native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
+  return r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+}  // namespace
+
+std::shared_ptr<ssl::context> make_client_tls_context(const BackendConfig& backend) {
+  auto ctx = std::make_shared<ssl::context>(ssl::context::tls_client);
+  ctx->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
+                   ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1);
+  if (backend.tls_verify) {
+    ctx->set_verify_mode(ssl::verify_peer);
+    ctx->set_default_verify_paths();
+    if (!backend.ca_file.empty()) ctx->load_verify_file(backend.ca_file);  // throws on unreadable file
+  } else {
+    ctx->set_verify_mode(ssl::verify_none);
+  }
+  return ctx;
+}
+
+BackendPool::BackendPool(asio::any_io_executor ex, const BackendConfig& backend, BaseUrl url,
+                         std::shared_ptr<ssl::context> tls)
+    : ex_(std::move(ex)), backend_(backend), url_(std::move(url)), tls_(std::move(tls)) {}
+
+std::unique_ptr<Connection> BackendPool::take_idle() {
+  auto now = std::chrono::steady_clock::now();
+  while (!idle_.empty()) {
+    auto c = std::move(idle_.back());  // most recently used first: it is the likeliest to be warm
+    idle_.pop_back();
+    if (now - c->idle_since < kMaxIdle && still_open(c->lowest().socket())) return c;
+  }
+  return nullptr;
+}
+
+void BackendPool::release(std::unique_ptr<Connection> c) {
+  if (!c || c->buffer.size() != 0 || idle_.size() >= backend_.max_idle_connections) return;
+  c->idle_since = std::chrono::steady_clock::now();
+  idle_.push_back(std::move(c));
+}
+
+asio::awaitable<std::unique_ptr<Connection>> BackendPool::connect(std::string& reason, std::string& detail) {
+  auto c = std::make_unique<Connection>();
+  auto deadline = std::chrono::steady_clock::now() + backend_.timeouts.connect;
+  // Resolution has no timeout of its own: a timer cancels it. The handler owns what it touches,
+  // since it may run after this frame is gone.
+  auto resolver = std::make_shared<tcp::resolver>(ex_);
+  auto timed_out = std::make_shared<bool>(false);
+  asio::steady_timer timer(ex_);
+  timer.expires_at(deadline);
+  timer.async_wait([resolver, timed_out](error_code ec) {
+    if (!ec) {
+      *timed_out = true;
+      resolver->cancel();
+    }
+  });
+  auto [rec, endpoints] = co_await resolver->async_resolve(url_.host, std::to_string(url_.port),
+                                                           tcp::resolver::numeric_service, use_nothrow);
+  timer.cancel();
+  if (rec) {
+    reason = *timed_out ? "timeout" : "resolve";
+    detail = "cannot resolve " + url_.host + ": " + rec.message();
+    co_return nullptr;
+  }
+  if (url_.tls) c->secure.emplace(ex_, *tls_);
+  else c->plain.emplace(ex_);
+  auto& tcp_layer = c->lowest();
+  tcp_layer.expires_at(deadline);
+  auto [cec, ep] = co_await tcp_layer.async_connect(endpoints, use_nothrow);
+  if (cec) {
+    reason = cec == beast::error::timeout ? "timeout" : "connect";
+    detail = "cannot connect to " + url_.host_header() + ": " + cec.message();
+    co_return nullptr;
+  }
+  tcp_layer.socket().set_option(tcp::no_delay(true));
+  if (c->secure) {
+    auto* ssl = c->secure->native_handle();
+    if (!url_.host_is_ip()) SSL_set_tlsext_host_name(ssl, url_.host.c_str());  // SNI
+    if (backend_.tls_verify) c->secure->set_verify_callback(ssl::host_name_verification(url_.host));
+    auto [hec] = co_await c->secure->async_handshake(ssl::stream_base::client, use_nothrow);
+    if (hec) {
+      reason = hec == beast::error::timeout ? "timeout" : "tls";
+      detail = "TLS handshake with " + url_.host_header() + " failed: " + hec.message();
+      co_return nullptr;
+    }
+  }
+  tcp_layer.expires_never();
+  co_return c;
+}
+
+}  // namespace sluice::upstream

@@ -1,0 +1,59 @@
+#pragma once
+// Per-worker keep-alive connection pools toward one backend, over TCP or TLS.
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/ssl/stream.hpp>
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "config.hpp"
+#include "server/http_io.hpp"
+#include "upstream/url.hpp"
+
+namespace sluice::upstream {
+
+namespace ssl = boost::asio::ssl;
+
+/// One connection to a backend. Lives on one worker; never shared between requests at once.
+struct Connection {
+  std::optional<beast::tcp_stream> plain;
+  std::optional<ssl::stream<beast::tcp_stream>> secure;
+  beast::flat_buffer buffer;  // bytes read past the previous response (must be empty to reuse)
+  std::chrono::steady_clock::time_point idle_since;
+  unsigned exchanges = 0;     // responses completed on this connection
+
+  beast::tcp_stream& lowest() { return secure ? secure->next_layer() : *plain; }
+};
+
+/// Builds the TLS context for a backend: peer verification against the system store (and `ca_file`).
+std::shared_ptr<ssl::context> make_client_tls_context(const BackendConfig& backend);
+
+/// Idle connections to one backend, owned by one worker.
+class BackendPool {
+ public:
+  BackendPool(asio::any_io_executor ex, const BackendConfig& backend, BaseUrl url, std::shared_ptr<ssl::context> tls);
+
+  /// An idle connection that is still open, or nullptr.
+  std::unique_ptr<Connection> take_idle();
+
+  /// Opens a fresh connection within the backend's connect timeout (TCP connect and TLS handshake).
+  /// On failure returns nullptr and sets `reason` ("connect", "tls", "resolve", "timeout").
+  asio::awaitable<std::unique_ptr<Connection>> connect(std::string& reason, std::string& detail);
+
+  /// Returns a connection whose last response was read completely.
+  void release(std::unique_ptr<Connection> c);
+
+  const BackendConfig& backend() const { return backend_; }
+  const BaseUrl& url() const { return url_; }
+
+ private:
+  asio::any_io_executor ex_;
+  const BackendConfig& backend_;
+  BaseUrl url_;
+  std::shared_ptr<ssl::context> tls_;
+  std::vector<std::unique_ptr<Connection>> idle_;
+};
+
+}  // namespace sluice::upstream

@@ -1,0 +1,411 @@
+#include "upstream/proxy.hpp"
+
+#include <sys/socket.h>
+
+#include <boost/asio/write.hpp>
+
+#include <cerrno>
+#include <cstring>
+#include <vector>
+
+#include "openai/sse_parser.hpp"
+
+namespace sluice::upstream {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr std::size_t kMaxUpstreamBody = 64u << 20;   // a non-stream answer above this is refused
+constexpr std::size_t kMaxPendingEvent = 16u << 20;   // an SSE event that never ends is refused
+constexpr std::size_t kReadChunk = 16u << 10;
+
+double ms_since(Clock::time_point t) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
+}
+
+/// Shared between an exchange and the coroutine watching its client for a hang-up.
+struct WatchState {
+  bool active = true;
+  bool client_gone = false;
+  tcp::socket* client = nullptr;
+  beast::tcp_stream* upstream = nullptr;
+};
+
+// Waits for the client socket to become readable while its answer is pending. A hang-up (EOF or
+// error) closes the upstream connection at once, which is how backends learn to stop generating.
+asio::awaitable<void> watch_client(std::shared_ptr<WatchState> st) {
+  for (;;) {
+    auto [ec] = co_await st->client->async_wait(tcp::socket::wait_read, use_nothrow);
+    if (!st->active) co_return;
+    if (!ec) {
+      char c;
+      ssize_t r = ::recv(st->client->native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
+      if (r > 0) co_return;  // a pipelined request: the session reads it later
+      if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) continue;
+    }
+    st->client_gone = true;
+    if (st->upstream) st->upstream->close();
+    co_return;
+  }
+}
+
+std::string sse_error_event(const openai::ApiError& e) {
+  return "data: " + openai::error_json(e) + "\n\ndata: [DONE]\n\n";
+}
+
+openai::ApiError gateway_error(int status, std::string message, std::string code) {
+  return openai::ApiError{status, std::move(message), status >= 500 ? "server_error" : "", std::nullopt,
+                          std::move(code)};
+}
+
+// A backend's error status as the client should see it: its 4xx as they are, 5xx as 502 unless
+// they already say "unavailable" (503) or "timed out" (504).
+int client_status_for_backend(int status) {
+  if (status >= 400 && status < 500) return status;
+  if (status == 503 || status == 504) return status;
+  return 502;
+}
+
+/// One request/response on one connection. `stale` is set when a reused connection turned out to be
+/// closed before the backend saw the request (safe to retry on a fresh one).
+class Exchange {
+ public:
+  Exchange(beast::tcp_stream& client, BackendPool& pool, const ForwardRequest& fr, const StringRequest& upstream_req,
+           WatchState& st, ForwardResult& result)
+      : client_(client), pool_(pool), fr_(fr), req_(upstream_req), st_(st), r_(result),
+        t_(pool.backend().timeouts), deadline_(fr.started + t_.total) {}
+
+  template <class Stream>
+  asio::awaitable<void> run(Stream& up, Connection& conn, bool reused, bool& stale, bool& reusable);
+
+ private:
+  // Arms the upstream deadline for the next operation: the phase's timeout, capped by the total.
+  void arm(beast::tcp_stream& s, Millis phase, const char* name) {
+    auto now = Clock::now();
+    if (now + phase >= deadline_) {
+      s.expires_at(deadline_);
+      phase_ = "total";
+    } else {
+      s.expires_after(phase);
+      phase_ = name;
+    }
+  }
+
+  void fail(int status, std::string reason, std::string message) {
+    r_.error = reason;
+    r_.failure = gateway_error(status, std::move(message), status == 504 ? "upstream_timeout" : "upstream_error");
+    if (status == 504) r_.failure->code = "upstream_timeout";
+  }
+
+  bool client_left(const char* phase) {
+    if (!st_.client_gone) return false;
+    r_.client_gone = true;
+    r_.disconnect_phase = phase;
+    r_.error = "client_disconnected";
+    return true;
+  }
+
+  asio::awaitable<bool> write_client(asio::const_buffer data, bool chunked);
+  template <class Stream, class Parser>
+  asio::awaitable<void> relay_stream(Stream& up, Connection& conn, Parser& p, bool& reusable);
+  template <class Stream, class Parser>
+  asio::awaitable<void> relay_body(Stream& up, Connection& conn, Parser& p, bool& reusable);
+
+  beast::tcp_stream& client_;
+  BackendPool& pool_;
+  const ForwardRequest& fr_;
+  const StringRequest& req_;
+  WatchState& st_;
+  ForwardResult& r_;
+  const BackendTimeouts& t_;
+  Clock::time_point deadline_;
+  const char* phase_ = "first_token";
+};
+
+template <class Stream>
+asio::awaitable<void> Exchange::run(Stream& up, Connection& conn, bool reused, bool& stale, bool& reusable) {
+  auto& lowest = conn.lowest();
+  arm(lowest, t_.first_token, "first_token");
+  auto [wec, wn] = co_await http::async_write(up, req_, use_nothrow);
+  if (client_left("waiting")) co_return;
+  if (wec) {
+    if (reused && wec != beast::error::timeout) stale = true;
+    else if (wec == beast::error::timeout) fail(504, phase_, "the backend did not accept the request in time");
+    else fail(502, "reset", "the connection to the backend failed: " + wec.message());
+    co_return;
+  }
+
+  http::response_parser<http::buffer_body> p;
+  p.body_limit(boost::none);  // bounded below: kMaxUpstreamBody, kMaxPendingEvent
+  p.header_limit(64 * 1024);
+  auto [hec, hn] = co_await http::async_read_header(up, conn.buffer, p, use_nothrow);
+  if (client_left("waiting")) co_return;
+  if (hec) {
+    bool nothing_read = hn == 0 && conn.buffer.size() == 0;
+    if (reused && nothing_read && hec != beast::error::timeout) stale = true;  // closed while idle in the pool
+    else if (hec == beast::error::timeout) fail(504, phase_, "the backend did not answer in time");
+    else if (hec == http::error::end_of_stream || hec == asio::error::connection_reset ||
+             hec == asio::error::eof || hec == asio::error::broken_pipe)
+      fail(502, "reset", "the backend closed the connection before answering");
+    else fail(502, "protocol", "the backend sent an invalid HTTP response: " + hec.message());
+    co_return;
+  }
+  const auto& head = p.get();
+  auto ctype = head[http::field::content_type];
+  bool is_sse = ctype.size() >= 17 && beast::iequals(ctype.substr(0, 17), "text/event-stream");
+  if (is_sse && head.result_int() / 100 == 2) co_await relay_stream(up, conn, p, reusable);
+  else co_await relay_body(up, conn, p, reusable);
+}
+
+asio::awaitable<bool> Exchange::write_client(asio::const_buffer data, bool chunked) {
+  client_.expires_after(t_.idle);  // a client that stops reading for this long is dropped
+  error_code ec;
+  std::size_t n = 0;
+  if (chunked) {
+    auto chunk = http::make_chunk(data);  // header, data and CRLF gathered: no copy
+    std::tie(ec, n) = co_await asio::async_write(client_, chunk, use_nothrow);
+  } else std::tie(ec, n) = co_await asio::async_write(client_, data, use_nothrow);
+  r_.bytes_out += n;
+  if (ec) {
+    st_.client_gone = true;
+    client_left("streaming");
+    co_return false;
+  }
+  co_return true;
+}
+
+template <class Stream, class Parser>
+asio::awaitable<void> Exchange::relay_stream(Stream& up, Connection& conn, Parser& p, bool& reusable) {
+  auto& lowest = conn.lowest();
+  // HTTP/1.0 clients get the stream unchunked, delimited by closing the connection.
+  const bool chunked = fr_.client_version >= 11;
+  http::response<http::empty_body> head{http::status::ok, fr_.client_version};
+  head.set(http::field::server, "sluice");
+  head.set(http::field::content_type, "text/event-stream");
+  head.set(http::field::cache_control, "no-cache");
+  head.set("x-accel-buffering", "no");
+  head.set("x-request-id", fr_.request_id);
+  head.keep_alive(chunked && fr_.client_keep_alive);
+  if (chunked) head.chunked(true);
+  http::response_serializer<http::empty_body> sr{head};
+  client_.expires_after(t_.idle);
+  auto [hec, hn] = co_await http::async_write_header(client_, sr, use_nothrow);
+  r_.stream = true;
+  r_.status = 200;
+  r_.bytes_out += hn;
+  r_.ttfb_ms = ms_since(fr_.started);
+  if (hec) {
+    st_.client_gone = true;
+    client_left("streaming");
+    co_return;
+  }
+
+  struct StreamGauge {  // sluice_active_streams counts this relay while it runs
+    observe::Metrics* m;
+    explicit StreamGauge(observe::Metrics* mm) : m(mm) { if (m) m->active_streams(1); }
+    ~StreamGauge() { if (m) m->active_streams(-1); }
+  } gauge{fr_.metrics};
+  openai::SseParser parser;
+  std::vector<openai::SseEvent> events;
+  std::vector<char> buf(kReadChunk);
+  std::size_t pending = 0;   // bytes in buf not yet forwarded
+  bool seen_done = false;
+  bool first_event = true;
+  std::string failure;       // set when the backend failed mid-stream
+
+  while (!p.is_done()) {
+    if (buf.size() - pending < kReadChunk / 2) {
+      if (buf.size() >= kMaxPendingEvent) {
+        failure = "the backend sent an SSE event larger than the relay accepts";
+        r_.error = "protocol";
+        break;
+      }
+      buf.resize(buf.size() * 2);
+    }
+    auto& body = p.get().body();
+    body.data = buf.data() + pending;
+    body.size = buf.size() - pending;
+    if (first_event) arm(lowest, t_.first_token, "first_token");
+    else arm(lowest, t_.idle, "idle");
+    auto [ec, n] = co_await http::async_read_some(up, conn.buffer, p, use_nothrow);
+    if (ec == http::error::need_buffer) ec = {};
+    std::size_t got = (buf.size() - pending) - p.get().body().size;
+    if (got > 0) {
+      events.clear();
+      parser.feed(std::string_view(buf.data() + pending, got), events);
+      pending += got;
+      for (const auto& e : events) {
+        if (e.data == "[DONE]") seen_done = true;
+        else if (auto u = openai::usage_from_json(e.data)) r_.usage = u;
+      }
+      // Forward every byte up to the end of the last complete event, in one write, unchanged.
+      std::size_t ready = pending - static_cast<std::size_t>(parser.total() - parser.boundary());
+      if (ready > 0) {
+        if (first_event) {
+          first_event = false;
+          r_.ttft_seconds = ms_since(fr_.started) / 1000.0;
+        }
+        if (!co_await write_client(asio::const_buffer(buf.data(), ready), chunked)) break;
+        std::memmove(buf.data(), buf.data() + ready, pending - ready);
+        pending -= ready;
+      }
+    }
+    if (client_left("streaming")) break;
+    if (ec) {
+      if (ec == beast::error::timeout) {
+        r_.error = phase_;
+        failure = std::string("the backend sent nothing for too long (") + phase_ + " timeout)";
+      } else {
+        r_.error = "reset";
+        failure = "the connection to the backend failed mid-stream: " + ec.message();
+      }
+      break;
+    }
+  }
+  if (r_.client_gone) co_return;
+  if (failure.empty()) {
+    if (pending > 0 && !co_await write_client(asio::const_buffer(buf.data(), pending), chunked)) co_return;
+    reusable = p.is_done() && p.keep_alive();
+  } else if (!seen_done) {
+    // The stream has started, so the failure is told in-band: an error event, then [DONE].
+    auto msg = sse_error_event(gateway_error(r_.error == "reset" || r_.error == "protocol" ? 502 : 504, failure,
+                                             r_.error == "reset" || r_.error == "protocol" ? "upstream_error"
+                                                                                           : "upstream_timeout"));
+    if (!co_await write_client(asio::buffer(msg), chunked)) co_return;
+  }
+  if (chunked) {
+    client_.expires_after(t_.idle);
+    auto last = http::make_chunk_last();
+    auto [lec, ln] = co_await asio::async_write(client_, last, use_nothrow);
+    r_.bytes_out += ln;
+    if (lec) client_left("streaming");
+  }
+  r_.client_keep_alive = chunked && fr_.client_keep_alive && !r_.client_gone;
+}
+
+template <class Stream, class Parser>
+asio::awaitable<void> Exchange::relay_body(Stream& up, Connection& conn, Parser& p, bool& reusable) {
+  auto& lowest = conn.lowest();
+  std::string body;
+  while (!p.is_done()) {
+    std::size_t old = body.size();
+    if (old >= kMaxUpstreamBody) {
+      fail(502, "protocol", "the backend's answer is larger than the gateway accepts");
+      co_return;
+    }
+    body.resize(old + kReadChunk * 4);
+    p.get().body().data = body.data() + old;
+    p.get().body().size = kReadChunk * 4;
+    arm(lowest, old == 0 ? t_.first_token : t_.idle, old == 0 ? "first_token" : "idle");
+    auto [ec, n] = co_await http::async_read(up, conn.buffer, p, use_nothrow);
+    body.resize(old + kReadChunk * 4 - p.get().body().size);
+    if (client_left("waiting")) co_return;
+    if (ec == http::error::need_buffer) continue;
+    if (ec == beast::error::timeout) {
+      fail(504, phase_, "the backend did not finish its answer in time");
+      co_return;
+    }
+    if (ec) {
+      fail(502, "reset", "the connection to the backend failed: " + ec.message());
+      co_return;
+    }
+  }
+  reusable = p.keep_alive();
+  int status = p.get().result_int();
+  if (status / 100 != 2) {
+    auto e = openai::normalize_backend_error(status, body);
+    e.status = client_status_for_backend(status);
+    r_.error = "backend_" + std::to_string(status);
+    r_.failure = std::move(e);
+    co_return;
+  }
+  r_.usage = openai::usage_from_json(body);
+  StringResponse res{http::status::ok, fr_.client_version};
+  res.set(http::field::server, "sluice");
+  auto ctype = p.get()[http::field::content_type];
+  if (ctype.empty()) res.set(http::field::content_type, "application/json");
+  else res.set(http::field::content_type, ctype);
+  res.set("x-request-id", fr_.request_id);
+  res.keep_alive(fr_.client_keep_alive);
+  res.body() = std::move(body);
+  res.prepare_payload();
+  client_.expires_after(t_.idle);
+  auto [wec, wn] = co_await http::async_write(client_, res, use_nothrow);
+  r_.status = 200;
+  r_.bytes_out += wn;
+  r_.ttfb_ms = ms_since(fr_.started);
+  if (wec) {
+    st_.client_gone = true;
+    client_left("streaming");
+    co_return;
+  }
+  r_.client_keep_alive = fr_.client_keep_alive;
+}
+
+StringRequest build_upstream_request(const BackendPool& pool, const ForwardRequest& fr) {
+  StringRequest req{http::verb::post, pool.url().target(openai::to_string(fr.endpoint)), 11};
+  req.set(http::field::host, pool.url().host_header());
+  req.set(http::field::user_agent, "sluice/" SLUICE_VERSION);
+  req.set(http::field::content_type, "application/json");
+  req.set(http::field::accept, "application/json, text/event-stream");
+  // The client's own key never goes upstream; the backend's key comes from config.
+  if (!pool.backend().api_key.empty()) req.set(http::field::authorization, "Bearer " + pool.backend().api_key);
+  req.set("x-request-id", fr.request_id);
+  req.keep_alive(true);
+  req.body() = fr.body;
+  req.prepare_payload();
+  return req;
+}
+
+}  // namespace
+
+asio::awaitable<ForwardResult> forward(beast::tcp_stream& client, BackendPool& pool, const ForwardRequest& fr) {
+  ForwardResult result;
+  auto st = std::make_shared<WatchState>();
+  st->client = &client.socket();
+  asio::co_spawn(client.get_executor(), watch_client(st), asio::detached);
+
+  const StringRequest upstream_req = build_upstream_request(pool, fr);
+  Exchange exchange(client, pool, fr, upstream_req, *st, result);
+  // At most one retry, and only when a pooled connection proves to have been closed by the backend.
+  for (int attempt = 0; attempt < 2 && !st->client_gone; ++attempt) {
+    std::unique_ptr<Connection> conn = attempt == 0 ? pool.take_idle() : nullptr;
+    const bool reused = conn != nullptr;
+    if (!conn) {
+      std::string reason, detail;
+      conn = co_await pool.connect(reason, detail);
+      if (!conn) {
+        if (st->client_gone) break;
+        result.error = reason;
+        result.failure = gateway_error(reason == "timeout" ? 504 : 502, "backend '" + pool.backend().name +
+                                                                            "' is unreachable: " + detail,
+                                       reason == "timeout" ? "upstream_timeout" : "upstream_unreachable");
+        break;
+      }
+    }
+    st->upstream = &conn->lowest();
+    bool stale = false, reusable = false;
+    if (conn->secure) co_await exchange.run(*conn->secure, *conn, reused, stale, reusable);
+    else co_await exchange.run(*conn->plain, *conn, reused, stale, reusable);
+    st->upstream = nullptr;
+    if (stale) continue;
+    if (reusable && !st->client_gone) {
+      conn->lowest().expires_never();
+      ++conn->exchanges;
+      pool.release(std::move(conn));
+    }
+    break;
+  }
+  if (st->client_gone && !result.client_gone) {
+    result.client_gone = true;
+    result.disconnect_phase = result.status ? "streaming" : "waiting";
+    result.error = "client_disconnected";
+  }
+  st->active = false;
+  error_code ignored;
+  client.socket().cancel(ignored);  // ends the watcher's wait
+  co_return result;
+}
+
+}  // namespace sluice::upstream
