@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "duration.hpp"
+#include "upstream/url.hpp"
 
 namespace sluice {
 
@@ -253,6 +254,10 @@ class Reader {
         why = "environment variable " + unset + " is not set";
         return false;
       }
+      if (v && v->empty() && inline_node.Scalar().find("${") != std::string::npos) {
+        why = "its key comes from an empty environment variable";
+        return false;
+      }
       if (v) dst = *v;
     } else if (file_node) {
       auto file = scalar(file_node, join(path, std::string(key) + "_file"));
@@ -336,8 +341,9 @@ void read_backend(Reader& r, const YAML::Node& n, const std::string& p, BackendC
     if (!b.url.empty()) r.error(Reader::join(p, "url"), "a simulator backend runs in-process and takes no url");
   } else if (b.url.empty()) {
     r.error(Reader::join(p, "url"), "is required");
-  } else if (b.url.rfind("http://", 0) != 0 && b.url.rfind("https://", 0) != 0) {
-    r.error(Reader::join(p, "url"), "must start with http:// or https://");
+  } else if (!upstream::parse_base_url(b.url)) {
+    r.error(Reader::join(p, "url"), "must be an http:// or https:// URL with a host, an optional port and path, "
+                                    "and no query, got '" + b.url + "'");
   }
   std::string why;
   if (!r.secret_at(n, "api_key", p, b.api_key, why)) {

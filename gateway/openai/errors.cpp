@@ -57,8 +57,9 @@ ApiError normalize_backend_error(int status, std::string_view body) {
   ApiError e;
   e.status = status;
   rapidjson::Document doc;
-  doc.Parse(body.data(), body.size());
-  if (!doc.HasParseError() && doc.IsObject()) {
+  doc.Parse<rapidjson::kParseIterativeFlag>(body.data(), body.size());  // no recursion on hostile nesting
+  const bool json_object = !doc.HasParseError() && doc.IsObject();
+  if (json_object) {
     const rapidjson::Value* obj = &doc;
     auto err = doc.FindMember("error");
     if (err != doc.MemberEnd() && err->value.IsObject()) obj = &err->value;
@@ -80,7 +81,7 @@ ApiError normalize_backend_error(int status, std::string_view body) {
     }
   }
   if (e.message.empty()) {
-    std::string_view text = body.substr(0, 512);
+    std::string_view text = json_object ? std::string_view() : body.substr(0, 512);
     e.message = text.empty() ? "the backend answered with HTTP status " + std::to_string(status) : std::string(text);
   }
   return e;

@@ -36,11 +36,33 @@ ApiError missing(const char* field) {
 
 }  // namespace
 
+bool json_depth_within(std::string_view json, int max_depth) {
+  int depth = 0;
+  bool in_string = false;
+  for (std::size_t i = 0; i < json.size(); ++i) {
+    char c = json[i];
+    if (in_string) {
+      if (c == '\\') ++i;
+      else if (c == '"') in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > max_depth) return false;
+    } else if (c == ']' || c == '}') {
+      --depth;
+    }
+  }
+  return true;
+}
+
 std::variant<ClientRequest, ApiError> inspect_request(Endpoint endpoint, std::string_view body) {
   ClientRequest req;
   req.endpoint = endpoint;
   auto& doc = req.doc;
-  doc.Parse<rapidjson::kParseFullPrecisionFlag>(body.data(), body.size());
+  if (!json_depth_within(body))
+    return invalid_request("the JSON body nests deeper than " + std::to_string(kMaxJsonDepth) + " levels",
+                           std::nullopt, "invalid_json");
+  doc.Parse<rapidjson::kParseFullPrecisionFlag | rapidjson::kParseIterativeFlag>(body.data(), body.size());
   if (doc.HasParseError()) {
     return invalid_request(std::string("we could not parse the JSON body of your request (") +
                                rapidjson::GetParseError_En(doc.GetParseError()) + " at offset " +
@@ -48,6 +70,12 @@ std::variant<ClientRequest, ApiError> inspect_request(Endpoint endpoint, std::st
                            std::nullopt, "invalid_json");
   }
   if (!doc.IsObject()) return invalid_request("the request body must be a JSON object", std::nullopt, "invalid_json");
+  // A repeated member would let Sluice act on one value while the backend (which keeps the last) acts on another.
+  for (auto a = doc.MemberBegin(); a != doc.MemberEnd(); ++a)
+    for (auto b = a + 1; b != doc.MemberEnd(); ++b)
+      if (a->name == b->name)
+        return invalid_request(std::string("the member '") + a->name.GetString() + "' appears more than once",
+                               std::string(a->name.GetString()), "duplicate_parameter");
 
   const auto* model = member(doc, "model");
   if (!model) return missing("model");
@@ -110,7 +138,6 @@ std::string rewrite_request(ClientRequest& req, std::string_view original, std::
   if (stream_missing) {
     if (auto it = doc.FindMember("stream"); it != doc.MemberEnd()) it->value.SetBool(req.stream);
     else doc.AddMember("stream", rapidjson::Value(req.stream), alloc);
-    req.stream_explicit = true;
   }
   rapidjson::StringBuffer sb;
   rapidjson::Writer<rapidjson::StringBuffer> w(sb);

@@ -26,6 +26,13 @@ struct ClientRequest {
   rapidjson::Document doc;           // the parsed body, for rewriting
 };
 
+/// Deepest nesting of arrays/objects a body may have. JSON libraries recurse per level, so an
+/// unbounded depth would let one request exhaust a worker's stack.
+inline constexpr int kMaxJsonDepth = 128;
+
+/// True when `json` nests arrays/objects no deeper than `max_depth` (strings are skipped correctly).
+bool json_depth_within(std::string_view json, int max_depth = kMaxJsonDepth);
+
 /// Parses and validates a body: a JSON object with a string `model` and the fields the endpoint requires.
 std::variant<ClientRequest, ApiError> inspect_request(Endpoint endpoint, std::string_view body);
 

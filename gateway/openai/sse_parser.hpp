@@ -12,7 +12,7 @@ namespace sluice::openai {
 struct SseEvent {
   std::string event;  // empty means the default type "message"
   std::string data;
-  std::string id;
+  std::string id;     // this event's own `id` field (a relay has no use for the carried-over last event ID)
 };
 
 /// Parses an SSE byte stream fed in arbitrary pieces, and tracks the offset up to which the bytes

@@ -8,8 +8,10 @@ namespace {
 std::uint64_t count(const rapidjson::Value& obj, const char* name) {
   auto it = obj.FindMember(name);
   if (it == obj.MemberEnd() || !it->value.IsNumber()) return 0;
+  if (it->value.IsUint64()) return it->value.GetUint64();
   double v = it->value.GetDouble();
-  return v > 0 ? static_cast<std::uint64_t>(v) : 0;
+  if (!(v > 0)) return 0;
+  return v >= 1.8e19 ? UINT64_MAX : static_cast<std::uint64_t>(v);
 }
 
 }  // namespace
@@ -19,7 +21,7 @@ std::optional<Usage> usage_from_json(std::string_view json) {
   if (json.find("\"usage\"") == std::string_view::npos && json.find("\"metrics\"") == std::string_view::npos)
     return std::nullopt;
   rapidjson::Document doc;
-  doc.Parse(json.data(), json.size());
+  doc.Parse<rapidjson::kParseIterativeFlag>(json.data(), json.size());  // no recursion on hostile nesting
   if (doc.HasParseError() || !doc.IsObject()) return std::nullopt;
   if (auto u = doc.FindMember("usage"); u != doc.MemberEnd() && u->value.IsObject())
     return Usage{count(u->value, "prompt_tokens"), count(u->value, "completion_tokens")};

@@ -4,6 +4,7 @@
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 
+#include <cctype>
 #include <stdexcept>
 
 namespace sluice::policy {
@@ -77,9 +78,11 @@ std::string_view presented_key(std::string_view authorization, std::string_view 
     return s;
   };
   authorization = trim(authorization);
-  if (authorization.size() > 7) {
-    auto scheme = authorization.substr(0, 7);
-    if ((scheme[0] == 'B' || scheme[0] == 'b') && scheme.substr(1) == "earer ") return trim(authorization.substr(7));
+  if (authorization.size() > 7 && authorization[6] == ' ') {
+    bool bearer = true;  // the scheme is case-insensitive (RFC 9110 §11.1)
+    for (std::size_t i = 0; i < 6; ++i)
+      bearer = bearer && std::tolower(static_cast<unsigned char>(authorization[i])) == "bearer"[i];
+    if (bearer) return trim(authorization.substr(7));
   }
   return trim(x_api_key);
 }

@@ -28,10 +28,11 @@ struct SessionHandle {
 
 /// One thread running one io_context; every connection accepted for it stays on it.
 struct Worker {
-  // Declared before ctx: destroyed after it, since coroutine frames torn down with ctx touch them.
-  Pools pools;
+  // Declared before ctx, so destroyed after it: session frames torn down with ctx still erase themselves.
   std::unordered_set<SessionHandle*> sessions;
   asio::io_context ctx{1};
+  // Declared after ctx, so destroyed before it: pooled sockets must close while their io_context lives.
+  Pools pools;
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> guard;
   std::thread thread;
 };
@@ -185,13 +186,20 @@ struct Gateway::Impl {
         buffer.commit(n);
       }
       handle.busy = true;
-      RequestContext ctx{Clock::now(), client};
+      RequestContext ctx;
+      ctx.started = Clock::now();
+      ctx.client = client;
       http::request_parser<http::string_body> parser;
       parser.header_limit(32 * 1024);
       parser.body_limit(sc.max_body_bytes);
       stream.expires_after(sc.header_timeout);
       auto [hec, hn] = co_await http::async_read_header(stream, buffer, parser, use_nothrow);
       ctx.bytes_in = hn;
+      if (parser.is_header_done()) {
+        ctx.method = std::string(parser.get().method_string());
+        auto target = parser.get().target();
+        ctx.path = std::string(target.substr(0, std::min<std::size_t>(target.find('?'), 256)));
+      }
       if (!hec && beast::iequals(parser.get()[http::field::expect], "100-continue")) {
         static constexpr std::string_view cont = "HTTP/1.1 100 Continue\r\n\r\n";
         auto [cec, cn] = co_await asio::async_write(stream, asio::buffer(cont), use_nothrow);

@@ -178,6 +178,8 @@ asio::awaitable<void> reply_unroutable(beast::tcp_stream& stream, const openai::
   log.request_id = new_request_id();
   log.client = ctx.client;
   log.bytes_in = ctx.bytes_in;
+  log.method = ctx.method;
+  log.path = ctx.path;
   Reply reply{stream, services, ctx, log, false, 11};
   co_await reply.error(error);
   log.duration_ms = seconds_since(ctx.started) * 1000;

@@ -31,6 +31,8 @@ struct RequestContext {
   std::chrono::steady_clock::time_point started;
   std::string client;  // peer address
   std::uint64_t bytes_in = 0;
+  std::string method;  // known once the request line is parsed (for errors before routing)
+  std::string path;
 };
 
 /// Serves one client request on `stream`. Returns whether the connection may serve another.

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <stdexcept>
 
+#include "openai/request.hpp"
 #include "server/http_io.hpp"
 
 namespace sluice::simulator {
@@ -104,7 +105,8 @@ class Session {
     }
 
     rapidjson::Document doc;
-    doc.Parse(req.body().data(), req.body().size());
+    if (openai::json_depth_within(req.body())) doc.Parse(req.body().data(), req.body().size());
+    else doc.SetNull();
     if (doc.HasParseError() || !doc.IsObject() || !doc.HasMember("model") || !doc["model"].IsString())
     {
       auto body = openai::error_json(openai::invalid_request("simulator: invalid request body"));

@@ -72,8 +72,9 @@ asio::awaitable<std::unique_ptr<Connection>> BackendPool::connect(std::string& r
       resolver->cancel();
     }
   });
-  auto [rec, endpoints] = co_await resolver->async_resolve(url_.host, std::to_string(url_.port),
-                                                           tcp::resolver::numeric_service, use_nothrow);
+  const std::string port = std::to_string(url_.port);  // named: GCC 12 mishandles temporaries in co_await
+  auto [rec, endpoints] =
+      co_await resolver->async_resolve(url_.host, port, tcp::resolver::numeric_service, use_nothrow);
   timer.cancel();
   if (rec) {
     reason = *timed_out ? "timeout" : "resolve";

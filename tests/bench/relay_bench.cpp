@@ -1,0 +1,136 @@
+// Benchmark: what Sluice adds on the request path. The same load goes straight to the simulator and
+// through the gateway; the table shows throughput and latency percentiles of each, and the SSE parser
+// alone. Prints a table; asserts nothing (tests do that).
+#include <boost/asio/io_context.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <numeric>
+#include <thread>
+#include <vector>
+
+#include "../integration/harness.hpp"
+#include "openai/sse_parser.hpp"
+#include "simulator/simulator.hpp"
+
+using namespace sluice;
+using namespace sluice::test;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+struct Result {
+  std::size_t ok = 0, failed = 0;
+  double seconds = 0;
+  std::vector<double> latencies_ms;
+  double pct(double p) {
+    if (latencies_ms.empty()) return 0;
+    std::sort(latencies_ms.begin(), latencies_ms.end());
+    return latencies_ms[std::min(latencies_ms.size() - 1, static_cast<std::size_t>(p * latencies_ms.size()))];
+  }
+};
+
+// `clients` keep-alive connections, each sending `per_client` requests back to back.
+Result load(std::uint16_t port, const std::string& key, const std::string& body, int clients, int per_client) {
+  Result total;
+  std::vector<Result> parts(clients);
+  std::vector<std::thread> threads;
+  auto start = Clock::now();
+  for (int c = 0; c < clients; ++c)
+    threads.emplace_back([&, c] {
+      HttpClient client(port);
+      std::map<std::string, std::string> h;
+      if (!key.empty()) h["Authorization"] = "Bearer " + key;
+      for (int i = 0; i < per_client; ++i) {
+        auto t0 = Clock::now();
+        auto r = client.request("POST", "/v1/chat/completions", body, h);
+        if (r.status == 200) {
+          ++parts[c].ok;
+          parts[c].latencies_ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+        } else {
+          ++parts[c].failed;
+          client = HttpClient(port);
+        }
+      }
+    });
+  for (auto& t : threads) t.join();
+  total.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  for (auto& p : parts) {
+    total.ok += p.ok;
+    total.failed += p.failed;
+    total.latencies_ms.insert(total.latencies_ms.end(), p.latencies_ms.begin(), p.latencies_ms.end());
+  }
+  return total;
+}
+
+void row(const char* name, Result r) {
+  std::printf("| %-34s | %6zu | %4zu | %8.0f | %7.3f | %7.3f | %7.3f |\n", name, r.ok, r.failed,
+              static_cast<double>(r.ok) / r.seconds, r.pct(0.50), r.pct(0.90), r.pct(0.99));
+}
+
+void parser_row() {
+  // A realistic chunk stream: ~200-byte events, fed in 16 KiB reads.
+  std::string ev =
+      "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":"
+      "[{\"index\":0,\"delta\":{\"content\":\" token\"},\"logprobs\":null,\"finish_reason\":null}]}\n\n";
+  std::string stream;
+  while (stream.size() < (64u << 20)) stream += ev;
+  openai::SseParser parser;
+  std::vector<openai::SseEvent> events;
+  std::size_t count = 0;
+  auto t0 = Clock::now();
+  for (std::size_t off = 0; off < stream.size(); off += 16384) {
+    events.clear();
+    parser.feed(std::string_view(stream).substr(off, 16384), events);
+    count += events.size();
+  }
+  double s = std::chrono::duration<double>(Clock::now() - t0).count();
+  std::printf("\nSSE parser: %zu events, %.0f MiB in %.3f s = %.0f MiB/s, %.2f M events/s\n", count,
+              static_cast<double>(stream.size()) / (1 << 20), s, static_cast<double>(stream.size()) / (1 << 20) / s,
+              static_cast<double>(count) / s / 1e6);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int clients = argc > 1 ? std::atoi(argv[1]) : 16;
+  int per_client = argc > 2 ? std::atoi(argv[2]) : 200;
+
+  // The simulator on its own thread, decoding "instantly", so what is measured is HTTP and relay work.
+  boost::asio::io_context sim_ctx{1};
+  simulator::SimulatorServer sim(sim_ctx, SimulatorConfig{1e6, std::chrono::milliseconds(0)});
+  auto sim_port = sim.listen("127.0.0.1", 0);
+  std::thread sim_thread([&] { sim_ctx.run(); });
+
+  std::string yaml = "server: { listen: 127.0.0.1:0, admin_listen: 127.0.0.1:0, workers: 1 }\n"
+                     "log: { level: warn, format: text, access_log: false }\n"
+                     "backends:\n  - { name: sim, url: \"http://127.0.0.1:" +
+                     std::to_string(sim_port) +
+                     "/v1\" }\n"
+                     "models:\n  - { name: m, targets: [ { backend: sim } ] }\n"
+                     "keys:\n  - { name: bench, key_sha256: \"KEYDIGEST\" }\n";
+  TestGateway gw(yaml);
+
+  const std::string plain = R"({"model":"m","messages":[{"role":"user","content":"hi"}],"simulator":{"tokens":16}})";
+  const std::string stream =
+      R"({"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}],"simulator":{"tokens":64}})";
+
+  std::printf("Sluice relay benchmark: %d keep-alive clients x %d requests, gateway with 1 worker, %u cores\n\n",
+              clients, per_client, std::thread::hardware_concurrency());
+  std::printf("| %-34s | %6s | %4s | %8s | %7s | %7s | %7s |\n", "scenario", "ok", "fail", "req/s", "p50 ms", "p90 ms",
+              "p99 ms");
+  std::printf("|%s|%s|%s|%s|%s|%s|%s|\n", std::string(36, '-').c_str(), std::string(8, '-').c_str(),
+              std::string(6, '-').c_str(), std::string(10, '-').c_str(), std::string(9, '-').c_str(),
+              std::string(9, '-').c_str(), std::string(9, '-').c_str());
+  load(gw.port(), "sk-test", plain, clients, 20);  // warm-up: pools, allocator
+  row("direct: JSON, 16 tokens", load(sim_port, "", plain, clients, per_client));
+  row("via sluice: JSON, 16 tokens", load(gw.port(), "sk-test", plain, clients, per_client));
+  row("direct: SSE, 64 tokens", load(sim_port, "", stream, clients, per_client / 2));
+  row("via sluice: SSE, 64 tokens", load(gw.port(), "sk-test", stream, clients, per_client / 2));
+  parser_row();
+
+  sim_ctx.stop();
+  sim_thread.join();
+  return 0;
+}

@@ -1,0 +1,167 @@
+// The real `sluice` binary: CLI, start-up failures, the shipped default config, and SIGTERM drain.
+#include <gtest/gtest.h>
+
+#include <csignal>
+#include <fstream>
+#include <regex>
+#include <sstream>
+
+#include "harness.hpp"
+
+namespace sluice::test {
+namespace {
+
+const std::string kBinary = SLUICE_BINARY;
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::string replace_all(std::string s, const std::string& from, const std::string& to) {
+  for (auto p = s.find(from); p != std::string::npos; p = s.find(from, p + to.size())) s.replace(p, from.size(), to);
+  return s;
+}
+
+/// Starts the binary on `config` and reads the bound ports from its start-up line.
+struct RunningGateway {
+  Child child;
+  std::uint16_t port = 0, admin = 0;
+  explicit RunningGateway(const std::string& config) : child({kBinary, "serve", "--config", config}) {
+    auto line = child.wait_for_stderr("listening on");
+    std::smatch m;
+    if (std::regex_search(line, m, std::regex(R"(listening on [^ ]+:(\d+) \(admin [^ ]+:(\d+)\))"))) {
+      port = static_cast<std::uint16_t>(std::stoi(m[1]));
+      admin = static_cast<std::uint16_t>(std::stoi(m[2]));
+    }
+  }
+};
+
+// The shipped config with its fixed ports swapped for ephemeral ones.
+std::string shipped_config_on_free_ports(const TempDir& dir) {
+  auto yaml = read_file(std::string(SLUICE_SOURCE_DIR) + "/config/sluice.yaml");
+  yaml = replace_all(yaml, "127.0.0.1:8080", "127.0.0.1:0");
+  yaml = replace_all(yaml, "127.0.0.1:9464", "127.0.0.1:0");
+  return dir.write("sluice.yaml", yaml);
+}
+
+TEST(Binary, VersionAndHelp) {
+  auto [code, out] = run_command({kBinary, "--version"});
+  EXPECT_EQ(code, 0);
+  EXPECT_NE(out.find("sluice 0."), std::string::npos) << out;
+  auto [hcode, hout] = run_command({kBinary, "--help"});
+  EXPECT_EQ(hcode, 0);
+  for (const char* sub : {"serve", "check-config", "keys", "simulate"}) EXPECT_NE(hout.find(sub), std::string::npos);
+}
+
+TEST(Binary, CheckConfigAcceptsTheShippedConfigAndReportsTheMissingQubridKey) {
+  auto [code, out] = run_command({kBinary, "check-config", "--config", std::string(SLUICE_SOURCE_DIR) + "/config/sluice.yaml"});
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("ok"), std::string::npos) << out;
+}
+
+TEST(Binary, CheckConfigNamesThePathOfEachError) {
+  TempDir dir;
+  auto path = dir.write("bad.yaml",
+                        "server: { listen: 127.0.0.1:0, colour: blue }\n"
+                        "backends:\n  - { name: a, url: \"http://127.0.0.1:1/v1\", timeouts: { idle: soon } }\n"
+                        "models:\n  - { name: m, targets: [ { backend: nope } ] }\n");
+  auto [code, out] = run_command({kBinary, "check-config", "--config", path});
+  EXPECT_EQ(code, 1);
+  EXPECT_NE(out.find("server.colour: unknown key"), std::string::npos) << out;
+  EXPECT_NE(out.find("backends[0].timeouts.idle"), std::string::npos) << out;
+  EXPECT_NE(out.find("models[0].targets[0].backend: unknown backend 'nope'"), std::string::npos) << out;
+  // serve refuses the same file with the same reasons.
+  auto [scode, sout] = run_command({kBinary, "serve", "--config", path});
+  EXPECT_EQ(scode, 1);
+  EXPECT_NE(sout.find("server.colour"), std::string::npos) << sout;
+}
+
+TEST(Binary, TakenPortIsAOneLineStartupFailure) {
+  TempDir dir;
+  ScriptedUpstream squatter([](UpstreamConn&) {});
+  auto yaml = replace_all(read_file(shipped_config_on_free_ports(dir)), "listen: 127.0.0.1:0",
+                          "listen: 127.0.0.1:" + std::to_string(squatter.port()));
+  auto [code, out] = run_command({kBinary, "--config", dir.write("taken.yaml", yaml)});
+  EXPECT_EQ(code, 1);
+  EXPECT_NE(out.find("cannot listen on 127.0.0.1:" + std::to_string(squatter.port()) + " (server.listen)"),
+            std::string::npos)
+      << out;
+}
+
+TEST(Binary, KeysNewAndHash) {
+  auto [code, out] = run_command({kBinary, "keys", "new", "--name", "alice"});
+  ASSERT_EQ(code, 0);
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(out, m, std::regex(R"(key:\s+(sk-sluice-[A-Za-z0-9_-]{43}))"))) << out;
+  std::string key = m[1];
+  ASSERT_TRUE(std::regex_search(out, m, std::regex(R"re(name: alice, key_sha256: "([0-9a-f]{64})")re"))) << out;
+  auto [hcode, hout] = run_command({kBinary, "keys", "hash", key});
+  EXPECT_EQ(hcode, 0);
+  EXPECT_EQ(hout.substr(0, 64), std::string(m[1]));
+}
+
+TEST(Binary, ShippedConfigAnswersTheReadmeCurlOffline) {
+  TempDir dir;
+  RunningGateway gw(shipped_config_on_free_ports(dir));
+  ASSERT_NE(gw.port, 0) << gw.child.err();
+  std::string body = R"({"model":"demo","messages":[{"role":"user","content":"Hello!"}]})";
+  auto r = post_json(gw.port, "/v1/chat/completions", body, "sk-sluice-demo");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_NE(r.body.find("\"chat.completion\""), std::string::npos);
+  auto s = post_json(gw.port, "/v1/chat/completions",
+                     R"({"model":"demo","stream":true,"messages":[{"role":"user","content":"Hello!"}]})",
+                     "sk-sluice-demo");
+  ASSERT_EQ(s.status, 200);
+  EXPECT_EQ(sse_data(s.body).back(), "[DONE]");
+  // The demo key is for the demo model only.
+  EXPECT_EQ(post_json(gw.port, "/v1/chat/completions",
+                      R"({"model":"openai/gpt-oss-120b","messages":[{"role":"user","content":"x"}]})",
+                      "sk-sluice-demo")
+                .status,
+            403);
+  // One JSON access-log line per request on stdout, never the key.
+  gw.child.signal(SIGTERM);
+  EXPECT_EQ(gw.child.wait_exit(), 0);
+  auto out = gw.child.out();
+  EXPECT_NE(out.find("\"type\":\"access\""), std::string::npos) << out;
+  EXPECT_NE(out.find("\"key\":\"demo\""), std::string::npos);
+  EXPECT_EQ(out.find("sk-sluice-demo"), std::string::npos);
+  EXPECT_EQ(gw.child.err().find("sk-sluice-demo"), std::string::npos);
+}
+
+TEST(Binary, SigtermLetsAnOpenStreamFinish) {
+  TempDir dir;
+  auto yaml = read_file(shipped_config_on_free_ports(dir));
+  RunningGateway gw(dir.write("slow.yaml", yaml));
+  ASSERT_NE(gw.port, 0) << gw.child.err();
+  // 30 tokens at 20/s: about 1.5 s of streaming, most of it after SIGTERM.
+  std::string body =
+      R"({"model":"demo","stream":true,"messages":[{"role":"user","content":"hi"}],"simulator":{"tokens":30,"tokens_per_second":20}})";
+  HttpClient c(gw.port);
+  ASSERT_TRUE(c.send_raw("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-sluice-demo\r\n"
+                         "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body));
+  auto head = c.read_head();
+  ASSERT_EQ(head.status, 200);
+  std::string received = c.read_some();
+  ASSERT_NE(received.find("data:"), std::string::npos);
+
+  gw.child.signal(SIGTERM);
+  HttpClient admin(gw.admin);
+  EXPECT_TRUE(wait_until([&] { return HttpClient(gw.admin).request("GET", "/readyz").status == 503; }, 10s));
+  // New connections are no longer accepted while the stream drains.
+  EXPECT_TRUE(wait_until([&] {
+    HttpClient probe(gw.port);
+    return !probe.connected() || probe.request("GET", "/v1/models").status == 0;
+  }));
+  for (int i = 0; i < 200 && received.find("data: [DONE]") == std::string::npos; ++i) received += c.read_some(100ms);
+  EXPECT_NE(received.find("data: [DONE]"), std::string::npos) << received;
+  EXPECT_NE(received.find("0\r\n\r\n"), std::string::npos);  // the chunked stream ended properly
+  EXPECT_EQ(gw.child.wait_exit(), 0) << gw.child.err();
+  EXPECT_NE(gw.child.err().find("drained"), std::string::npos) << gw.child.err();
+}
+
+}  // namespace
+}  // namespace sluice::test

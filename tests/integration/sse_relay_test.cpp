@@ -1,0 +1,194 @@
+// The SSE relay against a test upstream: byte-exact forwarding whatever the splits, promptness, failures.
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include "harness.hpp"
+
+namespace sluice::test {
+namespace {
+
+// A stream exercising the framing rules: LF, CRLF and lone-CR line ends, comments, multi-line data,
+// an `event:` field, an empty data line, and OpenAI's [DONE].
+const std::string kStream =
+    ": keep-alive\n\n"
+    "data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"Hel\"}}]}\n\n"
+    "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"lo \\u00e9\xc3\xa9\"}}]}\r\n\r\n"
+    "event: message\r\ndata: {\"choices\":[{\"index\":0,\r\ndata: \"delta\":{\"content\":\"!\"}}]}\r\r"
+    "data:{\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4,\"total_tokens\":7}}\n\n"
+    "data: [DONE]\n\n";
+
+std::string chat_body(const std::string& extra = "") {
+  return R"({"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true)" + extra + "}";
+}
+
+std::string relay_config(const std::string& url, const std::string& timeouts = "") {
+  return test_config_yaml("backends:\n  - { name: up, url: \"" + url + "\"" +
+                          (timeouts.empty() ? "" : ", timeouts: " + timeouts) +
+                          " }\nmodels:\n  - { name: m, targets: [ { backend: up } ] }\n");
+}
+
+std::string request_text(const std::string& body) {
+  return "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-test\r\nContent-Length: " +
+         std::to_string(body.size()) + "\r\n\r\n" + body;
+}
+
+int split_of(const std::string& raw_request) {
+  auto body = body_of(raw_request);
+  auto p = body.find("\"split\":");
+  return p == std::string::npos ? -1 : std::stoi(body.substr(p + 8));
+}
+
+TEST(SseRelay, EverySplitPointArrivesByteExactAndInOrder) {
+  // Each request names where the upstream splits the stream into two writes (-1: one byte per write).
+  ScriptedUpstream upstream([](UpstreamConn& c) {
+    for (;;) {
+      auto req = c.read_request();
+      if (req.empty()) return;
+      int split = split_of(req);
+      c.write_sse_header();
+      if (split < 0) {
+        for (char ch : kStream) {
+          c.write_chunk(std::string(1, ch));
+          std::this_thread::sleep_for(std::chrono::microseconds(100));
+        }
+      } else {
+        c.write_chunk(kStream.substr(0, static_cast<std::size_t>(split)));
+        std::this_thread::sleep_for(std::chrono::microseconds(300));  // let the gateway read the halves apart
+        c.write_chunk(kStream.substr(static_cast<std::size_t>(split)));
+      }
+      c.write("0\r\n\r\n");
+    }
+  });
+  TestGateway gw(relay_config(upstream.url()));
+  HttpClient client(gw.port());
+  for (int split = -1; split < static_cast<int>(kStream.size()); ++split) {
+    if (split == 0) continue;
+    auto r = client.request("POST", "/v1/chat/completions", chat_body(",\"split\":" + std::to_string(split)),
+                            {{"Authorization", "Bearer sk-test"}});
+    ASSERT_EQ(r.status, 200) << "split " << split;
+    ASSERT_EQ(r.body, kStream) << "split " << split;
+  }
+  EXPECT_EQ(upstream.connections(), 1);  // and all of it over one pooled upstream connection
+}
+
+TEST(SseRelay, EachEventIsForwardedWithoutWaitingForTheNext) {
+  // The upstream sends the next piece only once the client has seen the previous one: a relay that
+  // held bytes back waiting for more would deadlock here (and the wait_until deadlines fail the test).
+  std::atomic<int> seen{0};
+  const std::vector<std::string> pieces = {": ping\n", "\n",
+                                           "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}\n\n",
+                                           "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"b\"}}]}\n\r",
+                                           "\ndata: [DONE]\n\n"};
+  std::atomic<bool> in_step{true};
+  ScriptedUpstream upstream([&](UpstreamConn& c) {
+    if (c.read_request().empty()) return;
+    c.write_sse_header();
+    for (std::size_t i = 0; i < pieces.size(); ++i) {
+      c.write_chunk(pieces[i]);
+      if (!wait_until([&] { return seen.load() > static_cast<int>(i); }, 10s)) in_step = false;
+    }
+    c.write("0\r\n\r\n");
+  });
+  TestGateway gw(relay_config(upstream.url()));
+  HttpClient client(gw.port());
+  ASSERT_TRUE(client.send_raw(request_text(chat_body())));
+  auto head = client.read_head();
+  ASSERT_EQ(head.status, 200);
+  std::string received;
+  std::string expected;
+  for (std::size_t i = 0; i < pieces.size(); ++i) {
+    expected += pieces[i];
+    // Chunk framing aside, the payload so far must contain everything the upstream has sent.
+    ASSERT_TRUE(wait_until(
+        [&] {
+          received += client.read_some(50ms);
+          std::string payload;
+          std::size_t pos = 0;
+          while (pos < received.size()) {  // de-chunk what has arrived
+            auto eol = received.find("\r\n", pos);
+            if (eol == std::string::npos) break;
+            auto size = std::stoul(received.substr(pos, eol - pos), nullptr, 16);
+            if (received.size() < eol + 2 + size + 2) break;
+            payload += received.substr(eol + 2, size);
+            pos = eol + 2 + size + 2;
+          }
+          return payload == expected;
+        },
+        10s))
+        << "piece " << i << " was held back";
+    seen = static_cast<int>(i) + 1;
+  }
+  EXPECT_TRUE(in_step.load());
+}
+
+TEST(SseRelay, BackendFailureMidStreamEndsWithErrorEventAndDone) {
+  ScriptedUpstream upstream([](UpstreamConn& c) {
+    if (c.read_request().empty()) return;
+    c.write_sse_header();
+    c.write_chunk("data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"partial\"}}]}\n\n");
+    std::this_thread::sleep_for(20ms);
+    c.reset();
+  });
+  TestGateway gw(relay_config(upstream.url()));
+  auto r = post_json(gw.port(), "/v1/chat/completions", chat_body());
+  ASSERT_EQ(r.status, 200);
+  auto events = sse_data(r.body);
+  ASSERT_EQ(events.size(), 3u) << r.body;
+  EXPECT_NE(events[0].find("partial"), std::string::npos);
+  EXPECT_EQ(events[1].rfind("{\"error\":{\"message\":", 0), 0u) << events[1];
+  EXPECT_NE(events[1].find("\"code\":\"upstream_error\""), std::string::npos);
+  EXPECT_EQ(events[2], "[DONE]");
+}
+
+TEST(SseRelay, StalledStreamHitsIdleDeadline) {
+  ScriptedUpstream upstream([](UpstreamConn& c) {
+    if (c.read_request().empty()) return;
+    c.write_sse_header();
+    c.write_chunk("data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"one\"}}]}\n\n");
+    c.wait_closed(10s);  // then nothing
+  });
+  TestGateway gw(relay_config(upstream.url(), "{ idle: 300ms }"));
+  auto r = post_json(gw.port(), "/v1/chat/completions", chat_body());
+  ASSERT_EQ(r.status, 200);
+  auto events = sse_data(r.body);
+  ASSERT_EQ(events.size(), 3u) << r.body;
+  EXPECT_NE(events[1].find("\"code\":\"upstream_timeout\""), std::string::npos) << events[1];
+  EXPECT_EQ(events[2], "[DONE]");
+}
+
+TEST(SseRelay, StreamingIsDecidedByContentTypeNotByTheFlag) {
+  // Asked to stream, the backend answers with plain JSON: the client gets that JSON.
+  ScriptedUpstream upstream([](UpstreamConn& c) {
+    if (c.read_request().empty()) return;
+    std::string body = R"({"object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"ok"}}]})";
+    c.write("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
+            "\r\n\r\n" + body);
+  });
+  TestGateway gw(relay_config(upstream.url()));
+  auto r = post_json(gw.port(), "/v1/chat/completions", chat_body());
+  ASSERT_EQ(r.status, 200);
+  EXPECT_EQ(r.header("content-type"), "application/json");
+  EXPECT_NE(r.body.find("\"content\":\"ok\""), std::string::npos);
+}
+
+TEST(SseRelay, UsageFromTheStreamIsCounted) {
+  ScriptedUpstream upstream([](UpstreamConn& c) {
+    if (c.read_request().empty()) return;
+    c.write_sse_header();
+    c.write_chunk(kStream);
+    c.write("0\r\n\r\n");
+  });
+  TestGateway gw(relay_config(upstream.url()));
+  ASSERT_EQ(post_json(gw.port(), "/v1/chat/completions", chat_body()).status, 200);
+  HttpClient admin(gw.admin_port());
+  auto m = admin.request("GET", "/metrics").body;
+  EXPECT_NE(m.find("sluice_tokens_total{backend=\"up\",key=\"tester\",model=\"m\",type=\"input\"} 3"),
+            std::string::npos)
+      << m;
+  EXPECT_NE(m.find("sluice_tokens_total{backend=\"up\",key=\"tester\",model=\"m\",type=\"output\"} 4"),
+            std::string::npos);
+}
+
+}  // namespace
+}  // namespace sluice::test

@@ -1,0 +1,82 @@
+#include "duration.hpp"
+
+#include <gtest/gtest.h>
+
+namespace sluice {
+namespace {
+
+using std::chrono::milliseconds;
+
+TEST(ParseDurationTest, Units) {
+  EXPECT_EQ(parse_duration("50ms"), milliseconds(50));
+  EXPECT_EQ(parse_duration("2s"), milliseconds(2'000));
+  EXPECT_EQ(parse_duration("1.5s"), milliseconds(1'500));
+  EXPECT_EQ(parse_duration("10m"), milliseconds(600'000));
+  EXPECT_EQ(parse_duration("1h"), milliseconds(3'600'000));
+  EXPECT_EQ(parse_duration("0ms"), milliseconds(0));
+  EXPECT_EQ(parse_duration("0.25h"), milliseconds(900'000));
+}
+
+TEST(ParseDurationTest, BareNumberIsSeconds) {
+  EXPECT_EQ(parse_duration("5"), milliseconds(5'000));
+  EXPECT_EQ(parse_duration("0"), milliseconds(0));
+  EXPECT_EQ(parse_duration("2.5"), milliseconds(2'500));
+}
+
+TEST(ParseDurationTest, BadUnits) {
+  for (auto text : {"5x", "5 sec", "5S", "5MS", "5d", "5us", "5mss", "ms", "s5", "5s5"})
+    EXPECT_EQ(parse_duration(text), std::nullopt) << text;
+}
+
+TEST(ParseDurationTest, NegativeAndEmptyAreRejected) {
+  for (auto text : {"-1s", "-5", "-0.5ms", "", " ", ".", "1..5s", "+5s"})
+    EXPECT_EQ(parse_duration(text), std::nullopt) << "'" << text << "'";
+}
+
+TEST(ParseDurationTest, AbsurdlyLargeIsRejected) {
+  EXPECT_EQ(parse_duration("1e30h"), std::nullopt);
+  EXPECT_EQ(parse_duration("99999999999999999999h"), std::nullopt);
+}
+
+TEST(ParseSizeTest, Units) {
+  EXPECT_EQ(parse_size("8MiB"), 8ull << 20);
+  EXPECT_EQ(parse_size("64KiB"), 64ull << 10);
+  EXPECT_EQ(parse_size("1GiB"), 1ull << 30);
+  EXPECT_EQ(parse_size("10MB"), 10'000'000ull);
+  EXPECT_EQ(parse_size("2KB"), 2'000ull);
+  EXPECT_EQ(parse_size("1GB"), 1'000'000'000ull);
+  EXPECT_EQ(parse_size("4096"), 4096ull);
+  EXPECT_EQ(parse_size("4096B"), 4096ull);
+  EXPECT_EQ(parse_size("1.5KiB"), 1536ull);
+}
+
+TEST(ParseSizeTest, BadInput) {
+  for (auto text : {"", "MiB", "8XB", "8mib", "8 MiBs", "-1", "-8MiB", "8TiB", "abc", "1e30GiB"})
+    EXPECT_EQ(parse_size(text), std::nullopt) << "'" << text << "'";
+}
+
+TEST(FormatDurationTest, LikeOpenAiRateLimitHeaders) {
+  EXPECT_EQ(format_duration(milliseconds(0)), "0ms");
+  EXPECT_EQ(format_duration(milliseconds(250)), "250ms");
+  EXPECT_EQ(format_duration(milliseconds(999)), "999ms");
+  EXPECT_EQ(format_duration(milliseconds(1'000)), "1s");
+  EXPECT_EQ(format_duration(milliseconds(1'500)), "1.5s");
+  EXPECT_EQ(format_duration(milliseconds(1'250)), "1.25s");
+  EXPECT_EQ(format_duration(milliseconds(1'005)), "1.005s");
+  EXPECT_EQ(format_duration(milliseconds(59'000)), "59s");
+  EXPECT_EQ(format_duration(milliseconds(60'000)), "1m0s");
+  EXPECT_EQ(format_duration(milliseconds(360'000)), "6m0s");
+  EXPECT_EQ(format_duration(milliseconds(3'600'000)), "1h0m0s");
+  EXPECT_EQ(format_duration(milliseconds(3'723'000)), "1h2m3s");
+  EXPECT_EQ(format_duration(milliseconds(-5)), "0ms");
+}
+
+TEST(FormatDurationTest, RoundTripsThroughParse) {
+  for (auto ms : {0, 7, 250, 1'000, 1'500, 59'999}) {
+    auto text = format_duration(milliseconds(ms));
+    EXPECT_EQ(parse_duration(text), milliseconds(ms)) << text;
+  }
+}
+
+}  // namespace
+}  // namespace sluice

@@ -1,0 +1,362 @@
+#include "openai/request.hpp"
+
+#include <gtest/gtest.h>
+#include <rapidjson/document.h>
+
+#include <string>
+#include <string_view>
+
+namespace sluice::openai {
+namespace {
+
+ClientRequest accept(Endpoint endpoint, std::string_view body) {
+  auto r = inspect_request(endpoint, body);
+  if (auto* e = std::get_if<ApiError>(&r)) {
+    ADD_FAILURE() << "rejected: " << e->message;
+    return ClientRequest{};
+  }
+  return std::move(std::get<ClientRequest>(r));
+}
+
+ApiError reject(Endpoint endpoint, std::string_view body) {
+  auto r = inspect_request(endpoint, body);
+  if (!std::holds_alternative<ApiError>(r)) {
+    ADD_FAILURE() << "accepted: " << body;
+    return ApiError{};
+  }
+  return std::get<ApiError>(r);
+}
+
+rapidjson::Document parse(const std::string& json) {
+  rapidjson::Document d;
+  d.Parse(json.data(), json.size());
+  EXPECT_FALSE(d.HasParseError()) << json;
+  EXPECT_TRUE(d.IsObject()) << json;
+  return d;
+}
+
+constexpr std::string_view kChat = R"({"model":"llama","messages":[{"role":"user","content":"hi"}]})";
+
+// --- endpoints --------------------------------------------------------------------------------------
+
+TEST(EndpointTest, PathsMapToEndpoints) {
+  EXPECT_EQ(endpoint_for_path("/v1/chat/completions"), Endpoint::chat_completions);
+  EXPECT_EQ(endpoint_for_path("/v1/completions"), Endpoint::completions);
+  EXPECT_EQ(endpoint_for_path("/v1/embeddings"), Endpoint::embeddings);
+  EXPECT_EQ(endpoint_for_path("/v1/models"), std::nullopt);
+  EXPECT_EQ(endpoint_for_path("/v1/chat/completions/"), std::nullopt);
+  EXPECT_EQ(endpoint_for_path("/chat/completions"), std::nullopt);
+  EXPECT_EQ(endpoint_for_path(""), std::nullopt);
+}
+
+TEST(EndpointTest, ToStringIsTheUpstreamSuffix) {
+  EXPECT_EQ(to_string(Endpoint::chat_completions), "chat/completions");
+  EXPECT_EQ(to_string(Endpoint::completions), "completions");
+  EXPECT_EQ(to_string(Endpoint::embeddings), "embeddings");
+  for (auto e : {Endpoint::chat_completions, Endpoint::completions, Endpoint::embeddings})
+    EXPECT_EQ(endpoint_for_path("/v1/" + std::string(to_string(e))), e);
+}
+
+// --- inspect_request --------------------------------------------------------------------------------
+
+TEST(InspectRequestTest, AcceptsAMinimalChatRequest) {
+  auto req = accept(Endpoint::chat_completions, kChat);
+  EXPECT_EQ(req.endpoint, Endpoint::chat_completions);
+  EXPECT_EQ(req.model, "llama");
+  EXPECT_FALSE(req.stream);
+  EXPECT_FALSE(req.stream_explicit);
+  EXPECT_FALSE(req.include_usage);
+}
+
+TEST(InspectRequestTest, InvalidJsonIs400InvalidJson) {
+  for (std::string_view body : {"", "{", "{\"model\":\"x\",}", "not json", "{\"model\":\"x\"} trailing"}) {
+    auto e = reject(Endpoint::chat_completions, body);
+    EXPECT_EQ(e.status, 400) << body;
+    EXPECT_EQ(e.code, "invalid_json") << body;
+    EXPECT_EQ(e.type, "invalid_request_error");
+    EXPECT_EQ(e.param, std::nullopt);
+  }
+}
+
+TEST(InspectRequestTest, NonObjectBodyIsRejected) {
+  for (std::string_view body : {"[]", "[{\"model\":\"x\"}]", "\"model\"", "42", "null", "true"}) {
+    auto e = reject(Endpoint::chat_completions, body);
+    EXPECT_EQ(e.status, 400) << body;
+    EXPECT_EQ(e.code, "invalid_json") << body;
+    EXPECT_NE(e.message.find("object"), std::string::npos) << e.message;
+  }
+}
+
+TEST(InspectRequestTest, MissingModel) {
+  auto e = reject(Endpoint::chat_completions, R"({"messages":[{"role":"user","content":"hi"}]})");
+  EXPECT_EQ(e.status, 400);
+  EXPECT_EQ(e.param, "model");
+  EXPECT_EQ(e.code, "missing_required_parameter");
+  EXPECT_NE(e.message.find("model"), std::string::npos);
+}
+
+TEST(InspectRequestTest, ModelMustBeANonEmptyString) {
+  for (std::string_view body :
+       {R"({"model":42,"messages":[{"role":"user"}]})", R"({"model":null,"messages":[{"role":"user"}]})",
+        R"({"model":["a"],"messages":[{"role":"user"}]})", R"({"model":"","messages":[{"role":"user"}]})"}) {
+    auto e = reject(Endpoint::chat_completions, body);
+    EXPECT_EQ(e.status, 400) << body;
+    EXPECT_EQ(e.param, "model") << body;
+    EXPECT_EQ(e.code, "invalid_type") << body;
+  }
+}
+
+TEST(InspectRequestTest, ChatNeedsMessages) {
+  auto e = reject(Endpoint::chat_completions, R"({"model":"m"})");
+  EXPECT_EQ(e.status, 400);
+  EXPECT_EQ(e.param, "messages");
+  EXPECT_EQ(e.code, "missing_required_parameter");
+}
+
+TEST(InspectRequestTest, ChatMessagesMustBeANonEmptyArrayOfObjectsWithStringRoles) {
+  for (std::string_view body :
+       {R"({"model":"m","messages":[]})", R"({"model":"m","messages":{"role":"user"}})",
+        R"({"model":"m","messages":"hi"})", R"({"model":"m","messages":["hi"]})",
+        R"({"model":"m","messages":[{"content":"hi"}]})",
+        R"({"model":"m","messages":[{"role":1,"content":"hi"}]})",
+        R"({"model":"m","messages":[{"role":"user"},{"role":null}]})"}) {
+    auto e = reject(Endpoint::chat_completions, body);
+    EXPECT_EQ(e.status, 400) << body;
+    EXPECT_EQ(e.param, "messages") << body;
+    EXPECT_EQ(e.code, "invalid_type") << body;
+  }
+  accept(Endpoint::chat_completions, R"({"model":"m","messages":[{"role":"system"},{"role":"user"}]})");
+}
+
+TEST(InspectRequestTest, CompletionsNeedPrompt) {
+  auto e = reject(Endpoint::completions, R"({"model":"m"})");
+  EXPECT_EQ(e.status, 400);
+  EXPECT_EQ(e.param, "prompt");
+  EXPECT_EQ(e.code, "missing_required_parameter");
+  // Messages are not a prompt.
+  EXPECT_EQ(reject(Endpoint::completions, kChat).param, "prompt");
+  auto req = accept(Endpoint::completions, R"({"model":"m","prompt":"Once upon"})");
+  EXPECT_EQ(req.endpoint, Endpoint::completions);
+  accept(Endpoint::completions, R"({"model":"m","prompt":["a","b"]})");
+}
+
+TEST(InspectRequestTest, EmbeddingsNeedInput) {
+  auto e = reject(Endpoint::embeddings, R"({"model":"m"})");
+  EXPECT_EQ(e.status, 400);
+  EXPECT_EQ(e.param, "input");
+  EXPECT_EQ(e.code, "missing_required_parameter");
+  auto req = accept(Endpoint::embeddings, R"({"model":"m","input":"text"})");
+  EXPECT_EQ(req.endpoint, Endpoint::embeddings);
+  EXPECT_FALSE(req.stream);
+}
+
+TEST(InspectRequestTest, EmbeddingsCannotStream) {
+  auto e = reject(Endpoint::embeddings, R"({"model":"m","input":"text","stream":true})");
+  EXPECT_EQ(e.status, 400);
+  EXPECT_EQ(e.param, "stream");
+  accept(Endpoint::embeddings, R"({"model":"m","input":"text","stream":false})");
+}
+
+TEST(InspectRequestTest, StreamMustBeBoolean) {
+  for (std::string_view body :
+       {R"({"model":"m","prompt":"p","stream":"true"})", R"({"model":"m","prompt":"p","stream":1})",
+        R"({"model":"m","prompt":"p","stream":{}})"}) {
+    auto e = reject(Endpoint::completions, body);
+    EXPECT_EQ(e.status, 400) << body;
+    EXPECT_EQ(e.param, "stream") << body;
+    EXPECT_EQ(e.code, "invalid_type") << body;
+  }
+}
+
+TEST(InspectRequestTest, StreamFlagIsRead) {
+  auto on = accept(Endpoint::completions, R"({"model":"m","prompt":"p","stream":true})");
+  EXPECT_TRUE(on.stream);
+  EXPECT_TRUE(on.stream_explicit);
+  auto off = accept(Endpoint::completions, R"({"model":"m","prompt":"p","stream":false})");
+  EXPECT_FALSE(off.stream);
+  EXPECT_TRUE(off.stream_explicit);
+  // null is "not given".
+  auto null = accept(Endpoint::completions, R"({"model":"m","prompt":"p","stream":null})");
+  EXPECT_FALSE(null.stream);
+  EXPECT_FALSE(null.stream_explicit);
+}
+
+TEST(InspectRequestTest, StreamOptionsNeedStreamTrue) {
+  for (
+      std::string_view body :
+      {R"({"model":"m","messages":[{"role":"user"}],"stream_options":{"include_usage":true}})",
+       R"({"model":"m","messages":[{"role":"user"}],"stream":false,"stream_options":{"include_usage":true}})"}) {
+    auto e = reject(Endpoint::chat_completions, body);
+    EXPECT_EQ(e.status, 400) << body;
+    EXPECT_EQ(e.param, "stream_options") << body;
+  }
+  // null stream_options is "not given".
+  accept(Endpoint::chat_completions, R"({"model":"m","messages":[{"role":"user"}],"stream_options":null})");
+}
+
+TEST(InspectRequestTest, StreamOptionsMustBeAnObjectWithBooleanIncludeUsage) {
+  auto e = reject(Endpoint::chat_completions,
+                  R"({"model":"m","messages":[{"role":"user"}],"stream":true,"stream_options":true})");
+  EXPECT_EQ(e.status, 400);
+  EXPECT_EQ(e.param, "stream_options");
+  e = reject(
+      Endpoint::chat_completions,
+      R"({"model":"m","messages":[{"role":"user"}],"stream":true,"stream_options":{"include_usage":"yes"}})");
+  EXPECT_EQ(e.status, 400);
+  EXPECT_EQ(e.param, "stream_options.include_usage");
+}
+
+TEST(InspectRequestTest, IncludeUsageIsRead) {
+  auto yes = accept(
+      Endpoint::chat_completions,
+      R"({"model":"m","messages":[{"role":"user"}],"stream":true,"stream_options":{"include_usage":true}})");
+  EXPECT_TRUE(yes.stream);
+  EXPECT_TRUE(yes.include_usage);
+  auto no = accept(
+      Endpoint::chat_completions,
+      R"({"model":"m","messages":[{"role":"user"}],"stream":true,"stream_options":{"include_usage":false}})");
+  EXPECT_FALSE(no.include_usage);
+  auto absent = accept(Endpoint::chat_completions,
+                       R"({"model":"m","messages":[{"role":"user"}],"stream":true,"stream_options":{}})");
+  EXPECT_FALSE(absent.include_usage);
+}
+
+// --- rewrite_request --------------------------------------------------------------------------------
+
+TEST(RewriteRequestTest, ReturnsTheOriginalBytesWhenNothingChanges) {
+  // Odd spacing and key order prove the bytes are passed through, not re-serialised.
+  const std::string body =
+      "{ \"stream\" : false,\n  \"model\":\"llama\", \"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],"
+      " \"temperature\": 0.70 }";
+  auto req = accept(Endpoint::chat_completions, body);
+  EXPECT_EQ(rewrite_request(req, body, "llama"), body);
+
+  const std::string streaming = R"({"model":"llama","prompt":"p","stream":true})";
+  auto sreq = accept(Endpoint::completions, streaming);
+  EXPECT_EQ(rewrite_request(sreq, streaming, "llama"), streaming);
+}
+
+TEST(RewriteRequestTest, SetsTheUpstreamModel) {
+  const std::string body = R"({"model":"llama","messages":[{"role":"user","content":"hi"}],"stream":true})";
+  auto req = accept(Endpoint::chat_completions, body);
+  auto out = parse(rewrite_request(req, body, "meta-llama/Llama-3.1-8B-Instruct"));
+  EXPECT_STREQ(out["model"].GetString(), "meta-llama/Llama-3.1-8B-Instruct");
+  EXPECT_TRUE(out["stream"].GetBool());
+  EXPECT_STREQ(out["messages"][0]["content"].GetString(), "hi");
+}
+
+TEST(RewriteRequestTest, AddsStreamFalseWhenAbsent) {
+  const std::string body(kChat);
+  auto req = accept(Endpoint::chat_completions, body);
+  auto text = rewrite_request(req, body, "llama");  // same model: only `stream` changes
+  EXPECT_NE(text, body);
+  auto out = parse(text);
+  ASSERT_TRUE(out.HasMember("stream"));
+  ASSERT_TRUE(out["stream"].IsBool());
+  EXPECT_FALSE(out["stream"].GetBool());
+  EXPECT_STREQ(out["model"].GetString(), "llama");
+}
+
+TEST(RewriteRequestTest, ReplacesStreamNullWithFalse) {
+  const std::string body = R"({"model":"m","prompt":"p","stream":null})";
+  auto req = accept(Endpoint::completions, body);
+  auto out = parse(rewrite_request(req, body, "m"));
+  ASSERT_TRUE(out["stream"].IsBool());
+  EXPECT_FALSE(out["stream"].GetBool());
+  EXPECT_EQ(out.MemberCount(), 3u);  // replaced, not added twice
+}
+
+TEST(RewriteRequestTest, KeepsUnknownAndNestedFieldsIntact) {
+  const std::string body = R"({
+    "model": "qwen",
+    "messages": [
+      {"role": "system", "content": "Be brief."},
+      {"role": "user", "content": [{"type": "text", "text": "caf\u00e9 \"quoted\" \\ \n"}]}
+    ],
+    "top_k": 40,
+    "temperature": 0.7,
+    "seed": 12345678901234,
+    "logit_bias": {"50256": -100},
+    "chat_template_kwargs": {"enable_thinking": false, "nested": {"list": [1, 2.5, null, "x"]}},
+    "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+  })";
+  auto req = accept(Endpoint::chat_completions, body);
+  auto out = parse(rewrite_request(req, body, "Qwen/Qwen3-8B"));
+  auto in = parse(body);
+
+  EXPECT_STREQ(out["model"].GetString(), "Qwen/Qwen3-8B");
+  ASSERT_TRUE(out.HasMember("stream"));
+  EXPECT_FALSE(out["stream"].GetBool());
+  // Everything but model and the added stream compares equal to the input.
+  for (auto it = in.MemberBegin(); it != in.MemberEnd(); ++it) {
+    std::string name = it->name.GetString();
+    if (name == "model") continue;
+    ASSERT_TRUE(out.HasMember(it->name)) << name;
+    EXPECT_TRUE(out[it->name] == it->value) << name;
+  }
+  EXPECT_EQ(out.MemberCount(), in.MemberCount() + 1);
+  EXPECT_EQ(out["top_k"].GetInt(), 40);
+  EXPECT_DOUBLE_EQ(out["temperature"].GetDouble(), 0.7);
+  EXPECT_EQ(out["seed"].GetInt64(), 12345678901234);
+  EXPECT_FALSE(out["chat_template_kwargs"]["enable_thinking"].GetBool());
+  EXPECT_DOUBLE_EQ(out["chat_template_kwargs"]["nested"]["list"][1].GetDouble(), 2.5);
+  EXPECT_TRUE(out["chat_template_kwargs"]["nested"]["list"][2].IsNull());
+  EXPECT_STREQ(out["messages"][1]["content"][0]["text"].GetString(), "caf\xC3\xA9 \"quoted\" \\ \n");
+}
+
+TEST(RewriteRequestTest, EmbeddingsNeverGetAStreamField) {
+  const std::string body = R"({"model":"embed","input":["a","b"],"encoding_format":"float"})";
+  auto req = accept(Endpoint::embeddings, body);
+  EXPECT_EQ(rewrite_request(req, body, "embed"), body);  // nothing to change
+  auto out = parse(rewrite_request(req, body, "BAAI/bge-m3"));
+  EXPECT_STREQ(out["model"].GetString(), "BAAI/bge-m3");
+  EXPECT_FALSE(out.HasMember("stream"));
+  EXPECT_STREQ(out["encoding_format"].GetString(), "float");
+  EXPECT_EQ(out["input"].Size(), 2u);
+}
+
+// --- hostile bodies ---------------------------------------------------------------------------------
+
+TEST(InspectRequestTest, ModeratelyNestedContentIsAccepted) {
+  const std::string nest = std::string(64, '[') + std::string(64, ']');
+  const std::string body = R"({"model":"m","messages":[{"role":"user","content":)" + nest + "}]}";
+  auto req = accept(Endpoint::chat_completions, body);
+  auto out = parse(rewrite_request(req, body, "up"));
+  EXPECT_STREQ(out["model"].GetString(), "up");
+}
+
+TEST(InspectRequestTest, DeeplyNestedBodyIsRejectedNotACrash) {
+    // JSON libraries recurse per nesting level; 100,000 nested '[' once overflowed the worker's stack.
+  // Absurd nesting is a 400 invalid_json, and nothing recurses on it.
+  for (std::size_t depth : {100'000u, 1'000'000u}) {
+    const std::string nest = std::string(depth, '[') + std::string(depth, ']');
+    const std::string body = R"({"model":"m","messages":[{"role":"user","content":)" + nest + "}]}";
+    ASSERT_LT(body.size(), 8u << 20);  // within the default max_body_bytes
+    auto r = inspect_request(Endpoint::chat_completions, body);
+    ASSERT_TRUE(std::holds_alternative<ApiError>(r));
+    EXPECT_EQ(std::get<ApiError>(r).status, 400);
+    EXPECT_EQ(std::get<ApiError>(r).code, "invalid_json");
+  }
+}
+
+// Upstream servers written in Python/JS keep the LAST of duplicate members; Sluice must not decide
+// on one value while the backend acts on another.
+TEST(InspectRequestTest, DuplicateModelCannotSmuggleAnotherModel) {
+    // Sluice must not authorize one "model" while the backend (which keeps the last member) serves
+  // another: a repeated member is a 400.
+  for (std::string upstream : {"llama", "meta-llama/Llama-3.1-8B-Instruct"}) {
+    const std::string body =
+        R"({"model":"llama","messages":[{"role":"user","content":"hi"}],"stream":false,"model":"gpt-4o"})";
+    auto r = inspect_request(Endpoint::chat_completions, body);
+    ASSERT_TRUE(std::holds_alternative<ApiError>(r)) << upstream;
+    EXPECT_EQ(std::get<ApiError>(r).status, 400);
+    EXPECT_EQ(std::get<ApiError>(r).param, "model");
+  }
+  const std::string streams = R"({"model":"m","prompt":"p","stream":false,"stream":true})";
+  auto r = inspect_request(Endpoint::completions, streams);
+  ASSERT_TRUE(std::holds_alternative<ApiError>(r));
+  EXPECT_EQ(std::get<ApiError>(r).param, "stream");
+}
+
+}  // namespace
+}  // namespace sluice::openai

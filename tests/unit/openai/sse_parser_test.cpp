@@ -1,0 +1,369 @@
+#include "openai/sse_parser.hpp"
+
+#include <gtest/gtest.h>
+
+#include <ostream>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace sluice::openai {
+
+// In the type's namespace (not the anonymous one) so std::vector's == and gtest's printer find them.
+bool operator==(const SseEvent& a, const SseEvent& b) {
+  return a.event == b.event && a.data == b.data && a.id == b.id;
+}
+
+std::ostream& operator<<(std::ostream& os, const SseEvent& e) {
+  return os << "{event=\"" << e.event << "\" data=\"" << e.data << "\" id=\"" << e.id << "\"}";
+}
+
+namespace {
+
+using Events = std::vector<SseEvent>;
+
+// Parses `bytes` in one feed with a fresh parser.
+Events parse_all(std::string_view bytes) {
+  SseParser p;
+  Events out;
+  p.feed(bytes, out);
+  return out;
+}
+
+SseEvent data_event(std::string data) {
+  return SseEvent{"", std::move(data), ""};
+}
+
+// A realistic OpenAI chat stream: role chunk, keep-alive comment, content chunks, usage chunk, [DONE].
+constexpr std::string_view kOpenAiStream =
+    "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,"
+    "\"model\":\"gpt-4o\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},"
+    "\"finish_reason\":null}]}\n\n"
+    ": keep-alive\n\n"
+    "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,"
+    "\"delta\":{\"content\":\"Hel\"},\"finish_reason\":null}]}\n\n"
+    "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,"
+    "\"delta\":{\"content\":\"lo \\u00e9\\n\"},\"finish_reason\":null}]}\n\n"
+    "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,"
+    "\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n"
+    "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"choices\":[],"
+    "\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":3,\"total_tokens\":12}}\n\n"
+    "data: [DONE]\n\n";
+
+// The same kind of stream as a CRLF server (and one lone-CR line) would send it, with a comment
+// inside an event, an event name and an id.
+constexpr std::string_view kCrlfStream =
+    ": stream opened\r\n\r\n"
+    "event: message\r\n"
+    "id: 1\r\n"
+    "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\r\n\r\n"
+    "data: {\"choices\":[{\"delta\":{\"content\":\"b\"}}]}\r\n"
+    ": comment inside an event\r\n"
+    "\r\n"
+    "data: {\"choices\":[{\"delta\":{\"content\":\"c\"}}]}\r\r"
+    "data: [DONE]\r\n\r\n";
+
+const Events& openai_events() {
+  static const Events events = {
+      data_event("{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,"
+                 "\"model\":\"gpt-4o\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\","
+                 "\"content\":\"\"},"
+                 "\"finish_reason\":null}]}"),
+      data_event("{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,"
+                 "\"delta\":{\"content\":\"Hel\"},\"finish_reason\":null}]}"),
+      data_event("{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,"
+                 "\"delta\":{\"content\":\"lo \\u00e9\\n\"},\"finish_reason\":null}]}"),
+      data_event("{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,"
+                 "\"delta\":{},\"finish_reason\":\"stop\"}]}"),
+      data_event("{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"choices\":[],"
+                 "\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":3,\"total_tokens\":12}}"),
+      data_event("[DONE]"),
+  };
+  return events;
+}
+
+const Events& crlf_events() {
+  static const Events events = {
+      SseEvent{"message", "{\"choices\":[{\"delta\":{\"content\":\"a\"}}]}", "1"},
+      data_event("{\"choices\":[{\"delta\":{\"content\":\"b\"}}]}"),
+      data_event("{\"choices\":[{\"delta\":{\"content\":\"c\"}}]}"),
+      data_event("[DONE]"),
+  };
+  return events;
+}
+
+// Feeds `stream` in the given pieces and checks, after every feed, that boundary() is within total()
+// and lands at an event end: the bytes before it re-parse alone into exactly the events dispatched so
+// far, and the bytes from it on, parsed by a fresh parser, give all the rest (nothing is cut in half).
+Events feed_checked(std::string_view stream, const std::vector<std::size_t>& cuts) {
+  const Events all = parse_all(stream);
+  SseParser p;
+  Events out;
+  std::uint64_t last_boundary = 0;
+  std::size_t pos = 0;
+  auto step = [&](std::size_t end) {
+    p.feed(stream.substr(pos, end - pos), out);
+    pos = end;
+    EXPECT_EQ(p.total(), pos);
+    EXPECT_LE(p.boundary(), p.total());
+    EXPECT_GE(p.boundary(), last_boundary) << "boundary moved backwards";
+    last_boundary = p.boundary();
+    EXPECT_EQ(parse_all(stream.substr(0, p.boundary())), out)
+        << "bytes [0, " << p.boundary() << ") do not end at an event end (fed up to " << pos << ")";
+    Events joined = parse_all(stream.substr(0, p.boundary()));
+    Events rest = parse_all(stream.substr(p.boundary()));
+    joined.insert(joined.end(), rest.begin(), rest.end());
+    EXPECT_EQ(joined, all) << "boundary " << p.boundary() << " splits an event (fed up to " << pos << ")";
+  };
+  for (auto c : cuts) step(c);
+  step(stream.size());
+  return out;
+}
+
+TEST(SseParserTest, WholeOpenAiStreamInOneFeed) {
+  SseParser p;
+  Events out;
+  p.feed(kOpenAiStream, out);
+  EXPECT_EQ(out, openai_events());
+  EXPECT_EQ(p.total(), kOpenAiStream.size());
+  EXPECT_EQ(p.boundary(), kOpenAiStream.size());
+  EXPECT_EQ(p.partial_line_bytes(), 0u);
+}
+
+TEST(SseParserTest, CrlfStreamInOneFeed) {
+  EXPECT_EQ(parse_all(kCrlfStream), crlf_events());
+}
+
+TEST(SseParserTest, SplitAtEveryByteBoundaryGivesTheSameEvents) {
+  for (auto stream : {kOpenAiStream, kCrlfStream}) {
+    const Events expected = parse_all(stream);
+    ASSERT_FALSE(expected.empty());
+    for (std::size_t cut = 0; cut <= stream.size(); ++cut) {
+      SCOPED_TRACE("cut at " + std::to_string(cut));
+      EXPECT_EQ(feed_checked(stream, {cut}), expected);
+      if (HasFailure()) return;  // one report is enough
+    }
+  }
+}
+
+TEST(SseParserTest, SplitAtEveryPairOfByteBoundariesGivesTheSameEvents) {
+  // Two cuts: a piece may then start and end inside the same line, or hold only a CR or LF.
+  const std::string_view stream = kCrlfStream;
+  const Events expected = parse_all(stream);
+  for (std::size_t a = 0; a <= stream.size(); ++a) {
+    for (std::size_t b = a; b <= stream.size(); ++b) {
+      SCOPED_TRACE("cuts at " + std::to_string(a) + " and " + std::to_string(b));
+      EXPECT_EQ(feed_checked(stream, {a, b}), expected);
+      if (HasFailure()) return;
+    }
+  }
+}
+
+TEST(SseParserTest, ByteByByteGivesTheSameEvents) {
+  for (auto stream : {kOpenAiStream, kCrlfStream}) {
+    std::vector<std::size_t> cuts;
+    for (std::size_t i = 1; i < stream.size(); ++i) cuts.push_back(i);
+    EXPECT_EQ(feed_checked(stream, cuts), parse_all(stream));
+  }
+  std::vector<std::size_t> cuts;
+  for (std::size_t i = 1; i < kOpenAiStream.size(); ++i) cuts.push_back(i);
+  EXPECT_EQ(feed_checked(kOpenAiStream, cuts), openai_events());
+}
+
+TEST(SseParserTest, BoundaryStopsBeforeAnUnfinishedEvent) {
+  SseParser p;
+  Events out;
+  p.feed("data: one\n\ndata: tw", out);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(p.boundary(), std::string_view("data: one\n\n").size());
+  EXPECT_EQ(p.partial_line_bytes(), 8u);  // "data: tw"
+  p.feed("o\n", out);                     // the line ended but the event has not
+  EXPECT_EQ(out.size(), 1u);
+  EXPECT_EQ(p.boundary(), std::string_view("data: one\n\n").size());
+  EXPECT_EQ(p.partial_line_bytes(), 0u);
+  p.feed("\n", out);
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_EQ(out[1].data, "two");
+  EXPECT_EQ(p.boundary(), p.total());
+}
+
+TEST(SseParserTest, LineEndingsLfCrlfAndLoneCrAreEquivalent) {
+  Events expected = {data_event("a\nb")};
+  EXPECT_EQ(parse_all("data: a\ndata: b\n\n"), expected);
+  EXPECT_EQ(parse_all("data: a\r\ndata: b\r\n\r\n"), expected);
+  EXPECT_EQ(parse_all("data: a\rdata: b\r\r"), expected);
+  EXPECT_EQ(parse_all("data: a\rdata: b\n\r\n"), expected);
+}
+
+TEST(SseParserTest, CrLfSplitAcrossFeedsIsOneLineEnd) {
+  SseParser p;
+  Events out;
+  p.feed("data: x\r", out);
+  p.feed("\n", out);  // must not count as a blank line
+  EXPECT_TRUE(out.empty());
+  p.feed("\r", out);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].data, "x");
+  EXPECT_EQ(p.boundary(), 10u);  // the CR ended the event; the LF may still come
+  p.feed("\n", out);
+  EXPECT_EQ(out.size(), 1u);
+  EXPECT_EQ(p.boundary(), 11u);  // the LF belongs to the terminator
+  EXPECT_EQ(p.total(), 11u);
+}
+
+TEST(SseParserTest, CommentsAreIgnored) {
+  EXPECT_EQ(parse_all(": keep-alive\n\n"), Events{});
+  EXPECT_EQ(parse_all(":\n\n"), Events{});
+  EXPECT_EQ(parse_all("data: a\n: keep-alive\ndata: b\n\n"), Events{data_event("a\nb")});
+}
+
+TEST(SseParserTest, StandAloneCommentAdvancesBoundary) {
+  SseParser p;
+  Events out;
+  p.feed(": keep-alive\n", out);
+  EXPECT_TRUE(out.empty());
+  EXPECT_EQ(p.boundary(), 13u);
+  EXPECT_EQ(p.boundary(), p.total());
+}
+
+TEST(SseParserTest, CommentInsideAnEventDoesNotAdvanceBoundary) {
+  SseParser p;
+  Events out;
+  p.feed("data: a\n: keep-alive\n", out);
+  EXPECT_TRUE(out.empty());
+  EXPECT_EQ(p.boundary(), 0u);
+}
+
+TEST(SseParserTest, MultiLineDataIsJoinedWithLf) {
+  EXPECT_EQ(parse_all("data: {\"a\":\ndata: 1}\n\n"), Events{data_event("{\"a\":\n1}")});
+  EXPECT_EQ(parse_all("data: x\ndata:\ndata: y\n\n"), Events{data_event("x\n\ny")});
+}
+
+TEST(SseParserTest, OnlyOneSpaceAfterTheColonIsStripped) {
+  EXPECT_EQ(parse_all("data:x\n\n"), Events{data_event("x")});
+  EXPECT_EQ(parse_all("data: x\n\n"), Events{data_event("x")});
+  EXPECT_EQ(parse_all("data:  x\n\n"), Events{data_event(" x")});
+  EXPECT_EQ(parse_all("data: x \n\n"), Events{data_event("x ")});
+  EXPECT_EQ(parse_all("data:\tx\n\n"), Events{data_event("\tx")});
+}
+
+TEST(SseParserTest, FieldWithoutColonHasEmptyValue) {
+  // "data" alone appends an empty line: the event is dispatched with empty data.
+  EXPECT_EQ(parse_all("data\n\n"), Events{data_event("")});
+  EXPECT_EQ(parse_all("data\ndata\n\n"), Events{data_event("\n")});
+  // "event" alone resets the type; a field name is matched whole.
+  EXPECT_EQ(parse_all("event: x\nevent\ndata: d\n\n"), Events{data_event("d")});
+  EXPECT_EQ(parse_all("datax: 1\ndata : 2\n\n"), Events{});
+}
+
+TEST(SseParserTest, EventAndIdFields) {
+  EXPECT_EQ(parse_all("event: delta\nid: 42\ndata: d\n\n"), (Events{SseEvent{"delta", "d", "42"}}));
+  // The event type does not leak into the next event.
+  EXPECT_EQ(parse_all("event: a\ndata: 1\n\ndata: 2\n\n"), (Events{SseEvent{"a", "1", ""}, data_event("2")}));
+  // Unknown fields and retry are ignored.
+  EXPECT_EQ(parse_all("retry: 1000\nfoo: bar\ndata: d\n\n"), Events{data_event("d")});
+}
+
+TEST(SseParserTest, IdContainingNulIsIgnored) {
+  using namespace std::string_view_literals;
+  EXPECT_EQ(parse_all("id: 7\nid: a\0b\ndata: d\n\n"sv), (Events{SseEvent{"", "d", "7"}}));
+  EXPECT_EQ(parse_all("id: a\0b\ndata: d\n\n"sv), (Events{SseEvent{"", "d", ""}}));
+  // NUL elsewhere is ordinary data.
+  EXPECT_EQ(parse_all("data: a\0b\n\n"sv), Events{data_event(std::string("a\0b", 3))});
+}
+
+TEST(SseParserTest, EmptyDataBufferDispatchesNothing) {
+  EXPECT_EQ(parse_all("event: ping\n\n"), Events{});
+  EXPECT_EQ(parse_all("id: 3\n\n"), Events{});
+  EXPECT_EQ(parse_all("\n\n\n"), Events{});
+  // ...and the type set there does not carry over.
+  EXPECT_EQ(parse_all("event: ping\n\ndata: d\n\n"), Events{data_event("d")});
+}
+
+TEST(SseParserTest, BlankLineWithoutDataStillAdvancesBoundary) {
+  SseParser p;
+  Events out;
+  p.feed("event: ping\n\n", out);
+  EXPECT_TRUE(out.empty());
+  EXPECT_EQ(p.boundary(), p.total());
+}
+
+TEST(SseParserTest, EventWithoutTerminatingBlankLineIsNotDispatched) {
+  SseParser p;
+  Events out;
+  p.feed("data: a\n\ndata: b\n", out);
+  EXPECT_EQ(out, Events{data_event("a")});
+  EXPECT_EQ(parse_all("data: b"), Events{});
+  EXPECT_EQ(parse_all("data: b\n"), Events{});
+}
+
+TEST(SseParserTest, LeadingBomIsSkipped) {
+  EXPECT_EQ(parse_all("\xEF\xBB\xBF"
+                      "data: d\n\n"),
+            Events{data_event("d")});
+  // Only one, and only at the start: a second BOM is part of the field name.
+  EXPECT_EQ(parse_all("\xEF\xBB\xBF\xEF\xBB\xBF"
+                      "data: d\n\n"),
+            Events{});
+  EXPECT_EQ(parse_all("data: a\n\n\xEF\xBB\xBF"
+                      "data: b\n\n"),
+            Events{data_event("a")});
+}
+
+TEST(SseParserTest, LeadingBomSplitAcrossFeedsIsSkipped) {
+  const std::string stream =
+      "\xEF\xBB\xBF"
+      "data: d\n\n";
+  for (std::size_t a = 0; a <= 3; ++a) {
+    for (std::size_t b = a; b <= 4; ++b) {
+      SCOPED_TRACE("cuts at " + std::to_string(a) + " and " + std::to_string(b));
+      SseParser p;
+      Events out;
+      p.feed(std::string_view(stream).substr(0, a), out);
+      p.feed(std::string_view(stream).substr(a, b - a), out);
+      p.feed(std::string_view(stream).substr(b), out);
+      EXPECT_EQ(out, Events{data_event("d")});
+      EXPECT_EQ(p.total(), stream.size());
+      EXPECT_EQ(p.boundary(), stream.size());
+    }
+  }
+}
+
+TEST(SseParserTest, BomPrefixThatIsNotABomStaysInTheLine) {
+  // "\xEF\xBB" followed by something else is not a BOM: those bytes start the first field name.
+  SseParser p;
+  Events out;
+  p.feed("\xEF\xBB", out);
+  p.feed("data: d\n\n", out);
+  EXPECT_TRUE(out.empty());
+  EXPECT_EQ(p.total(), 11u);
+  EXPECT_EQ(parse_all("\xEF"
+                      "data: d\n\n"),
+            Events{});
+}
+
+TEST(SseParserTest, DoneSentinelIsAnOrdinaryEvent) {
+  SseParser p;
+  Events out;
+  p.feed("data: [DONE]\n\n", out);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].data, "[DONE]");
+  EXPECT_EQ(out[0].event, "");
+  EXPECT_EQ(p.boundary(), 14u);
+}
+
+TEST(SseParserTest, EmptyFeedChangesNothing) {
+  SseParser p;
+  Events out;
+  p.feed("", out);
+  EXPECT_EQ(p.total(), 0u);
+  EXPECT_EQ(p.boundary(), 0u);
+  p.feed("data: x", out);
+  p.feed("", out);
+  EXPECT_EQ(p.total(), 7u);
+  EXPECT_EQ(p.partial_line_bytes(), 7u);
+  EXPECT_TRUE(out.empty());
+}
+
+}  // namespace
+}  // namespace sluice::openai
