@@ -254,7 +254,9 @@ class Reader {
         why = "environment variable " + unset + " is not set";
         return false;
       }
-      if (v && v->empty() && inline_node.Scalar().find("${") != std::string::npos) {
+      // `${VAR}` set but empty is a mistake; `${VAR:-}` says "no key" on purpose.
+      if (v && v->empty() && inline_node.Scalar().find("${") != std::string::npos &&
+          inline_node.Scalar().find(":-") == std::string::npos) {
         why = "its key comes from an empty environment variable";
         return false;
       }

@@ -343,6 +343,23 @@ models:
   EXPECT_NE(r.warnings[0].message.find("HOSTED_API_KEY"), std::string::npos) << r.warnings[0].message;
 }
 
+TEST(ConfigTest, EmptyApiKeyVariableLeavesTheBackendOutButAnEmptyDefaultIsDeliberate) {
+  const std::string yaml = R"(
+backends:
+  - { name: a, url: "http://127.0.0.1:8000/v1", api_key: "${A_KEY}" }
+  - { name: b, url: "http://127.0.0.1:8001/v1", api_key: "${B_KEY:-}" }
+models:
+  - { name: m, targets: [ { backend: a }, { backend: b } ] }
+)";
+  auto r = load_config_text(yaml, env_of({{"A_KEY", ""}}));
+  ASSERT_TRUE(r.config.has_value()) << all_errors(r);
+  EXPECT_FALSE(r.config->backends[0].enabled);  // set but empty: a mistake, reported
+  ASSERT_EQ(r.warnings.size(), 1u);
+  EXPECT_EQ(r.warnings[0].path, "backends[0]");
+  EXPECT_TRUE(r.config->backends[1].enabled);   // ${B_KEY:-}: no key on purpose
+  EXPECT_EQ(r.config->backends[1].api_key, "");
+}
+
 TEST(ConfigTest, UnsetVariableElsewhereIsAnError) {
   auto e = load_error(R"(
 backends:
