@@ -21,13 +21,20 @@ std::string ListenAddress::to_string() const {
 
 std::string_view to_string(Dialect d) {
   switch (d) {
-    case Dialect::openai: return "openai";
-    case Dialect::vllm: return "vllm";
-    case Dialect::sglang: return "sglang";
-    case Dialect::llamacpp: return "llamacpp";
-    case Dialect::tgi: return "tgi";
-    case Dialect::qubrid: return "qubrid";
-    case Dialect::simulator: return "simulator";
+    case Dialect::openai:
+      return "openai";
+    case Dialect::vllm:
+      return "vllm";
+    case Dialect::sglang:
+      return "sglang";
+    case Dialect::llamacpp:
+      return "llamacpp";
+    case Dialect::tgi:
+      return "tgi";
+    case Dialect::qubrid:
+      return "qubrid";
+    case Dialect::simulator:
+      return "simulator";
   }
   return "openai";
 }
@@ -64,7 +71,8 @@ class Reader {
   void warn(const std::string& path, std::string msg) { out_.warnings.push_back({path, std::move(msg)}); }
 
   // Flags keys of a mapping that are not in `allowed`; false when `n` is not a mapping.
-  bool check_map(const YAML::Node& n, const std::string& path, std::initializer_list<std::string_view> allowed) {
+  bool check_map(const YAML::Node& n, const std::string& path,
+                 std::initializer_list<std::string_view> allowed) {
     if (!n.IsMap()) {
       error(path, "must be a mapping");
       return false;
@@ -85,7 +93,8 @@ class Reader {
   }
 
   // A scalar with ${VAR} / ${VAR:-default} substituted. Sets `unset_var` when a variable had no value.
-  std::optional<std::string> scalar(const YAML::Node& n, const std::string& path, std::string* unset_var = nullptr) {
+  std::optional<std::string> scalar(const YAML::Node& n, const std::string& path,
+                                    std::string* unset_var = nullptr) {
     if (!n.IsScalar()) {
       error(path, "must be a scalar value");
       return std::nullopt;
@@ -111,10 +120,14 @@ class Reader {
         }
         auto v = env_(spec);
         if (v && v->empty() && fallback) v.reset();
-        if (v) out += *v;
-        else if (fallback) out += *fallback;
-        else if (unset_var) *unset_var = spec;
-        else error(path, "environment variable " + spec + " is not set");
+        if (v)
+          out += *v;
+        else if (fallback)
+          out += *fallback;
+        else if (unset_var)
+          *unset_var = spec;
+        else
+          error(path, "environment variable " + spec + " is not set");
         i = end + 1;
       } else {
         out += in[i++];
@@ -133,9 +146,12 @@ class Reader {
     if (auto n = parent[std::string(key)]) {
       auto p = join(path, key);
       if (auto v = scalar(n, p)) {
-        if (*v == "true" || *v == "yes" || *v == "on") dst = true;
-        else if (*v == "false" || *v == "no" || *v == "off") dst = false;
-        else error(p, "must be true or false, got '" + *v + "'");
+        if (*v == "true" || *v == "yes" || *v == "on")
+          dst = true;
+        else if (*v == "false" || *v == "no" || *v == "off")
+          dst = false;
+        else
+          error(p, "must be true or false, got '" + *v + "'");
       }
     }
   }
@@ -150,9 +166,10 @@ class Reader {
         errno = 0;
         auto x = std::strtoull(v->c_str(), &end, 10);
         if (v->empty() || *end != '\0' || errno || (*v)[0] == '-' || x < min || x > max)
-          error(p, "must be an integer from " + std::to_string(min) + " to " + std::to_string(max) + ", got '" +
-                       *v + "'");
-        else dst = static_cast<Int>(x);
+          error(p, "must be an integer from " + std::to_string(min) + " to " + std::to_string(max) +
+                       ", got '" + *v + "'");
+        else
+          dst = static_cast<Int>(x);
       }
     }
   }
@@ -163,8 +180,10 @@ class Reader {
       if (auto v = scalar(n, p)) {
         char* end = nullptr;
         double x = std::strtod(v->c_str(), &end);
-        if (v->empty() || *end != '\0' || !(x > 0) || x > 1e9) error(p, "must be a positive number, got '" + *v + "'");
-        else dst = x;
+        if (v->empty() || *end != '\0' || !(x > 0) || x > 1e9)
+          error(p, "must be a positive number, got '" + *v + "'");
+        else
+          dst = x;
       }
     }
   }
@@ -173,8 +192,10 @@ class Reader {
     if (auto n = parent[std::string(key)]) {
       auto p = join(path, key);
       if (auto v = scalar(n, p)) {
-        if (auto d = parse_duration(*v)) dst = *d;
-        else error(p, "must be a duration like 50ms, 2s or 10m, got '" + *v + "'");
+        if (auto d = parse_duration(*v))
+          dst = *d;
+        else
+          error(p, "must be a duration like 50ms, 2s or 10m, got '" + *v + "'");
       }
     }
   }
@@ -183,13 +204,16 @@ class Reader {
     if (auto n = parent[std::string(key)]) {
       auto p = join(path, key);
       if (auto v = scalar(n, p)) {
-        if (auto s = parse_size(*v)) dst = *s;
-        else error(p, "must be a size like 8MiB or 4096, got '" + *v + "'");
+        if (auto s = parse_size(*v))
+          dst = *s;
+        else
+          error(p, "must be a size like 8MiB or 4096, got '" + *v + "'");
       }
     }
   }
 
-  void listen_at(const YAML::Node& parent, std::string_view key, const std::string& path, ListenAddress& dst) {
+  void listen_at(const YAML::Node& parent, std::string_view key, const std::string& path,
+                 ListenAddress& dst) {
     auto n = parent[std::string(key)];
     if (!n) return;
     auto p = join(path, key);
@@ -223,7 +247,8 @@ class Reader {
     dst.port = static_cast<std::uint16_t>(x);
   }
 
-  std::vector<std::string> string_list_at(const YAML::Node& parent, std::string_view key, const std::string& path) {
+  std::vector<std::string> string_list_at(const YAML::Node& parent, std::string_view key,
+                                          const std::string& path) {
     std::vector<std::string> out;
     auto n = parent[std::string(key)];
     if (!n) return out;
@@ -284,8 +309,9 @@ class Reader {
 
 void read_server(Reader& r, const YAML::Node& n, ServerConfig& s) {
   const std::string p = "server";
-  if (!r.check_map(n, p, {"listen", "admin_listen", "workers", "max_body_bytes", "drain_timeout", "header_timeout",
-                          "idle_timeout", "max_connections"}))
+  if (!r.check_map(n, p,
+                   {"listen", "admin_listen", "workers", "max_body_bytes", "drain_timeout", "header_timeout",
+                    "idle_timeout", "max_connections"}))
     return;
   r.listen_at(n, "listen", p, s.listen);
   r.listen_at(n, "admin_listen", p, s.admin_listen);
@@ -309,15 +335,19 @@ void read_log(Reader& r, const YAML::Node& n, LogConfig& l) {
 }
 
 void read_backend(Reader& r, const YAML::Node& n, const std::string& p, BackendConfig& b) {
-  if (!r.check_map(n, p, {"name", "dialect", "url", "api_key", "api_key_file", "ca_file", "tls_verify", "max_inflight",
-                          "max_idle_connections", "timeouts", "simulator"}))
+  if (!r.check_map(n, p,
+                   {"name", "dialect", "url", "api_key", "api_key_file", "ca_file", "tls_verify",
+                    "max_inflight", "max_idle_connections", "timeouts", "simulator"}))
     return;
   r.string_at(n, "name", p, b.name);
   if (b.name.empty()) r.error(Reader::join(p, "name"), "is required");
   std::string dialect = "openai";
   r.string_at(n, "dialect", p, dialect);
-  if (auto d = parse_dialect(dialect)) b.dialect = *d;
-  else r.error(Reader::join(p, "dialect"), "must be one of openai, vllm, sglang, llamacpp, tgi, qubrid, simulator");
+  if (auto d = parse_dialect(dialect))
+    b.dialect = *d;
+  else
+    r.error(Reader::join(p, "dialect"),
+            "must be one of openai, vllm, sglang, llamacpp, tgi, qubrid, simulator");
   r.string_at(n, "url", p, b.url);
   r.string_at(n, "ca_file", p, b.ca_file);
   r.bool_at(n, "tls_verify", p, b.tls_verify);
@@ -340,12 +370,15 @@ void read_backend(Reader& r, const YAML::Node& n, const std::string& p, BackendC
     }
   }
   if (b.dialect == Dialect::simulator) {
-    if (!b.url.empty()) r.error(Reader::join(p, "url"), "a simulator backend runs in-process and takes no url");
+    if (!b.url.empty())
+      r.error(Reader::join(p, "url"), "a simulator backend runs in-process and takes no url");
   } else if (b.url.empty()) {
     r.error(Reader::join(p, "url"), "is required");
   } else if (!upstream::parse_base_url(b.url)) {
-    r.error(Reader::join(p, "url"), "must be an http:// or https:// URL with a host, an optional port and path, "
-                                    "and no query, got '" + b.url + "'");
+    r.error(Reader::join(p, "url"),
+            "must be an http:// or https:// URL with a host, an optional port and path, "
+            "and no query, got '" +
+                b.url + "'");
   }
   std::string why;
   if (!r.secret_at(n, "api_key", p, b.api_key, why)) {
@@ -405,7 +438,8 @@ void read_key(Reader& r, const YAML::Node& n, const std::string& p, KeyConfig& k
   std::transform(k.key_sha256.begin(), k.key_sha256.end(), k.key_sha256.begin(),
                  [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
   if (!is_hex64(k.key_sha256))
-    r.error(Reader::join(p, "key_sha256"), "must be 64 hex digits (run `sluice keys hash` or `sluice keys new`)");
+    r.error(Reader::join(p, "key_sha256"),
+            "must be 64 hex digits (run `sluice keys hash` or `sluice keys new`)");
   k.models = r.string_list_at(n, "models", p);
   if (auto l = n["limits"]) {
     auto lp = Reader::join(p, "limits");
@@ -442,19 +476,22 @@ void check_references(Reader& r, Config& c) {
   for (std::size_t i = 0; i < c.models.size(); ++i) {
     const auto& m = c.models[i];
     auto mp = Reader::index("models", i);
-    if (!m.name.empty() && !models.insert(m.name).second) r.error(mp + ".name", "duplicate model name '" + m.name + "'");
+    if (!m.name.empty() && !models.insert(m.name).second)
+      r.error(mp + ".name", "duplicate model name '" + m.name + "'");
     for (std::size_t a = 0; a < m.aliases.size(); ++a)
       if (!models.insert(m.aliases[a]).second)
         r.error(Reader::index(mp + ".aliases", a), "duplicate model name '" + m.aliases[a] + "'");
     for (std::size_t t = 0; t < m.targets.size(); ++t)
       if (!m.targets[t].backend.empty() && !names.count(m.targets[t].backend))
-        r.error(Reader::index(mp + ".targets", t) + ".backend", "unknown backend '" + m.targets[t].backend + "'");
+        r.error(Reader::index(mp + ".targets", t) + ".backend",
+                "unknown backend '" + m.targets[t].backend + "'");
   }
   std::set<std::string> key_names, digests;
   for (std::size_t i = 0; i < c.keys.size(); ++i) {
     auto kp = Reader::index("keys", i);
     const auto& k = c.keys[i];
-    if (!k.name.empty() && !key_names.insert(k.name).second) r.error(kp + ".name", "duplicate key name '" + k.name + "'");
+    if (!k.name.empty() && !key_names.insert(k.name).second)
+      r.error(kp + ".name", "duplicate key name '" + k.name + "'");
     if (!k.key_sha256.empty() && !digests.insert(k.key_sha256).second)
       r.error(kp + ".key_sha256", "the same key is configured twice");
     for (std::size_t j = 0; j < k.models.size(); ++j)
@@ -482,7 +519,8 @@ LoadResult load_config_text(const std::string& yaml, const EnvLookup& env) {
     return result;
   }
   try {
-    if (!r.check_map(root, "", {"server", "log", "store", "redis", "cache", "backends", "models", "keys", "auth"}))
+    if (!r.check_map(root, "",
+                     {"server", "log", "store", "redis", "cache", "backends", "models", "keys", "auth"}))
       return result;
     if (auto n = root["server"]) read_server(r, n, c.server);
     if (auto n = root["log"]) read_log(r, n, c.log);

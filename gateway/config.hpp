@@ -22,12 +22,12 @@ struct ListenAddress {
 struct ServerConfig {
   ListenAddress listen{"127.0.0.1", 8080};
   ListenAddress admin_listen{"127.0.0.1", 9464};
-  unsigned workers = 0;                         // 0: one per core
-  std::uint64_t max_body_bytes = 8ull << 20;    // request bodies above this get 413
-  Millis drain_timeout{30'000};                 // SIGTERM: how long in-flight requests may finish
-  Millis header_timeout{10'000};                // a request's header (and body) must arrive within this
-  Millis idle_timeout{60'000};                  // keep-alive connections idle longer are closed
-  unsigned max_connections = 10'000;            // accepted connections above this are refused at once
+  unsigned workers = 0;                       // 0: one per core
+  std::uint64_t max_body_bytes = 8ull << 20;  // request bodies above this get 413
+  Millis drain_timeout{30'000};               // SIGTERM: how long in-flight requests may finish
+  Millis header_timeout{10'000};              // a request's header (and body) must arrive within this
+  Millis idle_timeout{60'000};                // keep-alive connections idle longer are closed
+  unsigned max_connections = 10'000;          // accepted connections above this are refused at once
 };
 
 struct LogConfig {
@@ -55,15 +55,15 @@ struct SimulatorConfig {
 struct BackendConfig {
   std::string name;
   Dialect dialect = Dialect::openai;
-  std::string url;                 // base URL incl. path prefix, e.g. http://127.0.0.1:8000/v1
-  std::string api_key;             // secret: never logged; empty means none sent
-  std::string ca_file;             // extra trust anchor (PEM) for this backend's TLS
+  std::string url;      // base URL incl. path prefix, e.g. http://127.0.0.1:8000/v1
+  std::string api_key;  // secret: never logged; empty means none sent
+  std::string ca_file;  // extra trust anchor (PEM) for this backend's TLS
   bool tls_verify = true;
   unsigned max_inflight = 64;
   unsigned max_idle_connections = 64;  // per worker
   BackendTimeouts timeouts;
   SimulatorConfig simulator;
-  bool enabled = true;             // false: left out (reason in LoadResult::warnings)
+  bool enabled = true;  // false: left out (reason in LoadResult::warnings)
 };
 
 struct TargetConfig {
@@ -89,8 +89,8 @@ struct KeyLimits {
 
 struct KeyConfig {
   std::string name;
-  std::string key_sha256;            // 64 lowercase hex digits
-  std::vector<std::string> models;   // empty: every model
+  std::string key_sha256;           // 64 lowercase hex digits
+  std::vector<std::string> models;  // empty: every model
   KeyLimits limits;
 };
 

@@ -1,10 +1,9 @@
 // sluice: the gateway binary. `serve` (default), `check-config`, `keys new|hash`, `simulate`.
-#include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
+#include <CLI/CLI.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
-
 #include <cstdlib>
 #include <iostream>
 
@@ -96,7 +95,8 @@ int main(int argc, char** argv) {
   auto* keys_new = keys_cmd->add_subcommand("new", "print a fresh random key and its config line");
   keys_new->add_option("--name", key_name, "the key's name in config, metrics and logs");
   std::string key_text;
-  auto* keys_hash = keys_cmd->add_subcommand("hash", "print the SHA-256 of a key (read from stdin if not given)");
+  auto* keys_hash =
+      keys_cmd->add_subcommand("hash", "print the SHA-256 of a key (read from stdin if not given)");
   keys_hash->add_option("key", key_text, "the key");
 
   auto* sim_cmd = app.add_subcommand("simulate", "run the simulated OpenAI-compatible backend alone");

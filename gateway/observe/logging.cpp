@@ -30,12 +30,13 @@ class JsonFormatter final : public spdlog::formatter {
     Writer w(sb);
     w.StartObject();
     auto t = std::chrono::system_clock::to_time_t(msg.time);
-    auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(msg.time.time_since_epoch()).count() % 1000;
+    auto ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(msg.time.time_since_epoch()).count() % 1000;
     std::tm tm{};
     gmtime_r(&t, &tm);
     char ts[64];
-    std::snprintf(ts, sizeof ts, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
-                  tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms));
+    std::snprintf(ts, sizeof ts, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+                  tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms));
     put(w, "time", ts);
     auto lvl = spdlog::level::to_string_view(msg.level);
     put(w, "level", std::string_view(lvl.data(), lvl.size()));
@@ -51,8 +52,10 @@ class JsonFormatter final : public spdlog::formatter {
 
 void setup_logging(const LogConfig& cfg) {
   auto logger = std::make_shared<spdlog::logger>("sluice", std::make_shared<spdlog::sinks::stderr_sink_mt>());
-  if (cfg.format == "json") logger->set_formatter(std::make_unique<JsonFormatter>());
-  else logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+  if (cfg.format == "json")
+    logger->set_formatter(std::make_unique<JsonFormatter>());
+  else
+    logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
   logger->set_level(spdlog::level::from_str(cfg.level));
   logger->flush_on(spdlog::level::info);
   spdlog::set_default_logger(logger);

@@ -11,26 +11,34 @@ namespace sluice::observe {
 
 struct Metrics::Impl {
   std::shared_ptr<prometheus::Registry> registry = std::make_shared<prometheus::Registry>();
-  prometheus::Family<prometheus::Counter>& requests =
-      prometheus::BuildCounter().Name("sluice_requests_total").Help("Requests answered, by status code.").Register(*registry);
+  prometheus::Family<prometheus::Counter>& requests = prometheus::BuildCounter()
+                                                          .Name("sluice_requests_total")
+                                                          .Help("Requests answered, by status code.")
+                                                          .Register(*registry);
   prometheus::Family<prometheus::Histogram>& duration = prometheus::BuildHistogram()
                                                             .Name("sluice_request_duration_seconds")
                                                             .Help("Time from request read to last byte sent.")
                                                             .Register(*registry);
   prometheus::Family<prometheus::Counter>& token_count =
-      prometheus::BuildCounter().Name("sluice_tokens_total").Help("Tokens processed, by type (input|output).").Register(*registry);
-  prometheus::Family<prometheus::Histogram>& ttft = prometheus::BuildHistogram()
-                                                        .Name("sluice_time_to_first_token_seconds")
-                                                        .Help("Time from request to the first streamed event.")
-                                                        .Register(*registry);
-  prometheus::Family<prometheus::Counter>& upstream_errors = prometheus::BuildCounter()
-                                                                 .Name("sluice_upstream_errors_total")
-                                                                 .Help("Failed exchanges with backends, by reason.")
-                                                                 .Register(*registry);
-  prometheus::Family<prometheus::Counter>& disconnects = prometheus::BuildCounter()
-                                                             .Name("sluice_client_disconnects_total")
-                                                             .Help("Clients that left before their answer was complete.")
-                                                             .Register(*registry);
+      prometheus::BuildCounter()
+          .Name("sluice_tokens_total")
+          .Help("Tokens processed, by type (input|output).")
+          .Register(*registry);
+  prometheus::Family<prometheus::Histogram>& ttft =
+      prometheus::BuildHistogram()
+          .Name("sluice_time_to_first_token_seconds")
+          .Help("Time from request to the first streamed event.")
+          .Register(*registry);
+  prometheus::Family<prometheus::Counter>& upstream_errors =
+      prometheus::BuildCounter()
+          .Name("sluice_upstream_errors_total")
+          .Help("Failed exchanges with backends, by reason.")
+          .Register(*registry);
+  prometheus::Family<prometheus::Counter>& disconnects =
+      prometheus::BuildCounter()
+          .Name("sluice_client_disconnects_total")
+          .Help("Clients that left before their answer was complete.")
+          .Register(*registry);
   prometheus::Gauge& streams = prometheus::BuildGauge()
                                    .Name("sluice_active_streams")
                                    .Help("SSE streams being relayed now.")
@@ -49,20 +57,27 @@ struct Metrics::Impl {
 Metrics::Metrics() : impl_(std::make_unique<Impl>()) {}
 Metrics::~Metrics() = default;
 
-static std::string s(std::string_view v) { return std::string(v); }
+static std::string s(std::string_view v) {
+  return std::string(v);
+}
 
 void Metrics::request_done(std::string_view endpoint, std::string_view model, std::string_view backend,
                            std::string_view key, int code, double seconds) {
   impl_->requests
-      .Add({{"endpoint", s(endpoint)}, {"model", s(model)}, {"backend", s(backend)}, {"key", s(key)},
+      .Add({{"endpoint", s(endpoint)},
+            {"model", s(model)},
+            {"backend", s(backend)},
+            {"key", s(key)},
             {"code", std::to_string(code)}})
       .Increment();
-  impl_->duration.Add({{"endpoint", s(endpoint)}, {"model", s(model)}, {"backend", s(backend)}}, Impl::duration_buckets())
+  impl_->duration
+      .Add({{"endpoint", s(endpoint)}, {"model", s(model)}, {"backend", s(backend)}},
+           Impl::duration_buckets())
       .Observe(seconds);
 }
 
-void Metrics::tokens(std::string_view model, std::string_view backend, std::string_view key, std::uint64_t input,
-                     std::uint64_t output) {
+void Metrics::tokens(std::string_view model, std::string_view backend, std::string_view key,
+                     std::uint64_t input, std::uint64_t output) {
   impl_->token_count.Add({{"model", s(model)}, {"backend", s(backend)}, {"key", s(key)}, {"type", "input"}})
       .Increment(static_cast<double>(input));
   impl_->token_count.Add({{"model", s(model)}, {"backend", s(backend)}, {"key", s(key)}, {"type", "output"}})
@@ -81,7 +96,9 @@ void Metrics::client_disconnect(std::string_view phase) {
   impl_->disconnects.Add({{"phase", s(phase)}}).Increment();
 }
 
-void Metrics::active_streams(int delta) { impl_->streams.Increment(delta); }
+void Metrics::active_streams(int delta) {
+  impl_->streams.Increment(delta);
+}
 
 std::string Metrics::serialize() const {
   return prometheus::TextSerializer{}.Serialize(impl_->registry->Collect());

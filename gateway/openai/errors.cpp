@@ -32,11 +32,15 @@ std::string error_json(const ApiError& e) {
   w.Key("type");
   str(e.type.empty() ? default_error_type(e.status) : std::string_view(e.type));
   w.Key("param");
-  if (e.param) str(*e.param);
-  else w.Null();
+  if (e.param)
+    str(*e.param);
+  else
+    w.Null();
   w.Key("code");
-  if (e.code) str(*e.code);
-  else w.Null();
+  if (e.code)
+    str(*e.code);
+  else
+    w.Null();
   w.EndObject();
   w.EndObject();
   return sb.GetString();
@@ -74,7 +78,8 @@ ApiError normalize_backend_error(int status, std::string_view body) {
       } else if (auto d = obj->FindMember("detail"); d != obj->MemberEnd()) {
         if (auto s = as_text(d->value)) e.message = *s;
       }
-      if (auto t = obj->FindMember("type"); t != obj->MemberEnd() && t->value.IsString()) e.type = t->value.GetString();
+      if (auto t = obj->FindMember("type"); t != obj->MemberEnd() && t->value.IsString())
+        e.type = t->value.GetString();
       if (auto p = obj->FindMember("param"); p != obj->MemberEnd()) e.param = as_text(p->value);
       // vLLM sends the HTTP status as an integer code; OpenAI's code is a string or null.
       if (auto c = obj->FindMember("code"); c != obj->MemberEnd()) e.code = as_text(c->value);
@@ -82,12 +87,14 @@ ApiError normalize_backend_error(int status, std::string_view body) {
   }
   if (e.message.empty()) {
     std::string_view text = json_object ? std::string_view() : body.substr(0, 512);
-    e.message = text.empty() ? "the backend answered with HTTP status " + std::to_string(status) : std::string(text);
+    e.message =
+        text.empty() ? "the backend answered with HTTP status " + std::to_string(status) : std::string(text);
   }
   return e;
 }
 
-ApiError invalid_request(std::string message, std::optional<std::string> param, std::optional<std::string> code) {
+ApiError invalid_request(std::string message, std::optional<std::string> param,
+                         std::optional<std::string> code) {
   return ApiError{400, std::move(message), "invalid_request_error", std::move(param), std::move(code)};
 }
 

@@ -10,7 +10,7 @@ namespace sluice::openai {
 struct ApiError {
   int status = 500;
   std::string message;
-  std::string type;               // empty: derived from status
+  std::string type;  // empty: derived from status
   std::optional<std::string> param;
   std::optional<std::string> code;
 };

@@ -8,9 +8,12 @@ namespace sluice::openai {
 
 std::string_view to_string(Endpoint e) {
   switch (e) {
-    case Endpoint::chat_completions: return "chat/completions";
-    case Endpoint::completions: return "completions";
-    case Endpoint::embeddings: return "embeddings";
+    case Endpoint::chat_completions:
+      return "chat/completions";
+    case Endpoint::completions:
+      return "completions";
+    case Endpoint::embeddings:
+      return "embeddings";
   }
   return "chat/completions";
 }
@@ -42,8 +45,10 @@ bool json_depth_within(std::string_view json, int max_depth) {
   for (std::size_t i = 0; i < json.size(); ++i) {
     char c = json[i];
     if (in_string) {
-      if (c == '\\') ++i;
-      else if (c == '"') in_string = false;
+      if (c == '\\')
+        ++i;
+      else if (c == '"')
+        in_string = false;
     } else if (c == '"') {
       in_string = true;
     } else if (c == '[' || c == '{') {
@@ -69,8 +74,10 @@ std::variant<ClientRequest, ApiError> inspect_request(Endpoint endpoint, std::st
                                std::to_string(doc.GetErrorOffset()) + ")",
                            std::nullopt, "invalid_json");
   }
-  if (!doc.IsObject()) return invalid_request("the request body must be a JSON object", std::nullopt, "invalid_json");
-  // A repeated member would let Sluice act on one value while the backend (which keeps the last) acts on another.
+  if (!doc.IsObject())
+    return invalid_request("the request body must be a JSON object", std::nullopt, "invalid_json");
+  // A repeated member would let Sluice act on one value while the backend (which keeps the last) acts on
+  // another.
   for (auto a = doc.MemberBegin(); a != doc.MemberEnd(); ++a)
     for (auto b = a + 1; b != doc.MemberEnd(); ++b)
       if (a->name == b->name)
@@ -91,7 +98,8 @@ std::variant<ClientRequest, ApiError> inspect_request(Endpoint endpoint, std::st
         return invalid_request("'messages' must be a non-empty array", "messages", "invalid_type");
       for (const auto& m : messages->GetArray())
         if (!m.IsObject() || !member(m, "role") || !(*member(m, "role")).IsString())
-          return invalid_request("each message must be an object with a string 'role'", "messages", "invalid_type");
+          return invalid_request("each message must be an object with a string 'role'", "messages",
+                                 "invalid_type");
       break;
     }
     case Endpoint::completions:
@@ -111,14 +119,15 @@ std::variant<ClientRequest, ApiError> inspect_request(Endpoint endpoint, std::st
   if (endpoint == Endpoint::embeddings && req.stream)
     return invalid_request("embeddings cannot be streamed", "stream", "invalid_value");
   if (const auto* opts = member(doc, "stream_options"); opts && !opts->IsNull()) {
-    if (!opts->IsObject()) return invalid_request("'stream_options' must be an object", "stream_options", "invalid_type");
+    if (!opts->IsObject())
+      return invalid_request("'stream_options' must be an object", "stream_options", "invalid_type");
     if (!req.stream)
       return invalid_request("'stream_options' is only allowed when 'stream' is true", "stream_options",
                              "invalid_value");
     if (const auto* iu = member(*opts, "include_usage")) {
       if (!iu->IsBool())
-        return invalid_request("'stream_options.include_usage' must be a boolean", "stream_options.include_usage",
-                               "invalid_type");
+        return invalid_request("'stream_options.include_usage' must be a boolean",
+                               "stream_options.include_usage", "invalid_type");
       req.include_usage = iu->GetBool();
     }
   }
@@ -134,10 +143,13 @@ std::string rewrite_request(ClientRequest& req, std::string_view original, std::
   auto& doc = req.doc;
   auto& alloc = doc.GetAllocator();
   if (model_changes)
-    doc["model"].SetString(upstream_model.data(), static_cast<rapidjson::SizeType>(upstream_model.size()), alloc);
+    doc["model"].SetString(upstream_model.data(), static_cast<rapidjson::SizeType>(upstream_model.size()),
+                           alloc);
   if (stream_missing) {
-    if (auto it = doc.FindMember("stream"); it != doc.MemberEnd()) it->value.SetBool(req.stream);
-    else doc.AddMember("stream", rapidjson::Value(req.stream), alloc);
+    if (auto it = doc.FindMember("stream"); it != doc.MemberEnd())
+      it->value.SetBool(req.stream);
+    else
+      doc.AddMember("stream", rapidjson::Value(req.stream), alloc);
   }
   rapidjson::StringBuffer sb;
   rapidjson::Writer<rapidjson::StringBuffer> w(sb);

@@ -13,17 +13,18 @@
 namespace sluice::openai {
 
 enum class Endpoint { chat_completions, completions, embeddings };
-std::string_view to_string(Endpoint e);        // "chat/completions" (also the upstream path suffix)
-std::optional<Endpoint> endpoint_for_path(std::string_view path);  // "/v1/chat/completions" → chat_completions
+std::string_view to_string(Endpoint e);  // "chat/completions" (also the upstream path suffix)
+std::optional<Endpoint> endpoint_for_path(
+    std::string_view path);  // "/v1/chat/completions" → chat_completions
 
 /// What Sluice needs to know about a client request.
 struct ClientRequest {
   Endpoint endpoint = Endpoint::chat_completions;
   std::string model;
-  bool stream = false;               // the client asked for a stream
-  bool stream_explicit = false;      // `stream` was present in the body
-  bool include_usage = false;        // stream_options.include_usage was true
-  rapidjson::Document doc;           // the parsed body, for rewriting
+  bool stream = false;           // the client asked for a stream
+  bool stream_explicit = false;  // `stream` was present in the body
+  bool include_usage = false;    // stream_options.include_usage was true
+  rapidjson::Document doc;       // the parsed body, for rewriting
 };
 
 /// Deepest nesting of arrays/objects a body may have. JSON libraries recurse per level, so an

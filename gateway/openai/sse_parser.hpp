@@ -12,7 +12,7 @@ namespace sluice::openai {
 struct SseEvent {
   std::string event;  // empty means the default type "message"
   std::string data;
-  std::string id;     // this event's own `id` field (a relay has no use for the carried-over last event ID)
+  std::string id;  // this event's own `id` field (a relay has no use for the carried-over last event ID)
 };
 
 /// Parses an SSE byte stream fed in arbitrary pieces, and tracks the offset up to which the bytes
@@ -32,12 +32,12 @@ class SseParser {
  private:
   void process_line(std::string_view line, std::vector<SseEvent>& out);
 
-  std::string line_;            // the line being assembled across feeds
-  SseEvent pending_;            // fields of the event being assembled
-  bool has_data_ = false;       // pending_ has at least one data line
-  bool in_event_ = false;       // a field line has been seen since the last dispatch
-  bool skip_lf_ = false;        // the previous byte was a CR: a following LF belongs to it
-  bool at_start_ = true;        // a UTF-8 BOM may still be skipped
+  std::string line_;       // the line being assembled across feeds
+  SseEvent pending_;       // fields of the event being assembled
+  bool has_data_ = false;  // pending_ has at least one data line
+  bool in_event_ = false;  // a field line has been seen since the last dispatch
+  bool skip_lf_ = false;   // the previous byte was a CR: a following LF belongs to it
+  bool at_start_ = true;   // a UTF-8 BOM may still be skipped
   std::uint64_t total_ = 0;
   std::uint64_t boundary_ = 0;
 };

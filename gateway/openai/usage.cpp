@@ -25,8 +25,8 @@ std::optional<Usage> usage_from_json(std::string_view json) {
   if (doc.HasParseError() || !doc.IsObject()) return std::nullopt;
   if (auto u = doc.FindMember("usage"); u != doc.MemberEnd() && u->value.IsObject())
     return Usage{count(u->value, "prompt_tokens"), count(u->value, "completion_tokens")};
-  if (auto m = doc.FindMember("metrics"); m != doc.MemberEnd() && m->value.IsObject() &&
-                                          m->value.HasMember("input_tokens"))
+  if (auto m = doc.FindMember("metrics");
+      m != doc.MemberEnd() && m->value.IsObject() && m->value.HasMember("input_tokens"))
     return Usage{count(m->value, "input_tokens"), count(m->value, "output_tokens")};
   return std::nullopt;
 }

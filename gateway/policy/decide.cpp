@@ -10,7 +10,7 @@ Policy::Policy(const Config& config) : config_(config), keyring_(config.keys) {
 }
 
 std::variant<const KeyEntry*, openai::ApiError> Policy::authenticate(std::string_view authorization,
-                                                                      std::string_view x_api_key) const {
+                                                                     std::string_view x_api_key) const {
   if (!config_.auth_required) return static_cast<const KeyEntry*>(nullptr);
   auto presented = presented_key(authorization, x_api_key);
   if (presented.empty())
@@ -27,8 +27,9 @@ std::variant<const KeyEntry*, openai::ApiError> Policy::authenticate(std::string
 std::variant<Forward, openai::ApiError> Policy::route(const KeyEntry* key, std::string_view model) const {
   auto it = by_name_.find(std::string(model));
   if (it == by_name_.end())
-    return openai::ApiError{404, "The model `" + std::string(model) + "` does not exist or you do not have access to it.",
-                            "invalid_request_error", "model", "model_not_found"};
+    return openai::ApiError{
+        404, "The model `" + std::string(model) + "` does not exist or you do not have access to it.",
+        "invalid_request_error", "model", "model_not_found"};
   const ModelConfig* m = it->second;
   if (key && !Keyring::allows(*key, m->name))
     return openai::ApiError{403, "This API key is not allowed to use the model `" + m->name + "`.",

@@ -14,9 +14,9 @@ namespace sluice::policy {
 
 /// Where an accepted request goes.
 struct Forward {
-  const ModelConfig* model = nullptr;               // the public model (resolved from an alias too)
-  std::vector<const TargetConfig*> targets;         // in config order, enabled backends only
-  const KeyEntry* key = nullptr;                    // nullptr when auth is off
+  const ModelConfig* model = nullptr;        // the public model (resolved from an alias too)
+  std::vector<const TargetConfig*> targets;  // in config order, enabled backends only
+  const KeyEntry* key = nullptr;             // nullptr when auth is off
 };
 
 /// Answers "may this request go, and where?" from an immutable config.
@@ -27,7 +27,7 @@ class Policy {
   /// The caller's key from the Authorization / x-api-key headers: an entry, nullptr when auth is
   /// off, or a 401 error.
   std::variant<const KeyEntry*, openai::ApiError> authenticate(std::string_view authorization,
-                                                                std::string_view x_api_key) const;
+                                                               std::string_view x_api_key) const;
 
   /// Resolves a model name for an authenticated caller: 404 unknown, 403 not allowed, 503 no usable backend.
   std::variant<Forward, openai::ApiError> route(const KeyEntry* key, std::string_view model) const;

@@ -25,7 +25,8 @@ Keyring::Keyring(const std::vector<KeyConfig>& keys) {
     KeyEntry e;
     e.name = k.name;
     for (int i = 0; i < 32; ++i)
-      e.digest[i] = static_cast<unsigned char>(hex_value(k.key_sha256[2 * i]) * 16 + hex_value(k.key_sha256[2 * i + 1]));
+      e.digest[i] = static_cast<unsigned char>(hex_value(k.key_sha256[2 * i]) * 16 +
+                                               hex_value(k.key_sha256[2 * i + 1]));
     e.models = k.models;
     e.limits = k.limits;
     entries_.push_back(std::move(e));

@@ -5,7 +5,6 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/write.hpp>
-
 #include <condition_variable>
 #include <mutex>
 #include <thread>
@@ -87,10 +86,10 @@ struct Gateway::Impl {
   std::atomic<bool> stopping{false};
   std::atomic<int> inflight{0};
   std::atomic<unsigned> connections{0};
-  Services services{config, policy, metrics, draining,
-                    std::chrono::duration_cast<std::chrono::seconds>(
-                        std::chrono::system_clock::now().time_since_epoch())
-                        .count()};
+  Services services{
+      config, policy, metrics, draining,
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
+          .count()};
   std::map<std::string, upstream::BaseUrl> urls;
   std::map<std::string, std::shared_ptr<upstream::ssl::context>> tls;
   bool any_backend = false;
@@ -214,20 +213,19 @@ struct Gateway::Impl {
       if (rec) {
         std::optional<openai::ApiError> err;
         if (rec == http::error::body_limit)
-          err = openai::ApiError{413,
-                                 "The request body exceeds the limit of " + std::to_string(sc.max_body_bytes) +
-                                     " bytes.",
-                                 "invalid_request_error", std::nullopt, "request_too_large"};
+          err = openai::ApiError{
+              413, "The request body exceeds the limit of " + std::to_string(sc.max_body_bytes) + " bytes.",
+              "invalid_request_error", std::nullopt, "request_too_large"};
         else if (rec == http::error::header_limit)
-          err = openai::ApiError{431, "The request headers are too large.", "invalid_request_error", std::nullopt,
-                                 "headers_too_large"};
+          err = openai::ApiError{431, "The request headers are too large.", "invalid_request_error",
+                                 std::nullopt, "headers_too_large"};
         else if (rec == beast::error::timeout)
-          err = openai::ApiError{408, "The request did not arrive in time.", "invalid_request_error", std::nullopt,
-                                 "request_timeout"};
-        else if (rec.category() == http::make_error_code(http::error::end_of_stream).category() && rec != http::error::end_of_stream &&
-                 rec != http::error::partial_message)
-          err = openai::ApiError{400, "Malformed HTTP request: " + rec.message(), "invalid_request_error", std::nullopt,
-                                 "bad_request"};
+          err = openai::ApiError{408, "The request did not arrive in time.", "invalid_request_error",
+                                 std::nullopt, "request_timeout"};
+        else if (rec.category() == http::make_error_code(http::error::end_of_stream).category() &&
+                 rec != http::error::end_of_stream && rec != http::error::partial_message)
+          err = openai::ApiError{400, "Malformed HTTP request: " + rec.message(), "invalid_request_error",
+                                 std::nullopt, "bad_request"};
         if (err) {
           co_await reply_unroutable(stream, *err, ctx, services);
           lingering = true;
@@ -315,7 +313,8 @@ void Gateway::start() {
   auto& d = *impl_;
   d.start_simulators();
   d.prepare_backends();
-  unsigned n = d.config.server.workers ? d.config.server.workers : std::max(1u, std::thread::hardware_concurrency());
+  unsigned n =
+      d.config.server.workers ? d.config.server.workers : std::max(1u, std::thread::hardware_concurrency());
   for (unsigned i = 0; i < n; ++i) {
     auto w = std::make_unique<Worker>();
     w->guard.emplace(w->ctx.get_executor());
@@ -323,7 +322,8 @@ void Gateway::start() {
       auto it = d.urls.find(b.name);
       if (it == d.urls.end()) continue;
       auto tls = d.tls.count(b.name) ? d.tls[b.name] : nullptr;
-      w->pools.emplace(b.name, std::make_unique<upstream::BackendPool>(w->ctx.get_executor(), b, it->second, tls));
+      w->pools.emplace(b.name,
+                       std::make_unique<upstream::BackendPool>(w->ctx.get_executor(), b, it->second, tls));
     }
     d.workers.push_back(std::move(w));
   }
@@ -338,16 +338,16 @@ void Gateway::start() {
   asio::co_spawn(home, d.accept_loop(), asio::detached);
   asio::co_spawn(home, d.admin_accept_loop(), asio::detached);
   for (auto& w : d.workers) w->thread = std::thread([&ctx = w->ctx] { ctx.run(); });
-  spdlog::info("sluice {} listening on {}:{} (admin {}:{}), {} worker(s), {} backend(s), {} model(s)", SLUICE_VERSION,
-               d.config.server.listen.host, d.port, d.config.server.admin_listen.host, d.admin_port, n, d.urls.size(),
-               d.config.models.size());
+  spdlog::info("sluice {} listening on {}:{} (admin {}:{}), {} worker(s), {} backend(s), {} model(s)",
+               SLUICE_VERSION, d.config.server.listen.host, d.port, d.config.server.admin_listen.host,
+               d.admin_port, n, d.urls.size(), d.config.models.size());
 }
 
 void Gateway::drain() {
   auto& d = *impl_;
   if (d.workers.empty() || d.draining.exchange(true)) return;
-  spdlog::info("draining: no new connections; {} request(s) in flight may finish within {} ms", d.inflight.load(),
-               d.config.server.drain_timeout.count());
+  spdlog::info("draining: no new connections; {} request(s) in flight may finish within {} ms",
+               d.inflight.load(), d.config.server.drain_timeout.count());
   asio::post(d.workers[0]->ctx, [&d] {
     error_code ec;
     d.acceptor->close(ec);
@@ -363,7 +363,9 @@ void Gateway::drain() {
   asio::co_spawn(d.workers[0]->ctx, d.drain_then_stop(), asio::detached);
 }
 
-void Gateway::stop() { impl_->stop_all(); }
+void Gateway::stop() {
+  impl_->stop_all();
+}
 
 void Gateway::wait() {
   auto& d = *impl_;
@@ -390,7 +392,11 @@ void Gateway::drain_on_signals() {
   });
 }
 
-std::uint16_t Gateway::port() const { return impl_->port; }
-std::uint16_t Gateway::admin_port() const { return impl_->admin_port; }
+std::uint16_t Gateway::port() const {
+  return impl_->port;
+}
+std::uint16_t Gateway::admin_port() const {
+  return impl_->admin_port;
+}
 
 }  // namespace sluice::server

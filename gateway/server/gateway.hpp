@@ -17,7 +17,8 @@ class Gateway {
 
   /// Binds the listeners and starts the workers. Throws std::runtime_error with a one-line reason.
   void start();
-  /// Stops accepting, answers /readyz with 503, lets in-flight requests finish up to drain_timeout, then stops.
+  /// Stops accepting, answers /readyz with 503, lets in-flight requests finish up to drain_timeout, then
+  /// stops.
   void drain();
   /// Blocks until the gateway has stopped (after drain() or stop()).
   void wait();

@@ -59,8 +59,8 @@ std::string_view path_of(std::string_view target) {
 
 }  // namespace
 
-asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, StringRequest& req, RequestContext& ctx,
-                                            const Services& services, Pools& pools) {
+asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, StringRequest& req,
+                                            RequestContext& ctx, const Services& services, Pools& pools) {
   observe::AccessRecord log;
   auto incoming_id = req["x-request-id"];
   log.request_id = acceptable_request_id(incoming_id) ? std::string(incoming_id) : new_request_id();
@@ -84,16 +84,16 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, StringReq
   auto endpoint = openai::endpoint_for_path(path);
   bool is_models = path == "/v1/models";
   if (!endpoint && !is_models) {
-    openai::ApiError unknown{404, "Invalid URL (" + log.method + " " + log.path + ")", "invalid_request_error",
-                             std::nullopt, "unknown_url"};
+    openai::ApiError unknown{404, "Invalid URL (" + log.method + " " + log.path + ")",
+                             "invalid_request_error", std::nullopt, "unknown_url"};
     keep = co_await reply.error(unknown);
     co_return finish(keep);
   }
   endpoint_label = is_models ? "models" : std::string(openai::to_string(*endpoint));
   auto expected = is_models ? http::verb::get : http::verb::post;
   if (req.method() != expected) {
-    auto res = error_response({405, "Method " + log.method + " is not allowed on " + log.path, "invalid_request_error",
-                               std::nullopt, "method_not_allowed"},
+    auto res = error_response({405, "Method " + log.method + " is not allowed on " + log.path,
+                               "invalid_request_error", std::nullopt, "method_not_allowed"},
                               reply.version, reply.keep_alive);
     res.set(http::field::allow, is_models ? "GET" : "POST");
     log.error = "method_not_allowed";
@@ -107,7 +107,8 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, StringReq
   if (key) log.key = key->name;
 
   if (is_models) {
-    auto res = json_response(http::status::ok, models_json(services.policy.visible_models(key), services.started_unix),
+    auto res = json_response(http::status::ok,
+                             models_json(services.policy.visible_models(key), services.started_unix),
                              reply.version, reply.keep_alive);
     keep = co_await reply.send(res);
     co_return finish(keep);
@@ -129,14 +130,15 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, StringReq
   log.backend = target.backend;
   auto pool_it = pools.find(target.backend);
   if (pool_it == pools.end()) {
-    openai::ApiError none{503, "No backend is available for the model `" + fwd.model->name + "`.", "server_error",
-                          std::nullopt, "no_backend_available"};
+    openai::ApiError none{503, "No backend is available for the model `" + fwd.model->name + "`.",
+                          "server_error", std::nullopt, "no_backend_available"};
     co_return finish(co_await reply.error(none));
   }
 
   upstream::ForwardRequest fr;
   fr.endpoint = *endpoint;
-  fr.body = openai::rewrite_request(client_req, req.body(), target.model.empty() ? fwd.model->name : target.model);
+  fr.body =
+      openai::rewrite_request(client_req, req.body(), target.model.empty() ? fwd.model->name : target.model);
   fr.request_id = log.request_id;
   fr.client_version = req.version();
   fr.client_keep_alive = reply.keep_alive;
@@ -172,8 +174,8 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, StringReq
   co_return finish(result.client_keep_alive);
 }
 
-asio::awaitable<void> reply_unroutable(beast::tcp_stream& stream, const openai::ApiError& error, RequestContext& ctx,
-                                       const Services& services) {
+asio::awaitable<void> reply_unroutable(beast::tcp_stream& stream, const openai::ApiError& error,
+                                       RequestContext& ctx, const Services& services) {
   observe::AccessRecord log;
   log.request_id = new_request_id();
   log.client = ctx.client;
@@ -191,9 +193,9 @@ StringResponse handle_admin_request(const StringRequest& req, const Services& se
   auto path = path_of(req.target());
   bool keep = req.keep_alive();
   if (req.method() != http::verb::get && req.method() != http::verb::head)
-    return error_response({405, "admin routes answer GET only", "invalid_request_error", std::nullopt,
-                           "method_not_allowed"},
-                          req.version(), keep);
+    return error_response(
+        {405, "admin routes answer GET only", "invalid_request_error", std::nullopt, "method_not_allowed"},
+        req.version(), keep);
   if (path == "/healthz") return json_response(http::status::ok, R"({"status":"ok"})", req.version(), keep);
   if (path == "/readyz") {
     if (ready) return json_response(http::status::ok, R"({"status":"ready"})", req.version(), keep);
@@ -210,8 +212,8 @@ StringResponse handle_admin_request(const StringRequest& req, const Services& se
     res.prepare_payload();
     return res;
   }
-  return error_response({404, "Invalid URL (GET " + std::string(path.substr(0, 256)) + ")", "invalid_request_error",
-                         std::nullopt, "unknown_url"},
+  return error_response({404, "Invalid URL (GET " + std::string(path.substr(0, 256)) + ")",
+                         "invalid_request_error", std::nullopt, "unknown_url"},
                         req.version(), keep);
 }
 

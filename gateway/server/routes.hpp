@@ -36,12 +36,12 @@ struct RequestContext {
 };
 
 /// Serves one client request on `stream`. Returns whether the connection may serve another.
-asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, StringRequest& req, RequestContext& ctx,
-                                            const Services& services, Pools& pools);
+asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, StringRequest& req,
+                                            RequestContext& ctx, const Services& services, Pools& pools);
 
 /// Answers a request that failed before it could be routed (bad framing, too large, too slow), and logs it.
-asio::awaitable<void> reply_unroutable(beast::tcp_stream& stream, const openai::ApiError& error, RequestContext& ctx,
-                                       const Services& services);
+asio::awaitable<void> reply_unroutable(beast::tcp_stream& stream, const openai::ApiError& error,
+                                       RequestContext& ctx, const Services& services);
 
 /// Serves one admin request (/healthz, /readyz, /metrics). `ready` says whether /readyz answers 200.
 StringResponse handle_admin_request(const StringRequest& req, const Services& services, bool ready);

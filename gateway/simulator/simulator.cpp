@@ -4,10 +4,9 @@
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
 
+#include <algorithm>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/write.hpp>
-
-#include <algorithm>
 #include <stdexcept>
 
 #include "openai/request.hpp"
@@ -19,8 +18,9 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-const char* const kWords[] = {"The", " quick", " brown", " fox", " jumps", " over", " the", " lazy", " dog", ".",
-                              " Sluice", " relays", " every", " token", " as", " soon", " as", " it", " arrives", "."};
+const char* const kWords[] = {"The",   " quick", " brown", " fox",    " jumps",   " over",  " the",
+                              " lazy", " dog",   ".",      " Sluice", " relays",  " every", " token",
+                              " as",   " soon",  " as",    " it",     " arrives", "."};
 
 /// How one request asked to be answered.
 struct Plan {
@@ -98,17 +98,17 @@ class Session {
           req);
     bool chat = target == "/v1/chat/completions", completion = target == "/v1/completions",
          embedding = target == "/v1/embeddings";
-    if (req.method() != http::verb::post || !(chat || completion || embedding))
-    {
+    if (req.method() != http::verb::post || !(chat || completion || embedding)) {
       auto body = openai::error_json({404, "no such route on the simulator", "", {}, "not_found"});
       co_return co_await reply(http::status::not_found, body, req);
     }
 
     rapidjson::Document doc;
-    if (openai::json_depth_within(req.body())) doc.Parse(req.body().data(), req.body().size());
-    else doc.SetNull();
-    if (doc.HasParseError() || !doc.IsObject() || !doc.HasMember("model") || !doc["model"].IsString())
-    {
+    if (openai::json_depth_within(req.body()))
+      doc.Parse(req.body().data(), req.body().size());
+    else
+      doc.SetNull();
+    if (doc.HasParseError() || !doc.IsObject() || !doc.HasMember("model") || !doc["model"].IsString()) {
       auto body = openai::error_json(openai::invalid_request("simulator: invalid request body"));
       co_return co_await reply(http::status::bad_request, body, req);
     }
@@ -133,9 +133,12 @@ class Session {
     Plan p;
     p.ttft = cfg_.ttft;
     p.tokens_per_second = cfg_.tokens_per_second;
-    if (doc.HasMember("messages")) p.prompt_tokens = count_words(doc["messages"]);
-    else if (doc.HasMember("prompt")) p.prompt_tokens = count_words(doc["prompt"]);
-    else if (doc.HasMember("input")) p.prompt_tokens = count_words(doc["input"]);
+    if (doc.HasMember("messages"))
+      p.prompt_tokens = count_words(doc["messages"]);
+    else if (doc.HasMember("prompt"))
+      p.prompt_tokens = count_words(doc["prompt"]);
+    else if (doc.HasMember("input"))
+      p.prompt_tokens = count_words(doc["input"]);
     for (const char* cap : {"max_tokens", "max_completion_tokens"})
       if (doc.HasMember(cap) && doc[cap].IsUint64() && doc[cap].GetUint64() < p.tokens) {
         p.tokens = doc[cap].GetUint64();
@@ -143,13 +146,17 @@ class Session {
       }
     if (doc.HasMember("simulator") && doc["simulator"].IsObject()) {
       const auto& s = doc["simulator"];
-      if (s.HasMember("tokens") && s["tokens"].IsUint64()) p.tokens = std::min<std::uint64_t>(s["tokens"].GetUint64(), 1'000'000);
+      if (s.HasMember("tokens") && s["tokens"].IsUint64())
+        p.tokens = std::min<std::uint64_t>(s["tokens"].GetUint64(), 1'000'000);
       if (s.HasMember("ttft_ms") && s["ttft_ms"].IsUint64()) p.ttft = Millis(s["ttft_ms"].GetUint64());
-      if (s.HasMember("tokens_per_second") && s["tokens_per_second"].IsNumber() && s["tokens_per_second"].GetDouble() > 0)
+      if (s.HasMember("tokens_per_second") && s["tokens_per_second"].IsNumber() &&
+          s["tokens_per_second"].GetDouble() > 0)
         p.tokens_per_second = s["tokens_per_second"].GetDouble();
       if (s.HasMember("fault") && s["fault"].IsString()) p.fault = s["fault"].GetString();
-      if (s.HasMember("fault_after") && s["fault_after"].IsUint64()) p.fault_after = s["fault_after"].GetUint64();
-      if (s.HasMember("status") && s["status"].IsInt() && s["status"].GetInt() >= 400 && s["status"].GetInt() < 600)
+      if (s.HasMember("fault_after") && s["fault_after"].IsUint64())
+        p.fault_after = s["fault_after"].GetUint64();
+      if (s.HasMember("status") && s["status"].IsInt() && s["status"].GetInt() >= 400 &&
+          s["status"].GetInt() < 600)
         p.status = s["status"].GetInt();
       if (s.HasMember("delay_ms") && s["delay_ms"].IsUint64()) p.delay = Millis(s["delay_ms"].GetUint64());
     }
@@ -158,7 +165,8 @@ class Session {
 
   static std::string usage_json(const Plan& p) {
     return R"({"prompt_tokens":)" + std::to_string(p.prompt_tokens) + R"(,"completion_tokens":)" +
-           std::to_string(p.tokens) + R"(,"total_tokens":)" + std::to_string(p.prompt_tokens + p.tokens) + "}";
+           std::to_string(p.tokens) + R"(,"total_tokens":)" + std::to_string(p.prompt_tokens + p.tokens) +
+           "}";
   }
 
   static std::string escaped(const std::string& s) { return openai::json_quote(s); }
@@ -168,18 +176,21 @@ class Session {
            R"(","created":)" + std::to_string(created_) + R"(,"model":)" + escaped(model);
   }
 
-  asio::awaitable<bool> whole_answer(const std::string& model, const Plan& p, bool chat, const StringRequest& req) {
-    auto decode = Millis(static_cast<std::int64_t>(1000.0 * static_cast<double>(p.tokens) / p.tokens_per_second));
+  asio::awaitable<bool> whole_answer(const std::string& model, const Plan& p, bool chat,
+                                     const StringRequest& req) {
+    auto decode =
+        Millis(static_cast<std::int64_t>(1000.0 * static_cast<double>(p.tokens) / p.tokens_per_second));
     co_await sleep(p.ttft + decode);
     std::string text;
     for (std::uint64_t i = 0; i < p.tokens; ++i) text += simulated_token(i);
     std::string finish = p.length_limited ? "length" : "stop";
-    std::string body = R"({"id":")" + id_ + R"(","object":")" + (chat ? "chat.completion" : "text_completion") +
-                       R"(","created":)" + std::to_string(created_) + R"(,"model":)" + escaped(model) +
-                       R"(,"choices":[{"index":0,)" +
-                       (chat ? R"("message":{"role":"assistant","content":)" + escaped(text) + "}"
-                             : R"("text":)" + escaped(text)) +
-                       R"(,"logprobs":null,"finish_reason":")" + finish + R"("}],"usage":)" + usage_json(p) + "}";
+    std::string body =
+        R"({"id":")" + id_ + R"(","object":")" + (chat ? "chat.completion" : "text_completion") +
+        R"(","created":)" + std::to_string(created_) + R"(,"model":)" + escaped(model) +
+        R"(,"choices":[{"index":0,)" +
+        (chat ? R"("message":{"role":"assistant","content":)" + escaped(text) + "}"
+              : R"("text":)" + escaped(text)) +
+        R"(,"logprobs":null,"finish_reason":")" + finish + R"("}],"usage":)" + usage_json(p) + "}";
     co_return co_await reply(http::status::ok, body, req);
   }
 
@@ -187,9 +198,10 @@ class Session {
                               const StringRequest& req) {
     co_await sleep(p.ttft);
     std::string body = R"({"object":"list","data":[{"object":"embedding","index":0,"embedding":[)";
-    for (int i = 0; i < 8; ++i) body += (i ? "," : "") + std::to_string((static_cast<double>(p.prompt_tokens % 7) + i) / 10.0);
-    body += R"(]}],"model":)" + escaped(model) + R"(,"usage":{"prompt_tokens":)" + std::to_string(p.prompt_tokens) +
-            R"(,"total_tokens":)" + std::to_string(p.prompt_tokens) + "}}";
+    for (int i = 0; i < 8; ++i)
+      body += (i ? "," : "") + std::to_string((static_cast<double>(p.prompt_tokens % 7) + i) / 10.0);
+    body += R"(]}],"model":)" + escaped(model) + R"(,"usage":{"prompt_tokens":)" +
+            std::to_string(p.prompt_tokens) + R"(,"total_tokens":)" + std::to_string(p.prompt_tokens) + "}}";
     co_return co_await reply(http::status::ok, body, req);
   }
 
@@ -213,7 +225,8 @@ class Session {
     auto [hec, hn] = co_await http::async_write_header(stream_, sr, use_nothrow);
     if (hec) co_return false;
 
-    const auto interval = std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(1.0 / p.tokens_per_second));
+    const auto interval =
+        std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(1.0 / p.tokens_per_second));
     auto next = Clock::now();
     std::string h = head(model, chat);
     for (std::uint64_t i = 0; i < p.tokens; ++i) {
@@ -226,7 +239,8 @@ class Session {
           co_await sleep(Millis(600'000));
           co_return false;
         }
-        if (p.fault == "malformed" && !co_await write_chunk("data: {\"id\": oops not json\n\n")) co_return false;
+        if (p.fault == "malformed" && !co_await write_chunk("data: {\"id\": oops not json\n\n"))
+          co_return false;
       }
       if (i > 0) {
         next += interval;
@@ -240,14 +254,14 @@ class Session {
                        (chat ? std::string(R"("delta":{)") + (i == 0 ? R"("role":"assistant",)" : "") +
                                    R"("content":)" + tok + "}"
                              : R"("text":)" + tok) +
-                       R"(,"logprobs":null,"finish_reason":null}])" + (include_usage ? R"(,"usage":null)" : "") +
-                       "}\n\n";
+                       R"(,"logprobs":null,"finish_reason":null}])" +
+                       (include_usage ? R"(,"usage":null)" : "") + "}\n\n";
       if (!co_await write_chunk(ev)) co_return false;
     }
     std::string finish = p.length_limited ? "length" : "stop";
-    std::string tail = "data: " + h + R"(,"choices":[{"index":0,)" + (chat ? R"("delta":{})" : R"("text":"")") +
-                       R"(,"logprobs":null,"finish_reason":")" + finish + R"("}])" +
-                       (include_usage ? R"(,"usage":null)" : "") + "}\n\n";
+    std::string tail = "data: " + h + R"(,"choices":[{"index":0,)" +
+                       (chat ? R"("delta":{})" : R"("text":"")") + R"(,"logprobs":null,"finish_reason":")" +
+                       finish + R"("}])" + (include_usage ? R"(,"usage":null)" : "") + "}\n\n";
     if (include_usage) tail += "data: " + h + R"(,"choices":[],"usage":)" + usage_json(p) + "}\n\n";
     tail += "data: [DONE]\n\n";
     if (!co_await write_chunk(tail)) co_return false;
@@ -259,14 +273,16 @@ class Session {
   beast::tcp_stream stream_;
   const SimulatorConfig& cfg_;
   std::string id_ = "chatcmpl-sim" + new_request_id().substr(4);
-  std::int64_t created_ = std::chrono::duration_cast<std::chrono::seconds>(
-                              std::chrono::system_clock::now().time_since_epoch())
-                              .count();
+  std::int64_t created_ =
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
+          .count();
 };
 
 }  // namespace
 
-std::string simulated_token(std::uint64_t i) { return kWords[i % (sizeof kWords / sizeof kWords[0])]; }
+std::string simulated_token(std::uint64_t i) {
+  return kWords[i % (sizeof kWords / sizeof kWords[0])];
+}
 
 struct SimulatorServer::Impl {
   asio::io_context& ctx;
@@ -295,7 +311,9 @@ struct SimulatorServer::Impl {
 SimulatorServer::SimulatorServer(asio::io_context& ctx, SimulatorConfig cfg)
     : impl_(std::make_shared<Impl>(Impl{ctx, cfg})) {}
 
-SimulatorServer::~SimulatorServer() { close(); }
+SimulatorServer::~SimulatorServer() {
+  close();
+}
 
 std::uint16_t SimulatorServer::listen(const std::string& host, std::uint16_t port) {
   error_code ec;
@@ -307,7 +325,9 @@ std::uint16_t SimulatorServer::listen(const std::string& host, std::uint16_t por
   if (!ec) a.set_option(tcp::acceptor::reuse_address(true), ec);
   if (!ec) a.bind(ep, ec);
   if (!ec) a.listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) throw std::runtime_error("simulator: cannot listen on " + host + ":" + std::to_string(port) + ": " + ec.message());
+  if (ec)
+    throw std::runtime_error("simulator: cannot listen on " + host + ":" + std::to_string(port) + ": " +
+                             ec.message());
   asio::co_spawn(impl_->ctx, impl_->accept_loop(impl_), asio::detached);
   return a.local_endpoint().port();
 }

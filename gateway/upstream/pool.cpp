@@ -2,9 +2,8 @@
 
 #include <sys/socket.h>
 
-#include <boost/asio/ssl/host_name_verification.hpp>
 #include <boost/asio/connect.hpp>
-
+#include <boost/asio/ssl/host_name_verification.hpp>
 #include <cerrno>
 
 namespace sluice::upstream {
@@ -81,8 +80,10 @@ asio::awaitable<std::unique_ptr<Connection>> BackendPool::connect(std::string& r
     detail = "cannot resolve " + url_.host + ": " + rec.message();
     co_return nullptr;
   }
-  if (url_.tls) c->secure.emplace(ex_, *tls_);
-  else c->plain.emplace(ex_);
+  if (url_.tls)
+    c->secure.emplace(ex_, *tls_);
+  else
+    c->plain.emplace(ex_);
   auto& tcp_layer = c->lowest();
   tcp_layer.expires_at(deadline);
   auto [cec, ep] = co_await tcp_layer.async_connect(endpoints, use_nothrow);

@@ -2,7 +2,6 @@
 // Per-worker keep-alive connection pools toward one backend, over TCP or TLS.
 #include <boost/asio/ssl/context.hpp>
 #include <boost/asio/ssl/stream.hpp>
-
 #include <chrono>
 #include <memory>
 #include <optional>
@@ -22,7 +21,7 @@ struct Connection {
   std::optional<ssl::stream<beast::tcp_stream>> secure;
   beast::flat_buffer buffer;  // bytes read past the previous response (must be empty to reuse)
   std::chrono::steady_clock::time_point idle_since;
-  unsigned exchanges = 0;     // responses completed on this connection
+  unsigned exchanges = 0;  // responses completed on this connection
 
   beast::tcp_stream& lowest() { return secure ? secure->next_layer() : *plain; }
 };
@@ -33,7 +32,8 @@ std::shared_ptr<ssl::context> make_client_tls_context(const BackendConfig& backe
 /// Idle connections to one backend, owned by one worker.
 class BackendPool {
  public:
-  BackendPool(asio::any_io_executor ex, const BackendConfig& backend, BaseUrl url, std::shared_ptr<ssl::context> tls);
+  BackendPool(asio::any_io_executor ex, const BackendConfig& backend, BaseUrl url,
+              std::shared_ptr<ssl::context> tls);
 
   /// An idle connection that is still open, or nullptr.
   std::unique_ptr<Connection> take_idle();

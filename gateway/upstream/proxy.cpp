@@ -3,7 +3,6 @@
 #include <sys/socket.h>
 
 #include <boost/asio/write.hpp>
-
 #include <cerrno>
 #include <cstring>
 #include <vector>
@@ -16,8 +15,8 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-constexpr std::size_t kMaxUpstreamBody = 64u << 20;   // a non-stream answer above this is refused
-constexpr std::size_t kMaxPendingEvent = 16u << 20;   // an SSE event that never ends is refused
+constexpr std::size_t kMaxUpstreamBody = 64u << 20;  // a non-stream answer above this is refused
+constexpr std::size_t kMaxPendingEvent = 16u << 20;  // an SSE event that never ends is refused
 constexpr std::size_t kReadChunk = 16u << 10;
 
 double ms_since(Clock::time_point t) {
@@ -71,10 +70,16 @@ int client_status_for_backend(int status) {
 /// closed before the backend saw the request (safe to retry on a fresh one).
 class Exchange {
  public:
-  Exchange(beast::tcp_stream& client, BackendPool& pool, const ForwardRequest& fr, const StringRequest& upstream_req,
-           WatchState& st, ForwardResult& result)
-      : client_(client), pool_(pool), fr_(fr), req_(upstream_req), st_(st), r_(result),
-        t_(pool.backend().timeouts), deadline_(fr.started + t_.total) {}
+  Exchange(beast::tcp_stream& client, BackendPool& pool, const ForwardRequest& fr,
+           const StringRequest& upstream_req, WatchState& st, ForwardResult& result)
+      : client_(client),
+        pool_(pool),
+        fr_(fr),
+        req_(upstream_req),
+        st_(st),
+        r_(result),
+        t_(pool.backend().timeouts),
+        deadline_(fr.started + t_.total) {}
 
   template <class Stream>
   asio::awaitable<void> run(Stream& up, Connection& conn, bool reused, bool& stale, bool& reusable);
@@ -94,7 +99,8 @@ class Exchange {
 
   void fail(int status, std::string reason, std::string message) {
     r_.error = reason;
-    r_.failure = gateway_error(status, std::move(message), status == 504 ? "upstream_timeout" : "upstream_error");
+    r_.failure =
+        gateway_error(status, std::move(message), status == 504 ? "upstream_timeout" : "upstream_error");
     if (status == 504) r_.failure->code = "upstream_timeout";
   }
 
@@ -130,9 +136,12 @@ asio::awaitable<void> Exchange::run(Stream& up, Connection& conn, bool reused, b
   auto [wec, wn] = co_await http::async_write(up, req_, use_nothrow);
   if (client_left("waiting")) co_return;
   if (wec) {
-    if (reused && wec != beast::error::timeout) stale = true;
-    else if (wec == beast::error::timeout) fail(504, phase_, "the backend did not accept the request in time");
-    else fail(502, "reset", "the connection to the backend failed: " + wec.message());
+    if (reused && wec != beast::error::timeout)
+      stale = true;
+    else if (wec == beast::error::timeout)
+      fail(504, phase_, "the backend did not accept the request in time");
+    else
+      fail(502, "reset", "the connection to the backend failed: " + wec.message());
     co_return;
   }
 
@@ -143,19 +152,24 @@ asio::awaitable<void> Exchange::run(Stream& up, Connection& conn, bool reused, b
   if (client_left("waiting")) co_return;
   if (hec) {
     bool nothing_read = hn == 0 && conn.buffer.size() == 0;
-    if (reused && nothing_read && hec != beast::error::timeout) stale = true;  // closed while idle in the pool
-    else if (hec == beast::error::timeout) fail(504, phase_, "the backend did not answer in time");
+    if (reused && nothing_read && hec != beast::error::timeout)
+      stale = true;  // closed while idle in the pool
+    else if (hec == beast::error::timeout)
+      fail(504, phase_, "the backend did not answer in time");
     else if (hec == http::error::end_of_stream || hec == asio::error::connection_reset ||
              hec == asio::error::eof || hec == asio::error::broken_pipe)
       fail(502, "reset", "the backend closed the connection before answering");
-    else fail(502, "protocol", "the backend sent an invalid HTTP response: " + hec.message());
+    else
+      fail(502, "protocol", "the backend sent an invalid HTTP response: " + hec.message());
     co_return;
   }
   const auto& head = p.get();
   auto ctype = head[http::field::content_type];
   bool is_sse = ctype.size() >= 17 && beast::iequals(ctype.substr(0, 17), "text/event-stream");
-  if (is_sse && head.result_int() / 100 == 2) co_await relay_stream(up, conn, p, reusable);
-  else co_await relay_body(up, conn, p, reusable);
+  if (is_sse && head.result_int() / 100 == 2)
+    co_await relay_stream(up, conn, p, reusable);
+  else
+    co_await relay_body(up, conn, p, reusable);
 }
 
 asio::awaitable<bool> Exchange::write_client(asio::const_buffer data, bool chunked) {
@@ -165,7 +179,8 @@ asio::awaitable<bool> Exchange::write_client(asio::const_buffer data, bool chunk
   if (chunked) {
     auto chunk = http::make_chunk(data);  // header, data and CRLF gathered: no copy
     std::tie(ec, n) = co_await asio::async_write(client_, chunk, use_nothrow);
-  } else std::tie(ec, n) = co_await asio::async_write(client_, data, use_nothrow);
+  } else
+    std::tie(ec, n) = co_await asio::async_write(client_, data, use_nothrow);
   r_.bytes_out += n;
   if (ec) {
     st_.client_gone = true;
@@ -203,16 +218,20 @@ asio::awaitable<void> Exchange::relay_stream(Stream& up, Connection& conn, Parse
 
   struct StreamGauge {  // sluice_active_streams counts this relay while it runs
     observe::Metrics* m;
-    explicit StreamGauge(observe::Metrics* mm) : m(mm) { if (m) m->active_streams(1); }
-    ~StreamGauge() { if (m) m->active_streams(-1); }
+    explicit StreamGauge(observe::Metrics* mm) : m(mm) {
+      if (m) m->active_streams(1);
+    }
+    ~StreamGauge() {
+      if (m) m->active_streams(-1);
+    }
   } gauge{fr_.metrics};
   openai::SseParser parser;
   std::vector<openai::SseEvent> events;
   std::vector<char> buf(kReadChunk);
-  std::size_t pending = 0;   // bytes in buf not yet forwarded
+  std::size_t pending = 0;  // bytes in buf not yet forwarded
   bool seen_done = false;
   bool first_event = true;
-  std::string failure;       // set when the backend failed mid-stream
+  std::string failure;  // set when the backend failed mid-stream
 
   while (!p.is_done()) {
     if (buf.size() - pending < kReadChunk / 2) {
@@ -226,8 +245,10 @@ asio::awaitable<void> Exchange::relay_stream(Stream& up, Connection& conn, Parse
     auto& body = p.get().body();
     body.data = buf.data() + pending;
     body.size = buf.size() - pending;
-    if (first_event) arm(lowest, t_.first_token, "first_token");
-    else arm(lowest, t_.idle, "idle");
+    if (first_event)
+      arm(lowest, t_.first_token, "first_token");
+    else
+      arm(lowest, t_.idle, "idle");
     auto [ec, n] = co_await http::async_read_some(up, conn.buffer, p, use_nothrow);
     if (ec == http::error::need_buffer) ec = {};
     std::size_t got = (buf.size() - pending) - p.get().body().size;
@@ -236,8 +257,10 @@ asio::awaitable<void> Exchange::relay_stream(Stream& up, Connection& conn, Parse
       parser.feed(std::string_view(buf.data() + pending, got), events);
       pending += got;
       for (const auto& e : events) {
-        if (e.data == "[DONE]") seen_done = true;
-        else if (auto u = openai::usage_from_json(e.data)) r_.usage = u;
+        if (e.data == "[DONE]")
+          seen_done = true;
+        else if (auto u = openai::usage_from_json(e.data))
+          r_.usage = u;
       }
       // Forward every byte up to the end of the last complete event, in one write, unchanged.
       std::size_t ready = pending - static_cast<std::size_t>(parser.total() - parser.boundary());
@@ -269,9 +292,9 @@ asio::awaitable<void> Exchange::relay_stream(Stream& up, Connection& conn, Parse
     reusable = p.is_done() && p.keep_alive();
   } else if (!seen_done) {
     // The stream has started, so the failure is told in-band: an error event, then [DONE].
-    auto msg = sse_error_event(gateway_error(r_.error == "reset" || r_.error == "protocol" ? 502 : 504, failure,
-                                             r_.error == "reset" || r_.error == "protocol" ? "upstream_error"
-                                                                                           : "upstream_timeout"));
+    auto msg = sse_error_event(
+        gateway_error(r_.error == "reset" || r_.error == "protocol" ? 502 : 504, failure,
+                      r_.error == "reset" || r_.error == "protocol" ? "upstream_error" : "upstream_timeout"));
     if (!co_await write_client(asio::buffer(msg), chunked)) co_return;
   }
   if (chunked) {
@@ -324,8 +347,10 @@ asio::awaitable<void> Exchange::relay_body(Stream& up, Connection& conn, Parser&
   StringResponse res{http::status::ok, fr_.client_version};
   res.set(http::field::server, "sluice");
   auto ctype = p.get()[http::field::content_type];
-  if (ctype.empty()) res.set(http::field::content_type, "application/json");
-  else res.set(http::field::content_type, ctype);
+  if (ctype.empty())
+    res.set(http::field::content_type, "application/json");
+  else
+    res.set(http::field::content_type, ctype);
   res.set("x-request-id", fr_.request_id);
   res.keep_alive(fr_.client_keep_alive);
   res.body() = std::move(body);
@@ -350,7 +375,8 @@ StringRequest build_upstream_request(const BackendPool& pool, const ForwardReque
   req.set(http::field::content_type, "application/json");
   req.set(http::field::accept, "application/json, text/event-stream");
   // The client's own key never goes upstream; the backend's key comes from config.
-  if (!pool.backend().api_key.empty()) req.set(http::field::authorization, "Bearer " + pool.backend().api_key);
+  if (!pool.backend().api_key.empty())
+    req.set(http::field::authorization, "Bearer " + pool.backend().api_key);
   req.set("x-request-id", fr.request_id);
   req.keep_alive(true);
   req.body() = fr.body;
@@ -360,7 +386,8 @@ StringRequest build_upstream_request(const BackendPool& pool, const ForwardReque
 
 }  // namespace
 
-asio::awaitable<ForwardResult> forward(beast::tcp_stream& client, BackendPool& pool, const ForwardRequest& fr) {
+asio::awaitable<ForwardResult> forward(beast::tcp_stream& client, BackendPool& pool,
+                                       const ForwardRequest& fr) {
   ForwardResult result;
   auto st = std::make_shared<WatchState>();
   st->client = &client.socket();
@@ -378,16 +405,18 @@ asio::awaitable<ForwardResult> forward(beast::tcp_stream& client, BackendPool& p
       if (!conn) {
         if (st->client_gone) break;
         result.error = reason;
-        result.failure = gateway_error(reason == "timeout" ? 504 : 502, "backend '" + pool.backend().name +
-                                                                            "' is unreachable: " + detail,
+        result.failure = gateway_error(reason == "timeout" ? 504 : 502,
+                                       "backend '" + pool.backend().name + "' is unreachable: " + detail,
                                        reason == "timeout" ? "upstream_timeout" : "upstream_unreachable");
         break;
       }
     }
     st->upstream = &conn->lowest();
     bool stale = false, reusable = false;
-    if (conn->secure) co_await exchange.run(*conn->secure, *conn, reused, stale, reusable);
-    else co_await exchange.run(*conn->plain, *conn, reused, stale, reusable);
+    if (conn->secure)
+      co_await exchange.run(*conn->secure, *conn, reused, stale, reusable);
+    else
+      co_await exchange.run(*conn->plain, *conn, reused, stale, reusable);
     st->upstream = nullptr;
     if (stale) continue;
     if (reusable && !st->client_gone) {

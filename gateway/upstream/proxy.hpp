@@ -16,7 +16,7 @@ namespace sluice::upstream {
 /// What the relay needs to forward one request.
 struct ForwardRequest {
   openai::Endpoint endpoint = openai::Endpoint::chat_completions;
-  std::string body;            // exactly what goes upstream
+  std::string body;  // exactly what goes upstream
   std::string request_id;
   unsigned client_version = 11;
   bool client_keep_alive = true;
@@ -26,16 +26,16 @@ struct ForwardRequest {
 
 /// How the exchange went, for the caller's metrics, access log and error reply.
 struct ForwardResult {
-  int status = 0;                        // status sent to the client (0: nothing sent)
-  bool client_gone = false;              // the client left before its answer was complete
-  bool client_keep_alive = false;        // the client connection may serve another request
-  bool stream = false;                   // the answer was relayed as SSE
+  int status = 0;                  // status sent to the client (0: nothing sent)
+  bool client_gone = false;        // the client left before its answer was complete
+  bool client_keep_alive = false;  // the client connection may serve another request
+  bool stream = false;             // the answer was relayed as SSE
   std::uint64_t bytes_out = 0;
   std::optional<openai::Usage> usage;
-  std::optional<double> ttfb_ms;         // first byte sent to the client
-  std::optional<double> ttft_seconds;    // first SSE event relayed
-  std::string error;                     // short reason ("connect", "first_token", "idle", "reset", ...)
-  std::string disconnect_phase;          // "waiting" or "streaming" when client_gone
+  std::optional<double> ttfb_ms;       // first byte sent to the client
+  std::optional<double> ttft_seconds;  // first SSE event relayed
+  std::string error;                   // short reason ("connect", "first_token", "idle", "reset", ...)
+  std::string disconnect_phase;        // "waiting" or "streaming" when client_gone
   /// Set when the exchange failed before anything reached the client: the caller answers with it
   /// (or tries another backend).
   std::optional<openai::ApiError> failure;
@@ -43,6 +43,7 @@ struct ForwardResult {
 
 /// Sends `req` to the pool's backend and relays the answer to `client`, closing the upstream
 /// connection at once if the client goes away.
-asio::awaitable<ForwardResult> forward(beast::tcp_stream& client, BackendPool& pool, const ForwardRequest& req);
+asio::awaitable<ForwardResult> forward(beast::tcp_stream& client, BackendPool& pool,
+                                       const ForwardRequest& req);
 
 }  // namespace sluice::upstream

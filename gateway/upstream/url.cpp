@@ -28,7 +28,8 @@ std::optional<BaseUrl> parse_base_url(std::string_view url) {
     return std::nullopt;
   }
   auto slash = url.find_first_of("/?#");
-  if (slash != std::string_view::npos && url[slash] != '/') return std::nullopt;  // query or fragment without a path
+  if (slash != std::string_view::npos && url[slash] != '/')
+    return std::nullopt;  // query or fragment without a path
   std::string_view authority = url.substr(0, slash);
   std::string_view path = slash == std::string_view::npos ? std::string_view{} : url.substr(slash);
   if (authority.empty() || authority.find('@') != std::string_view::npos) return std::nullopt;

@@ -9,9 +9,9 @@ namespace sluice::upstream {
 
 struct BaseUrl {
   bool tls = false;
-  std::string host;       // without brackets for IPv6
+  std::string host;  // without brackets for IPv6
   std::uint16_t port = 0;
-  std::string path;       // prefix without trailing slash, e.g. "/v1" or "/api/v1/qubridai"
+  std::string path;                 // prefix without trailing slash, e.g. "/v1" or "/api/v1/qubridai"
   std::string host_header() const;  // "host" or "host:port" when the port is not the scheme's default
   bool host_is_ip() const;
   /// The request target for a route under the prefix: path + "/" + route.

@@ -1,9 +1,8 @@
 // Benchmark: what Sluice adds on the request path. The same load goes straight to the simulator and
 // through the gateway; the table shows throughput and latency percentiles of each, and the SSE parser
 // alone. Prints a table; asserts nothing (tests do that).
-#include <boost/asio/io_context.hpp>
-
 #include <algorithm>
+#include <boost/asio/io_context.hpp>
 #include <chrono>
 #include <cstdio>
 #include <numeric>
@@ -32,7 +31,8 @@ struct Result {
 };
 
 // `clients` keep-alive connections, each sending `per_client` requests back to back.
-Result load(std::uint16_t port, const std::string& key, const std::string& body, int clients, int per_client) {
+Result load(std::uint16_t port, const std::string& key, const std::string& body, int clients,
+            int per_client) {
   Result total;
   std::vector<Result> parts(clients);
   std::vector<std::thread> threads;
@@ -47,7 +47,8 @@ Result load(std::uint16_t port, const std::string& key, const std::string& body,
         auto r = client.request("POST", "/v1/chat/completions", body, h);
         if (r.status == 200) {
           ++parts[c].ok;
-          parts[c].latencies_ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+          parts[c].latencies_ms.push_back(
+              std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
         } else {
           ++parts[c].failed;
           client = HttpClient(port);
@@ -72,7 +73,8 @@ void row(const char* name, Result r) {
 void parser_row() {
   // A realistic chunk stream: ~200-byte events, fed in 16 KiB reads.
   std::string ev =
-      "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":"
+      "data: "
+      "{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":"
       "[{\"index\":0,\"delta\":{\"content\":\" token\"},\"logprobs\":null,\"finish_reason\":null}]}\n\n";
   std::string stream;
   while (stream.size() < (64u << 20)) stream += ev;
@@ -87,8 +89,8 @@ void parser_row() {
   }
   double s = std::chrono::duration<double>(Clock::now() - t0).count();
   std::printf("\nSSE parser: %zu events, %.0f MiB in %.3f s = %.0f MiB/s, %.2f M events/s\n", count,
-              static_cast<double>(stream.size()) / (1 << 20), s, static_cast<double>(stream.size()) / (1 << 20) / s,
-              static_cast<double>(count) / s / 1e6);
+              static_cast<double>(stream.size()) / (1 << 20), s,
+              static_cast<double>(stream.size()) / (1 << 20) / s, static_cast<double>(count) / s / 1e6);
 }
 
 }  // namespace
@@ -103,23 +105,26 @@ int main(int argc, char** argv) {
   auto sim_port = sim.listen("127.0.0.1", 0);
   std::thread sim_thread([&] { sim_ctx.run(); });
 
-  std::string yaml = "server: { listen: 127.0.0.1:0, admin_listen: 127.0.0.1:0, workers: 1 }\n"
-                     "log: { level: warn, format: text, access_log: false }\n"
-                     "backends:\n  - { name: sim, url: \"http://127.0.0.1:" +
-                     std::to_string(sim_port) +
-                     "/v1\" }\n"
-                     "models:\n  - { name: m, targets: [ { backend: sim } ] }\n"
-                     "keys:\n  - { name: bench, key_sha256: \"KEYDIGEST\" }\n";
+  std::string yaml =
+      "server: { listen: 127.0.0.1:0, admin_listen: 127.0.0.1:0, workers: 1 }\n"
+      "log: { level: warn, format: text, access_log: false }\n"
+      "backends:\n  - { name: sim, url: \"http://127.0.0.1:" +
+      std::to_string(sim_port) +
+      "/v1\" }\n"
+      "models:\n  - { name: m, targets: [ { backend: sim } ] }\n"
+      "keys:\n  - { name: bench, key_sha256: \"KEYDIGEST\" }\n";
   TestGateway gw(yaml);
 
-  const std::string plain = R"({"model":"m","messages":[{"role":"user","content":"hi"}],"simulator":{"tokens":16}})";
+  const std::string plain =
+      R"({"model":"m","messages":[{"role":"user","content":"hi"}],"simulator":{"tokens":16}})";
   const std::string stream =
       R"({"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}],"simulator":{"tokens":64}})";
 
-  std::printf("Sluice relay benchmark: %d keep-alive clients x %d requests, gateway with 1 worker, %u cores\n\n",
-              clients, per_client, std::thread::hardware_concurrency());
-  std::printf("| %-34s | %6s | %4s | %8s | %7s | %7s | %7s |\n", "scenario", "ok", "fail", "req/s", "p50 ms", "p90 ms",
-              "p99 ms");
+  std::printf(
+      "Sluice relay benchmark: %d keep-alive clients x %d requests, gateway with 1 worker, %u cores\n\n",
+      clients, per_client, std::thread::hardware_concurrency());
+  std::printf("| %-34s | %6s | %4s | %8s | %7s | %7s | %7s |\n", "scenario", "ok", "fail", "req/s", "p50 ms",
+              "p90 ms", "p99 ms");
   std::printf("|%s|%s|%s|%s|%s|%s|%s|\n", std::string(36, '-').c_str(), std::string(8, '-').c_str(),
               std::string(6, '-').c_str(), std::string(10, '-').c_str(), std::string(9, '-').c_str(),
               std::string(9, '-').c_str(), std::string(9, '-').c_str());

@@ -21,7 +21,8 @@ std::string read_file(const std::string& path) {
 }
 
 std::string replace_all(std::string s, const std::string& from, const std::string& to) {
-  for (auto p = s.find(from); p != std::string::npos; p = s.find(from, p + to.size())) s.replace(p, from.size(), to);
+  for (auto p = s.find(from); p != std::string::npos; p = s.find(from, p + to.size()))
+    s.replace(p, from.size(), to);
   return s;
 }
 
@@ -53,21 +54,24 @@ TEST(Binary, VersionAndHelp) {
   EXPECT_NE(out.find("sluice 0."), std::string::npos) << out;
   auto [hcode, hout] = run_command({kBinary, "--help"});
   EXPECT_EQ(hcode, 0);
-  for (const char* sub : {"serve", "check-config", "keys", "simulate"}) EXPECT_NE(hout.find(sub), std::string::npos);
+  for (const char* sub : {"serve", "check-config", "keys", "simulate"})
+    EXPECT_NE(hout.find(sub), std::string::npos);
 }
 
 TEST(Binary, CheckConfigAcceptsTheShippedConfigAndReportsTheMissingQubridKey) {
-  auto [code, out] = run_command({kBinary, "check-config", "--config", std::string(SLUICE_SOURCE_DIR) + "/config/sluice.yaml"});
+  auto [code, out] = run_command(
+      {kBinary, "check-config", "--config", std::string(SLUICE_SOURCE_DIR) + "/config/sluice.yaml"});
   EXPECT_EQ(code, 0) << out;
   EXPECT_NE(out.find("ok"), std::string::npos) << out;
 }
 
 TEST(Binary, CheckConfigNamesThePathOfEachError) {
   TempDir dir;
-  auto path = dir.write("bad.yaml",
-                        "server: { listen: 127.0.0.1:0, colour: blue }\n"
-                        "backends:\n  - { name: a, url: \"http://127.0.0.1:1/v1\", timeouts: { idle: soon } }\n"
-                        "models:\n  - { name: m, targets: [ { backend: nope } ] }\n");
+  auto path =
+      dir.write("bad.yaml",
+                "server: { listen: 127.0.0.1:0, colour: blue }\n"
+                "backends:\n  - { name: a, url: \"http://127.0.0.1:1/v1\", timeouts: { idle: soon } }\n"
+                "models:\n  - { name: m, targets: [ { backend: nope } ] }\n");
   auto [code, out] = run_command({kBinary, "check-config", "--config", path});
   EXPECT_EQ(code, 1);
   EXPECT_NE(out.find("server.colour: unknown key"), std::string::npos) << out;
@@ -97,10 +101,32 @@ TEST(Binary, KeysNewAndHash) {
   std::smatch m;
   ASSERT_TRUE(std::regex_search(out, m, std::regex(R"(key:\s+(sk-sluice-[A-Za-z0-9_-]{43}))"))) << out;
   std::string key = m[1];
-  ASSERT_TRUE(std::regex_search(out, m, std::regex(R"re(name: alice, key_sha256: "([0-9a-f]{64})")re"))) << out;
+  ASSERT_TRUE(std::regex_search(out, m, std::regex(R"re(name: alice, key_sha256: "([0-9a-f]{64})")re")))
+      << out;
   auto [hcode, hout] = run_command({kBinary, "keys", "hash", key});
   EXPECT_EQ(hcode, 0);
   EXPECT_EQ(hout.substr(0, 64), std::string(m[1]));
+}
+
+TEST(Binary, SimulateRunsTheSimulatedBackendAlone) {
+  Child sim({kBinary, "simulate", "--listen", "127.0.0.1:0", "--tokens-per-second", "1000", "--ttft", "0"});
+  std::string line;
+  ASSERT_TRUE(wait_until([&] {
+    line = sim.out();
+    return line.find("listening on 127.0.0.1:") != std::string::npos;
+  })) << sim.err();
+  auto port = static_cast<std::uint16_t>(std::stoi(line.substr(line.find("127.0.0.1:") + 10)));
+  HttpClient c(port);
+  EXPECT_EQ(c.request("GET", "/health").status, 200);
+  auto r = c.request(
+      "POST", "/v1/chat/completions",
+      R"({"model":"anything","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}],"simulator":{"tokens":3}})");
+  ASSERT_EQ(r.status, 200);
+  auto events = sse_data(r.body);
+  ASSERT_EQ(events.size(), 6u) << r.body;  // 3 tokens, the finish chunk, the usage chunk, [DONE]
+  EXPECT_NE(events[4].find("\"completion_tokens\":3"), std::string::npos) << events[4];
+  sim.signal(SIGTERM);
+  EXPECT_EQ(sim.wait_exit(), 0);
 }
 
 TEST(Binary, ShippedConfigAnswersTheReadmeCurlOffline) {
@@ -141,8 +167,10 @@ TEST(Binary, SigtermLetsAnOpenStreamFinish) {
   std::string body =
       R"({"model":"demo","stream":true,"messages":[{"role":"user","content":"hi"}],"simulator":{"tokens":30,"tokens_per_second":20}})";
   HttpClient c(gw.port);
-  ASSERT_TRUE(c.send_raw("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-sluice-demo\r\n"
-                         "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body));
+  ASSERT_TRUE(
+      c.send_raw("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-sluice-demo\r\n"
+                 "Content-Length: " +
+                 std::to_string(body.size()) + "\r\n\r\n" + body));
   auto head = c.read_head();
   ASSERT_EQ(head.status, 200);
   std::string received = c.read_some();
@@ -156,7 +184,8 @@ TEST(Binary, SigtermLetsAnOpenStreamFinish) {
     HttpClient probe(gw.port);
     return !probe.connected() || probe.request("GET", "/v1/models").status == 0;
   }));
-  for (int i = 0; i < 200 && received.find("data: [DONE]") == std::string::npos; ++i) received += c.read_some(100ms);
+  for (int i = 0; i < 200 && received.find("data: [DONE]") == std::string::npos; ++i)
+    received += c.read_some(100ms);
   EXPECT_NE(received.find("data: [DONE]"), std::string::npos) << received;
   EXPECT_NE(received.find("0\r\n\r\n"), std::string::npos);  // the chunked stream ended properly
   EXPECT_EQ(gw.child.wait_exit(), 0) << gw.child.err();

@@ -7,6 +7,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <spdlog/spdlog.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -124,7 +125,9 @@ std::string UpstreamConn::read_request(std::chrono::milliseconds limit) {
   }
 }
 
-bool UpstreamConn::write(std::string_view bytes) { return write_all(fd_, bytes); }
+bool UpstreamConn::write(std::string_view bytes) {
+  return write_all(fd_, bytes);
+}
 
 bool UpstreamConn::write_sse_header() {
   return write(
@@ -232,14 +235,18 @@ std::string HttpResponse::header(const std::string& name) const {
 }
 
 HttpClient::HttpClient(std::uint16_t port) : fd_(connect_loopback(port)) {}
-HttpClient::~HttpClient() { close(); }
+HttpClient::~HttpClient() {
+  close();
+}
 
 void HttpClient::close() {
   if (fd_ >= 0) ::close(fd_);
   fd_ = -1;
 }
 
-bool HttpClient::send_raw(std::string_view bytes) { return fd_ >= 0 && write_all(fd_, bytes); }
+bool HttpClient::send_raw(std::string_view bytes) {
+  return fd_ >= 0 && write_all(fd_, bytes);
+}
 
 bool HttpClient::fill(std::chrono::milliseconds limit) {
   if (fd_ < 0 || !readable(fd_, limit)) return false;
@@ -318,8 +325,8 @@ HttpResponse HttpClient::read_response() {
   return r;
 }
 
-HttpResponse HttpClient::request(const std::string& method, const std::string& target, const std::string& body,
-                                 const std::map<std::string, std::string>& headers) {
+HttpResponse HttpClient::request(const std::string& method, const std::string& target,
+                                 const std::string& body, const std::map<std::string, std::string>& headers) {
   std::string req = method + " " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\n";
   bool has_ctype = false;
   for (const auto& [k, v] : headers) {
@@ -333,8 +340,8 @@ HttpResponse HttpClient::request(const std::string& method, const std::string& t
   return read_response();
 }
 
-HttpResponse post_json(std::uint16_t port, const std::string& path, const std::string& body, const std::string& key,
-                       const std::map<std::string, std::string>& headers) {
+HttpResponse post_json(std::uint16_t port, const std::string& path, const std::string& body,
+                       const std::string& key, const std::map<std::string, std::string>& headers) {
   HttpClient c(port);
   auto h = headers;
   if (!key.empty()) h["Authorization"] = "Bearer " + key;
@@ -357,7 +364,6 @@ std::vector<std::string> sse_data(const std::string& body) {
 
 // ---- TestGateway ----
 
-
 std::string test_config_yaml(const std::string& backends_and_models, const std::string& extra) {
   return "server: { listen: 127.0.0.1:0, admin_listen: 127.0.0.1:0, workers: 1, drain_timeout: 10s }\n"
          "log: { level: warn, format: text, access_log: false }\n" +
@@ -368,6 +374,7 @@ std::string test_config_yaml(const std::string& backends_and_models, const std::
 }
 
 TestGateway::TestGateway(const std::string& yaml_in) {
+  spdlog::set_level(spdlog::level::warn);  // keep test output to what matters
   std::string yaml = yaml_in;
   // sha256("sk-test")
   for (auto p = yaml.find("KEYDIGEST"); p != std::string::npos; p = yaml.find("KEYDIGEST"))
@@ -453,8 +460,10 @@ int Child::wait_exit(std::chrono::milliseconds limit) {
   auto end = Clock::now() + limit;
   while (!exited_ && Clock::now() < end) {
     drain();
-    if (waitpid(pid_, &status_, WNOHANG) == pid_) exited_ = true;
-    else std::this_thread::sleep_for(5ms);
+    if (waitpid(pid_, &status_, WNOHANG) == pid_)
+      exited_ = true;
+    else
+      std::this_thread::sleep_for(5ms);
   }
   drain();
   if (!exited_) {
@@ -466,7 +475,9 @@ int Child::wait_exit(std::chrono::milliseconds limit) {
   return WIFEXITED(status_) ? WEXITSTATUS(status_) : 128 + WTERMSIG(status_);
 }
 
-void Child::signal(int sig) { ::kill(pid_, sig); }
+void Child::signal(int sig) {
+  ::kill(pid_, sig);
+}
 
 std::pair<int, std::string> run_command(const std::vector<std::string>& argv) {
   Child c(argv);

@@ -111,15 +111,16 @@ class HttpClient {
 
 /// POST a JSON body with the given bearer key on a fresh connection.
 HttpResponse post_json(std::uint16_t port, const std::string& path, const std::string& body,
-                       const std::string& key = "sk-test", const std::map<std::string, std::string>& headers = {});
+                       const std::string& key = "sk-test",
+                       const std::map<std::string, std::string>& headers = {});
 
 /// The `data:` payloads of an SSE body, in order.
 std::vector<std::string> sse_data(const std::string& body);
 
 // ---- the gateway under test ----
 
-
-/// A YAML config around the given backends/models sections, listening on 127.0.0.1:0, key sk-test for every model.
+/// A YAML config around the given backends/models sections, listening on 127.0.0.1:0, key sk-test for every
+/// model.
 std::string test_config_yaml(const std::string& backends_and_models, const std::string& extra = "");
 
 /// An in-process Sluice on ephemeral ports.
@@ -147,8 +148,14 @@ class Child {
   /// Waits for exit; returns the exit code, or -1 on timeout (the child is then killed).
   int wait_exit(std::chrono::milliseconds limit = 20s);
   void signal(int sig);
-  std::string out() { drain(); return out_; }
-  std::string err() { drain(); return err_; }
+  std::string out() {
+    drain();
+    return out_;
+  }
+  std::string err() {
+    drain();
+    return err_;
+  }
 
  private:
   void drain();

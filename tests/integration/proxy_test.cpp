@@ -52,15 +52,17 @@ ScriptedUpstream::Handler json_backend(ScriptedUpstream*& self, std::string body
       auto req = c.read_request();
       if (req.empty()) return;
       self->record(req);
-      c.write("HTTP/1.1 " + std::to_string(status) + " X\r\nContent-Type: application/json\r\nContent-Length: " +
-              std::to_string(body.size()) + "\r\n\r\n" + body);
+      c.write("HTTP/1.1 " + std::to_string(status) +
+              " X\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
+              "\r\n\r\n" + body);
     }
   };
 }
 
 std::string scripted_config(const std::string& url, const std::string& timeouts = "") {
   return test_config_yaml("backends:\n  - { name: up, dialect: vllm, url: \"" + url +
-                          "\", api_key: backend-secret" + (timeouts.empty() ? "" : ", timeouts: " + timeouts) +
+                          "\", api_key: backend-secret" +
+                          (timeouts.empty() ? "" : ", timeouts: " + timeouts) +
                           " }\nmodels:\n  - { name: m, targets: [ { backend: up, model: upstream-m } ] }\n");
 }
 
@@ -101,7 +103,8 @@ TEST(Proxy, StreamChatThroughSimulatorArrivesInOrderAndEndsWithDone) {
 
 TEST(Proxy, CompletionsAndEmbeddingsAndAliases) {
   TestGateway gw(test_config_yaml(kSimBackend));
-  auto c = post_json(gw.port(), "/v1/completions", R"({"model":"demo-alias","prompt":"once upon","max_tokens":4})");
+  auto c = post_json(gw.port(), "/v1/completions",
+                     R"({"model":"demo-alias","prompt":"once upon","max_tokens":4})");
   ASSERT_EQ(c.status, 200) << c.body;
   auto d = parse(c.body);
   EXPECT_EQ(std::string(d["choices"][0]["text"].GetString()), expected_text(4));
@@ -110,6 +113,42 @@ TEST(Proxy, CompletionsAndEmbeddingsAndAliases) {
   ASSERT_EQ(e.status, 200) << e.body;
   auto ed = parse(e.body);
   EXPECT_EQ(ed["data"][0]["embedding"].Size(), 8u);
+}
+
+TEST(Proxy, SimulatorFaultsSurfaceAsOpenAIErrors) {
+  TestGateway gw(test_config_yaml(kSimBackend));
+  // An HTTP error from the backend before any byte reached the client.
+  auto r = post_json(gw.port(), "/v1/chat/completions",
+                     chat("demo", false, R"(,"simulator":{"fault":"status","status":503})"));
+  expect_openai_error(r, 503, "simulated");
+  // A reset mid-stream: the tokens so far, then an error event and [DONE].
+  auto s = post_json(gw.port(), "/v1/chat/completions",
+                     chat("demo", true, R"(,"simulator":{"tokens":5,"fault":"reset","fault_after":2})"));
+  ASSERT_EQ(s.status, 200);
+  auto events = sse_data(s.body);
+  ASSERT_EQ(events.size(), 4u) << s.body;
+  EXPECT_NE(events[2].find("\"error\""), std::string::npos);
+  EXPECT_EQ(events[3], "[DONE]");
+  // A malformed chunk is relayed as it came (Sluice does not rewrite streams), and the stream goes on.
+  auto m = post_json(gw.port(), "/v1/chat/completions",
+                     chat("demo", true, R"(,"simulator":{"tokens":3,"fault":"malformed","fault_after":1})"));
+  ASSERT_EQ(m.status, 200);
+  EXPECT_NE(m.body.find("oops not json"), std::string::npos);
+  EXPECT_EQ(sse_data(m.body).back(), "[DONE]");
+}
+
+TEST(Proxy, ExpectContinueIsAnswered) {
+  TestGateway gw(test_config_yaml(kSimBackend));
+  HttpClient c(gw.port());
+  std::string body = chat("demo", false);
+  ASSERT_TRUE(
+      c.send_raw("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-test\r\n"
+                 "Expect: 100-continue\r\nContent-Length: " +
+                 std::to_string(body.size()) + "\r\n\r\n"));
+  auto interim = c.read_head();  // the client waits for this before sending its body
+  ASSERT_EQ(interim.status, 100);
+  ASSERT_TRUE(c.send_raw(body));
+  EXPECT_EQ(c.read_response().status, 200);
 }
 
 TEST(Proxy, ModelsListAndAdminRoutes) {
@@ -127,12 +166,14 @@ TEST(Proxy, ModelsListAndAdminRoutes) {
   ASSERT_EQ(post_json(gw.port(), "/v1/chat/completions", chat("demo", false)).status, 200);
   auto m = a.request("GET", "/metrics");
   ASSERT_EQ(m.status, 200);
-  EXPECT_NE(m.body.find("sluice_requests_total{backend=\"sim\",code=\"200\",endpoint=\"chat/completions\",key="
-                        "\"tester\",model=\"demo\"} 1"),
-            std::string::npos)
+  EXPECT_NE(
+      m.body.find("sluice_requests_total{backend=\"sim\",code=\"200\",endpoint=\"chat/completions\",key="
+                  "\"tester\",model=\"demo\"} 1"),
+      std::string::npos)
       << m.body;
-  EXPECT_NE(m.body.find("sluice_tokens_total{backend=\"sim\",key=\"tester\",model=\"demo\",type=\"output\"} 16"),
-            std::string::npos)
+  EXPECT_NE(
+      m.body.find("sluice_tokens_total{backend=\"sim\",key=\"tester\",model=\"demo\",type=\"output\"} 16"),
+      std::string::npos)
       << m.body;
   EXPECT_EQ(m.body.find("sk-test"), std::string::npos);
 }
@@ -140,10 +181,13 @@ TEST(Proxy, ModelsListAndAdminRoutes) {
 TEST(Proxy, ClientErrorsAreOpenAIShaped) {
   TestGateway gw(test_config_yaml(kSimBackend));
   expect_openai_error(post_json(gw.port(), "/v1/chat/completions", "{not json"), 400, "invalid_json");
-  expect_openai_error(post_json(gw.port(), "/v1/chat/completions", R"({"messages":[{"role":"user","content":"x"}]})"),
-                      400, "missing_required_parameter");
-  expect_openai_error(post_json(gw.port(), "/v1/chat/completions", chat("nope", false)), 404, "model_not_found");
-  expect_openai_error(post_json(gw.port(), "/v1/chat/completions", chat("demo", false), ""), 401, "missing_api_key");
+  expect_openai_error(
+      post_json(gw.port(), "/v1/chat/completions", R"({"messages":[{"role":"user","content":"x"}]})"), 400,
+      "missing_required_parameter");
+  expect_openai_error(post_json(gw.port(), "/v1/chat/completions", chat("nope", false)), 404,
+                      "model_not_found");
+  expect_openai_error(post_json(gw.port(), "/v1/chat/completions", chat("demo", false), ""), 401,
+                      "missing_api_key");
   auto bad_key = post_json(gw.port(), "/v1/chat/completions", chat("demo", false), "sk-wrong-secret");
   expect_openai_error(bad_key, 401, "invalid_api_key");
   EXPECT_EQ(bad_key.body.find("sk-wrong-secret"), std::string::npos);
@@ -152,21 +196,25 @@ TEST(Proxy, ClientErrorsAreOpenAIShaped) {
   std::string deep = R"({"model":"demo","messages":[{"role":"user","content":)" + std::string(500000, '[') +
                      std::string(500000, ']') + "}]}";
   expect_openai_error(post_json(gw.port(), "/v1/chat/completions", deep), 400, "invalid_json");
-  expect_openai_error(post_json(gw.port(), "/v1/chat/completions",
-                                R"({"model":"demo","messages":[{"role":"user","content":"x"}],"model":"other"})"),
-                      400, "duplicate_parameter");
+  expect_openai_error(
+      post_json(gw.port(), "/v1/chat/completions",
+                R"({"model":"demo","messages":[{"role":"user","content":"x"}],"model":"other"})"),
+      400, "duplicate_parameter");
   HttpClient c(gw.port());
-  expect_openai_error(c.request("GET", "/v1/chat/completions", "", {{"Authorization", "Bearer sk-test"}}), 405,
-                      "method_not_allowed");
+  expect_openai_error(c.request("GET", "/v1/chat/completions", "", {{"Authorization", "Bearer sk-test"}}),
+                      405, "method_not_allowed");
   // The connection survives client errors (keep-alive).
-  EXPECT_EQ(c.request("POST", "/v1/chat/completions", chat("demo", false), {{"Authorization", "Bearer sk-test"}}).status,
-            200);
+  EXPECT_EQ(
+      c.request("POST", "/v1/chat/completions", chat("demo", false), {{"Authorization", "Bearer sk-test"}})
+          .status,
+      200);
 }
 
 TEST(Proxy, OversizedBodyGets413) {
-  TestGateway gw("server: { listen: 127.0.0.1:0, admin_listen: 127.0.0.1:0, workers: 1, max_body_bytes: 1KiB }\n"
-                 "log: { level: warn, format: text, access_log: false }\n" + kSimBackend +
-                 "keys:\n  - { name: tester, key_sha256: \"KEYDIGEST\" }\n");
+  TestGateway gw(
+      "server: { listen: 127.0.0.1:0, admin_listen: 127.0.0.1:0, workers: 1, max_body_bytes: 1KiB }\n"
+      "log: { level: warn, format: text, access_log: false }\n" +
+      kSimBackend + "keys:\n  - { name: tester, key_sha256: \"KEYDIGEST\" }\n");
   std::string big = chat("demo", false, R"(,"pad":")" + std::string(4096, 'x') + "\"");
   expect_openai_error(post_json(gw.port(), "/v1/chat/completions", big), 413, "request_too_large");
   // A small request still works.
@@ -178,9 +226,10 @@ TEST(Proxy, RequestIsRewrittenOnlyWhereItMustBeAndKeysAreSwapped) {
   ScriptedUpstream upstream(json_backend(up, R"({"id":"x","object":"chat.completion","choices":[]})"));
   up = &upstream;
   TestGateway gw(scripted_config(upstream.url()));
-  auto r = post_json(gw.port(), "/v1/chat/completions",
-                     R"({"model":"m","messages":[{"role":"user","content":"hi"}],"top_k":7,"chat_template_kwargs":{"enable_thinking":false}})",
-                     "sk-test", {{"x-request-id", "trace-abc-123"}});
+  auto r = post_json(
+      gw.port(), "/v1/chat/completions",
+      R"({"model":"m","messages":[{"role":"user","content":"hi"}],"top_k":7,"chat_template_kwargs":{"enable_thinking":false}})",
+      "sk-test", {{"x-request-id", "trace-abc-123"}});
   ASSERT_EQ(r.status, 200) << r.body;
   EXPECT_EQ(r.header("x-request-id"), "trace-abc-123");
   auto reqs = upstream.requests();
@@ -218,8 +267,8 @@ TEST(Proxy, StalePooledConnectionIsReplacedTransparently) {
     if (req.empty()) return;
     up->record(req);
     std::string body = R"({"object":"chat.completion","choices":[]})";
-    c.write("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
-            "\r\n\r\n" + body);
+    c.write("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " +
+            std::to_string(body.size()) + "\r\n\r\n" + body);
   });
   up = &upstream;
   TestGateway gw(scripted_config(upstream.url()));
@@ -237,8 +286,10 @@ TEST(Proxy, UnreachableBackendIs502) {
     dead_port = gone.port();
   }  // closed: connections to it are refused
   TestGateway gw(scripted_config("http://127.0.0.1:" + std::to_string(dead_port) + "/v1"));
-  expect_openai_error(post_json(gw.port(), "/v1/chat/completions", chat("m", false)), 502, "upstream_unreachable");
-  expect_openai_error(post_json(gw.port(), "/v1/chat/completions", chat("m", true)), 502, "upstream_unreachable");
+  expect_openai_error(post_json(gw.port(), "/v1/chat/completions", chat("m", false)), 502,
+                      "upstream_unreachable");
+  expect_openai_error(post_json(gw.port(), "/v1/chat/completions", chat("m", true)), 502,
+                      "upstream_unreachable");
 }
 
 TEST(Proxy, SilentBackendIs504) {
@@ -247,12 +298,15 @@ TEST(Proxy, SilentBackendIs504) {
     c.wait_closed(10s);  // never answers
   });
   TestGateway gw(scripted_config(upstream.url(), "{ first_token: 200ms }"));
-  expect_openai_error(post_json(gw.port(), "/v1/chat/completions", chat("m", false)), 504, "upstream_timeout");
+  expect_openai_error(post_json(gw.port(), "/v1/chat/completions", chat("m", false)), 504,
+                      "upstream_timeout");
 }
 
 TEST(Proxy, BackendErrorBodiesAreMappedToOpenAIShape) {
   ScriptedUpstream* up = nullptr;
-  ScriptedUpstream vllm(json_backend(up, R"({"error":{"message":"engine dead","type":"InternalServerError","param":null,"code":500}})", 500));
+  ScriptedUpstream vllm(json_backend(
+      up, R"({"error":{"message":"engine dead","type":"InternalServerError","param":null,"code":500}})",
+      500));
   up = &vllm;
   TestGateway gw(scripted_config(vllm.url()));
   auto r = post_json(gw.port(), "/v1/chat/completions", chat("m", false));
@@ -260,7 +314,8 @@ TEST(Proxy, BackendErrorBodiesAreMappedToOpenAIShape) {
   EXPECT_NE(r.body.find("engine dead"), std::string::npos);
 
   ScriptedUpstream* up2 = nullptr;
-  ScriptedUpstream tgi(json_backend(up2, R"({"error":"Input validation error: too long","error_type":"validation"})", 422));
+  ScriptedUpstream tgi(
+      json_backend(up2, R"({"error":"Input validation error: too long","error_type":"validation"})", 422));
   up2 = &tgi;
   TestGateway gw2(scripted_config(tgi.url()));
   auto r2 = post_json(gw2.port(), "/v1/chat/completions", chat("m", false));
@@ -286,7 +341,8 @@ ScriptedUpstream::Handler endless_stream(std::atomic<long>& closed_at_us) {
 }
 
 long now_us() {
-  return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now().time_since_epoch())
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
       .count();
 }
 
@@ -296,14 +352,17 @@ TEST(Proxy, ClientDisconnectMidStreamClosesUpstreamPromptly) {
   TestGateway gw(scripted_config(upstream.url()));
   HttpClient c(gw.port());
   std::string body = chat("m", true);
-  ASSERT_TRUE(c.send_raw("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-test\r\n"
-                         "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body));
+  ASSERT_TRUE(
+      c.send_raw("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-test\r\n"
+                 "Content-Length: " +
+                 std::to_string(body.size()) + "\r\n\r\n" + body));
   auto head = c.read_head();
   ASSERT_EQ(head.status, 200);
   ASSERT_NE(c.read_some().find("data:"), std::string::npos);
   long left_at = now_us();
   c.close();
-  ASSERT_TRUE(wait_until([&] { return closed_at.load() != 0; }, 10s)) << "the upstream connection was never closed";
+  ASSERT_TRUE(wait_until([&] { return closed_at.load() != 0; }, 10s))
+      << "the upstream connection was never closed";
   double ms = static_cast<double>(closed_at.load() - left_at) / 1000.0;
   std::printf("upstream closed %.2f ms after the client left\n", ms);
   EXPECT_LT(ms, 1000.0);  // the target is 100 ms; a loaded CI machine gets a wide margin
@@ -323,8 +382,10 @@ TEST(Proxy, ClientDisconnectBeforeFirstByteClosesUpstream) {
   TestGateway gw(scripted_config(upstream.url()));
   HttpClient c(gw.port());
   std::string body = chat("m", false);
-  ASSERT_TRUE(c.send_raw("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-test\r\n"
-                         "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body));
+  ASSERT_TRUE(
+      c.send_raw("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-test\r\n"
+                 "Content-Length: " +
+                 std::to_string(body.size()) + "\r\n\r\n" + body));
   ASSERT_TRUE(wait_until([&] { return upstream.connections() == 1; }));
   c.close();
   EXPECT_TRUE(wait_until([&] { return closed.load(); }, 10s));

@@ -29,7 +29,8 @@ std::string relay_config(const std::string& url, const std::string& timeouts = "
 }
 
 std::string request_text(const std::string& body) {
-  return "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-test\r\nContent-Length: " +
+  return "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+         "sk-test\r\nContent-Length: " +
          std::to_string(body.size()) + "\r\n\r\n" + body;
 }
 
@@ -76,10 +77,9 @@ TEST(SseRelay, EachEventIsForwardedWithoutWaitingForTheNext) {
   // The upstream sends the next piece only once the client has seen the previous one: a relay that
   // held bytes back waiting for more would deadlock here (and the wait_until deadlines fail the test).
   std::atomic<int> seen{0};
-  const std::vector<std::string> pieces = {": ping\n", "\n",
-                                           "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}\n\n",
-                                           "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"b\"}}]}\n\r",
-                                           "\ndata: [DONE]\n\n"};
+  const std::vector<std::string> pieces = {
+      ": ping\n", "\n", "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}\n\n",
+      "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"b\"}}]}\n\r", "\ndata: [DONE]\n\n"};
   std::atomic<bool> in_step{true};
   ScriptedUpstream upstream([&](UpstreamConn& c) {
     if (c.read_request().empty()) return;
@@ -161,9 +161,10 @@ TEST(SseRelay, StreamingIsDecidedByContentTypeNotByTheFlag) {
   // Asked to stream, the backend answers with plain JSON: the client gets that JSON.
   ScriptedUpstream upstream([](UpstreamConn& c) {
     if (c.read_request().empty()) return;
-    std::string body = R"({"object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"ok"}}]})";
-    c.write("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
-            "\r\n\r\n" + body);
+    std::string body =
+        R"({"object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"ok"}}]})";
+    c.write("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " +
+            std::to_string(body.size()) + "\r\n\r\n" + body);
   });
   TestGateway gw(relay_config(upstream.url()));
   auto r = post_json(gw.port(), "/v1/chat/completions", chat_body());

@@ -7,7 +7,6 @@
 #include <boost/asio/ssl.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
-
 #include <thread>
 
 #include "harness.hpp"
@@ -27,8 +26,8 @@ struct Cert {
 Cert make_cert(const TempDir& dir, const std::string& name, const std::string& san) {
   Cert c{dir.path() + "/" + name + ".pem", dir.path() + "/" + name + ".key"};
   auto [code, out] = run_command({"/usr/bin/openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                                  "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", c.key, "-out", c.cert, "-days",
-                                  "2", "-subj", "/CN=" + name, "-addext", "subjectAltName=" + san});
+                                  "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", c.key, "-out", c.cert,
+                                  "-days", "2", "-subj", "/CN=" + name, "-addext", "subjectAltName=" + san});
   if (code != 0) throw std::runtime_error("openssl failed: " + out);
   return c;
 }
@@ -90,7 +89,8 @@ class TlsUpstream {
       }
       http::response<http::string_body> res{http::status::ok, 11};
       res.set(http::field::content_type, "application/json");
-      res.body() = R"({"object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"secure"}}]})";
+      res.body() =
+          R"({"object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"secure"}}]})";
       res.keep_alive(false);
       res.prepare_payload();
       http::write(s, res, ec);

@@ -356,7 +356,7 @@ models:
   EXPECT_FALSE(r.config->backends[0].enabled);  // set but empty: a mistake, reported
   ASSERT_EQ(r.warnings.size(), 1u);
   EXPECT_EQ(r.warnings[0].path, "backends[0]");
-  EXPECT_TRUE(r.config->backends[1].enabled);   // ${B_KEY:-}: no key on purpose
+  EXPECT_TRUE(r.config->backends[1].enabled);  // ${B_KEY:-}: no key on purpose
   EXPECT_EQ(r.config->backends[1].api_key, "");
 }
 

@@ -326,7 +326,7 @@ TEST(InspectRequestTest, ModeratelyNestedContentIsAccepted) {
 }
 
 TEST(InspectRequestTest, DeeplyNestedBodyIsRejectedNotACrash) {
-    // JSON libraries recurse per nesting level; 100,000 nested '[' once overflowed the worker's stack.
+  // JSON libraries recurse per nesting level; 100,000 nested '[' once overflowed the worker's stack.
   // Absurd nesting is a 400 invalid_json, and nothing recurses on it.
   for (std::size_t depth : {100'000u, 1'000'000u}) {
     const std::string nest = std::string(depth, '[') + std::string(depth, ']');
@@ -342,7 +342,7 @@ TEST(InspectRequestTest, DeeplyNestedBodyIsRejectedNotACrash) {
 // Upstream servers written in Python/JS keep the LAST of duplicate members; Sluice must not decide
 // on one value while the backend acts on another.
 TEST(InspectRequestTest, DuplicateModelCannotSmuggleAnotherModel) {
-    // Sluice must not authorize one "model" while the backend (which keeps the last member) serves
+  // Sluice must not authorize one "model" while the backend (which keeps the last member) serves
   // another: a repeated member is a 400.
   for (std::string upstream : {"llama", "meta-llama/Llama-3.1-8B-Instruct"}) {
     const std::string body =
