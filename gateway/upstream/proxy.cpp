@@ -112,6 +112,18 @@ class Exchange {
     return true;
   }
 
+  // The client's first response bytes went out (or failed to).
+  void response_started(std::size_t bytes) {
+    r_.status = 200;
+    r_.bytes_out += bytes;
+    r_.ttfb_ms = ms_since(fr_.started);
+  }
+  // A write to the client failed: it is gone, and so is the point of reading on.
+  void client_write_failed() {
+    st_.client_gone = true;
+    client_left("streaming");
+  }
+
   asio::awaitable<bool> write_client(asio::const_buffer data, bool chunked);
   template <class Stream, class Parser>
   asio::awaitable<void> relay_stream(Stream& up, Connection& conn, Parser& p, bool& reusable);
@@ -183,8 +195,7 @@ asio::awaitable<bool> Exchange::write_client(asio::const_buffer data, bool chunk
     std::tie(ec, n) = co_await asio::async_write(client_, data, use_nothrow);
   r_.bytes_out += n;
   if (ec) {
-    st_.client_gone = true;
-    client_left("streaming");
+    client_write_failed();
     co_return false;
   }
   co_return true;
@@ -207,12 +218,9 @@ asio::awaitable<void> Exchange::relay_stream(Stream& up, Connection& conn, Parse
   client_.expires_after(t_.idle);
   auto [hec, hn] = co_await http::async_write_header(client_, sr, use_nothrow);
   r_.stream = true;
-  r_.status = 200;
-  r_.bytes_out += hn;
-  r_.ttfb_ms = ms_since(fr_.started);
+  response_started(hn);
   if (hec) {
-    st_.client_gone = true;
-    client_left("streaming");
+    client_write_failed();
     co_return;
   }
 
@@ -357,12 +365,9 @@ asio::awaitable<void> Exchange::relay_body(Stream& up, Connection& conn, Parser&
   res.prepare_payload();
   client_.expires_after(t_.idle);
   auto [wec, wn] = co_await http::async_write(client_, res, use_nothrow);
-  r_.status = 200;
-  r_.bytes_out += wn;
-  r_.ttfb_ms = ms_since(fr_.started);
+  response_started(wn);
   if (wec) {
-    st_.client_gone = true;
-    client_left("streaming");
+    client_write_failed();
     co_return;
   }
   r_.client_keep_alive = fr_.client_keep_alive;

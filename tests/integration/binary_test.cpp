@@ -167,10 +167,7 @@ TEST(Binary, SigtermLetsAnOpenStreamFinish) {
   std::string body =
       R"({"model":"demo","stream":true,"messages":[{"role":"user","content":"hi"}],"simulator":{"tokens":30,"tokens_per_second":20}})";
   HttpClient c(gw.port);
-  ASSERT_TRUE(
-      c.send_raw("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-sluice-demo\r\n"
-                 "Content-Length: " +
-                 std::to_string(body.size()) + "\r\n\r\n" + body));
+  ASSERT_TRUE(c.send_raw(raw_post("/v1/chat/completions", body, "sk-sluice-demo")));
   auto head = c.read_head();
   ASSERT_EQ(head.status, 200);
   std::string received = c.read_some();

@@ -348,6 +348,12 @@ HttpResponse post_json(std::uint16_t port, const std::string& path, const std::s
   return c.request("POST", path, body, h);
 }
 
+std::string raw_post(const std::string& path, const std::string& body, const std::string& key,
+                     const std::string& extra_headers) {
+  return "POST " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer " + key + "\r\n" +
+         extra_headers + "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+}
+
 std::vector<std::string> sse_data(const std::string& body) {
   std::vector<std::string> out;
   std::size_t pos = 0;

@@ -114,6 +114,10 @@ HttpResponse post_json(std::uint16_t port, const std::string& path, const std::s
                        const std::string& key = "sk-test",
                        const std::map<std::string, std::string>& headers = {});
 
+/// The bytes of a POST with a JSON body and a bearer key, for tests that drive a connection by hand.
+std::string raw_post(const std::string& path, const std::string& body, const std::string& key = "sk-test",
+                     const std::string& extra_headers = "");
+
 /// The `data:` payloads of an SSE body, in order.
 std::vector<std::string> sse_data(const std::string& body);
 

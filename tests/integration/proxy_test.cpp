@@ -352,10 +352,7 @@ TEST(Proxy, ClientDisconnectMidStreamClosesUpstreamPromptly) {
   TestGateway gw(scripted_config(upstream.url()));
   HttpClient c(gw.port());
   std::string body = chat("m", true);
-  ASSERT_TRUE(
-      c.send_raw("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-test\r\n"
-                 "Content-Length: " +
-                 std::to_string(body.size()) + "\r\n\r\n" + body));
+  ASSERT_TRUE(c.send_raw(raw_post("/v1/chat/completions", body, "sk-test")));
   auto head = c.read_head();
   ASSERT_EQ(head.status, 200);
   ASSERT_NE(c.read_some().find("data:"), std::string::npos);
@@ -382,10 +379,7 @@ TEST(Proxy, ClientDisconnectBeforeFirstByteClosesUpstream) {
   TestGateway gw(scripted_config(upstream.url()));
   HttpClient c(gw.port());
   std::string body = chat("m", false);
-  ASSERT_TRUE(
-      c.send_raw("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-test\r\n"
-                 "Content-Length: " +
-                 std::to_string(body.size()) + "\r\n\r\n" + body));
+  ASSERT_TRUE(c.send_raw(raw_post("/v1/chat/completions", body, "sk-test")));
   ASSERT_TRUE(wait_until([&] { return upstream.connections() == 1; }));
   c.close();
   EXPECT_TRUE(wait_until([&] { return closed.load(); }, 10s));

@@ -28,12 +28,6 @@ std::string relay_config(const std::string& url, const std::string& timeouts = "
                           " }\nmodels:\n  - { name: m, targets: [ { backend: up } ] }\n");
 }
 
-std::string request_text(const std::string& body) {
-  return "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
-         "sk-test\r\nContent-Length: " +
-         std::to_string(body.size()) + "\r\n\r\n" + body;
-}
-
 int split_of(const std::string& raw_request) {
   auto body = body_of(raw_request);
   auto p = body.find("\"split\":");
@@ -92,7 +86,7 @@ TEST(SseRelay, EachEventIsForwardedWithoutWaitingForTheNext) {
   });
   TestGateway gw(relay_config(upstream.url()));
   HttpClient client(gw.port());
-  ASSERT_TRUE(client.send_raw(request_text(chat_body())));
+  ASSERT_TRUE(client.send_raw(raw_post("/v1/chat/completions", chat_body())));
   auto head = client.read_head();
   ASSERT_EQ(head.status, 200);
   std::string received;
