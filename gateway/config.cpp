@@ -335,9 +335,10 @@ void read_log(Reader& r, const YAML::Node& n, LogConfig& l) {
 }
 
 void read_backend(Reader& r, const YAML::Node& n, const std::string& p, BackendConfig& b) {
-  if (!r.check_map(n, p,
-                   {"name", "dialect", "url", "api_key", "api_key_file", "ca_file", "tls_verify",
-                    "max_inflight", "max_idle_connections", "timeouts", "simulator"}))
+  if (!r.check_map(
+          n, p,
+          {"name", "dialect", "url", "api_key", "api_key_file", "ca_file", "tls_verify", "max_inflight",
+           "max_idle_connections", "timeouts", "simulator", "health", "outlier", "include_usage"}))
     return;
   r.string_at(n, "name", p, b.name);
   if (b.name.empty()) r.error(Reader::join(p, "name"), "is required");
@@ -369,6 +370,27 @@ void read_backend(Reader& r, const YAML::Node& n, const std::string& p, BackendC
       r.duration_at(s, "ttft", sp, b.simulator.ttft);
     }
   }
+  r.bool_at(n, "include_usage", p, b.include_usage);
+  if (auto h = n["health"]) {
+    auto hp = Reader::join(p, "health");
+    if (r.check_map(h, hp, {"enabled", "path", "interval", "timeout"})) {
+      r.bool_at(h, "enabled", hp, b.health.enabled);
+      r.string_at(h, "path", hp, b.health.path);
+      r.duration_at(h, "interval", hp, b.health.interval);
+      r.duration_at(h, "timeout", hp, b.health.timeout);
+      if (!b.health.path.empty() && b.health.path[0] != '/')
+        r.error(Reader::join(hp, "path"), "must start with /");
+      if (b.health.interval.count() < 100) r.error(Reader::join(hp, "interval"), "must be at least 100ms");
+    }
+  }
+  if (auto o = n["outlier"]) {
+    auto op = Reader::join(p, "outlier");
+    if (r.check_map(o, op, {"consecutive_failures", "base_ejection", "max_ejection"})) {
+      r.uint_at(o, "consecutive_failures", op, b.outlier.consecutive_failures, 0, 1000);
+      r.duration_at(o, "base_ejection", op, b.outlier.base_ejection);
+      r.duration_at(o, "max_ejection", op, b.outlier.max_ejection);
+    }
+  }
   if (b.dialect == Dialect::simulator) {
     if (!b.url.empty())
       r.error(Reader::join(p, "url"), "a simulator backend runs in-process and takes no url");
@@ -388,7 +410,10 @@ void read_backend(Reader& r, const YAML::Node& n, const std::string& p, BackendC
 }
 
 void read_model(Reader& r, const YAML::Node& n, const std::string& p, ModelConfig& m) {
-  if (!r.check_map(n, p, {"name", "aliases", "strategy", "targets", "cache"})) return;
+  if (!r.check_map(
+          n, p,
+          {"name", "aliases", "strategy", "targets", "cache", "max_attempts", "defaults", "max_tokens_cap"}))
+    return;
   r.string_at(n, "name", p, m.name);
   if (m.name.empty()) r.error(Reader::join(p, "name"), "is required");
   m.aliases = r.string_list_at(n, "aliases", p);
@@ -409,6 +434,23 @@ void read_model(Reader& r, const YAML::Node& n, const std::string& p, ModelConfi
       r.uint_at(t[i], "weight", ip, tc.weight, 1, 1000);
       if (tc.backend.empty()) r.error(Reader::join(ip, "backend"), "is required");
       m.targets.push_back(tc);
+    }
+  }
+  r.uint_at(n, "max_attempts", p, m.max_attempts, 1, 10);
+  r.uint_at(n, "max_tokens_cap", p, m.max_tokens_cap, 0, UINT32_MAX);
+  if (auto d = n["defaults"]) {
+    auto dp = Reader::join(p, "defaults");
+    if (!d.IsMap()) {
+      r.error(dp, "must be a mapping of request fields to values");
+    } else {
+      for (const auto& kv : d) {
+        auto key = kv.first.as<std::string>();
+        if (key == "model" || key == "stream" || key == "stream_options" || key == "messages" ||
+            key == "prompt")
+          r.error(Reader::join(dp, key), "cannot be given a default");
+        else if (auto v = r.scalar(kv.second, Reader::join(dp, key)))
+          m.defaults.emplace_back(key, *v);
+      }
     }
   }
   if (auto c = n["cache"]) {

@@ -52,6 +52,22 @@ struct SimulatorConfig {
   Millis ttft{50};
 };
 
+/// Active health checks: a GET on `path` (under the backend's origin) every `interval`.
+struct HealthConfig {
+  bool enabled = true;
+  std::string path;  // empty: the dialect's default (/health, or the base URL's /models)
+  Millis interval{10'000};
+  Millis timeout{2'000};
+};
+
+/// Passive outlier detection: consecutive failures eject a backend for a cooldown that doubles
+/// on each ejection in a row (capped), then one trial request decides (half-open).
+struct OutlierConfig {
+  unsigned consecutive_failures = 3;
+  Millis base_ejection{5'000};
+  Millis max_ejection{300'000};
+};
+
 struct BackendConfig {
   std::string name;
   Dialect dialect = Dialect::openai;
@@ -63,7 +79,10 @@ struct BackendConfig {
   unsigned max_idle_connections = 64;  // per worker
   BackendTimeouts timeouts;
   SimulatorConfig simulator;
-  bool enabled = true;  // false: left out (reason in LoadResult::warnings)
+  HealthConfig health;
+  OutlierConfig outlier;
+  bool include_usage = true;  // ask for stream_options.include_usage when streaming (exact token counts)
+  bool enabled = true;        // false: left out (reason in LoadResult::warnings)
 };
 
 struct TargetConfig {
@@ -77,6 +96,10 @@ struct ModelConfig {
   std::vector<std::string> aliases;
   std::string strategy = "fallback";  // fallback | balance
   std::vector<TargetConfig> targets;
+  unsigned max_attempts = 3;  // targets tried per request (failover), at most
+  /// Fields set in the request body when the client did not send them, e.g. reasoning_effort: low.
+  std::vector<std::pair<std::string, std::string>> defaults;
+  std::uint64_t max_tokens_cap = 0;  // clamps max_tokens / max_completion_tokens; 0: no cap
   bool cache_enabled = false;
   std::optional<Millis> cache_ttl;
 };

@@ -94,6 +94,18 @@ std::string access_json(const AccessRecord& r) {
     w.Key("completion_tokens");
     w.Uint64(*r.completion_tokens);
   }
+  if (r.usage_estimated) {
+    w.Key("usage_estimated");
+    w.Bool(true);
+  }
+  if (r.attempts > 1) {
+    w.Key("attempts");
+    w.Uint(r.attempts);
+  }
+  if (r.backend_tokens_per_second) {
+    w.Key("backend_tokens_per_second");
+    w.Double(*r.backend_tokens_per_second);
+  }
   if (r.ttfb_ms) {
     w.Key("ttfb_ms");
     w.Double(*r.ttfb_ms);

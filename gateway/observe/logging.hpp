@@ -26,7 +26,10 @@ struct AccessRecord {
   std::uint64_t bytes_out = 0;
   std::optional<std::uint64_t> prompt_tokens;
   std::optional<std::uint64_t> completion_tokens;
-  std::optional<double> ttfb_ms;  // time to the first response byte sent to the client
+  bool usage_estimated = false;  // token counts came from counting the stream, not from the backend
+  unsigned attempts = 0;         // backends tried (more than 1: failover)
+  std::optional<double> backend_tokens_per_second;  // the backend's own figure (x_metrics, metrics, timings)
+  std::optional<double> ttfb_ms;                    // time to the first response byte sent to the client
   double duration_ms = 0;
   std::string error;  // short reason when the request failed
 };

@@ -39,6 +39,25 @@ struct Metrics::Impl {
           .Name("sluice_client_disconnects_total")
           .Help("Clients that left before their answer was complete.")
           .Register(*registry);
+  prometheus::Family<prometheus::Counter>& fallbacks =
+      prometheus::BuildCounter()
+          .Name("sluice_fallbacks_total")
+          .Help("Requests moved to another target after a failure before the first byte.")
+          .Register(*registry);
+  prometheus::Family<prometheus::Gauge>& up =
+      prometheus::BuildGauge()
+          .Name("sluice_backend_up")
+          .Help("1 while a backend passes its health checks and is not ejected.")
+          .Register(*registry);
+  prometheus::Family<prometheus::Gauge>& in_flight = prometheus::BuildGauge()
+                                                         .Name("sluice_inflight_requests")
+                                                         .Help("Requests waiting on a backend now.")
+                                                         .Register(*registry);
+  prometheus::Family<prometheus::Counter>& estimated =
+      prometheus::BuildCounter()
+          .Name("sluice_estimated_tokens_total")
+          .Help("Output tokens counted from the stream because the backend sent no usage.")
+          .Register(*registry);
   prometheus::Gauge& streams = prometheus::BuildGauge()
                                    .Name("sluice_active_streams")
                                    .Help("SSE streams being relayed now.")
@@ -98,6 +117,22 @@ void Metrics::client_disconnect(std::string_view phase) {
 
 void Metrics::active_streams(int delta) {
   impl_->streams.Increment(delta);
+}
+
+void Metrics::fallback(std::string_view model, std::string_view from, std::string_view to) {
+  impl_->fallbacks.Add({{"model", s(model)}, {"from", s(from)}, {"to", s(to)}}).Increment();
+}
+
+void Metrics::backend_up(std::string_view backend, bool is_up) {
+  impl_->up.Add({{"backend", s(backend)}}).Set(is_up ? 1 : 0);
+}
+
+void Metrics::inflight(std::string_view model, std::string_view backend, int delta) {
+  impl_->in_flight.Add({{"model", s(model)}, {"backend", s(backend)}}).Increment(delta);
+}
+
+void Metrics::estimated_tokens(std::string_view model, std::string_view backend, std::uint64_t output) {
+  impl_->estimated.Add({{"model", s(model)}, {"backend", s(backend)}}).Increment(static_cast<double>(output));
 }
 
 std::string Metrics::serialize() const {

@@ -134,27 +134,80 @@ std::variant<ClientRequest, ApiError> inspect_request(Endpoint endpoint, std::st
   return req;
 }
 
-std::string rewrite_request(ClientRequest& req, std::string_view original, std::string_view upstream_model) {
-  bool model_changes = upstream_model != req.model;
+namespace {
+
+bool needs_cap(const rapidjson::Value& doc, const char* field, std::uint64_t cap) {
+  auto it = doc.FindMember(field);
+  return it != doc.MemberEnd() && it->value.IsNumber() && it->value.GetDouble() > static_cast<double>(cap);
+}
+
+// A default's YAML text as a JSON value: integers and decimals as numbers, true/false as booleans.
+rapidjson::Value default_value(const std::string& text, rapidjson::Document::AllocatorType& alloc) {
+  if (text == "true" || text == "false") return rapidjson::Value(text == "true");
+  rapidjson::Document num;
+  num.Parse(text.c_str(), text.size());
+  if (!text.empty() && !num.HasParseError() && num.IsNumber()) return rapidjson::Value(num, alloc);
+  return rapidjson::Value(text.c_str(), static_cast<rapidjson::SizeType>(text.size()), alloc);
+}
+
+}  // namespace
+
+std::string rewrite_request(const ClientRequest& req, std::string_view original, const Rewrite& rw) {
+  const auto& doc = req.doc;
+  bool model_changes = rw.upstream_model != req.model;
   // Embeddings have no `stream`; everything else states it explicitly (Qubrid streams by default).
   bool stream_missing = req.endpoint != Endpoint::embeddings && !req.stream_explicit;
-  if (!model_changes && !stream_missing) return std::string(original);
+  bool usage_missing = rw.include_usage && req.stream && !req.include_usage;
+  bool defaults_missing = false;
+  if (rw.defaults)
+    for (const auto& [k, v] : *rw.defaults) defaults_missing |= !doc.HasMember(k.c_str());
+  bool cap = rw.max_tokens_cap > 0 && (needs_cap(doc, "max_tokens", rw.max_tokens_cap) ||
+                                       needs_cap(doc, "max_completion_tokens", rw.max_tokens_cap));
+  if (!model_changes && !stream_missing && !usage_missing && !defaults_missing && !cap)
+    return std::string(original);
 
-  auto& doc = req.doc;
-  auto& alloc = doc.GetAllocator();
-  if (model_changes)
-    doc["model"].SetString(upstream_model.data(), static_cast<rapidjson::SizeType>(upstream_model.size()),
-                           alloc);
-  if (stream_missing) {
-    if (auto it = doc.FindMember("stream"); it != doc.MemberEnd())
-      it->value.SetBool(req.stream);
+  // Work on a copy: the same client request may be rewritten again for another target.
+  rapidjson::Document out;
+  out.CopyFrom(doc, out.GetAllocator());
+  auto& alloc = out.GetAllocator();
+  auto set = [&](const char* name, rapidjson::Value v) {
+    if (auto it = out.FindMember(name); it != out.MemberEnd())
+      it->value = v;
     else
-      doc.AddMember("stream", rapidjson::Value(req.stream), alloc);
+      out.AddMember(rapidjson::Value(name, alloc), v, alloc);
+  };
+  if (model_changes)
+    set("model", rapidjson::Value(rw.upstream_model.data(),
+                                  static_cast<rapidjson::SizeType>(rw.upstream_model.size()), alloc));
+  if (stream_missing) set("stream", rapidjson::Value(req.stream));
+  if (usage_missing) {
+    auto it = out.FindMember("stream_options");
+    if (it == out.MemberEnd() || !it->value.IsObject()) {
+      set("stream_options", rapidjson::Value(rapidjson::kObjectType));
+      it = out.FindMember("stream_options");
+    }
+    if (auto iu = it->value.FindMember("include_usage"); iu != it->value.MemberEnd())
+      iu->value.SetBool(true);
+    else
+      it->value.AddMember("include_usage", true, alloc);
   }
+  if (rw.defaults)
+    for (const auto& [k, v] : *rw.defaults)
+      if (!out.HasMember(k.c_str()))
+        out.AddMember(rapidjson::Value(k.c_str(), alloc), default_value(v, alloc), alloc);
+  if (cap)
+    for (const char* field : {"max_tokens", "max_completion_tokens"})
+      if (needs_cap(out, field, rw.max_tokens_cap)) out[field].SetUint64(rw.max_tokens_cap);
+
   rapidjson::StringBuffer sb;
   rapidjson::Writer<rapidjson::StringBuffer> w(sb);
-  doc.Accept(w);
+  out.Accept(w);
   return std::string(sb.GetString(), sb.GetSize());
+}
+
+std::string rewrite_request(const ClientRequest& req, std::string_view original,
+                            std::string_view upstream_model) {
+  return rewrite_request(req, original, Rewrite{upstream_model});
 }
 
 }  // namespace sluice::openai

@@ -6,7 +6,9 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <variant>
+#include <vector>
 
 #include "openai/errors.hpp"
 
@@ -37,8 +39,21 @@ bool json_depth_within(std::string_view json, int max_depth = kMaxJsonDepth);
 /// Parses and validates a body: a JSON object with a string `model` and the fields the endpoint requires.
 std::variant<ClientRequest, ApiError> inspect_request(Endpoint endpoint, std::string_view body);
 
-/// Returns the body to send upstream: `original` when nothing must change, else the rewritten JSON
-/// with `model` set to `upstream_model` and `stream` always present.
-std::string rewrite_request(ClientRequest& req, std::string_view original, std::string_view upstream_model);
+/// What one upstream attempt changes in the client's body.
+struct Rewrite {
+  std::string_view upstream_model;
+  bool include_usage = false;  // streams: ask for stream_options.include_usage (exact token counts)
+  /// Fields to add when the client did not send them (values: numbers, true/false, else strings).
+  const std::vector<std::pair<std::string, std::string>>* defaults = nullptr;
+  std::uint64_t max_tokens_cap = 0;  // clamps max_tokens / max_completion_tokens (0: none)
+};
+
+/// Returns the body to send upstream: `original` when nothing must change, else the rewritten JSON.
+/// `stream` is always present (Qubrid streams by default). `req.doc` is left as the client sent it.
+std::string rewrite_request(const ClientRequest& req, std::string_view original, const Rewrite& rw);
+
+/// Shorthand: only the model name (and an explicit `stream`).
+std::string rewrite_request(const ClientRequest& req, std::string_view original,
+                            std::string_view upstream_model);
 
 }  // namespace sluice::openai

@@ -66,6 +66,8 @@ void SseParser::process_line(std::string_view line, std::vector<SseEvent>& out) 
   if (line.empty()) {  // blank line: dispatch
     if (has_data_) {
       if (!pending_.data.empty() && pending_.data.back() == '\n') pending_.data.pop_back();
+      pending_.begin = boundary_;
+      pending_.end = total_;
       out.push_back(std::move(pending_));
     }
     pending_ = SseEvent{};

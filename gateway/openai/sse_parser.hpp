@@ -13,6 +13,8 @@ struct SseEvent {
   std::string event;  // empty means the default type "message"
   std::string data;
   std::string id;  // this event's own `id` field (a relay has no use for the carried-over last event ID)
+  std::uint64_t begin = 0;  // its bytes in the stream: [begin, end), counted from the first byte fed
+  std::uint64_t end = 0;
 };
 
 /// Parses an SSE byte stream fed in arbitrary pieces, and tracks the offset up to which the bytes

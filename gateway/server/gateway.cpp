@@ -10,8 +10,10 @@
 #include <thread>
 #include <unordered_set>
 
+#include "openai/dialect.hpp"
 #include "server/routes.hpp"
 #include "simulator/simulator.hpp"
+#include "upstream/proxy.hpp"
 
 namespace sluice::server {
 
@@ -86,13 +88,17 @@ struct Gateway::Impl {
   std::atomic<bool> stopping{false};
   std::atomic<int> inflight{0};
   std::atomic<unsigned> connections{0};
+  Fleet fleet;
   Services services{
-      config, policy, metrics, draining,
+      config,
+      policy,
+      metrics,
+      draining,
+      fleet,
       std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
           .count()};
   std::map<std::string, upstream::BaseUrl> urls;
   std::map<std::string, std::shared_ptr<upstream::ssl::context>> tls;
-  bool any_backend = false;
 
   std::mutex mutex;
   std::condition_variable stopped_cv;
@@ -138,7 +144,8 @@ struct Gateway::Impl {
         }
       }
       urls[b.name] = *url;
-      any_backend = true;
+      fleet.backends[b.name] = std::make_unique<upstream::BackendState>(b.outlier);
+      metrics.backend_up(b.name, true);
     }
   }
 
@@ -267,12 +274,35 @@ struct Gateway::Impl {
       stream.expires_after(std::chrono::seconds(30));
       auto [ec, n] = co_await http::async_read(stream, buffer, parser, use_nothrow);
       if (ec) break;
-      auto res = handle_admin_request(parser.get(), services, any_backend && !draining);
+      auto res = handle_admin_request(parser.get(), services,
+                                      !draining && fleet.any_up(std::chrono::steady_clock::now()));
       auto [wec, wn] = co_await http::async_write(stream, res, use_nothrow);
       if (wec || !res.keep_alive()) break;
     }
     error_code ec;
     stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+  }
+
+  // Active health checks for one backend, on worker 0, for the life of the gateway.
+  asio::awaitable<void> probe_loop(const BackendConfig& b, upstream::BackendPool& pool) {
+    auto& state = *fleet.backends.at(b.name);
+    const std::string path =
+        b.health.path.empty() ? openai::default_health_path(b.dialect, pool.url().path) : b.health.path;
+    asio::steady_timer timer(pool.executor());
+    for (;;) {
+      std::string why;
+      bool ok = co_await upstream::probe(pool, path, b.health.timeout, why);
+      if (ok != state.probe_up()) {
+        if (ok)
+          spdlog::info("backend {} passes its health check again", b.name);
+        else
+          spdlog::warn("backend {} failed its health check ({} {}): {}", b.name, "GET", path, why);
+      }
+      state.set_probe_result(ok);
+      metrics.backend_up(b.name, state.up(Clock::now()));
+      timer.expires_after(b.health.interval);
+      co_await timer.async_wait(use_nothrow);
+    }
   }
 
   asio::awaitable<void> drain_then_stop() {
@@ -313,6 +343,7 @@ void Gateway::start() {
   auto& d = *impl_;
   d.start_simulators();
   d.prepare_backends();
+  for (const auto& m : d.config.models) d.fleet.budgets[m.name] = std::make_unique<upstream::RetryBudget>();
   unsigned n =
       d.config.server.workers ? d.config.server.workers : std::max(1u, std::thread::hardware_concurrency());
   for (unsigned i = 0; i < n; ++i) {
@@ -336,6 +367,9 @@ void Gateway::start() {
   d.port = d.acceptor->local_endpoint().port();
   d.admin_port = d.admin_acceptor->local_endpoint().port();
   asio::co_spawn(home, d.accept_loop(), asio::detached);
+  for (const auto& b : d.config.backends)
+    if (d.urls.count(b.name) && b.health.enabled)
+      asio::co_spawn(home, d.probe_loop(b, *d.workers[0]->pools.at(b.name)), asio::detached);
   asio::co_spawn(home, d.admin_accept_loop(), asio::detached);
   for (auto& w : d.workers) w->thread = std::thread([&ctx = w->ctx] { ctx.run(); });
   spdlog::info("sluice {} listening on {}:{} (admin {}:{}), {} worker(s), {} backend(s), {} model(s)",

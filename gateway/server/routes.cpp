@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <random>
+
 #include "observe/logging.hpp"
 #include "openai/request.hpp"
 #include "upstream/proxy.hpp"
@@ -125,41 +127,108 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, StringReq
     co_return finish(co_await reply.error(*e));
   }
   auto& fwd = std::get<policy::Forward>(routed);
-  log.model = fwd.model->name;
-  const auto& target = *fwd.targets.front();
-  log.backend = target.backend;
-  auto pool_it = pools.find(target.backend);
-  if (pool_it == pools.end()) {
-    openai::ApiError none{503, "No backend is available for the model `" + fwd.model->name + "`.",
-                          "server_error", std::nullopt, "no_backend_available"};
-    co_return finish(co_await reply.error(none));
+  const ModelConfig& model = *fwd.model;
+  log.model = model.name;
+
+  // Plan the attempts: health, load, weights and max_inflight decide the order (upstream/balancer).
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  auto now = std::chrono::steady_clock::now();
+  std::vector<upstream::Candidate> candidates;
+  for (const auto* t : fwd.targets) {
+    const auto& state = *services.fleet.backends.at(t->backend);
+    candidates.push_back({t->weight, state.inflight.load(),
+                          services.config.find_backend(t->backend)->max_inflight, state.available(now)});
+  }
+  auto order = upstream::plan_attempts(model.strategy == "balance", candidates, model.max_attempts, rng);
+  if (order.empty()) {
+    openai::ApiError full{503,
+                          "Every backend for the model `" + model.name + "` is at capacity; retry shortly.",
+                          "server_error", std::nullopt, "backend_overloaded"};
+    auto res = error_response(full, reply.version, reply.keep_alive);
+    res.set(http::field::retry_after, "1");
+    log.error = "backend_overloaded";
+    keep = co_await reply.send(res);
+    co_return finish(keep);
   }
 
   upstream::ForwardRequest fr;
   fr.endpoint = *endpoint;
-  fr.body =
-      openai::rewrite_request(client_req, req.body(), target.model.empty() ? fwd.model->name : target.model);
   fr.request_id = log.request_id;
+  fr.model = model.name;
+  fr.client_wants_usage = client_req.include_usage;
   fr.client_version = req.version();
   fr.client_keep_alive = reply.keep_alive;
   fr.started = ctx.started;
   fr.metrics = &services.metrics;
-  req.body().clear();
-  req.body().shrink_to_fit();  // the rewritten copy is all that is needed now
 
-  auto result = co_await upstream::forward(stream, *pool_it->second, fr);
+  auto& budget = *services.fleet.budgets.at(model.name);
+  budget.request_started();
+  upstream::ForwardResult result;
+  std::string previous;
+  unsigned attempts = 0;
+  for (std::size_t index : order) {
+    const auto& target = *fwd.targets[index];
+    const auto& backend = *services.config.find_backend(target.backend);
+    auto& state = *services.fleet.backends.at(target.backend);
+    auto pool_it = pools.find(target.backend);
+    if (pool_it == pools.end() || !state.admit(std::chrono::steady_clock::now())) continue;
+    // Failover only within the retry budget, so a failing backend cannot multiply the load.
+    bool retry = attempts > 0;
+    if (retry && !budget.try_retry()) {
+      state.neutral();
+      break;
+    }
+    if (retry) services.metrics.fallback(model.name, previous, target.backend);
+    ++attempts;
+    log.backend = target.backend;
+    openai::Rewrite rw{target.model.empty() ? std::string_view(model.name) : std::string_view(target.model),
+                       backend.include_usage, &model.defaults, model.max_tokens_cap};
+    fr.body = openai::rewrite_request(client_req, req.body(), rw);
+
+    ++state.inflight;
+    services.metrics.inflight(model.name, target.backend, 1);
+    result = co_await upstream::forward(stream, *pool_it->second, fr);
+    --state.inflight;
+    services.metrics.inflight(model.name, target.backend, -1);
+    if (retry) budget.retry_finished();
+
+    if (result.client_gone || (result.failure && !result.backend_at_fault && result.retryable))
+      state.neutral();
+    else if (result.backend_at_fault)
+      state.failure(std::chrono::steady_clock::now());
+    else
+      state.success();
+    services.metrics.backend_up(target.backend, state.up(std::chrono::steady_clock::now()));
+    if (!result.error.empty() && !result.client_gone && result.error.rfind("backend_", 0) != 0)
+      services.metrics.upstream_error(target.backend, result.error);
+    if (result.client_gone || !result.failure || !result.retryable) break;
+    previous = target.backend;
+  }
+  budget.request_finished();
+  log.attempts = attempts;
+  if (attempts == 0) {
+    openai::ApiError none{503, "No backend is available for the model `" + model.name + "`.", "server_error",
+                          std::nullopt, "no_backend_available"};
+    co_return finish(co_await reply.error(none));
+  }
+
   log.bytes_out += result.bytes_out;
   log.ttfb_ms = result.ttfb_ms;
-  if (result.usage) {
-    log.prompt_tokens = result.usage->prompt_tokens;
-    log.completion_tokens = result.usage->completion_tokens;
-    services.metrics.tokens(log.model, log.backend, log.key, result.usage->prompt_tokens,
-                            result.usage->completion_tokens);
+  log.backend_tokens_per_second = result.telemetry.tokens_per_second;
+  auto usage = result.usage;
+  if (!usage && result.stream) {
+    // No usage from the backend (or the stream was cut): count what was generated, and say so.
+    usage = openai::Usage{req.body().size() / 4, result.generated_chunks};
+    log.usage_estimated = true;
+    services.metrics.estimated_tokens(log.model, log.backend, result.generated_chunks);
+  }
+  if (usage) {
+    log.prompt_tokens = usage->prompt_tokens;
+    log.completion_tokens = usage->completion_tokens;
+    services.metrics.tokens(log.model, log.backend, log.key, usage->prompt_tokens, usage->completion_tokens);
   }
   if (result.ttft_seconds) services.metrics.time_to_first_token(log.model, log.backend, *result.ttft_seconds);
   if (!result.error.empty()) log.error = result.error;
-  if (result.error.size() && !result.client_gone && result.error.rfind("backend_", 0) != 0)
-    services.metrics.upstream_error(log.backend, result.error);
   if (result.client_gone) {
     services.metrics.client_disconnect(result.disconnect_phase);
     // 499: the client closed the connection before the answer was complete (nginx's convention).
@@ -172,6 +241,12 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, StringReq
   }
   log.status = result.status;
   co_return finish(result.client_keep_alive);
+}
+
+bool Fleet::any_up(upstream::SteadyTime now) const {
+  for (const auto& [name, state] : backends)
+    if (state->up(now)) return true;
+  return false;
 }
 
 asio::awaitable<void> reply_unroutable(beast::tcp_stream& stream, const openai::ApiError& error,

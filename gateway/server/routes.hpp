@@ -10,9 +10,19 @@
 #include "observe/metrics.hpp"
 #include "policy/decide.hpp"
 #include "server/http_io.hpp"
+#include "upstream/balancer.hpp"
 #include "upstream/pool.hpp"
 
 namespace sluice::server {
+
+/// Backend health and retry budgets, shared by every worker (each object is thread-safe).
+struct Fleet {
+  std::map<std::string, std::unique_ptr<upstream::BackendState>, std::less<>> backends;  // enabled backends
+  std::map<std::string, std::unique_ptr<upstream::RetryBudget>, std::less<>> budgets;    // by model name
+
+  /// True when at least one backend passes its checks and is not ejected.
+  bool any_up(upstream::SteadyTime now) const;
+};
 
 /// What every worker shares (read-only, or thread-safe).
 struct Services {
@@ -20,6 +30,7 @@ struct Services {
   const policy::Policy& policy;
   observe::Metrics& metrics;
   const std::atomic<bool>& draining;
+  Fleet& fleet;
   std::int64_t started_unix = 0;
 };
 

@@ -46,6 +46,7 @@ class BackendPool {
   void release(std::unique_ptr<Connection> c);
 
   const BackendConfig& backend() const { return backend_; }
+  const asio::any_io_executor& executor() const { return ex_; }
   const BaseUrl& url() const { return url_; }
 
  private:

@@ -99,6 +99,8 @@ class Exchange {
 
   void fail(int status, std::string reason, std::string message) {
     r_.error = reason;
+    r_.retryable = true;
+    r_.backend_at_fault = true;
     r_.failure =
         gateway_error(status, std::move(message), status == 504 ? "upstream_timeout" : "upstream_error");
     if (status == 504) r_.failure->code = "upstream_timeout";
@@ -124,7 +126,11 @@ class Exchange {
     client_left("streaming");
   }
 
-  asio::awaitable<bool> write_client(asio::const_buffer data, bool chunked);
+  asio::awaitable<bool> write_client(const std::vector<asio::const_buffer>& data, bool chunked);
+  asio::awaitable<bool> write_client(asio::const_buffer data, bool chunked) {
+    const std::vector<asio::const_buffer> one{data};
+    co_return co_await write_client(one, chunked);
+  }
   template <class Stream, class Parser>
   asio::awaitable<void> relay_stream(Stream& up, Connection& conn, Parser& p, bool& reusable);
   template <class Stream, class Parser>
@@ -184,7 +190,7 @@ asio::awaitable<void> Exchange::run(Stream& up, Connection& conn, bool reused, b
     co_await relay_body(up, conn, p, reusable);
 }
 
-asio::awaitable<bool> Exchange::write_client(asio::const_buffer data, bool chunked) {
+asio::awaitable<bool> Exchange::write_client(const std::vector<asio::const_buffer>& data, bool chunked) {
   client_.expires_after(t_.idle);  // a client that stops reading for this long is dropped
   error_code ec;
   std::size_t n = 0;
@@ -235,6 +241,7 @@ asio::awaitable<void> Exchange::relay_stream(Stream& up, Connection& conn, Parse
   } gauge{fr_.metrics};
   openai::SseParser parser;
   std::vector<openai::SseEvent> events;
+  std::vector<asio::const_buffer> gather;  // the bytes to forward, around any event that is dropped
   std::vector<char> buf(kReadChunk);
   std::size_t pending = 0;  // bytes in buf not yet forwarded
   bool seen_done = false;
@@ -264,20 +271,33 @@ asio::awaitable<void> Exchange::relay_stream(Stream& up, Connection& conn, Parse
       events.clear();
       parser.feed(std::string_view(buf.data() + pending, got), events);
       pending += got;
+      const std::uint64_t base = parser.total() - pending;  // stream offset of buf[0]
+      std::size_t from = 0;                                 // next byte of buf to forward
+      gather.clear();
       for (const auto& e : events) {
-        if (e.data == "[DONE]")
+        if (e.data == "[DONE]") {
           seen_done = true;
-        else if (auto u = openai::usage_from_json(e.data))
-          r_.usage = u;
+          continue;
+        }
+        auto info = openai::inspect_chunk(e.data);
+        if (info.generated) ++r_.generated_chunks;
+        if (info.usage) r_.usage = info.usage;
+        if (info.telemetry.tokens_per_second) r_.telemetry = info.telemetry;
+        if (info.usage_only && !fr_.client_wants_usage) {  // Sluice asked for it; the client did not
+          auto b = static_cast<std::size_t>(e.begin - base), end = static_cast<std::size_t>(e.end - base);
+          if (b > from) gather.emplace_back(buf.data() + from, b - from);
+          from = end;
+        }
       }
       // Forward every byte up to the end of the last complete event, in one write, unchanged.
       std::size_t ready = pending - static_cast<std::size_t>(parser.total() - parser.boundary());
+      if (ready > from) gather.emplace_back(buf.data() + from, ready - from);
       if (ready > 0) {
-        if (first_event) {
+        if (first_event && !gather.empty()) {
           first_event = false;
           r_.ttft_seconds = ms_since(fr_.started) / 1000.0;
         }
-        if (!co_await write_client(asio::const_buffer(buf.data(), ready), chunked)) break;
+        if (!gather.empty() && !co_await write_client(gather, chunked)) break;
         std::memmove(buf.data(), buf.data() + ready, pending - ready);
         pending -= ready;
       }
@@ -349,16 +369,17 @@ asio::awaitable<void> Exchange::relay_body(Stream& up, Connection& conn, Parser&
     e.status = client_status_for_backend(status);
     r_.error = "backend_" + std::to_string(status);
     r_.failure = std::move(e);
+    r_.retryable = status == 429 || status >= 500;
+    r_.backend_at_fault = status >= 500;
     co_return;
   }
+  if (auto reshaped = openai::normalize_completion(body, fr_.model)) body = std::move(*reshaped);
   r_.usage = openai::usage_from_json(body);
+  r_.telemetry = openai::read_telemetry(body);
   StringResponse res{http::status::ok, fr_.client_version};
   res.set(http::field::server, "sluice");
-  auto ctype = p.get()[http::field::content_type];
-  if (ctype.empty())
-    res.set(http::field::content_type, "application/json");
-  else
-    res.set(http::field::content_type, ctype);
+  res.set(http::field::content_type, "application/json");
+
   res.set("x-request-id", fr_.request_id);
   res.keep_alive(fr_.client_keep_alive);
   res.body() = std::move(body);
@@ -389,7 +410,45 @@ StringRequest build_upstream_request(const BackendPool& pool, const ForwardReque
   return req;
 }
 
+template <class Stream>
+asio::awaitable<bool> probe_on(Stream& s, beast::tcp_stream& lowest, const StringRequest& req, Millis timeout,
+                               std::string& why) {
+  lowest.expires_after(timeout);
+  auto [wec, wn] = co_await http::async_write(s, req, use_nothrow);
+  if (wec) {
+    why = wec.message();
+    co_return false;
+  }
+  beast::flat_buffer buf;
+  http::response_parser<http::string_body> p;
+  p.body_limit(1u << 20);
+  auto [rec, rn] = co_await http::async_read(s, buf, p, use_nothrow);
+  if (rec) {
+    why = rec == beast::error::timeout ? "timed out" : rec.message();
+    co_return false;
+  }
+  if (p.get().result_int() / 100 != 2) {
+    why = "HTTP " + std::to_string(p.get().result_int());
+    co_return false;
+  }
+  co_return true;
+}
+
 }  // namespace
+
+asio::awaitable<bool> probe(BackendPool& pool, const std::string& path, Millis timeout, std::string& why) {
+  std::string reason;
+  auto conn = co_await pool.connect(reason, why);
+  if (!conn) co_return false;
+  StringRequest req{http::verb::get, path, 11};
+  req.set(http::field::host, pool.url().host_header());
+  req.set(http::field::user_agent, "sluice/" SLUICE_VERSION " health-check");
+  if (!pool.backend().api_key.empty())
+    req.set(http::field::authorization, "Bearer " + pool.backend().api_key);
+  req.keep_alive(false);
+  if (conn->secure) co_return co_await probe_on(*conn->secure, conn->lowest(), req, timeout, why);
+  co_return co_await probe_on(*conn->plain, conn->lowest(), req, timeout, why);
+}
 
 asio::awaitable<ForwardResult> forward(beast::tcp_stream& client, BackendPool& pool,
                                        const ForwardRequest& fr) {
@@ -410,6 +469,8 @@ asio::awaitable<ForwardResult> forward(beast::tcp_stream& client, BackendPool& p
       if (!conn) {
         if (st->client_gone) break;
         result.error = reason;
+        result.retryable = true;
+        result.backend_at_fault = true;
         result.failure = gateway_error(reason == "timeout" ? 504 : 502,
                                        "backend '" + pool.backend().name + "' is unreachable: " + detail,
                                        reason == "timeout" ? "upstream_timeout" : "upstream_unreachable");

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "observe/metrics.hpp"
+#include "openai/dialect.hpp"
 #include "openai/errors.hpp"
 #include "openai/request.hpp"
 #include "openai/usage.hpp"
@@ -18,6 +19,9 @@ struct ForwardRequest {
   openai::Endpoint endpoint = openai::Endpoint::chat_completions;
   std::string body;  // exactly what goes upstream
   std::string request_id;
+  std::string model;  // the public model name (for replies Sluice has to reshape)
+  bool client_wants_usage =
+      false;  // stream: keep the include_usage chunk (else it is dropped if Sluice asked for it)
   unsigned client_version = 11;
   bool client_keep_alive = true;
   std::chrono::steady_clock::time_point started;
@@ -31,7 +35,9 @@ struct ForwardResult {
   bool client_keep_alive = false;  // the client connection may serve another request
   bool stream = false;             // the answer was relayed as SSE
   std::uint64_t bytes_out = 0;
-  std::optional<openai::Usage> usage;
+  std::optional<openai::Usage> usage;  // as the backend reported it
+  std::uint64_t generated_chunks = 0;  // stream chunks that carried generated text (estimate when no usage)
+  openai::BackendTelemetry telemetry;
   std::optional<double> ttfb_ms;       // first byte sent to the client
   std::optional<double> ttft_seconds;  // first SSE event relayed
   std::string error;                   // short reason ("connect", "first_token", "idle", "reset", ...)
@@ -39,11 +45,18 @@ struct ForwardResult {
   /// Set when the exchange failed before anything reached the client: the caller answers with it
   /// (or tries another backend).
   std::optional<openai::ApiError> failure;
+  bool retryable = false;  // with failure: another backend may well succeed (connect, timeout, 5xx, 429)
+  bool backend_at_fault =
+      false;  // counts against the backend's health (not a 4xx, not a 429, not the client)
 };
 
 /// Sends `req` to the pool's backend and relays the answer to `client`, closing the upstream
 /// connection at once if the client goes away.
 asio::awaitable<ForwardResult> forward(beast::tcp_stream& client, BackendPool& pool,
                                        const ForwardRequest& req);
+
+/// One health check: GET `path` on a fresh connection (with the backend's key) within `timeout`.
+/// True on a 2xx answer; otherwise `why` says what went wrong.
+asio::awaitable<bool> probe(BackendPool& pool, const std::string& path, Millis timeout, std::string& why);
 
 }  // namespace sluice::upstream

@@ -61,7 +61,7 @@ ScriptedUpstream::Handler json_backend(ScriptedUpstream*& self, std::string body
 
 std::string scripted_config(const std::string& url, const std::string& timeouts = "") {
   return test_config_yaml("backends:\n  - { name: up, dialect: vllm, url: \"" + url +
-                          "\", api_key: backend-secret" +
+                          "\", api_key: backend-secret, health: { enabled: false }" +
                           (timeouts.empty() ? "" : ", timeouts: " + timeouts) +
                           " }\nmodels:\n  - { name: m, targets: [ { backend: up, model: upstream-m } ] }\n");
 }

@@ -23,7 +23,7 @@ std::string chat_body(const std::string& extra = "") {
 }
 
 std::string relay_config(const std::string& url, const std::string& timeouts = "") {
-  return test_config_yaml("backends:\n  - { name: up, url: \"" + url + "\"" +
+  return test_config_yaml("backends:\n  - { name: up, url: \"" + url + "\", health: { enabled: false }" +
                           (timeouts.empty() ? "" : ", timeouts: " + timeouts) +
                           " }\nmodels:\n  - { name: m, targets: [ { backend: up } ] }\n");
 }
@@ -35,11 +35,13 @@ int split_of(const std::string& raw_request) {
 }
 
 TEST(SseRelay, EverySplitPointArrivesByteExactAndInOrder) {
+  ScriptedUpstream* upstream_ptr = nullptr;
   // Each request names where the upstream splits the stream into two writes (-1: one byte per write).
-  ScriptedUpstream upstream([](UpstreamConn& c) {
+  ScriptedUpstream upstream([&upstream_ptr](UpstreamConn& c) {
     for (;;) {
       auto req = c.read_request();
       if (req.empty()) return;
+      upstream_ptr->record(req);
       int split = split_of(req);
       c.write_sse_header();
       if (split < 0) {
@@ -55,16 +57,30 @@ TEST(SseRelay, EverySplitPointArrivesByteExactAndInOrder) {
       c.write("0\r\n\r\n");
     }
   });
+  upstream_ptr = &upstream;
   TestGateway gw(relay_config(upstream.url()));
   HttpClient client(gw.port());
-  for (int split = -1; split < static_cast<int>(kStream.size()); ++split) {
-    if (split == 0) continue;
-    auto r = client.request("POST", "/v1/chat/completions", chat_body(",\"split\":" + std::to_string(split)),
-                            {{"Authorization", "Bearer sk-test"}});
-    ASSERT_EQ(r.status, 200) << "split " << split;
-    ASSERT_EQ(r.body, kStream) << "split " << split;
+  // Sluice always asks the backend for the usage chunk; a client that did not ask gets the stream without it.
+  const std::string usage_event =
+      "data:{\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4,\"total_tokens\":7}}\n\n";
+  std::string without_usage = kStream;
+  without_usage.erase(without_usage.find(usage_event), usage_event.size());
+  for (bool client_asks_usage : {true, false}) {
+    const std::string options = client_asks_usage ? R"(,"stream_options":{"include_usage":true})" : "";
+    const std::string& expected = client_asks_usage ? kStream : without_usage;
+    for (int split = -1; split < static_cast<int>(kStream.size()); ++split) {
+      if (split == 0) continue;
+      auto r = client.request("POST", "/v1/chat/completions",
+                              chat_body(options + ",\"split\":" + std::to_string(split)),
+                              {{"Authorization", "Bearer sk-test"}});
+      ASSERT_EQ(r.status, 200) << "split " << split;
+      ASSERT_EQ(r.body, expected) << "split " << split << ", client asks for usage: " << client_asks_usage;
+    }
   }
   EXPECT_EQ(upstream.connections(), 1);  // and all of it over one pooled upstream connection
+  // Every request upstream asked for the usage chunk.
+  for (const auto& raw : upstream.requests())
+    EXPECT_NE(raw.find("\"include_usage\":true"), std::string::npos);
 }
 
 TEST(SseRelay, EachEventIsForwardedWithoutWaitingForTheNext) {

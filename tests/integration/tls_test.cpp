@@ -111,7 +111,8 @@ class TlsUpstream {
 
 std::string tls_config(std::uint16_t port, const std::string& host, const std::string& ca_file) {
   return test_config_yaml("backends:\n  - { name: secure, dialect: qubrid, url: \"https://" + host + ":" +
-                          std::to_string(port) + "/api/v1/qubridai\", api_key: k" +
+                          std::to_string(port) +
+                          "/api/v1/qubridai\", api_key: k, health: { enabled: false }" +
                           (ca_file.empty() ? "" : ", ca_file: \"" + ca_file + "\"") +
                           " }\nmodels:\n  - { name: m, targets: [ { backend: secure } ] }\n");
 }

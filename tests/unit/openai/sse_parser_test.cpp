@@ -365,5 +365,19 @@ TEST(SseParserTest, EmptyFeedChangesNothing) {
   EXPECT_TRUE(out.empty());
 }
 
+TEST(SseParserTest, EventsKnowTheirByteRange) {
+  // The relay drops an event by skipping exactly these bytes (the include_usage chunk a client did not ask for).
+  const std::string stream = "data: a\n\n: ping\ndata: b\r\n\r\ndata: c\r\r";
+  SseParser p;
+  Events out;
+  p.feed(stream, out);
+  ASSERT_EQ(out.size(), 3u);
+  EXPECT_EQ(stream.substr(out[0].begin, out[0].end - out[0].begin), "data: a\n\n");
+  EXPECT_EQ(stream.substr(out[1].begin, out[1].end - out[1].begin), "data: b\r\n\r");  // its final LF comes after
+  EXPECT_EQ(stream.substr(out[2].begin, out[2].end - out[2].begin), "data: c\r\r");
+  EXPECT_EQ(out[0].end, 9u);
+  EXPECT_EQ(out[1].begin, 16u);  // the stand-alone comment between them belongs to neither
+}
+
 }  // namespace
 }  // namespace sluice::openai

@@ -1,0 +1,185 @@
+#include "openai/dialect.hpp"
+
+#include <rapidjson/document.h>
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+
+#include <chrono>
+
+namespace sluice::openai {
+
+std::string default_health_path(Dialect d, std::string_view base_path) {
+  switch (d) {
+    case Dialect::vllm:
+    case Dialect::sglang:
+    case Dialect::llamacpp:
+    case Dialect::tgi:
+    case Dialect::simulator:
+      return "/health";
+    case Dialect::openai:
+    case Dialect::qubrid:
+      break;
+  }
+  return std::string(base_path) + "/models";
+}
+
+namespace {
+
+using Value = rapidjson::Value;
+
+const Value* member(const Value& obj, const char* name) {
+  if (!obj.IsObject()) return nullptr;
+  auto it = obj.FindMember(name);
+  return it == obj.MemberEnd() ? nullptr : &it->value;
+}
+
+std::optional<double> number(const Value* obj, const char* name) {
+  if (!obj) return std::nullopt;
+  const Value* v = member(*obj, name);
+  if (!v || !v->IsNumber()) return std::nullopt;
+  return v->GetDouble();
+}
+
+// True when `"field":"` occurs in `data` followed by at least one character of text.
+bool has_text(std::string_view data, std::string_view field) {
+  for (auto p = data.find(field); p != std::string_view::npos; p = data.find(field, p + 1)) {
+    auto q = p + field.size();
+    while (q < data.size() && data[q] == ' ') ++q;
+    if (q + 1 < data.size() && data[q] == ':') {
+      ++q;
+      while (q < data.size() && data[q] == ' ') ++q;
+      if (q + 1 < data.size() && data[q] == '"' && data[q + 1] != '"') return true;
+    }
+  }
+  return false;
+}
+
+void read_telemetry_from(const Value& doc, BackendTelemetry& t) {
+  if (const Value* x = member(doc, "x_metrics")) {  // Qubrid (OpenAI-shaped replies)
+    t.tokens_per_second = number(x, "tps");
+    if (auto ttft = number(x, "ttft_seconds")) t.ttft_ms = *ttft * 1000;
+  }
+  if (const Value* m = member(doc, "metrics")) {  // Qubrid (top-level shape), vLLM per-request metrics
+    if (auto tps = number(m, "tps")) t.tokens_per_second = tps;
+    if (auto tps = number(m, "tokens_per_second")) t.tokens_per_second = tps;
+    if (auto ttft = number(m, "time_to_first_token_ms")) t.ttft_ms = ttft;
+  }
+  if (const Value* tm = member(doc, "timings")) {  // llama.cpp
+    if (auto tps = number(tm, "predicted_per_second")) t.tokens_per_second = tps;
+    if (auto ms = number(tm, "prompt_ms")) t.ttft_ms = ms;
+  }
+}
+
+}  // namespace
+
+std::optional<std::string> normalize_completion(std::string_view body, std::string_view model) {
+  if (body.find("\"choices\"") != std::string_view::npos) return std::nullopt;  // already OpenAI's shape
+  rapidjson::Document doc;
+  doc.Parse<rapidjson::kParseIterativeFlag>(body.data(), body.size());
+  if (doc.HasParseError() || !doc.IsObject()) return std::nullopt;
+  const Value* content = member(doc, "content");
+  const Value* message = member(doc, "message");
+  if (message && message->IsObject()) content = member(*message, "content");
+  if (!content || !(content->IsString() || content->IsNull())) return std::nullopt;
+
+  const Value* reasoning = nullptr;
+  for (const Value* src : {message, static_cast<const Value*>(&doc)})
+    if (src && src->IsObject())
+      for (const char* name : {"reasoning_content", "reasoning"})
+        if (!reasoning)
+          if (const Value* r = member(*src, name); r && r->IsString()) reasoning = r;
+
+  auto usage = usage_from_json(body);
+  rapidjson::StringBuffer sb;
+  rapidjson::Writer<rapidjson::StringBuffer> w(sb);
+  auto str = [&](std::string_view s) { w.String(s.data(), static_cast<rapidjson::SizeType>(s.size())); };
+  w.StartObject();
+  w.Key("id");
+  if (const Value* id = member(doc, "id"); id && id->IsString())
+    str(id->GetString());
+  else
+    str("chatcmpl-sluice");
+  w.Key("object");
+  str("chat.completion");
+  w.Key("created");
+  w.Int64(
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
+          .count());
+  w.Key("model");
+  if (const Value* m = member(doc, "model"); m && m->IsString())
+    str(m->GetString());
+  else
+    str(model);
+  w.Key("choices");
+  w.StartArray();
+  w.StartObject();
+  w.Key("index");
+  w.Int(0);
+  w.Key("message");
+  w.StartObject();
+  w.Key("role");
+  str("assistant");
+  w.Key("content");
+  if (content->IsString())
+    str(std::string_view(content->GetString(), content->GetStringLength()));
+  else
+    w.Null();
+  if (reasoning) {
+    w.Key("reasoning_content");
+    str(std::string_view(reasoning->GetString(), reasoning->GetStringLength()));
+  }
+  w.EndObject();
+  w.Key("finish_reason");
+  if (const Value* f = member(doc, "finish_reason"); f && f->IsString())
+    str(f->GetString());
+  else
+    str("stop");
+  w.EndObject();
+  w.EndArray();
+  if (usage) {
+    w.Key("usage");
+    w.StartObject();
+    w.Key("prompt_tokens");
+    w.Uint64(usage->prompt_tokens);
+    w.Key("completion_tokens");
+    w.Uint64(usage->completion_tokens);
+    w.Key("total_tokens");
+    w.Uint64(usage->prompt_tokens + usage->completion_tokens);
+    w.EndObject();
+  }
+  w.EndObject();
+  return std::string(sb.GetString(), sb.GetSize());
+}
+
+BackendTelemetry read_telemetry(std::string_view json) {
+  BackendTelemetry t;
+  if (json.find("metrics\"") == std::string_view::npos && json.find("\"timings\"") == std::string_view::npos)
+    return t;
+  rapidjson::Document doc;
+  doc.Parse<rapidjson::kParseIterativeFlag>(json.data(), json.size());
+  if (!doc.HasParseError() && doc.IsObject()) read_telemetry_from(doc, t);
+  return t;
+}
+
+ChunkInfo inspect_chunk(std::string_view data) {
+  ChunkInfo info;
+  info.generated = has_text(data, "\"content\"") || has_text(data, "\"reasoning_content\"") ||
+                   has_text(data, "\"reasoning\"") || has_text(data, "\"text\"") ||
+                   data.find("\"tool_calls\"") != std::string_view::npos;
+  bool may_have_usage = data.find("\"usage\"") != std::string_view::npos;
+  bool may_have_telemetry =
+      data.find("\"timings\"") != std::string_view::npos || data.find("metrics\"") != std::string_view::npos;
+  if (!may_have_usage && !may_have_telemetry) return info;  // the common chunk: no parse at all
+  rapidjson::Document doc;
+  doc.Parse<rapidjson::kParseIterativeFlag>(data.data(), data.size());
+  if (doc.HasParseError() || !doc.IsObject()) return info;
+  if (may_have_usage) {
+    info.usage = usage_from_json(data);
+    const Value* choices = member(doc, "choices");
+    info.usage_only = info.usage && choices && choices->IsArray() && choices->Empty();
+  }
+  read_telemetry_from(doc, info.telemetry);
+  return info;
+}
+
+}  // namespace sluice::openai

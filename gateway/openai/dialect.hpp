@@ -1,0 +1,39 @@
+#pragma once
+// Where backends differ from OpenAI's wire format, in one place. Pure functions over bytes.
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "config.hpp"
+#include "openai/usage.hpp"
+
+namespace sluice::openai {
+
+/// The path a health probe GETs, relative to the backend's origin, when the config names none.
+/// `base_path` is the base URL's path prefix (e.g. "/v1").
+std::string default_health_path(Dialect d, std::string_view base_path);
+
+/// Turns a non-stream reply that is not OpenAI-shaped into a `chat.completion`: Qubrid's top-level
+/// {"content","metrics":{input_tokens,output_tokens},"model","usage"}, or {"message":{...}}.
+/// nullopt when the body already has `choices` (or is not JSON): it then goes to the client as it is.
+std::optional<std::string> normalize_completion(std::string_view body, std::string_view model);
+
+/// What a backend says about its own speed, read from `x_metrics` (Qubrid), `metrics` (Qubrid, vLLM
+/// per-request metrics) or `timings` (llama.cpp). Telemetry only: never used to bill tokens.
+struct BackendTelemetry {
+  std::optional<double> tokens_per_second;
+  std::optional<double> ttft_ms;
+};
+BackendTelemetry read_telemetry(std::string_view json);
+
+/// What one SSE data payload means to the relay's accounting.
+struct ChunkInfo {
+  std::optional<Usage> usage;
+  bool usage_only =
+      false;  // an include_usage chunk: usage and "choices":[] (dropped when the client did not ask)
+  bool generated = false;  // carries generated text, reasoning or a tool call (counted when no usage comes)
+  BackendTelemetry telemetry;
+};
+ChunkInfo inspect_chunk(std::string_view data);
+
+}  // namespace sluice::openai

@@ -1,0 +1,117 @@
+#include "upstream/balancer.hpp"
+
+#include <algorithm>
+#include <numeric>
+
+namespace sluice::upstream {
+
+bool BackendState::available(SteadyTime now) const {
+  if (!probe_up_) return false;
+  std::lock_guard lock(mutex_);
+  return !ejected_ || (now >= ejected_until_ && !trial_in_flight_);
+}
+
+bool BackendState::admit(SteadyTime now) {
+  if (!probe_up_) return false;
+  std::lock_guard lock(mutex_);
+  if (!ejected_) return true;
+  if (now < ejected_until_ || trial_in_flight_) return false;
+  trial_in_flight_ = true;  // half-open: this request decides
+  return true;
+}
+
+void BackendState::success() {
+  std::lock_guard lock(mutex_);
+  consecutive_failures_ = 0;
+  ejections_ = 0;
+  ejected_ = false;
+  trial_in_flight_ = false;
+}
+
+void BackendState::eject(SteadyTime now) {
+  ++ejections_;
+  auto cooldown = cfg_.base_ejection;
+  for (unsigned i = 1; i < ejections_ && cooldown < cfg_.max_ejection; ++i) cooldown *= 2;
+  ejected_ = true;
+  ejected_until_ = now + std::min(cooldown, cfg_.max_ejection);
+  consecutive_failures_ = 0;
+}
+
+void BackendState::failure(SteadyTime now) {
+  std::lock_guard lock(mutex_);
+  if (ejected_) {
+    // A failed half-open trial (or a late failure of a request admitted before the ejection).
+    if (trial_in_flight_) {
+      trial_in_flight_ = false;
+      eject(now);
+    }
+    return;
+  }
+  if (cfg_.consecutive_failures > 0 && ++consecutive_failures_ >= cfg_.consecutive_failures) eject(now);
+}
+
+void BackendState::neutral() {
+  std::lock_guard lock(mutex_);
+  trial_in_flight_ = false;
+}
+
+bool BackendState::up(SteadyTime now) const {
+  if (!probe_up_) return false;
+  std::lock_guard lock(mutex_);
+  return !ejected_ || now >= ejected_until_;
+}
+
+std::vector<std::size_t> plan_attempts(bool balance, const std::vector<Candidate>& candidates,
+                                       unsigned max_attempts, std::mt19937_64& rng) {
+  auto not_full = [&](std::size_t i) {
+    const auto& c = candidates[i];
+    return c.max_inflight == 0 || c.inflight < static_cast<int>(c.max_inflight);
+  };
+  std::vector<std::size_t> pool;
+  for (std::size_t i = 0; i < candidates.size(); ++i)
+    if (candidates[i].available && not_full(i)) pool.push_back(i);
+  if (pool.empty()) {  // panic mode: nothing healthy, so try what is not full rather than fail at once
+    bool any_available = false;
+    for (const auto& c : candidates) any_available |= c.available;
+    if (!any_available)
+      for (std::size_t i = 0; i < candidates.size(); ++i)
+        if (not_full(i)) pool.push_back(i);
+  }
+  if (balance && pool.size() > 1) {
+    auto load = [&](std::size_t i) {
+      return (candidates[i].inflight + 1.0) / std::max(1u, candidates[i].weight);
+    };
+    auto draw = [&](std::size_t exclude) {
+      double total = 0;
+      for (auto i : pool)
+        if (i != exclude) total += std::max(1u, candidates[i].weight);
+      double x = std::uniform_real_distribution<double>(0, total)(rng);
+      for (auto i : pool) {
+        if (i == exclude) continue;
+        x -= std::max(1u, candidates[i].weight);
+        if (x < 0) return i;
+      }
+      return pool.back() == exclude ? pool.front() : pool.back();
+    };
+    auto a = draw(candidates.size());
+    auto b = draw(a);
+    auto first = load(b) < load(a) ? b : a;
+    std::stable_sort(pool.begin(), pool.end(),
+                     [&](std::size_t x, std::size_t y) { return load(x) < load(y); });
+    std::rotate(pool.begin(), std::find(pool.begin(), pool.end(), first),
+                std::find(pool.begin(), pool.end(), first) + 1);
+  }
+  if (pool.size() > max_attempts) pool.resize(max_attempts);
+  return pool;
+}
+
+bool RetryBudget::try_retry() {
+  int allowed = std::max(kMinRetries, active_.load() * kRatioPercent / 100);
+  if (++retries_ > allowed) {
+    --retries_;
+    return false;
+  }
+  return true;
+}
+
+}  // namespace sluice::upstream
