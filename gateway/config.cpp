@@ -311,7 +311,7 @@ void read_server(Reader& r, const YAML::Node& n, ServerConfig& s) {
   const std::string p = "server";
   if (!r.check_map(n, p,
                    {"listen", "admin_listen", "workers", "max_body_bytes", "drain_timeout", "header_timeout",
-                    "idle_timeout", "max_connections"}))
+                    "body_timeout", "idle_timeout", "max_connections"}))
     return;
   r.listen_at(n, "listen", p, s.listen);
   r.listen_at(n, "admin_listen", p, s.admin_listen);
@@ -319,9 +319,14 @@ void read_server(Reader& r, const YAML::Node& n, ServerConfig& s) {
   r.size_at(n, "max_body_bytes", p, s.max_body_bytes);
   r.duration_at(n, "drain_timeout", p, s.drain_timeout);
   r.duration_at(n, "header_timeout", p, s.header_timeout);
+  r.duration_at(n, "body_timeout", p, s.body_timeout);
   r.duration_at(n, "idle_timeout", p, s.idle_timeout);
   r.uint_at(n, "max_connections", p, s.max_connections, 1, 10'000'000);
   if (s.max_body_bytes == 0) r.error("server.max_body_bytes", "must be greater than 0");
+  for (auto [name, d] :
+       {std::pair{"header_timeout", s.header_timeout}, std::pair{"body_timeout", s.body_timeout},
+        std::pair{"idle_timeout", s.idle_timeout}})
+    if (d.count() <= 0) r.error(std::string("server.") + name, "must be longer than 0");
 }
 
 void read_log(Reader& r, const YAML::Node& n, LogConfig& l) {
@@ -361,6 +366,10 @@ void read_backend(Reader& r, const YAML::Node& n, const std::string& p, BackendC
       r.duration_at(t, "first_token", tp, b.timeouts.first_token);
       r.duration_at(t, "idle", tp, b.timeouts.idle);
       r.duration_at(t, "total", tp, b.timeouts.total);
+      for (auto [name, d] :
+           {std::pair{"connect", b.timeouts.connect}, std::pair{"first_token", b.timeouts.first_token},
+            std::pair{"idle", b.timeouts.idle}, std::pair{"total", b.timeouts.total}})
+        if (d.count() <= 0) r.error(Reader::join(tp, name), "must be longer than 0");
     }
   }
   if (auto s = n["simulator"]) {

@@ -25,7 +25,8 @@ struct ServerConfig {
   unsigned workers = 0;                       // 0: one per core
   std::uint64_t max_body_bytes = 8ull << 20;  // request bodies above this get 413
   Millis drain_timeout{30'000};               // SIGTERM: how long in-flight requests may finish
-  Millis header_timeout{10'000};              // a request's header (and body) must arrive within this
+  Millis header_timeout{10'000};              // a request's header must arrive within this
+  Millis body_timeout{60'000};                // and its body within this, once the header is in
   Millis idle_timeout{60'000};                // keep-alive connections idle longer are closed
   unsigned max_connections = 10'000;          // accepted connections above this are refused at once
 };

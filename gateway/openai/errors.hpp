@@ -8,11 +8,21 @@ namespace sluice::openai {
 
 /// An error as a client sees it: HTTP status plus OpenAI's error object.
 struct ApiError {
+  ApiError() = default;
+  ApiError(int status_, std::string message_, std::string type_ = "", std::optional<std::string> param_ = {},
+           std::optional<std::string> code_ = {})
+      : status(status_),
+        message(std::move(message_)),
+        type(std::move(type_)),
+        param(std::move(param_)),
+        code(std::move(code_)) {}
+
   int status = 500;
   std::string message;
   std::string type;  // empty: derived from status
   std::optional<std::string> param;
   std::optional<std::string> code;
+  std::optional<std::string> retry_after;  // seconds, sent as the retry-after header (429, 503)
 };
 
 /// OpenAI's `type` for a status: invalid_request_error for 4xx, server_error for 5xx, ...

@@ -31,7 +31,7 @@ std::variant<Forward, openai::ApiError> Policy::route(const KeyEntry* key, std::
         404, "The model `" + std::string(model) + "` does not exist or you do not have access to it.",
         "invalid_request_error", "model", "model_not_found"};
   const ModelConfig* m = it->second;
-  if (key && !Keyring::allows(*key, m->name))
+  if (key && !allows(*key, *m))
     return openai::ApiError{403, "This API key is not allowed to use the model `" + m->name + "`.",
                             "invalid_request_error", "model", "model_not_allowed"};
   Forward f;
@@ -47,10 +47,17 @@ std::variant<Forward, openai::ApiError> Policy::route(const KeyEntry* key, std::
   return f;
 }
 
+bool Policy::allows(const KeyEntry& key, const ModelConfig& model) {
+  if (Keyring::allows(key, model.name)) return true;
+  for (const auto& alias : model.aliases)  // a key may name a model by one of its aliases
+    if (Keyring::allows(key, alias)) return true;
+  return false;
+}
+
 std::vector<std::string> Policy::visible_models(const KeyEntry* key) const {
   std::vector<std::string> out;
   for (const auto& m : config_.models)
-    if (!key || Keyring::allows(*key, m.name)) out.push_back(m.name);
+    if (!key || allows(*key, m)) out.push_back(m.name);
   return out;
 }
 

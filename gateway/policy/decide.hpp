@@ -37,6 +37,9 @@ class Policy {
 
   const Config& config() const { return config_; }
 
+  /// True when `key` may use `model` (named by its name or one of its aliases, or "*").
+  static bool allows(const KeyEntry& key, const ModelConfig& model);
+
  private:
   const Config& config_;
   Keyring keyring_;

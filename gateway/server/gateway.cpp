@@ -157,7 +157,7 @@ struct Gateway::Impl {
       tcp::socket sock(std::move(accepted));
       if (ec) {
         if (!acceptor->is_open() || draining) co_return;
-        if (ec == asio::error::no_descriptors) {  // EMFILE: back off instead of spinning
+        {  // EMFILE, ENFILE, ENOBUFS...: back off instead of spinning
           asio::steady_timer t(acceptor->get_executor(), std::chrono::milliseconds(50));
           co_await t.async_wait(use_nothrow);
         }
@@ -180,6 +180,16 @@ struct Gateway::Impl {
     beast::flat_buffer buffer;
     SessionHandle handle{&stream};
     w.sessions.insert(&handle);
+    // However the session ends (even by an exception), it leaves the registry and the counts.
+    struct Leave {
+      Worker& w;
+      SessionHandle& h;
+      std::atomic<unsigned>& connections;
+      ~Leave() {
+        w.sessions.erase(&h);
+        --connections;
+      }
+    } leave{w, handle, connections};
     const auto& sc = config.server;
     bool lingering = false;
 
@@ -213,6 +223,7 @@ struct Gateway::Impl {
       }
       error_code rec = hec;
       if (!rec) {
+        stream.expires_after(sc.body_timeout);  // a large body on a slow link gets longer than a header
         auto [bec, bn] = co_await http::async_read(stream, buffer, parser, use_nothrow);
         rec = bec;
         ctx.bytes_in += bn;
@@ -226,32 +237,31 @@ struct Gateway::Impl {
         else if (rec == http::error::header_limit)
           err = openai::ApiError{431, "The request headers are too large.", "invalid_request_error",
                                  std::nullopt, "headers_too_large"};
-        else if (rec == beast::error::timeout)
-          err = openai::ApiError{408, "The request did not arrive in time.", "invalid_request_error",
-                                 std::nullopt, "request_timeout"};
         else if (rec.category() == http::make_error_code(http::error::end_of_stream).category() &&
                  rec != http::error::end_of_stream && rec != http::error::partial_message)
           err = openai::ApiError{400, "Malformed HTTP request: " + rec.message(), "invalid_request_error",
                                  std::nullopt, "bad_request"};
+        // A timeout has already closed the socket (Beast's deadline): nothing can be answered then.
         if (err) {
           co_await reply_unroutable(stream, *err, ctx, services);
           lingering = true;
         }
         break;
       }
-      ++inflight;
+      struct InFlight {
+        std::atomic<int>& n;
+        explicit InFlight(std::atomic<int>& c) : n(c) { ++n; }
+        ~InFlight() { --n; }
+      } counted{inflight};
       bool keep = co_await handle_client_request(stream, parser.get(), ctx, services, w.pools);
-      --inflight;
       if (!keep) break;
     }
-    w.sessions.erase(&handle);
     if (lingering) {
       co_await lingering_close(stream);
     } else {
       stream.socket().shutdown(tcp::socket::shutdown_send, ec);
       stream.close();
     }
-    --connections;
   }
 
   asio::awaitable<void> admin_accept_loop() {
@@ -276,7 +286,13 @@ struct Gateway::Impl {
       if (ec) break;
       auto res = handle_admin_request(parser.get(), services,
                                       !draining && fleet.any_up(std::chrono::steady_clock::now()));
-      auto [wec, wn] = co_await http::async_write(stream, res, use_nothrow);
+      error_code wec;
+      if (parser.get().method() == http::verb::head) {  // the header (with its Content-Length) and no body
+        http::response_serializer<http::string_body> sr{res};
+        std::tie(wec, std::ignore) = co_await http::async_write_header(stream, sr, use_nothrow);
+      } else {
+        std::tie(wec, std::ignore) = co_await http::async_write(stream, res, use_nothrow);
+      }
       if (wec || !res.keep_alive()) break;
     }
     error_code ec;

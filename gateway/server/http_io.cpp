@@ -17,7 +17,9 @@ StringResponse json_response(http::status status, std::string body, unsigned ver
 }
 
 StringResponse error_response(const openai::ApiError& e, unsigned version, bool keep_alive) {
-  return json_response(static_cast<http::status>(e.status), openai::error_json(e), version, keep_alive);
+  auto res = json_response(static_cast<http::status>(e.status), openai::error_json(e), version, keep_alive);
+  if (e.retry_after) res.set(http::field::retry_after, *e.retry_after);
+  return res;
 }
 
 std::string new_request_id() {

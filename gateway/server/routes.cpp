@@ -155,6 +155,7 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, StringReq
   fr.endpoint = *endpoint;
   fr.request_id = log.request_id;
   fr.model = model.name;
+  fr.stream = client_req.stream;
   fr.client_wants_usage = client_req.include_usage;
   fr.client_version = req.version();
   fr.client_keep_alive = reply.keep_alive;

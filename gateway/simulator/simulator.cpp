@@ -148,17 +148,20 @@ class Session {
       const auto& s = doc["simulator"];
       if (s.HasMember("tokens") && s["tokens"].IsUint64())
         p.tokens = std::min<std::uint64_t>(s["tokens"].GetUint64(), 1'000'000);
-      if (s.HasMember("ttft_ms") && s["ttft_ms"].IsUint64()) p.ttft = Millis(s["ttft_ms"].GetUint64());
+      // Client-controlled through the gateway: bounded, so no request can hold a session for long.
+      if (s.HasMember("ttft_ms") && s["ttft_ms"].IsUint64())
+        p.ttft = Millis(std::min<std::uint64_t>(s["ttft_ms"].GetUint64(), 60'000));
       if (s.HasMember("tokens_per_second") && s["tokens_per_second"].IsNumber() &&
           s["tokens_per_second"].GetDouble() > 0)
-        p.tokens_per_second = s["tokens_per_second"].GetDouble();
+        p.tokens_per_second = std::clamp(s["tokens_per_second"].GetDouble(), 0.1, 1e7);
       if (s.HasMember("fault") && s["fault"].IsString()) p.fault = s["fault"].GetString();
       if (s.HasMember("fault_after") && s["fault_after"].IsUint64())
         p.fault_after = s["fault_after"].GetUint64();
       if (s.HasMember("status") && s["status"].IsInt() && s["status"].GetInt() >= 400 &&
           s["status"].GetInt() < 600)
         p.status = s["status"].GetInt();
-      if (s.HasMember("delay_ms") && s["delay_ms"].IsUint64()) p.delay = Millis(s["delay_ms"].GetUint64());
+      if (s.HasMember("delay_ms") && s["delay_ms"].IsUint64())
+        p.delay = Millis(std::min<std::uint64_t>(s["delay_ms"].GetUint64(), 60'000));
     }
     return p;
   }
@@ -236,7 +239,7 @@ class Session {
           co_return false;
         }
         if (p.fault == "stall") {  // stop sending but keep the connection open
-          co_await sleep(Millis(600'000));
+          co_await sleep(Millis(60'000));
           co_return false;
         }
         if (p.fault == "malformed" && !co_await write_chunk("data: {\"id\": oops not json\n\n"))

@@ -1,5 +1,6 @@
 #include "upstream/proxy.hpp"
 
+#include <spdlog/spdlog.h>
 #include <sys/socket.h>
 
 #include <boost/asio/write.hpp>
@@ -61,6 +62,7 @@ openai::ApiError gateway_error(int status, std::string message, std::string code
 // A backend's error status as the client should see it: its 4xx as they are, 5xx as 502 unless
 // they already say "unavailable" (503) or "timed out" (504).
 int client_status_for_backend(int status) {
+  if (status == 401 || status == 403) return 502;  // the backend refused Sluice's key: not the client's fault
   if (status >= 400 && status < 500) return status;
   if (status == 503 || status == 504) return status;
   return 502;
@@ -150,7 +152,12 @@ class Exchange {
 template <class Stream>
 asio::awaitable<void> Exchange::run(Stream& up, Connection& conn, bool reused, bool& stale, bool& reusable) {
   auto& lowest = conn.lowest();
-  arm(lowest, t_.first_token, "first_token");
+  // A streamed answer sends its header with the first token; a whole answer only when generation is
+  // done, so for it only the total deadline applies.
+  if (fr_.stream)
+    arm(lowest, t_.first_token, "first_token");
+  else
+    arm(lowest, t_.total, "total");
   auto [wec, wn] = co_await http::async_write(up, req_, use_nothrow);
   if (client_left("waiting")) co_return;
   if (wec) {
@@ -362,11 +369,22 @@ asio::awaitable<void> Exchange::relay_body(Stream& up, Connection& conn, Parser&
       co_return;
     }
   }
-  reusable = p.keep_alive();
   int status = p.get().result_int();
+  reusable = p.keep_alive() && status >= 200;  // after a 1xx the real answer may still be on its way
   if (status / 100 != 2) {
     auto e = openai::normalize_backend_error(status, body);
     e.status = client_status_for_backend(status);
+    if (status == 401 || status == 403) {
+      // Its message may quote part of the backend key: keep it in the server log only.
+      spdlog::error("request {}: backend '{}' refused the configured API key (HTTP {}): {}", fr_.request_id,
+                    pool_.backend().name, status, e.message);
+      e = gateway_error(502, "backend '" + pool_.backend().name + "' refused the gateway's credentials",
+                        "upstream_auth_failed");
+    }
+    if (status == 429) {
+      auto ra = p.get()[http::field::retry_after];
+      e.retry_after = ra.empty() ? std::string("1") : std::string(ra);
+    }
     r_.error = "backend_" + std::to_string(status);
     r_.failure = std::move(e);
     r_.retryable = status == 429 || status >= 500;
@@ -400,6 +418,7 @@ StringRequest build_upstream_request(const BackendPool& pool, const ForwardReque
   req.set(http::field::user_agent, "sluice/" SLUICE_VERSION);
   req.set(http::field::content_type, "application/json");
   req.set(http::field::accept, "application/json, text/event-stream");
+  req.set(http::field::accept_encoding, "identity");  // Sluice relays bytes; it does not decompress
   // The client's own key never goes upstream; the backend's key comes from config.
   if (!pool.backend().api_key.empty())
     req.set(http::field::authorization, "Bearer " + pool.backend().api_key);
@@ -471,8 +490,9 @@ asio::awaitable<ForwardResult> forward(beast::tcp_stream& client, BackendPool& p
         result.error = reason;
         result.retryable = true;
         result.backend_at_fault = true;
+        spdlog::warn("request {}: backend '{}': {}", fr.request_id, pool.backend().name, detail);
         result.failure = gateway_error(reason == "timeout" ? 504 : 502,
-                                       "backend '" + pool.backend().name + "' is unreachable: " + detail,
+                                       "backend '" + pool.backend().name + "' is unreachable",
                                        reason == "timeout" ? "upstream_timeout" : "upstream_unreachable");
         break;
       }

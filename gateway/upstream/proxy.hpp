@@ -19,7 +19,8 @@ struct ForwardRequest {
   openai::Endpoint endpoint = openai::Endpoint::chat_completions;
   std::string body;  // exactly what goes upstream
   std::string request_id;
-  std::string model;  // the public model name (for replies Sluice has to reshape)
+  bool stream = false;  // the client asked for a stream (so the header comes with the first token)
+  std::string model;    // the public model name (for replies Sluice has to reshape)
   bool client_wants_usage =
       false;  // stream: keep the include_usage chunk (else it is dropped if Sluice asked for it)
   unsigned client_version = 11;

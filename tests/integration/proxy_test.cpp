@@ -2,6 +2,8 @@
 #include <gtest/gtest.h>
 #include <rapidjson/document.h>
 
+#include <thread>
+
 #include "harness.hpp"
 #include "simulator/simulator.hpp"
 
@@ -297,7 +299,9 @@ TEST(Proxy, SilentBackendIs504) {
     c.read_request();
     c.wait_closed(10s);  // never answers
   });
-  TestGateway gw(scripted_config(upstream.url(), "{ first_token: 200ms }"));
+  // A stream must start within first_token; a whole answer must come within total.
+  TestGateway gw(scripted_config(upstream.url(), "{ first_token: 200ms, total: 400ms }"));
+  expect_openai_error(post_json(gw.port(), "/v1/chat/completions", chat("m", true)), 504, "upstream_timeout");
   expect_openai_error(post_json(gw.port(), "/v1/chat/completions", chat("m", false)), 504,
                       "upstream_timeout");
 }
@@ -321,6 +325,50 @@ TEST(Proxy, BackendErrorBodiesAreMappedToOpenAIShape) {
   auto r2 = post_json(gw2.port(), "/v1/chat/completions", chat("m", false));
   expect_openai_error(r2, 422, "validation");
   EXPECT_NE(r2.body.find("Input validation error"), std::string::npos);
+}
+
+TEST(Proxy, BackendRefusingOurKeyIsA502WithoutItsMessage) {
+  ScriptedUpstream* up = nullptr;
+  ScriptedUpstream upstream(json_backend(
+      up,
+      R"({"error":{"message":"Incorrect API key provided: back****cret","type":"invalid_request_error","code":"invalid_api_key"}})",
+      401));
+  up = &upstream;
+  TestGateway gw(scripted_config(upstream.url()));
+  auto r = post_json(gw.port(), "/v1/chat/completions", chat("m", false));
+  expect_openai_error(r, 502, "upstream_auth_failed");  // not a 401: the client's own key is fine
+  EXPECT_EQ(r.body.find("back****cret"), std::string::npos) << r.body;
+}
+
+TEST(Proxy, WholeAnswerMayTakeLongerThanFirstTokenButNotTotal) {
+  // Non-stream: the backend sends its header only when generation is done.
+  ScriptedUpstream slow([](UpstreamConn& c) {
+    for (;;) {
+      auto req = c.read_request();
+      if (req.empty()) return;
+      std::this_thread::sleep_for(300ms);
+      std::string body = R"({"object":"chat.completion","choices":[]})";
+      c.write("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " +
+              std::to_string(body.size()) + "\r\n\r\n" + body);
+    }
+  });
+  TestGateway gw(scripted_config(slow.url(), "{ first_token: 100ms, total: 10s }"));
+  EXPECT_EQ(post_json(gw.port(), "/v1/chat/completions", chat("m", false)).status, 200);
+  TestGateway strict(scripted_config(slow.url(), "{ first_token: 100ms, total: 150ms }"));
+  expect_openai_error(post_json(strict.port(), "/v1/chat/completions", chat("m", false)), 504,
+                      "upstream_timeout");
+}
+
+TEST(Proxy, AdminAnswersHeadWithoutABody) {
+  TestGateway gw(test_config_yaml(kSimBackend));
+  HttpClient c(gw.admin_port());
+  ASSERT_TRUE(c.send_raw("HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /readyz HTTP/1.1\r\nHost: x\r\n\r\n"));
+  auto head = c.read_head();
+  EXPECT_EQ(head.status, 200);
+  EXPECT_EQ(head.header("content-length"), "15");
+  auto next = c.read_response();  // the pipelined GET parses cleanly: no stray body before it
+  EXPECT_EQ(next.status, 200);
+  EXPECT_EQ(next.body, R"({"status":"ready"})");
 }
 
 // A stream that sends one event every 20 ms until the gateway closes the connection.

@@ -299,5 +299,28 @@ TEST(PolicyTest, VisibleModelsFollowTheKey) {
   EXPECT_EQ(p.visible_models(authed(p, "sk-star")), (std::vector<std::string>{"llama", "gone", "qwen"}));
 }
 
+TEST(PolicyAliasTest, AKeyMayNameAModelByItsAlias) {
+  Config c;
+  c.backends.push_back(BackendConfig{});
+  c.backends[0].name = "b";
+  ModelConfig m;
+  m.name = "meta-llama/Llama-3.1-8B-Instruct";
+  m.aliases = {"llama"};
+  m.targets = {TargetConfig{"b", "", 1}};
+  c.models.push_back(m);
+  KeyConfig k;
+  k.name = "k";
+  k.key_sha256 = sha256_hex("sk-alias");
+  k.models = {"llama"};
+  c.keys.push_back(k);
+  Policy policy(c);
+  auto auth = policy.authenticate("Bearer sk-alias", "");
+  const KeyEntry* key = std::get<const KeyEntry*>(auth);
+  ASSERT_NE(key, nullptr);
+  EXPECT_TRUE(std::holds_alternative<Forward>(policy.route(key, "llama")));
+  EXPECT_TRUE(std::holds_alternative<Forward>(policy.route(key, "meta-llama/Llama-3.1-8B-Instruct")));
+  EXPECT_EQ(policy.visible_models(key), std::vector<std::string>{"meta-llama/Llama-3.1-8B-Instruct"});
+}
+
 }  // namespace
 }  // namespace sluice::policy
