@@ -79,7 +79,9 @@ std::vector<std::size_t> plan_attempts(bool balance, const std::vector<Candidate
   }
   if (balance && pool.size() > 1) {
     auto load = [&](std::size_t i) {
-      return (candidates[i].inflight + 1.0) / std::max(1u, candidates[i].weight);
+      // In flight per weight. Idle targets tie at 0, and the weighted draw then decides, so
+      // traffic that never overlaps still splits by weight.
+      return static_cast<double>(candidates[i].inflight) / std::max(1u, candidates[i].weight);
     };
     auto draw = [&](std::size_t exclude) {
       double total = 0;
@@ -95,7 +97,7 @@ std::vector<std::size_t> plan_attempts(bool balance, const std::vector<Candidate
     };
     auto a = draw(candidates.size());
     auto b = draw(a);
-    auto first = load(b) < load(a) ? b : a;
+    auto first = load(b) < load(a) ? b : a;  // a tie keeps the first draw
     std::stable_sort(pool.begin(), pool.end(),
                      [&](std::size_t x, std::size_t y) { return load(x) < load(y); });
     std::rotate(pool.begin(), std::find(pool.begin(), pool.end(), first),

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <csignal>
+#include <filesystem>
 #include <fstream>
 #include <regex>
 #include <sstream>
@@ -63,6 +64,17 @@ TEST(Binary, CheckConfigAcceptsTheShippedConfigAndReportsTheMissingQubridKey) {
       {kBinary, "check-config", "--config", std::string(SLUICE_SOURCE_DIR) + "/config/sluice.yaml"});
   EXPECT_EQ(code, 0) << out;
   EXPECT_NE(out.find("ok"), std::string::npos) << out;
+}
+
+TEST(Binary, EveryShippedExampleConfigIsValid) {
+  int checked = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(std::string(SLUICE_SOURCE_DIR) + "/config")) {
+    if (entry.path().extension() != ".yaml") continue;
+    auto [code, out] = run_command({kBinary, "check-config", "--config", entry.path().string()});
+    EXPECT_EQ(code, 0) << entry.path() << ": " << out;
+    ++checked;
+  }
+  EXPECT_GE(checked, 4);
 }
 
 TEST(Binary, CheckConfigNamesThePathOfEachError) {

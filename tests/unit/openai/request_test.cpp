@@ -358,5 +358,198 @@ TEST(InspectRequestTest, DuplicateModelCannotSmuggleAnotherModel) {
   EXPECT_EQ(std::get<ApiError>(r).param, "stream");
 }
 
+// --- rewrite_request with a Rewrite -----------------------------------------------------------------
+
+using Defaults = std::vector<std::pair<std::string, std::string>>;
+
+TEST(RewriteRequestTest, IncludeUsageAddsStreamOptionsToAStream) {
+  const std::string body = R"({"model":"llama","messages":[{"role":"user","content":"hi"}],"stream":true})";
+  auto req = accept(Endpoint::chat_completions, body);
+  auto out = parse(rewrite_request(req, body, Rewrite{.upstream_model = "llama", .include_usage = true}));
+  ASSERT_TRUE(out.HasMember("stream_options"));
+  ASSERT_TRUE(out["stream_options"].IsObject());
+  ASSERT_TRUE(out["stream_options"].HasMember("include_usage"));
+  EXPECT_TRUE(out["stream_options"]["include_usage"].GetBool());
+  EXPECT_EQ(out["stream_options"].MemberCount(), 1u);
+  EXPECT_TRUE(out["stream"].GetBool());
+  EXPECT_STREQ(out["model"].GetString(), "llama");
+  EXPECT_STREQ(out["messages"][0]["content"].GetString(), "hi");
+  // Without include_usage in the Rewrite, nothing changes.
+  EXPECT_EQ(rewrite_request(req, body, Rewrite{.upstream_model = "llama"}), body);
+}
+
+TEST(RewriteRequestTest, IncludeUsageTurnsAClientFalseToTrueAndKeepsOtherStreamOptions) {
+  const std::string body = R"({"model":"llama","prompt":"p","stream":true,)"
+                           R"("stream_options":{"include_usage":false,"continuous_usage_stats":true}})";
+  auto req = accept(Endpoint::completions, body);
+  ASSERT_FALSE(req.include_usage);
+  auto out = parse(rewrite_request(req, body, Rewrite{.upstream_model = "llama", .include_usage = true}));
+  const auto& so = out["stream_options"];
+  ASSERT_TRUE(so.IsObject());
+  EXPECT_TRUE(so["include_usage"].GetBool());
+  ASSERT_TRUE(so.HasMember("continuous_usage_stats"));
+  EXPECT_TRUE(so["continuous_usage_stats"].GetBool());
+  EXPECT_EQ(so.MemberCount(), 2u);  // replaced, not added twice
+}
+
+TEST(RewriteRequestTest, IncludeUsageLeavesNonStreamRequestsWithoutStreamOptions) {
+  const std::string body = R"({"model":"llama","messages":[{"role":"user","content":"hi"}],"stream":false})";
+  auto req = accept(Endpoint::chat_completions, body);
+  EXPECT_EQ(rewrite_request(req, body, Rewrite{.upstream_model = "llama", .include_usage = true}), body);
+  auto out = parse(rewrite_request(req, body, Rewrite{.upstream_model = "up", .include_usage = true}));
+  EXPECT_STREQ(out["model"].GetString(), "up");
+  EXPECT_FALSE(out.HasMember("stream_options"));
+  EXPECT_FALSE(out["stream"].GetBool());
+  // Absent `stream` is a non-stream request too.
+  const std::string implicit(kChat);
+  auto ireq = accept(Endpoint::chat_completions, implicit);
+  auto iout =
+      parse(rewrite_request(ireq, implicit, Rewrite{.upstream_model = "llama", .include_usage = true}));
+  EXPECT_FALSE(iout.HasMember("stream_options"));
+  EXPECT_FALSE(iout["stream"].GetBool());
+}
+
+TEST(RewriteRequestTest, ClientAlreadyAskingForUsageGetsItsBytesBack) {
+  // Odd spacing proves the bytes are passed through, not re-serialised.
+  const std::string body =
+      "{\"model\": \"llama\",  \"prompt\":\"p\", \"stream\" : true, \"stream_options\": {\"include_usage\" : "
+      "true} }";
+  auto req = accept(Endpoint::completions, body);
+  ASSERT_TRUE(req.include_usage);
+  EXPECT_EQ(rewrite_request(req, body, Rewrite{.upstream_model = "llama", .include_usage = true}), body);
+}
+
+TEST(RewriteRequestTest, DefaultsAreAddedWithJsonTypes) {
+  const Defaults defaults{{"reasoning_effort", "low"}, {"temperature", "0.2"}, {"logprobs", "true"}};
+  const std::string body = R"({"model":"llama","messages":[{"role":"user","content":"hi"}],"stream":false})";
+  auto req = accept(Endpoint::chat_completions, body);
+  auto out = parse(rewrite_request(req, body, Rewrite{.upstream_model = "llama", .defaults = &defaults}));
+  ASSERT_TRUE(out.HasMember("reasoning_effort"));
+  ASSERT_TRUE(out["reasoning_effort"].IsString());
+  EXPECT_STREQ(out["reasoning_effort"].GetString(), "low");
+  ASSERT_TRUE(out.HasMember("temperature"));
+  ASSERT_TRUE(out["temperature"].IsNumber());
+  EXPECT_DOUBLE_EQ(out["temperature"].GetDouble(), 0.2);
+  ASSERT_TRUE(out.HasMember("logprobs"));
+  ASSERT_TRUE(out["logprobs"].IsBool());
+  EXPECT_TRUE(out["logprobs"].GetBool());
+  EXPECT_EQ(out.MemberCount(), 6u);
+  EXPECT_FALSE(out["stream"].GetBool());
+}
+
+TEST(RewriteRequestTest, DefaultsOtherTypes) {
+  const Defaults defaults{
+      {"top_k", "40"}, {"echo", "false"}, {"stop", "null"}, {"suffix", ""}, {"seed", "-7"}};
+  const std::string body = R"({"model":"m","prompt":"p","stream":false})";
+  auto req = accept(Endpoint::completions, body);
+  auto out = parse(rewrite_request(req, body, Rewrite{.upstream_model = "m", .defaults = &defaults}));
+  ASSERT_TRUE(out["top_k"].IsInt());
+  EXPECT_EQ(out["top_k"].GetInt(), 40);
+  ASSERT_TRUE(out["echo"].IsBool());
+  EXPECT_FALSE(out["echo"].GetBool());
+  ASSERT_TRUE(out["stop"].IsString());  // only numbers and true/false are typed
+  EXPECT_STREQ(out["stop"].GetString(), "null");
+  ASSERT_TRUE(out["suffix"].IsString());
+  EXPECT_STREQ(out["suffix"].GetString(), "");
+  ASSERT_TRUE(out["seed"].IsInt());
+  EXPECT_EQ(out["seed"].GetInt(), -7);
+}
+
+TEST(RewriteRequestTest, DefaultsNeverOverrideTheClient) {
+  const Defaults defaults{{"reasoning_effort", "low"}, {"temperature", "0.2"}, {"logprobs", "true"}};
+  const std::string body = R"({"model":"llama","messages":[{"role":"user","content":"hi"}],"stream":false,)"
+                           R"("temperature":0.9,"logprobs":false})";
+  auto req = accept(Endpoint::chat_completions, body);
+  auto out = parse(rewrite_request(req, body, Rewrite{.upstream_model = "llama", .defaults = &defaults}));
+  EXPECT_DOUBLE_EQ(out["temperature"].GetDouble(), 0.9);
+  ASSERT_TRUE(out["logprobs"].IsBool());
+  EXPECT_FALSE(out["logprobs"].GetBool());
+  EXPECT_STREQ(out["reasoning_effort"].GetString(), "low");  // the one the client left out
+  EXPECT_EQ(out.MemberCount(), 6u);
+
+  // Every default already sent (even as null): nothing to add, the original bytes go up.
+  const std::string all = R"({"model":"llama","messages":[{"role":"user","content":"hi"}],"stream":false,)"
+                          R"("temperature":1,"logprobs":false,"reasoning_effort":null})";
+  auto areq = accept(Endpoint::chat_completions, all);
+  EXPECT_EQ(rewrite_request(areq, all, Rewrite{.upstream_model = "llama", .defaults = &defaults}), all);
+}
+
+TEST(RewriteRequestTest, MaxTokensCapClampsLargerValues) {
+  const std::string body = R"({"model":"llama","messages":[{"role":"user","content":"hi"}],"stream":false,)"
+                           R"("max_tokens":500,"max_completion_tokens":1000})";
+  auto req = accept(Endpoint::chat_completions, body);
+  auto out = parse(rewrite_request(req, body, Rewrite{.upstream_model = "llama", .max_tokens_cap = 100}));
+  ASSERT_TRUE(out["max_tokens"].IsUint64());
+  EXPECT_EQ(out["max_tokens"].GetUint64(), 100u);
+  ASSERT_TRUE(out["max_completion_tokens"].IsUint64());
+  EXPECT_EQ(out["max_completion_tokens"].GetUint64(), 100u);
+  EXPECT_EQ(out.MemberCount(), 5u);
+
+  // Only the one over the cap changes.
+  const std::string one =
+      R"({"model":"m","prompt":"p","stream":false,"max_tokens":50,"max_completion_tokens":101})";
+  auto oreq = accept(Endpoint::completions, one);
+  auto oout = parse(rewrite_request(oreq, one, Rewrite{.upstream_model = "m", .max_tokens_cap = 100}));
+  EXPECT_EQ(oout["max_tokens"].GetUint64(), 50u);
+  EXPECT_EQ(oout["max_completion_tokens"].GetUint64(), 100u);
+}
+
+TEST(RewriteRequestTest, MaxTokensCapLeavesSmallerOrAbsentValuesAlone) {
+  // Spaces prove the bytes are passed through, not re-serialised.
+  for (std::string body : {std::string(R"({"model":"m", "prompt":"p", "stream":false, "max_tokens": 50})"),
+                           std::string(R"({"model":"m", "prompt":"p", "stream":false, "max_tokens": 100})"),
+                           std::string(R"({"model":"m", "prompt":"p", "stream":false})")}) {
+    auto req = accept(Endpoint::completions, body);
+    EXPECT_EQ(rewrite_request(req, body, Rewrite{.upstream_model = "m", .max_tokens_cap = 100}), body);
+  }
+  // When the body is rewritten for another reason, the cap still adds nothing.
+  const std::string body = R"({"model":"m","prompt":"p"})";
+  auto req = accept(Endpoint::completions, body);
+  auto out = parse(rewrite_request(req, body, Rewrite{.upstream_model = "up", .max_tokens_cap = 100}));
+  EXPECT_FALSE(out.HasMember("max_tokens"));
+  EXPECT_FALSE(out.HasMember("max_completion_tokens"));
+  // A cap of 0 is no cap.
+  const std::string big = R"({"model":"m","prompt":"p","stream":false,"max_tokens":100000})";
+  auto breq = accept(Endpoint::completions, big);
+  EXPECT_EQ(rewrite_request(breq, big, Rewrite{.upstream_model = "m", .max_tokens_cap = 0}), big);
+}
+
+TEST(RewriteRequestTest, RewritingTwiceDoesNotMutateTheRequest) {
+  const Defaults defaults{{"temperature", "0.2"}};
+  const std::string body =
+      R"({"model":"llama","messages":[{"role":"user","content":"hi"}],"stream":true,"max_tokens":500})";
+  auto req = accept(Endpoint::chat_completions, body);
+  const Rewrite first{.upstream_model = "backend-a/llama",
+                      .include_usage = true,
+                      .defaults = &defaults,
+                      .max_tokens_cap = 100};
+  const Rewrite second{.upstream_model = "backend-b/llama"};
+
+  auto a = parse(rewrite_request(req, body, first));
+  auto b = parse(rewrite_request(req, body, second));
+
+  EXPECT_STREQ(a["model"].GetString(), "backend-a/llama");
+  EXPECT_TRUE(a["stream_options"]["include_usage"].GetBool());
+  EXPECT_DOUBLE_EQ(a["temperature"].GetDouble(), 0.2);
+  EXPECT_EQ(a["max_tokens"].GetUint64(), 100u);
+
+  // The second attempt sees the client's body, not the first attempt's changes.
+  EXPECT_STREQ(b["model"].GetString(), "backend-b/llama");
+  EXPECT_FALSE(b.HasMember("stream_options"));
+  EXPECT_FALSE(b.HasMember("temperature"));
+  EXPECT_EQ(b["max_tokens"].GetUint64(), 500u);
+  EXPECT_TRUE(b["stream"].GetBool());
+
+  // And the request itself is as the client sent it.
+  EXPECT_EQ(req.model, "llama");
+  EXPECT_STREQ(req.doc["model"].GetString(), "llama");
+  EXPECT_FALSE(req.doc.HasMember("stream_options"));
+  EXPECT_FALSE(req.doc.HasMember("temperature"));
+  EXPECT_EQ(req.doc["max_tokens"].GetUint64(), 500u);
+  EXPECT_TRUE(parse(body) == req.doc);
+  // Same model as the client: its own bytes.
+  EXPECT_EQ(rewrite_request(req, body, Rewrite{.upstream_model = "llama"}), body);
+}
+
 }  // namespace
 }  // namespace sluice::openai

@@ -1,0 +1,302 @@
+#include "openai/dialect.hpp"
+
+#include <gtest/gtest.h>
+#include <rapidjson/document.h>
+
+#include <string>
+#include <string_view>
+
+namespace sluice::openai {
+namespace {
+
+rapidjson::Document parse(const std::string& json) {
+  rapidjson::Document d;
+  d.Parse(json.data(), json.size());
+  EXPECT_FALSE(d.HasParseError()) << json;
+  EXPECT_TRUE(d.IsObject()) << json;
+  return d;
+}
+
+// The parts of a chat.completion every client reads, checked once.
+void expect_chat_completion(const rapidjson::Document& d) {
+  ASSERT_TRUE(d.IsObject());
+  ASSERT_TRUE(d.HasMember("id"));
+  EXPECT_TRUE(d["id"].IsString());
+  ASSERT_TRUE(d.HasMember("object"));
+  EXPECT_STREQ(d["object"].GetString(), "chat.completion");
+  ASSERT_TRUE(d.HasMember("created"));
+  EXPECT_TRUE(d["created"].IsInt64());
+  ASSERT_TRUE(d.HasMember("model"));
+  EXPECT_TRUE(d["model"].IsString());
+  ASSERT_TRUE(d.HasMember("choices"));
+  ASSERT_TRUE(d["choices"].IsArray());
+  ASSERT_EQ(d["choices"].Size(), 1u);
+  const auto& c = d["choices"][0];
+  EXPECT_EQ(c["index"].GetInt(), 0);
+  ASSERT_TRUE(c["message"].IsObject());
+  EXPECT_STREQ(c["message"]["role"].GetString(), "assistant");
+  ASSERT_TRUE(c.HasMember("finish_reason"));
+}
+
+// --- normalize_completion --------------------------------------------------------------------------
+
+TEST(NormalizeCompletionTest, OpenAiShapedBodyIsLeftAlone) {
+  constexpr std::string_view body =
+      R"({"id":"chatcmpl-1","object":"chat.completion","model":"m","choices":[{"index":0,)"
+      R"("message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],)"
+      R"("usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}})";
+  EXPECT_EQ(normalize_completion(body, "m"), std::nullopt);
+  // Even with a top-level "content" next to "choices".
+  EXPECT_EQ(normalize_completion(R"({"content":"x","choices":[]})", "m"), std::nullopt);
+}
+
+TEST(NormalizeCompletionTest, QubridTopLevelShape) {
+  constexpr std::string_view body =
+      R"({"content":"Hello","metrics":{"input_tokens":5,"output_tokens":2,"total_time":0.3,"tps":6.6},)"
+      R"("model":"openai/gpt-oss-120b"})";
+  auto out = normalize_completion(body, "public-name");
+  ASSERT_TRUE(out.has_value());
+  auto d = parse(*out);
+  expect_chat_completion(d);
+  EXPECT_STREQ(d["model"].GetString(), "openai/gpt-oss-120b");  // the body's model, not the argument
+  const auto& msg = d["choices"][0]["message"];
+  EXPECT_STREQ(msg["content"].GetString(), "Hello");
+  EXPECT_FALSE(msg.HasMember("reasoning_content"));
+  EXPECT_STREQ(d["choices"][0]["finish_reason"].GetString(), "stop");
+  ASSERT_TRUE(d.HasMember("usage"));
+  EXPECT_EQ(d["usage"]["prompt_tokens"].GetUint64(), 5u);
+  EXPECT_EQ(d["usage"]["completion_tokens"].GetUint64(), 2u);
+  EXPECT_EQ(d["usage"]["total_tokens"].GetUint64(), 7u);
+}
+
+TEST(NormalizeCompletionTest, UsageWinsOverMetrics) {
+  constexpr std::string_view body = R"({"content":"Hello","metrics":{"input_tokens":5,"output_tokens":2},)"
+                                    R"("usage":{"prompt_tokens":9,"completion_tokens":4},"model":"q"})";
+  auto out = normalize_completion(body, "q");
+  ASSERT_TRUE(out.has_value());
+  auto d = parse(*out);
+  expect_chat_completion(d);
+  EXPECT_EQ(d["usage"]["prompt_tokens"].GetUint64(), 9u);
+  EXPECT_EQ(d["usage"]["completion_tokens"].GetUint64(), 4u);
+  EXPECT_EQ(d["usage"]["total_tokens"].GetUint64(), 13u);
+}
+
+TEST(NormalizeCompletionTest, NoUsageMeansNoUsageMember) {
+  auto out = normalize_completion(R"({"content":"Hi"})", "m");
+  ASSERT_TRUE(out.has_value());
+  auto d = parse(*out);
+  expect_chat_completion(d);
+  EXPECT_FALSE(d.HasMember("usage"));
+}
+
+TEST(NormalizeCompletionTest, MessageShapeWithReasoningContent) {
+  auto out = normalize_completion(
+      R"({"message":{"role":"assistant","content":"x","reasoning_content":"think"}})", "arg-model");
+  ASSERT_TRUE(out.has_value());
+  auto d = parse(*out);
+  expect_chat_completion(d);
+  const auto& msg = d["choices"][0]["message"];
+  EXPECT_STREQ(msg["content"].GetString(), "x");
+  ASSERT_TRUE(msg.HasMember("reasoning_content"));
+  EXPECT_STREQ(msg["reasoning_content"].GetString(), "think");
+  EXPECT_STREQ(d["model"].GetString(), "arg-model");  // the body names none
+}
+
+TEST(NormalizeCompletionTest, ReasoningFieldIsCarriedAsReasoningContent) {
+  for (std::string_view body : {R"({"message":{"role":"assistant","content":"x","reasoning":"hmm"}})",
+                                R"({"content":"x","reasoning":"hmm"})"}) {
+    auto out = normalize_completion(body, "m");
+    ASSERT_TRUE(out.has_value()) << body;
+    auto d = parse(*out);
+    expect_chat_completion(d);
+    const auto& msg = d["choices"][0]["message"];
+    EXPECT_STREQ(msg["content"].GetString(), "x") << body;
+    ASSERT_TRUE(msg.HasMember("reasoning_content")) << body;
+    EXPECT_STREQ(msg["reasoning_content"].GetString(), "hmm") << body;
+    EXPECT_FALSE(msg.HasMember("reasoning")) << body;
+  }
+}
+
+TEST(NormalizeCompletionTest, ModelFallsBackToTheArgument) {
+  auto out = normalize_completion(R"({"content":"Hello","metrics":{"input_tokens":1,"output_tokens":1}})",
+                                  "meta-llama/Llama-3.1-8B-Instruct");
+  ASSERT_TRUE(out.has_value());
+  auto d = parse(*out);
+  EXPECT_STREQ(d["model"].GetString(), "meta-llama/Llama-3.1-8B-Instruct");
+}
+
+TEST(NormalizeCompletionTest, ContentWithEscapesSurvives) {
+  auto out = normalize_completion(R"({"content":"caf\u00e9 \"q\" \\ \n line"})", "m");
+  ASSERT_TRUE(out.has_value());
+  auto d = parse(*out);
+  EXPECT_STREQ(d["choices"][0]["message"]["content"].GetString(), "caf\xC3\xA9 \"q\" \\ \n line");
+}
+
+TEST(NormalizeCompletionTest, NotJsonOrNoContentIsNullopt) {
+  for (std::string_view body :
+       {"", "not json", "{", R"({"content":"x")", "[\"content\"]", "\"content\"", R"({"model":"m"})",
+        R"({"error":{"message":"boom"}})", R"({"metrics":{"input_tokens":5,"output_tokens":2}})",
+        R"({"content":42})", R"({"content":["a"]})", R"({"message":{"role":"assistant"}})",
+        R"({"message":{"role":"assistant","content":7}})"}) {
+    EXPECT_EQ(normalize_completion(body, "m"), std::nullopt) << body;
+  }
+}
+
+// --- read_telemetry --------------------------------------------------------------------------------
+
+TEST(ReadTelemetryTest, QubridXMetrics) {
+  auto t = read_telemetry(R"({"id":"c","choices":[],"x_metrics":{"ttft_seconds":0.38,"tps":42.1}})");
+  ASSERT_TRUE(t.tokens_per_second.has_value());
+  EXPECT_DOUBLE_EQ(*t.tokens_per_second, 42.1);
+  ASSERT_TRUE(t.ttft_ms.has_value());
+  EXPECT_NEAR(*t.ttft_ms, 380.0, 1e-9);
+}
+
+TEST(ReadTelemetryTest, QubridTopLevelMetrics) {
+  auto t = read_telemetry(
+      R"({"content":"Hello","metrics":{"input_tokens":5,"output_tokens":2,"total_time":0.3,"tps":6.6}})");
+  ASSERT_TRUE(t.tokens_per_second.has_value());
+  EXPECT_DOUBLE_EQ(*t.tokens_per_second, 6.6);
+  EXPECT_EQ(t.ttft_ms, std::nullopt);
+}
+
+TEST(ReadTelemetryTest, VllmMetrics) {
+  auto t =
+      read_telemetry(R"({"choices":[],"metrics":{"tokens_per_second":55.5,"time_to_first_token_ms":120}})");
+  ASSERT_TRUE(t.tokens_per_second.has_value());
+  EXPECT_DOUBLE_EQ(*t.tokens_per_second, 55.5);
+  ASSERT_TRUE(t.ttft_ms.has_value());
+  EXPECT_DOUBLE_EQ(*t.ttft_ms, 120.0);
+}
+
+TEST(ReadTelemetryTest, LlamaCppTimings) {
+  auto t = read_telemetry(
+      R"({"choices":[],"timings":{"prompt_n":12,"prompt_ms":96.5,"predicted_n":40,"predicted_per_second":58.82}})");
+  ASSERT_TRUE(t.tokens_per_second.has_value());
+  EXPECT_DOUBLE_EQ(*t.tokens_per_second, 58.82);
+  ASSERT_TRUE(t.ttft_ms.has_value());
+  EXPECT_DOUBLE_EQ(*t.ttft_ms, 96.5);
+}
+
+TEST(ReadTelemetryTest, NothingToReadIsNullopt) {
+  for (std::string_view body :
+       {"", "not json", R"({"choices":[]})", R"({"usage":{"prompt_tokens":1,"completion_tokens":2}})",
+        R"({"metrics":{"input_tokens":5}})", R"({"metrics":"fast"})",
+        R"({"timings":{"predicted_per_second":"x"}})", R"({"metrics":{"tps":1.0})",
+        R"([{"metrics":{"tps":1.0}}])"}) {
+    auto t = read_telemetry(body);
+    EXPECT_EQ(t.tokens_per_second, std::nullopt) << body;
+    EXPECT_EQ(t.ttft_ms, std::nullopt) << body;
+  }
+}
+
+// --- inspect_chunk ---------------------------------------------------------------------------------
+
+TEST(InspectChunkTest, ContentDeltaIsGeneratedWithoutUsage) {
+  auto i = inspect_chunk(R"({"id":"c1","object":"chat.completion.chunk","created":1,"model":"m",)"
+                         R"("choices":[{"index":0,"delta":{"content":"Hel"},"finish_reason":null}]})");
+  EXPECT_TRUE(i.generated);
+  EXPECT_EQ(i.usage, std::nullopt);
+  EXPECT_FALSE(i.usage_only);
+  EXPECT_EQ(i.telemetry.tokens_per_second, std::nullopt);
+  // Spaces around the colon.
+  EXPECT_TRUE(inspect_chunk(R"({"choices":[{"delta":{"content" : "x"}}]})").generated);
+}
+
+TEST(InspectChunkTest, EmptyOrNullContentIsNotGenerated) {
+  EXPECT_FALSE(
+      inspect_chunk(R"({"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]})").generated);
+  EXPECT_FALSE(inspect_chunk(R"({"choices":[{"index":0,"delta":{"content":null}}]})").generated);
+  EXPECT_FALSE(inspect_chunk(R"({"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]})").generated);
+  // The word "text" as a value is not a text field.
+  EXPECT_FALSE(inspect_chunk(R"({"choices":[{"index":0,"delta":{"content":""},"type":"text"}]})").generated);
+}
+
+TEST(InspectChunkTest, ReasoningToolCallsAndCompletionTextAreGenerated) {
+  EXPECT_TRUE(inspect_chunk(R"({"choices":[{"delta":{"reasoning_content":"let me think"}}]})").generated);
+  EXPECT_TRUE(inspect_chunk(R"({"choices":[{"delta":{"reasoning":"hmm"}}]})").generated);
+  EXPECT_TRUE(
+      inspect_chunk(R"({"choices":[{"delta":{"tool_calls":[{"index":0,"id":"call_1","type":"function",)"
+                    R"("function":{"name":"f","arguments":""}}]}}]})")
+          .generated);
+  EXPECT_TRUE(
+      inspect_chunk(R"({"object":"text_completion","choices":[{"index":0,"text":" upon"}]})").generated);
+  EXPECT_FALSE(inspect_chunk(R"({"object":"text_completion","choices":[{"index":0,"text":""}]})").generated);
+  EXPECT_FALSE(inspect_chunk(R"({"choices":[{"delta":{"reasoning_content":""}}]})").generated);
+}
+
+TEST(InspectChunkTest, IncludeUsageChunkIsUsageOnly) {
+  auto i = inspect_chunk(R"({"id":"c1","object":"chat.completion.chunk","choices":[],)"
+                         R"("usage":{"prompt_tokens":11,"completion_tokens":7,"total_tokens":18}})");
+  ASSERT_TRUE(i.usage.has_value());
+  EXPECT_EQ(i.usage->prompt_tokens, 11u);
+  EXPECT_EQ(i.usage->completion_tokens, 7u);
+  EXPECT_TRUE(i.usage_only);
+  EXPECT_FALSE(i.generated);
+}
+
+TEST(InspectChunkTest, FinalChunkWithChoicesAndUsageIsNotUsageOnly) {
+  auto i = inspect_chunk(R"({"choices":[{"index":0,"delta":{"content":"!"},"finish_reason":"stop"}],)"
+                         R"("usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}})");
+  ASSERT_TRUE(i.usage.has_value());
+  EXPECT_EQ(i.usage->prompt_tokens, 3u);
+  EXPECT_EQ(i.usage->completion_tokens, 4u);
+  EXPECT_FALSE(i.usage_only);
+  EXPECT_TRUE(i.generated);
+}
+
+TEST(InspectChunkTest, NullUsageIsNoUsage) {
+  auto i = inspect_chunk(R"({"choices":[{"index":0,"delta":{"content":"a"}}],"usage":null})");
+  EXPECT_EQ(i.usage, std::nullopt);
+  EXPECT_FALSE(i.usage_only);
+  EXPECT_TRUE(i.generated);
+  auto e = inspect_chunk(R"({"choices":[],"usage":null})");
+  EXPECT_EQ(e.usage, std::nullopt);
+  EXPECT_FALSE(e.usage_only);
+}
+
+TEST(InspectChunkTest, LlamaCppFinalChunkCarriesTimings) {
+  auto i = inspect_chunk(
+      R"({"choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"model":"m",)"
+      R"("timings":{"prompt_n":5,"prompt_ms":12.5,"predicted_n":20,"predicted_ms":340.0,"predicted_per_second":58.82}})");
+  ASSERT_TRUE(i.telemetry.tokens_per_second.has_value());
+  EXPECT_DOUBLE_EQ(*i.telemetry.tokens_per_second, 58.82);
+  ASSERT_TRUE(i.telemetry.ttft_ms.has_value());
+  EXPECT_DOUBLE_EQ(*i.telemetry.ttft_ms, 12.5);
+  EXPECT_EQ(i.usage, std::nullopt);
+  EXPECT_FALSE(i.generated);
+}
+
+TEST(InspectChunkTest, QubridXMetricsOnAUsageChunk) {
+  auto i = inspect_chunk(
+      R"({"choices":[],"usage":{"prompt_tokens":2,"completion_tokens":3},"x_metrics":{"ttft_seconds":0.5,"tps":10}})");
+  ASSERT_TRUE(i.usage.has_value());
+  EXPECT_TRUE(i.usage_only);
+  ASSERT_TRUE(i.telemetry.tokens_per_second.has_value());
+  EXPECT_DOUBLE_EQ(*i.telemetry.tokens_per_second, 10.0);
+  ASSERT_TRUE(i.telemetry.ttft_ms.has_value());
+  EXPECT_DOUBLE_EQ(*i.telemetry.ttft_ms, 500.0);
+}
+
+TEST(InspectChunkTest, MalformedChunkWithUsageIsNoUsage) {
+  auto i = inspect_chunk(R"({"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1})");
+  EXPECT_EQ(i.usage, std::nullopt);
+  EXPECT_FALSE(i.usage_only);
+}
+
+// --- default_health_path ---------------------------------------------------------------------------
+
+TEST(DefaultHealthPathTest, InferenceServersUseHealth) {
+  for (auto d : {Dialect::vllm, Dialect::sglang, Dialect::llamacpp, Dialect::tgi, Dialect::simulator}) {
+    EXPECT_EQ(default_health_path(d, "/v1"), "/health") << static_cast<int>(d);
+    EXPECT_EQ(default_health_path(d, ""), "/health") << static_cast<int>(d);
+  }
+}
+
+TEST(DefaultHealthPathTest, HostedApisUseModelsUnderTheBasePath) {
+  EXPECT_EQ(default_health_path(Dialect::openai, "/v1"), "/v1/models");
+  EXPECT_EQ(default_health_path(Dialect::qubrid, "/api/v1/qubridai"), "/api/v1/qubridai/models");
+}
+
+}  // namespace
+}  // namespace sluice::openai
