@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "openai/sse_parser.hpp"
+#include "openai/stream_convert.hpp"
 
 namespace sluice::upstream {
 
@@ -136,7 +137,7 @@ class Exchange {
   template <class Stream, class Parser>
   asio::awaitable<void> relay_stream(Stream& up, Connection& conn, Parser& p, bool& reusable);
   template <class Stream, class Parser>
-  asio::awaitable<void> relay_body(Stream& up, Connection& conn, Parser& p, bool& reusable);
+  asio::awaitable<void> relay_body(Stream& up, Connection& conn, Parser& p, bool& reusable, bool sse_answer);
 
   beast::tcp_stream& client_;
   BackendPool& pool_;
@@ -191,10 +192,12 @@ asio::awaitable<void> Exchange::run(Stream& up, Connection& conn, bool reused, b
   const auto& head = p.get();
   auto ctype = head[http::field::content_type];
   bool is_sse = ctype.size() >= 17 && beast::iequals(ctype.substr(0, 17), "text/event-stream");
-  if (is_sse && head.result_int() / 100 == 2)
+  // How the backend answers is read from its Content-Type; the client gets the form it asked for.
+  const bool sse_answer = is_sse && head.result_int() / 100 == 2;
+  if (sse_answer && fr_.stream)
     co_await relay_stream(up, conn, p, reusable);
   else
-    co_await relay_body(up, conn, p, reusable);
+    co_await relay_body(up, conn, p, reusable, sse_answer);
 }
 
 asio::awaitable<bool> Exchange::write_client(const std::vector<asio::const_buffer>& data, bool chunked) {
@@ -343,7 +346,8 @@ asio::awaitable<void> Exchange::relay_stream(Stream& up, Connection& conn, Parse
 }
 
 template <class Stream, class Parser>
-asio::awaitable<void> Exchange::relay_body(Stream& up, Connection& conn, Parser& p, bool& reusable) {
+asio::awaitable<void> Exchange::relay_body(Stream& up, Connection& conn, Parser& p, bool& reusable,
+                                           bool sse_answer) {
   auto& lowest = conn.lowest();
   std::string body;
   while (!p.is_done()) {
@@ -391,12 +395,34 @@ asio::awaitable<void> Exchange::relay_body(Stream& up, Connection& conn, Parser&
     r_.backend_at_fault = status >= 500;
     co_return;
   }
+  if (sse_answer) {  // the client asked for a whole answer, the backend streamed it: join the chunks
+    openai::SseParser parser;
+    std::vector<openai::SseEvent> events;
+    parser.feed(body, events);
+    std::vector<std::string> payloads;
+    for (auto& e : events) payloads.push_back(std::move(e.data));
+    auto joined = openai::completion_from_stream(fr_.endpoint, payloads);
+    if (!joined) {
+      fail(502, "protocol", "the backend's stream held no completion");
+      co_return;
+    }
+    body = std::move(*joined);
+  }
   if (auto reshaped = openai::normalize_completion(body, fr_.model)) body = std::move(*reshaped);
   r_.usage = openai::usage_from_json(body);
   r_.telemetry = openai::read_telemetry(body);
   StringResponse res{http::status::ok, fr_.client_version};
   res.set(http::field::server, "sluice");
   res.set(http::field::content_type, "application/json");
+  if (fr_.stream) {  // the client asked for a stream, the backend sent a whole answer: replay it as one
+    if (auto events = openai::stream_from_completion(fr_.endpoint, body, fr_.client_wants_usage)) {
+      body = std::move(*events);
+      res.set(http::field::content_type, "text/event-stream");
+      res.set(http::field::cache_control, "no-cache");
+      r_.stream = true;
+      r_.ttft_seconds = ms_since(fr_.started) / 1000.0;
+    }
+  }
 
   res.set("x-request-id", fr_.request_id);
   res.keep_alive(fr_.client_keep_alive);

@@ -167,20 +167,63 @@ TEST(SseRelay, StalledStreamHitsIdleDeadline) {
   EXPECT_EQ(events[2], "[DONE]");
 }
 
-TEST(SseRelay, StreamingIsDecidedByContentTypeNotByTheFlag) {
-  // Asked to stream, the backend answers with plain JSON: the client gets that JSON.
+TEST(SseRelay, TheClientGetsTheFormItAskedForWhateverTheBackendSends) {
+  // The backend's Content-Type says what it sent: here always JSON when asked to stream, and always
+  // SSE when asked not to (as Qubrid's legacy endpoint may). Sluice converts either way.
   ScriptedUpstream upstream([](UpstreamConn& c) {
-    if (c.read_request().empty()) return;
-    std::string body =
-        R"({"object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"ok"}}]})";
-    c.write("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " +
-            std::to_string(body.size()) + "\r\n\r\n" + body);
+    for (;;) {
+      auto req = c.read_request();
+      if (req.empty()) return;
+      if (req.find("\"stream\":true") != std::string::npos) {
+        std::string body =
+            R"({"id":"c1","object":"chat.completion","created":5,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"ok","reasoning_content":"hmm"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}})";
+        c.write("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " +
+                std::to_string(body.size()) + "\r\n\r\n" + body);
+      } else {
+        c.write_sse_header();
+        c.write_chunk(
+            "data: "
+            "{\"id\":\"c2\",\"object\":\"chat.completion.chunk\",\"created\":5,\"model\":\"m\",\"choices\":[{"
+            "\"index\":0,"
+            "\"delta\":{\"role\":\"assistant\",\"content\":\"Hel\"}}]}\n\n"
+            "data: "
+            "{\"id\":\"c2\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"lo\",\"tool_calls\":[{"
+            "\"index\":0,\"id\":\"t1\","
+            "\"type\":\"function\",\"function\":{\"name\":\"f\",\"arguments\":\"{\\\"a\\\"\"}}]}}]}\n\n"
+            "data: "
+            "{\"id\":\"c2\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{"
+            "\"arguments\":\":1}\"}}]},"
+            "\"finish_reason\":\"tool_calls\"}]}\n\n"
+            "data: "
+            "{\"id\":\"c2\",\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2,\"total_"
+            "tokens\":5}}\n\n"
+            "data: [DONE]\n\n");
+        c.write("0\r\n\r\n");
+      }
+    }
   });
   TestGateway gw(relay_config(upstream.url()));
-  auto r = post_json(gw.port(), "/v1/chat/completions", chat_body());
-  ASSERT_EQ(r.status, 200);
-  EXPECT_EQ(r.header("content-type"), "application/json");
-  EXPECT_NE(r.body.find("\"content\":\"ok\""), std::string::npos);
+  auto s = post_json(gw.port(), "/v1/chat/completions", chat_body());
+  ASSERT_EQ(s.status, 200);
+  EXPECT_EQ(s.header("content-type"), "text/event-stream");
+  auto events = sse_data(s.body);
+  ASSERT_EQ(events.size(), 3u) << s.body;  // the message, the finish reason, [DONE] (no usage: not asked)
+  EXPECT_NE(
+      events[0].find("\"delta\":{\"role\":\"assistant\",\"content\":\"ok\",\"reasoning_content\":\"hmm\"}"),
+      std::string::npos)
+      << events[0];
+  EXPECT_NE(events[1].find("\"finish_reason\":\"stop\""), std::string::npos);
+  EXPECT_EQ(events[2], "[DONE]");
+
+  auto j = post_json(gw.port(), "/v1/chat/completions",
+                     R"({"model":"m","messages":[{"role":"user","content":"hi"}]})");
+  ASSERT_EQ(j.status, 200);
+  EXPECT_EQ(j.header("content-type"), "application/json");
+  EXPECT_NE(j.body.find("\"object\":\"chat.completion\""), std::string::npos) << j.body;
+  EXPECT_NE(j.body.find("\"content\":\"Hello\""), std::string::npos) << j.body;
+  EXPECT_NE(j.body.find("\"arguments\":\"{\\\"a\\\":1}\""), std::string::npos) << j.body;
+  EXPECT_NE(j.body.find("\"finish_reason\":\"tool_calls\""), std::string::npos) << j.body;
+  EXPECT_NE(j.body.find("\"completion_tokens\":2"), std::string::npos) << j.body;
 }
 
 TEST(SseRelay, UsageFromTheStreamIsCounted) {

@@ -1,0 +1,255 @@
+#include "openai/stream_convert.hpp"
+
+#include <rapidjson/document.h>
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+
+#include <map>
+
+namespace sluice::openai {
+
+namespace {
+
+using Value = rapidjson::Value;
+using Writer = rapidjson::Writer<rapidjson::StringBuffer>;
+
+const Value* member(const Value& obj, const char* name) {
+  if (!obj.IsObject()) return nullptr;
+  auto it = obj.FindMember(name);
+  return it == obj.MemberEnd() ? nullptr : &it->value;
+}
+
+void append(std::string& dst, const Value* v) {
+  if (v && v->IsString()) dst.append(v->GetString(), v->GetStringLength());
+}
+
+struct ToolCall {
+  std::string id, type = "function", name, arguments;
+};
+
+struct Choice {
+  std::string role = "assistant", content, reasoning;
+  bool has_content = false, has_reasoning = false;
+  std::map<int, ToolCall> tool_calls;
+  std::optional<std::string> finish_reason;
+};
+
+void key_string(Writer& w, const char* key, std::string_view value) {
+  w.Key(key);
+  w.String(value.data(), static_cast<rapidjson::SizeType>(value.size()));
+}
+
+}  // namespace
+
+std::optional<std::string> completion_from_stream(Endpoint endpoint,
+                                                  const std::vector<std::string>& payloads) {
+  const bool chat = endpoint == Endpoint::chat_completions;
+  std::string id = "chatcmpl-sluice", model;
+  std::int64_t created = 0;
+  std::map<int, Choice> choices;
+  std::optional<rapidjson::Document> usage;
+  bool any = false;
+  for (const auto& data : payloads) {
+    if (data == "[DONE]") continue;
+    rapidjson::Document d;
+    d.Parse<rapidjson::kParseIterativeFlag>(data.data(), data.size());
+    if (d.HasParseError() || !d.IsObject()) continue;
+    any = true;
+    if (auto* v = member(d, "id"); v && v->IsString()) id = v->GetString();
+    if (auto* v = member(d, "model"); v && v->IsString()) model = v->GetString();
+    if (auto* v = member(d, "created"); v && v->IsInt64()) created = v->GetInt64();
+    if (auto* u = member(d, "usage"); u && u->IsObject()) {
+      usage.emplace();
+      usage->CopyFrom(*u, usage->GetAllocator());
+    }
+    const Value* cs = member(d, "choices");
+    if (!cs || !cs->IsArray()) continue;
+    for (const auto& c : cs->GetArray()) {
+      int index = 0;
+      if (auto* i = member(c, "index"); i && i->IsInt()) index = i->GetInt();
+      auto& ch = choices[index];
+      if (auto* f = member(c, "finish_reason"); f && f->IsString()) ch.finish_reason = f->GetString();
+      const Value* delta = chat ? member(c, "delta") : &c;
+      if (!delta || !delta->IsObject()) continue;
+      if (auto* r = member(*delta, "role"); r && r->IsString()) ch.role = r->GetString();
+      if (auto* t = member(*delta, chat ? "content" : "text"); t && t->IsString()) {
+        ch.has_content = true;
+        append(ch.content, t);
+      }
+      for (const char* name : {"reasoning_content", "reasoning"})
+        if (auto* r = member(*delta, name); r && r->IsString()) {
+          ch.has_reasoning = true;
+          append(ch.reasoning, r);
+          break;  // vLLM sends both names with the same text
+        }
+      if (auto* tcs = member(*delta, "tool_calls"); tcs && tcs->IsArray())
+        for (const auto& tc : tcs->GetArray()) {
+          int ti = 0;
+          if (auto* i = member(tc, "index"); i && i->IsInt()) ti = i->GetInt();
+          auto& call = ch.tool_calls[ti];
+          if (auto* v = member(tc, "id"); v && v->IsString()) call.id = v->GetString();
+          if (auto* v = member(tc, "type"); v && v->IsString()) call.type = v->GetString();
+          if (auto* fn = member(tc, "function")) {
+            append(call.name, member(*fn, "name"));
+            append(call.arguments, member(*fn, "arguments"));
+          }
+        }
+    }
+  }
+  if (!any) return std::nullopt;
+
+  rapidjson::StringBuffer sb;
+  Writer w(sb);
+  w.StartObject();
+  key_string(w, "id", id);
+  key_string(w, "object", chat ? "chat.completion" : "text_completion");
+  w.Key("created");
+  w.Int64(created);
+  key_string(w, "model", model);
+  w.Key("choices");
+  w.StartArray();
+  for (const auto& [index, ch] : choices) {
+    w.StartObject();
+    w.Key("index");
+    w.Int(index);
+    if (chat) {
+      w.Key("message");
+      w.StartObject();
+      key_string(w, "role", ch.role);
+      w.Key("content");
+      if (ch.has_content || ch.tool_calls.empty())
+        w.String(ch.content.c_str(), static_cast<rapidjson::SizeType>(ch.content.size()));
+      else
+        w.Null();
+      if (ch.has_reasoning) key_string(w, "reasoning_content", ch.reasoning);
+      if (!ch.tool_calls.empty()) {
+        w.Key("tool_calls");
+        w.StartArray();
+        for (const auto& [ti, call] : ch.tool_calls) {
+          w.StartObject();
+          key_string(w, "id", call.id);
+          key_string(w, "type", call.type);
+          w.Key("function");
+          w.StartObject();
+          key_string(w, "name", call.name);
+          key_string(w, "arguments", call.arguments);
+          w.EndObject();
+          w.EndObject();
+        }
+        w.EndArray();
+      }
+      w.EndObject();
+    } else {
+      key_string(w, "text", ch.content);
+    }
+    w.Key("finish_reason");
+    if (ch.finish_reason)
+      w.String(ch.finish_reason->c_str(), static_cast<rapidjson::SizeType>(ch.finish_reason->size()));
+    else
+      w.Null();
+    w.EndObject();
+  }
+  w.EndArray();
+  if (usage) {
+    w.Key("usage");
+    usage->Accept(w);
+  }
+  w.EndObject();
+  return std::string(sb.GetString(), sb.GetSize());
+}
+
+std::optional<std::string> stream_from_completion(Endpoint endpoint, std::string_view body,
+                                                  bool include_usage) {
+  const bool chat = endpoint == Endpoint::chat_completions;
+  rapidjson::Document d;
+  d.Parse<rapidjson::kParseIterativeFlag>(body.data(), body.size());
+  if (d.HasParseError() || !d.IsObject()) return std::nullopt;
+  const Value* cs = member(d, "choices");
+  if (!cs || !cs->IsArray()) return std::nullopt;
+
+  auto chunk_head = [&](Writer& w) {
+    w.StartObject();
+    w.Key("id");
+    if (auto* v = member(d, "id"); v && v->IsString())
+      w.String(v->GetString());
+    else
+      w.String("chatcmpl-sluice");
+    key_string(w, "object", chat ? "chat.completion.chunk" : "text_completion");
+    w.Key("created");
+    if (auto* v = member(d, "created"); v && v->IsInt64())
+      w.Int64(v->GetInt64());
+    else
+      w.Int64(0);
+    w.Key("model");
+    if (auto* v = member(d, "model"); v && v->IsString())
+      w.String(v->GetString());
+    else
+      w.String("");
+  };
+  auto event = [](rapidjson::StringBuffer& sb) {
+    return "data: " + std::string(sb.GetString(), sb.GetSize()) + "\n\n";
+  };
+
+  std::string out;
+  for (int pass = 0; pass < 2; ++pass) {  // first the content, then the finish reasons
+    rapidjson::StringBuffer sb;
+    Writer w(sb);
+    chunk_head(w);
+    w.Key("choices");
+    w.StartArray();
+    for (const auto& c : cs->GetArray()) {
+      w.StartObject();
+      w.Key("index");
+      if (auto* i = member(c, "index"); i && i->IsInt())
+        w.Int(i->GetInt());
+      else
+        w.Int(0);
+      if (chat) {
+        w.Key("delta");
+        if (pass == 0) {
+          if (auto* m = member(c, "message")) {
+            m->Accept(w);  // role, content, reasoning, tool calls as they were
+          } else {
+            w.StartObject();
+            w.EndObject();
+          }
+        } else {
+          w.StartObject();
+          w.EndObject();
+        }
+      } else {
+        w.Key("text");
+        if (auto* t = member(c, "text"); pass == 0 && t && t->IsString())
+          t->Accept(w);
+        else
+          w.String("");
+      }
+      w.Key("finish_reason");
+      if (auto* f = member(c, "finish_reason"); pass == 1 && f && f->IsString())
+        f->Accept(w);
+      else
+        w.Null();
+      w.EndObject();
+    }
+    w.EndArray();
+    w.EndObject();
+    out += event(sb);
+  }
+  if (include_usage)
+    if (auto* u = member(d, "usage"); u && u->IsObject()) {
+      rapidjson::StringBuffer sb;
+      Writer w(sb);
+      chunk_head(w);
+      w.Key("choices");
+      w.StartArray();
+      w.EndArray();
+      w.Key("usage");
+      u->Accept(w);
+      w.EndObject();
+      out += event(sb);
+    }
+  out += "data: [DONE]\n\n";
+  return out;
+}
+
+}  // namespace sluice::openai
