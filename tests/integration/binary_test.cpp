@@ -77,6 +77,19 @@ TEST(Binary, EveryShippedExampleConfigIsValid) {
   EXPECT_GE(checked, 4);
 }
 
+TEST(Binary, TheReadmeConfigReferenceIsValid) {
+  auto readme = read_file(std::string(SLUICE_SOURCE_DIR) + "/README.md");
+  auto start = readme.find("```yaml\nserver:");
+  ASSERT_NE(start, std::string::npos);
+  start += 8;
+  auto yaml = readme.substr(start, readme.find("```", start) - start);
+  yaml = replace_all(yaml, "\"<64 hex digits from `sluice keys new`>\"",
+                     "\"1c590839af894cf25f9a5fe06929af05b377f60efbe55508ef93d251887b9213\"");
+  TempDir dir;
+  auto [code, out] = run_command({kBinary, "check-config", "--config", dir.write("readme.yaml", yaml)});
+  EXPECT_EQ(code, 0) << out;
+}
+
 TEST(Binary, CheckConfigNamesThePathOfEachError) {
   TempDir dir;
   auto path =
