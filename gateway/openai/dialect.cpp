@@ -6,6 +6,8 @@
 
 #include <chrono>
 
+#include "openai/json.hpp"
+
 namespace sluice::openai {
 
 std::string default_health_path(Dialect d, std::string_view base_path) {
@@ -26,12 +28,6 @@ std::string default_health_path(Dialect d, std::string_view base_path) {
 namespace {
 
 using Value = rapidjson::Value;
-
-const Value* member(const Value& obj, const char* name) {
-  if (!obj.IsObject()) return nullptr;
-  auto it = obj.FindMember(name);
-  return it == obj.MemberEnd() ? nullptr : &it->value;
-}
 
 std::optional<double> number(const Value* obj, const char* name) {
   if (!obj) return std::nullopt;

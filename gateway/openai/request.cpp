@@ -6,6 +6,8 @@
 
 #include <algorithm>
 
+#include "openai/json.hpp"
+
 namespace sluice::openai {
 
 std::string_view to_string(Endpoint e) {
@@ -28,11 +30,6 @@ std::optional<Endpoint> endpoint_for_path(std::string_view path) {
 }
 
 namespace {
-
-const rapidjson::Value* member(const rapidjson::Value& obj, const char* name) {
-  auto it = obj.FindMember(name);
-  return it == obj.MemberEnd() ? nullptr : &it->value;
-}
 
 ApiError missing(const char* field) {
   return invalid_request(std::string("you must provide a '") + field + "' parameter", field,

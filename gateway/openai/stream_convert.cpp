@@ -6,18 +6,14 @@
 
 #include <map>
 
+#include "openai/json.hpp"
+
 namespace sluice::openai {
 
 namespace {
 
 using Value = rapidjson::Value;
 using Writer = rapidjson::Writer<rapidjson::StringBuffer>;
-
-const Value* member(const Value& obj, const char* name) {
-  if (!obj.IsObject()) return nullptr;
-  auto it = obj.FindMember(name);
-  return it == obj.MemberEnd() ? nullptr : &it->value;
-}
 
 void append(std::string& dst, const Value* v) {
   if (v && v->IsString()) dst.append(v->GetString(), v->GetStringLength());
