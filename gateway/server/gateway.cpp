@@ -202,6 +202,12 @@ struct Gateway::Impl {
         buffer.commit(n);
       }
       handle.busy = true;
+      // In flight from its first byte, so a drain also waits for requests still being read.
+      struct InFlight {
+        std::atomic<int>& n;
+        explicit InFlight(std::atomic<int>& c) : n(c) { ++n; }
+        ~InFlight() { --n; }
+      } counted{inflight};
       RequestContext ctx;
       ctx.started = Clock::now();
       ctx.client = client;
@@ -248,11 +254,6 @@ struct Gateway::Impl {
         }
         break;
       }
-      struct InFlight {
-        std::atomic<int>& n;
-        explicit InFlight(std::atomic<int>& c) : n(c) { ++n; }
-        ~InFlight() { --n; }
-      } counted{inflight};
       bool keep = co_await handle_client_request(stream, parser.get(), ctx, services, w.pools);
       if (!keep) break;
     }

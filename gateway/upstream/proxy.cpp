@@ -255,8 +255,8 @@ asio::awaitable<void> Exchange::relay_stream(Stream& up, Connection& conn, Parse
   std::vector<char> buf(kReadChunk);
   std::size_t pending = 0;  // bytes in buf not yet forwarded
   bool seen_done = false;
-  bool first_event = true;
-  std::string failure;  // set when the backend failed mid-stream
+  bool first_event = true;  // until the first event (not a comment): the first_token deadline applies
+  std::string failure;      // set when the backend failed mid-stream
 
   while (!p.is_done()) {
     if (buf.size() - pending < kReadChunk / 2) {
@@ -284,13 +284,18 @@ asio::awaitable<void> Exchange::relay_stream(Stream& up, Connection& conn, Parse
       const std::uint64_t base = parser.total() - pending;  // stream offset of buf[0]
       std::size_t from = 0;                                 // next byte of buf to forward
       gather.clear();
+      bool generated = false;  // this batch carries the first generated text the client will see
+      if (!events.empty()) first_event = false;
       for (const auto& e : events) {
         if (e.data == "[DONE]") {
           seen_done = true;
           continue;
         }
         auto info = openai::inspect_chunk(e.data);
-        if (info.generated) ++r_.generated_chunks;
+        if (info.generated) {
+          ++r_.generated_chunks;
+          generated = true;
+        }
         if (info.usage) r_.usage = info.usage;
         if (info.telemetry.tokens_per_second) r_.telemetry = info.telemetry;
         if (info.usage_only && !fr_.client_wants_usage) {  // Sluice asked for it; the client did not
@@ -303,11 +308,10 @@ asio::awaitable<void> Exchange::relay_stream(Stream& up, Connection& conn, Parse
       std::size_t ready = pending - static_cast<std::size_t>(parser.total() - parser.boundary());
       if (ready > from) gather.emplace_back(buf.data() + from, ready - from);
       if (ready > 0) {
-        if (first_event && !gather.empty()) {
-          first_event = false;
-          r_.ttft_seconds = ms_since(fr_.started) / 1000.0;
-        }
         if (!gather.empty() && !co_await write_client(gather, chunked)) break;
+        // Time to first token: request received → first generated text (content, reasoning, tool call)
+        // written to the client; a keep-alive comment or a role-only chunk does not count.
+        if (generated && !r_.ttft_seconds) r_.ttft_seconds = ms_since(fr_.started) / 1000.0;
         std::memmove(buf.data(), buf.data() + ready, pending - ready);
         pending -= ready;
       }

@@ -226,6 +226,30 @@ TEST(SseRelay, TheClientGetsTheFormItAskedForWhateverTheBackendSends) {
   EXPECT_NE(j.body.find("\"completion_tokens\":2"), std::string::npos) << j.body;
 }
 
+TEST(SseRelay, TimeToFirstTokenWaitsForGeneratedText) {
+  // A keep-alive comment and the role-only chunk come at once; the first text only after 300 ms.
+  ScriptedUpstream upstream([](UpstreamConn& c) {
+    if (c.read_request().empty()) return;
+    c.write_sse_header();
+    c.write_chunk(
+        ": keep-alive\n\ndata: "
+        "{\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n");
+    std::this_thread::sleep_for(300ms);
+    c.write_chunk(
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"first\"}}]}\n\ndata: [DONE]\n\n");
+    c.write("0\r\n\r\n");
+  });
+  TestGateway gw(relay_config(upstream.url()));
+  ASSERT_EQ(post_json(gw.port(), "/v1/chat/completions", chat_body()).status, 200);
+  auto m = HttpClient(gw.admin_port()).request("GET", "/metrics").body;
+  // It cannot have been under 0.25 s: the text came 300 ms in.
+  EXPECT_NE(m.find("sluice_time_to_first_token_seconds_bucket{backend=\"up\",model=\"m\",le=\"0.25\"} 0"),
+            std::string::npos)
+      << m;
+  EXPECT_NE(m.find("sluice_time_to_first_token_seconds_count{backend=\"up\",model=\"m\"} 1"),
+            std::string::npos);
+}
+
 TEST(SseRelay, UsageFromTheStreamIsCounted) {
   ScriptedUpstream upstream([](UpstreamConn& c) {
     if (c.read_request().empty()) return;
