@@ -193,13 +193,14 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, StringReq
     services.metrics.inflight(model.name, target.backend, -1);
     if (retry) budget.retry_finished();
 
+    bool flipped = false;  // ejected or brought back: only then does sluice_backend_up change
     if (result.client_gone || (result.failure && !result.backend_at_fault && result.retryable))
       state.neutral();
     else if (result.backend_at_fault)
-      state.failure(std::chrono::steady_clock::now());
+      flipped = state.failure(std::chrono::steady_clock::now());
     else
-      state.success();
-    services.metrics.backend_up(target.backend, state.up(std::chrono::steady_clock::now()));
+      flipped = state.success();
+    if (flipped) services.metrics.backend_up(target.backend, state.up(std::chrono::steady_clock::now()));
     if (!result.error.empty() && !result.client_gone && result.error.rfind("backend_", 0) != 0)
       services.metrics.upstream_error(target.backend, result.error);
     if (result.client_gone || !result.failure || !result.retryable) break;

@@ -20,12 +20,14 @@ bool BackendState::admit(SteadyTime now) {
   return true;
 }
 
-void BackendState::success() {
+bool BackendState::success() {
   std::lock_guard lock(mutex_);
+  bool was_ejected = ejected_;
   consecutive_failures_ = 0;
   ejections_ = 0;
   ejected_ = false;
   trial_in_flight_ = false;
+  return was_ejected;
 }
 
 void BackendState::eject(SteadyTime now) {
@@ -37,17 +39,22 @@ void BackendState::eject(SteadyTime now) {
   consecutive_failures_ = 0;
 }
 
-void BackendState::failure(SteadyTime now) {
+bool BackendState::failure(SteadyTime now) {
   std::lock_guard lock(mutex_);
   if (ejected_) {
     // A failed half-open trial (or a late failure of a request admitted before the ejection).
     if (trial_in_flight_) {
       trial_in_flight_ = false;
       eject(now);
+      return true;
     }
-    return;
+    return false;
   }
-  if (cfg_.consecutive_failures > 0 && ++consecutive_failures_ >= cfg_.consecutive_failures) eject(now);
+  if (cfg_.consecutive_failures > 0 && ++consecutive_failures_ >= cfg_.consecutive_failures) {
+    eject(now);
+    return true;
+  }
+  return false;
 }
 
 void BackendState::neutral() {

@@ -27,9 +27,9 @@ class BackendState {
   /// Admits a request: false while probes say down or while ejected; after the cooldown, admits
   /// exactly one trial request until it reports back.
   bool admit(SteadyTime now);
-  /// The outcome of an admitted request.
-  void success();
-  void failure(SteadyTime now);
+  /// The outcome of an admitted request. Each returns true when it ejected the backend or brought it back.
+  bool success();
+  bool failure(SteadyTime now);
   void neutral();  // no verdict (the client left, or the backend said 429): frees a half-open trial
 
   void set_probe_result(bool ok) { probe_up_ = ok; }

@@ -432,3 +432,22 @@ TEST(RetryBudgetTest, FinishedRequestsShrinkTheBudget) {
 
 }  // namespace
 }  // namespace sluice::upstream
+
+namespace sluice::upstream {
+namespace {
+
+TEST(BackendStateTest, OutcomesSayWhenTheEjectionStateFlips) {
+  BackendState s(OutlierConfig{2, std::chrono::seconds(1), std::chrono::seconds(5)});
+  const SteadyTime t0{};
+  EXPECT_FALSE(s.success());          // healthy stays healthy
+  EXPECT_FALSE(s.failure(t0));        // one failure: not yet
+  EXPECT_TRUE(s.failure(t0));         // the second ejects
+  EXPECT_FALSE(s.failure(t0));        // late failures while ejected change nothing
+  ASSERT_TRUE(s.admit(t0 + std::chrono::seconds(1)));  // the half-open trial
+  EXPECT_TRUE(s.failure(t0 + std::chrono::seconds(1)));  // a failed trial ejects again
+  ASSERT_TRUE(s.admit(t0 + std::chrono::seconds(4)));
+  EXPECT_TRUE(s.success());           // a successful trial brings it back
+}
+
+}  // namespace
+}  // namespace sluice::upstream
