@@ -8,7 +8,7 @@ JOBS      ?= $(shell nproc)
 DEB_PACKAGES := g++ cmake ninja-build ccache make pkg-config openssl curl \
   libboost1.81-dev libssl-dev rapidjson-dev libspdlog-dev libfmt-dev \
   prometheus-cpp-dev libyaml-cpp-dev libcli11-dev libhiredis-dev \
-  libgtest-dev libgmock-dev redis-server
+  libgtest-dev libgmock-dev redis-server prometheus
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 

@@ -110,6 +110,12 @@ std::string access_json(const AccessRecord& r) {
     w.Key("ttfb_ms");
     w.Double(*r.ttfb_ms);
   }
+  for (auto [name, value] : {std::pair{"ttft_ms", r.ttft_ms}, std::pair{"tpot_ms", r.tpot_ms},
+                             std::pair{"overhead_ms", r.overhead_ms}})
+    if (value) {
+      w.Key(name);
+      w.Double(*value);
+    }
   w.Key("duration_ms");
   w.Double(r.duration_ms);
   if (!r.error.empty()) put(w, "error", r.error);

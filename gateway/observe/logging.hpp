@@ -30,6 +30,9 @@ struct AccessRecord {
   unsigned attempts = 0;         // backends tried (more than 1: failover)
   std::optional<double> backend_tokens_per_second;  // the backend's own figure (x_metrics, metrics, timings)
   std::optional<double> ttfb_ms;                    // time to the first response byte sent to the client
+  std::optional<double> ttft_ms;                    // time to the first generated text sent (streams)
+  std::optional<double> tpot_ms;                    // time per output token after the first (streams)
+  std::optional<double> overhead_ms;  // time in Sluice itself (duration less time waiting on backends)
   double duration_ms = 0;
   std::string error;  // short reason when the request failed
 };

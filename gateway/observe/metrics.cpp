@@ -6,6 +6,13 @@
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 #include <prometheus/text_serializer.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <sstream>
 
 namespace sluice::observe {
 
@@ -58,6 +65,43 @@ struct Metrics::Impl {
           .Name("sluice_estimated_tokens_total")
           .Help("Output tokens counted from the stream because the backend sent no usage.")
           .Register(*registry);
+  prometheus::Family<prometheus::Histogram>& tpot =
+      prometheus::BuildHistogram()
+          .Name("sluice_time_per_output_token_seconds")
+          .Help("Per streamed request: (last token - first token) / (output tokens - 1).")
+          .Register(*registry);
+  prometheus::Family<prometheus::Histogram>& decode_speed =
+      prometheus::BuildHistogram()
+          .Name("sluice_output_tokens_per_second")
+          .Help(
+              "Per streamed request: output tokens per second after the first token (1 / time per output "
+              "token).")
+          .Register(*registry);
+  prometheus::Family<prometheus::Histogram>& overhead_family =
+      prometheus::BuildHistogram()
+          .Name("sluice_overhead_seconds")
+          .Help("Time spent in Sluice itself: request duration minus time waiting on backends.")
+          .Register(*registry);
+  // Exported from the start (at zero) so dashboards and alerts can rely on the names.
+  prometheus::Family<prometheus::Counter>& rate_limited =
+      prometheus::BuildCounter()
+          .Name("sluice_rate_limited_total")
+          .Help("Requests refused by a key's or model's limit, by limit.")
+          .Register(*registry);
+  prometheus::Family<prometheus::Counter>& cache_lookups = prometheus::BuildCounter()
+                                                               .Name("sluice_cache_lookups_total")
+                                                               .Help("Response cache lookups, by result.")
+                                                               .Register(*registry);
+  prometheus::Gauge& cache_bytes = prometheus::BuildGauge()
+                                       .Name("sluice_cache_bytes")
+                                       .Help("Bytes held by the response cache.")
+                                       .Register(*registry)
+                                       .Add({});
+  prometheus::Family<prometheus::Counter>& redis_errors =
+      prometheus::BuildCounter()
+          .Name("sluice_redis_errors_total")
+          .Help("Failed operations on the shared Redis store, by operation.")
+          .Register(*registry);
   prometheus::Gauge& streams = prometheus::BuildGauge()
                                    .Name("sluice_active_streams")
                                    .Help("SSE streams being relayed now.")
@@ -70,6 +114,15 @@ struct Metrics::Impl {
   }
   static prometheus::Histogram::BucketBoundaries ttft_buckets() {
     return {0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60};
+  }
+  static prometheus::Histogram::BucketBoundaries tpot_buckets() {
+    return {0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1, 2};
+  }
+  static prometheus::Histogram::BucketBoundaries speed_buckets() {
+    return {1, 5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 1000, 2000};
+  }
+  static prometheus::Histogram::BucketBoundaries overhead_buckets() {
+    return {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1};
   }
 };
 
@@ -135,8 +188,102 @@ void Metrics::estimated_tokens(std::string_view model, std::string_view backend,
   impl_->estimated.Add({{"model", s(model)}, {"backend", s(backend)}}).Increment(static_cast<double>(output));
 }
 
+void Metrics::token_pacing(std::string_view model, std::string_view backend, double seconds_per_token) {
+  impl_->tpot.Add({{"model", s(model)}, {"backend", s(backend)}}, Impl::tpot_buckets())
+      .Observe(seconds_per_token);
+  if (seconds_per_token > 0)
+    impl_->decode_speed.Add({{"model", s(model)}, {"backend", s(backend)}}, Impl::speed_buckets())
+        .Observe(1.0 / seconds_per_token);
+}
+
+void Metrics::declare(const Config& config) {
+  for (const auto& key : config.keys)
+    for (const char* limit : {"rpm", "tpm", "concurrency", "budget"})
+      impl_->rate_limited.Add({{"key", key.name}, {"limit", limit}});
+  for (const auto& b : config.backends) {
+    if (!b.enabled) continue;
+    for (const char* reason :
+         {"connect", "resolve", "tls", "timeout", "first_token", "idle", "total", "reset", "protocol"})
+      impl_->upstream_errors.Add({{"backend", b.name}, {"reason", reason}});
+  }
+  for (const auto& m : config.models)
+    for (const auto& from : m.targets) {
+      impl_->estimated.Add({{"model", m.name}, {"backend", from.backend}});
+      for (const auto& to : m.targets)
+        if (to.backend != from.backend)
+          impl_->fallbacks.Add({{"model", m.name}, {"from", from.backend}, {"to", to.backend}});
+    }
+  for (const char* phase : {"waiting", "streaming"}) impl_->disconnects.Add({{"phase", phase}});
+  for (const char* result : {"hit", "miss", "bypass"}) impl_->cache_lookups.Add({{"result", result}});
+  for (const char* op : {"connect", "command"}) impl_->redis_errors.Add({{"op", op}});
+}
+
+void Metrics::overhead(std::string_view endpoint, double seconds) {
+  impl_->overhead_family.Add({{"endpoint", s(endpoint)}}, Impl::overhead_buckets()).Observe(seconds);
+}
+
+namespace {
+
+prometheus::MetricFamily process_family(const char* name, const char* help, prometheus::MetricType type,
+                                        double v) {
+  prometheus::ClientMetric m;
+  if (type == prometheus::MetricType::Counter)
+    m.counter.value = v;
+  else
+    m.gauge.value = v;
+  return prometheus::MetricFamily{name, help, type, {m}};
+}
+
+// The standard process_* metrics, read from /proc/self at each scrape (Linux).
+std::vector<prometheus::MetricFamily> process_metrics() {
+  std::vector<prometheus::MetricFamily> out;
+  std::ifstream stat_file("/proc/self/stat");
+  std::string stat((std::istreambuf_iterator<char>(stat_file)), std::istreambuf_iterator<char>());
+  auto close_paren = stat.rfind(')');  // the command name may hold spaces; fields follow it
+  if (close_paren == std::string::npos) return out;
+  std::istringstream fields(stat.substr(close_paren + 2));
+  std::vector<std::string> f{std::istream_iterator<std::string>(fields),
+                             std::istream_iterator<std::string>()};
+  // After the name: state is field 3; utime 14, stime 15, starttime 22, vsize 23, rss 24 (1-based, man proc).
+  auto field = [&](std::size_t n) { return n - 3 < f.size() ? std::stod(f[n - 3]) : 0.0; };
+  const double ticks = static_cast<double>(sysconf(_SC_CLK_TCK));
+  const double page = static_cast<double>(sysconf(_SC_PAGESIZE));
+  double boot_time = 0;
+  std::ifstream proc_stat("/proc/stat");
+  for (std::string line; std::getline(proc_stat, line);)
+    if (line.rfind("btime ", 0) == 0) boot_time = std::stod(line.substr(6));
+  std::size_t fds = 0;
+  std::error_code ec;
+  for (auto it = std::filesystem::directory_iterator("/proc/self/fd", ec);
+       !ec && it != std::filesystem::directory_iterator(); it.increment(ec))
+    ++fds;
+  rlimit nofile{};
+  getrlimit(RLIMIT_NOFILE, &nofile);
+  using T = prometheus::MetricType;
+  out.push_back(process_family("process_cpu_seconds_total",
+                               "Total user and system CPU time spent in seconds.", T::Counter,
+                               (field(14) + field(15)) / ticks));
+  out.push_back(process_family("process_resident_memory_bytes", "Resident memory size in bytes.", T::Gauge,
+                               field(24) * page));
+  out.push_back(
+      process_family("process_virtual_memory_bytes", "Virtual memory size in bytes.", T::Gauge, field(23)));
+  out.push_back(
+      process_family("process_open_fds", "Number of open file descriptors.", T::Gauge,
+                     static_cast<double>(fds > 0 ? fds - 1 : 0)));  // less the one listing the directory
+  out.push_back(process_family("process_max_fds", "Maximum number of open file descriptors.", T::Gauge,
+                               static_cast<double>(nofile.rlim_cur)));
+  out.push_back(process_family("process_start_time_seconds",
+                               "Start time of the process since unix epoch in seconds.", T::Gauge,
+                               boot_time + field(22) / ticks));
+  return out;
+}
+
+}  // namespace
+
 std::string Metrics::serialize() const {
-  return prometheus::TextSerializer{}.Serialize(impl_->registry->Collect());
+  auto families = impl_->registry->Collect();
+  for (auto& f : process_metrics()) families.push_back(std::move(f));
+  return prometheus::TextSerializer{}.Serialize(families);
 }
 
 }  // namespace sluice::observe

@@ -4,6 +4,9 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
+
+#include "config.hpp"
 
 namespace sluice::observe {
 
@@ -27,6 +30,15 @@ class Metrics {
   void inflight(std::string_view model, std::string_view backend, int delta);
   /// Tokens Sluice counted itself because the backend reported no usage (also in sluice_tokens_total).
   void estimated_tokens(std::string_view model, std::string_view backend, std::uint64_t output);
+
+  /// Decode speed of one streamed answer: (last token − first token) / (output tokens − 1), and its inverse.
+  void token_pacing(std::string_view model, std::string_view backend, double seconds_per_token);
+  /// Time spent in Sluice itself for one request (its duration minus the time waiting on backends).
+  void overhead(std::string_view endpoint, double seconds);
+
+  /// Starts the series whose label values the config determines at zero, so dashboards and alerts
+  /// see them before the first event (limits per key, fallbacks and errors per backend, ...).
+  void declare(const Config& config);
 
   /// Prometheus text exposition format of every metric.
   std::string serialize() const;

@@ -360,6 +360,7 @@ void Gateway::start() {
   auto& d = *impl_;
   d.start_simulators();
   d.prepare_backends();
+  d.metrics.declare(d.config);
   for (const auto& m : d.config.models) d.fleet.budgets[m.name] = std::make_unique<upstream::RetryBudget>();
   unsigned n =
       d.config.server.workers ? d.config.server.workers : std::max(1u, std::thread::hardware_concurrency());

@@ -28,6 +28,9 @@ struct Reply {
   // (Arguments of co_await calls are named locals throughout: GCC 12 destroys some temporaries twice.)
   asio::awaitable<bool> send(StringResponse& res) {
     res.set("x-request-id", log.request_id);
+    char overhead[32];  // an answer Sluice gives itself is all overhead
+    std::snprintf(overhead, sizeof overhead, "%.3f", seconds_since(ctx.started) * 1000);
+    res.set("x-sluice-overhead-ms", overhead);
     if (services.draining) res.keep_alive(false);
     stream.expires_after(std::chrono::seconds(30));
     auto [ec, n] = co_await http::async_write(stream, res, use_nothrow);
@@ -75,10 +78,14 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, StringReq
   std::string endpoint_label = "other";
   bool keep = false;
 
+  std::string metric_model;  // the model label: configured names only ("other" for unknown ones)
   auto finish = [&](bool k) {
-    log.duration_ms = seconds_since(ctx.started) * 1000;
-    services.metrics.request_done(endpoint_label, log.model, log.backend, log.key, log.status,
-                                  seconds_since(ctx.started));
+    double seconds = seconds_since(ctx.started);
+    log.duration_ms = seconds * 1000;
+    const std::string& model_label = log.model.empty() ? metric_model : log.model;
+    services.metrics.request_done(endpoint_label, model_label, log.backend, log.key, log.status, seconds);
+    // Overhead: the whole duration for answers Sluice gives itself, else what the backends did not take.
+    services.metrics.overhead(endpoint_label, log.overhead_ms ? *log.overhead_ms / 1000 : seconds);
     observe::log_access(log);
     return k;
   };
@@ -123,7 +130,8 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, StringReq
 
   auto routed = services.policy.route(key, client_req.model);
   if (auto* e = std::get_if<openai::ApiError>(&routed)) {
-    // log.model stays empty: names nobody configured must not become metric labels.
+    // Names nobody configured must not become metric labels: they are all "other".
+    metric_model = "other";
     co_return finish(co_await reply.error(*e));
   }
   auto& fwd = std::get<policy::Forward>(routed);
@@ -165,6 +173,7 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, StringReq
   auto& budget = *services.fleet.budgets.at(model.name);
   budget.request_started();
   upstream::ForwardResult result;
+  double backend_seconds = 0;  // all attempts: what is not this is Sluice's own overhead
   std::string previous;
   unsigned attempts = 0;
   for (std::size_t index : order) {
@@ -188,7 +197,9 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, StringReq
 
     ++state.inflight;
     services.metrics.inflight(model.name, target.backend, 1);
+    fr.backend_seconds_before = backend_seconds;
     result = co_await upstream::forward(stream, *pool_it->second, fr);
+    backend_seconds += result.backend_seconds;
     --state.inflight;
     services.metrics.inflight(model.name, target.backend, -1);
     if (retry) budget.retry_finished();
@@ -229,7 +240,18 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, StringReq
     log.completion_tokens = usage->completion_tokens;
     services.metrics.tokens(log.model, log.backend, log.key, usage->prompt_tokens, usage->completion_tokens);
   }
-  if (result.ttft_seconds) services.metrics.time_to_first_token(log.model, log.backend, *result.ttft_seconds);
+  if (result.ttft_seconds) {
+    services.metrics.time_to_first_token(log.model, log.backend, *result.ttft_seconds);
+    log.ttft_ms = *result.ttft_seconds * 1000;
+  }
+  // Time per output token: (last token - first token) / (output tokens - 1), for streamed answers.
+  if (result.first_token_at && usage && usage->completion_tokens > 1) {
+    double span = std::chrono::duration<double>(*result.last_token_at - *result.first_token_at).count();
+    double tpot = span / static_cast<double>(usage->completion_tokens - 1);
+    services.metrics.token_pacing(log.model, log.backend, tpot);
+    log.tpot_ms = tpot * 1000;
+  }
+  log.overhead_ms = std::max(0.0, seconds_since(ctx.started) - backend_seconds) * 1000;
   if (!result.error.empty()) log.error = result.error;
   if (result.client_gone) {
     services.metrics.client_disconnect(result.disconnect_phase);

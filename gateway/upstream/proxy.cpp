@@ -148,11 +148,30 @@ class Exchange {
   const BackendTimeouts& t_;
   Clock::time_point deadline_;
   const char* phase_ = "first_token";
+  Clock::time_point sent_at_;
+
+ public:
+  /// Time in Sluice so far: since the request arrived, less the time waiting on backends (this
+  /// exchange until `upstream_done`, and earlier attempts). Sent as x-sluice-overhead-ms.
+  std::string overhead_ms(Clock::time_point upstream_done) const {
+    double waited =
+        fr_.backend_seconds_before + std::chrono::duration<double>(upstream_done - sent_at_).count();
+    double ms = std::max(0.0, ms_since(fr_.started) - waited * 1000.0);
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.3f", ms);
+    return buf;
+  }
 };
 
 template <class Stream>
 asio::awaitable<void> Exchange::run(Stream& up, Connection& conn, bool reused, bool& stale, bool& reusable) {
   auto& lowest = conn.lowest();
+  sent_at_ = Clock::now();
+  struct Waited {  // however this exchange ends, its time counts as time waiting on the backend
+    ForwardResult& r;
+    Clock::time_point since;
+    ~Waited() { r.backend_seconds += std::chrono::duration<double>(Clock::now() - since).count(); }
+  } waited{r_, sent_at_};
   // A streamed answer sends its header with the first token; a whole answer only when generation is
   // done, so for it only the total deadline applies.
   if (fr_.stream)
@@ -228,6 +247,7 @@ asio::awaitable<void> Exchange::relay_stream(Stream& up, Connection& conn, Parse
   head.set(http::field::cache_control, "no-cache");
   head.set("x-accel-buffering", "no");
   head.set("x-request-id", fr_.request_id);
+  head.set("x-sluice-overhead-ms", overhead_ms(Clock::now()));
   head.keep_alive(chunked && fr_.client_keep_alive);
   if (chunked) head.chunked(true);
   http::response_serializer<http::empty_body> sr{head};
@@ -311,7 +331,14 @@ asio::awaitable<void> Exchange::relay_stream(Stream& up, Connection& conn, Parse
         if (!gather.empty() && !co_await write_client(gather, chunked)) break;
         // Time to first token: request received → first generated text (content, reasoning, tool call)
         // written to the client; a keep-alive comment or a role-only chunk does not count.
-        if (generated && !r_.ttft_seconds) r_.ttft_seconds = ms_since(fr_.started) / 1000.0;
+        if (generated) {
+          auto now = Clock::now();
+          if (!r_.first_token_at) {
+            r_.first_token_at = now;
+            r_.ttft_seconds = std::chrono::duration<double>(now - fr_.started).count();
+          }
+          r_.last_token_at = now;
+        }
         std::memmove(buf.data(), buf.data() + ready, pending - ready);
         pending -= ready;
       }
@@ -377,6 +404,7 @@ asio::awaitable<void> Exchange::relay_body(Stream& up, Connection& conn, Parser&
       co_return;
     }
   }
+  const auto body_done = Clock::now();
   int status = p.get().result_int();
   reusable = p.keep_alive() && status >= 200;  // after a 1xx the real answer may still be on its way
   if (status / 100 != 2) {
@@ -429,6 +457,7 @@ asio::awaitable<void> Exchange::relay_body(Stream& up, Connection& conn, Parser&
   }
 
   res.set("x-request-id", fr_.request_id);
+  res.set("x-sluice-overhead-ms", overhead_ms(body_done));
   res.keep_alive(fr_.client_keep_alive);
   res.body() = std::move(body);
   res.prepare_payload();

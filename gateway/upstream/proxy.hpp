@@ -27,6 +27,7 @@ struct ForwardRequest {
   bool client_keep_alive = true;
   std::chrono::steady_clock::time_point started;
   observe::Metrics* metrics = nullptr;  // for the live gauge of relayed streams
+  double backend_seconds_before = 0;    // time already spent waiting on backends (earlier attempts)
 };
 
 /// How the exchange went, for the caller's metrics, access log and error reply.
@@ -40,9 +41,12 @@ struct ForwardResult {
   std::uint64_t generated_chunks = 0;  // stream chunks that carried generated text (estimate when no usage)
   openai::BackendTelemetry telemetry;
   std::optional<double> ttfb_ms;       // first byte sent to the client
-  std::optional<double> ttft_seconds;  // first SSE event relayed
-  std::string error;                   // short reason ("connect", "first_token", "idle", "reset", ...)
-  std::string disconnect_phase;        // "waiting" or "streaming" when client_gone
+  std::optional<double> ttft_seconds;  // first generated text written to the client
+  /// When the first and the last generated text reached the client (streams), for time per output token.
+  std::optional<std::chrono::steady_clock::time_point> first_token_at, last_token_at;
+  double backend_seconds = 0;  // waiting on backends: upstream request sent → last byte read, all attempts
+  std::string error;           // short reason ("connect", "first_token", "idle", "reset", ...)
+  std::string disconnect_phase;  // "waiting" or "streaming" when client_gone
   /// Set when the exchange failed before anything reached the client: the caller answers with it
   /// (or tries another backend).
   std::optional<openai::ApiError> failure;

@@ -207,7 +207,8 @@ TEST(Binary, SigtermLetsAnOpenStreamFinish) {
     return !probe.connected() || probe.request("GET", "/v1/models").status == 0;
   }));
   // Until the chunked stream's terminator, which may come in a later read than [DONE].
-  for (int i = 0; i < 200 && received.find("0\r\n\r\n") == std::string::npos; ++i) received += c.read_some(100ms);
+  for (int i = 0; i < 200 && received.find("0\r\n\r\n") == std::string::npos; ++i)
+    received += c.read_some(100ms);
   EXPECT_NE(received.find("data: [DONE]"), std::string::npos) << received;
   EXPECT_NE(received.find("0\r\n\r\n"), std::string::npos);  // the chunked stream ended properly
   EXPECT_EQ(gw.child.wait_exit(), 0) << gw.child.err();

@@ -323,8 +323,10 @@ TEST(Routing, DisconnectedStreamIsStillCharged) {
     return sse_data(got).size() >= 3;
   }));
   c.close();
-  ASSERT_TRUE(
-      wait_until([&] { return metrics_of(gw).find("sluice_estimated_tokens_total") != std::string::npos; }));
+  // The request is accounted once the gateway has noticed the client left.
+  ASSERT_TRUE(wait_until([&] {
+    return metrics_of(gw).find("sluice_client_disconnects_total{phase=\"streaming\"} 1") != std::string::npos;
+  }));
   auto m = metrics_of(gw);
   auto p = m.find("sluice_tokens_total{backend=\"sim\",key=\"tester\",model=\"m\",type=\"output\"} ");
   ASSERT_NE(p, std::string::npos) << m;
