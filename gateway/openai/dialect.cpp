@@ -162,7 +162,7 @@ ChunkInfo inspect_chunk(std::string_view data) {
   info.generated = has_text(data, "\"content\"") || has_text(data, "\"reasoning_content\"") ||
                    has_text(data, "\"reasoning\"") || has_text(data, "\"text\"") ||
                    data.find("\"tool_calls\"") != std::string_view::npos;
-  bool may_have_usage = data.find("\"usage\"") != std::string_view::npos;
+  bool may_have_usage = may_carry_usage(data);
   bool may_have_telemetry =
       data.find("\"timings\"") != std::string_view::npos || data.find("metrics\"") != std::string_view::npos;
   if (!may_have_usage && !may_have_telemetry) return info;  // the common chunk: no parse at all

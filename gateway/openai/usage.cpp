@@ -16,10 +16,18 @@ std::uint64_t count(const rapidjson::Value& obj, const char* name) {
 
 }  // namespace
 
+bool may_carry_usage(std::string_view json) {
+  if (json.find("\"metrics\"") != std::string_view::npos) return true;
+  for (auto p = json.find("\"usage\""); p != std::string_view::npos; p = json.find("\"usage\"", p + 1)) {
+    auto q = p + 7;
+    while (q < json.size() && (json[q] == ' ' || json[q] == ':')) ++q;
+    if (q < json.size() && json[q] == '{') return true;
+  }
+  return false;
+}
+
 std::optional<Usage> usage_from_json(std::string_view json) {
-  // Cheap pre-check: most stream chunks carry no usage and need no parse.
-  if (json.find("\"usage\"") == std::string_view::npos && json.find("\"metrics\"") == std::string_view::npos)
-    return std::nullopt;
+  if (!may_carry_usage(json)) return std::nullopt;  // the common stream chunk: no parse
   rapidjson::Document doc;
   doc.Parse<rapidjson::kParseIterativeFlag>(json.data(), json.size());  // no recursion on hostile nesting
   if (doc.HasParseError() || !doc.IsObject()) return std::nullopt;

@@ -14,4 +14,8 @@ struct Usage {
 /// Reads usage from a completion body or a stream chunk; nullopt when it carries none (or "usage": null).
 std::optional<Usage> usage_from_json(std::string_view json);
 
+/// True when `json` may hold a usage object: `"usage"` followed by `{`, or Qubrid's `"metrics"`.
+/// Most stream chunks fail this cheap test and need no parse ("usage":null included).
+bool may_carry_usage(std::string_view json);
+
 }  // namespace sluice::openai

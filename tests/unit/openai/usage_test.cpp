@@ -84,3 +84,22 @@ TEST(UsageFromJsonTest, MalformedJsonIsNone) {
 
 }  // namespace
 }  // namespace sluice::openai
+
+namespace sluice::openai {
+namespace {
+
+TEST(MayCarryUsageTest, OnlyAUsageObjectOrQubridMetricsNeedAParse) {
+  EXPECT_FALSE(may_carry_usage(R"({"choices":[{"delta":{"content":"x"}}],"usage":null})"));
+  EXPECT_FALSE(may_carry_usage(R"({"choices":[{"delta":{"content":"x"}}]})"));
+  EXPECT_FALSE(may_carry_usage(R"({"choices":[{"delta":{"content":"the word \"usage\" said"}}]})"));
+  EXPECT_TRUE(may_carry_usage(R"({"choices":[],"usage":{"prompt_tokens":1}})"));
+  EXPECT_TRUE(may_carry_usage(R"({"choices":[], "usage" : {"prompt_tokens":1}})"));
+  EXPECT_TRUE(may_carry_usage(R"({"content":"x","metrics":{"input_tokens":1}})"));
+  // The cheap test never hides a usage object from the real reader.
+  EXPECT_EQ(usage_from_json(R"({"choices":[], "usage" : {"prompt_tokens":2,"completion_tokens":3}})")
+                ->completion_tokens,
+            3u);
+}
+
+}  // namespace
+}  // namespace sluice::openai
