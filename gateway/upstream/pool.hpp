@@ -21,7 +21,6 @@ struct Connection {
   std::optional<ssl::stream<beast::tcp_stream>> secure;
   beast::flat_buffer buffer;  // bytes read past the previous response (must be empty to reuse)
   std::chrono::steady_clock::time_point idle_since;
-  unsigned exchanges = 0;  // responses completed on this connection
 
   beast::tcp_stream& lowest() { return secure ? secure->next_layer() : *plain; }
 };

@@ -566,7 +566,6 @@ asio::awaitable<ForwardResult> forward(beast::tcp_stream& client, BackendPool& p
     if (stale) continue;
     if (reusable && !st->client_gone) {
       conn->lowest().expires_never();
-      ++conn->exchanges;
       pool.release(std::move(conn));
     }
     break;
