@@ -27,6 +27,7 @@ class Keyring {
   /// True when `key` may use the public model `model`.
   static bool allows(const KeyEntry& key, std::string_view model);
 
+  bool empty() const { return entries_.empty(); }
 
  private:
   std::vector<KeyEntry> entries_;
