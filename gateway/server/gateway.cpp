@@ -31,6 +31,7 @@ struct SessionHandle {
 struct Worker {
   // Declared before ctx, so destroyed after it: session frames torn down with ctx still erase themselves.
   std::unordered_set<SessionHandle*> sessions;
+  upstream::LiveExchanges live;  // outlives the pools and the session frames that refer to it
   asio::io_context ctx{1};
   // Declared after ctx, so destroyed before it: pooled sockets must close while their io_context lives.
   Pools pools;
@@ -329,10 +330,22 @@ struct Gateway::Impl {
       t.expires_after(std::chrono::milliseconds(20));
       co_await t.async_wait(use_nothrow);
     }
-    if (inflight.load() > 0)
-      spdlog::warn("drain timeout reached with {} request(s) still in flight; stopping", inflight.load());
-    else
-      spdlog::info("drained; stopping");
+    if (inflight.load() > 0) {
+      // Out of time: end what is left cleanly. Closing their upstream connections makes every relay
+      // send its client an error event and [DONE] (or a 503) instead of the connection just dying.
+      spdlog::warn("drain timeout reached with {} request(s) still in flight; ending them", inflight.load());
+      for (auto& w : workers)
+        asio::post(w->ctx, [wp = w.get()] {
+          wp->live.cutting = true;
+          for (auto* s : wp->live.upstreams) s->close();
+        });
+      auto grace = Clock::now() + std::chrono::seconds(2);
+      while (inflight.load() > 0 && Clock::now() < grace) {
+        t.expires_after(std::chrono::milliseconds(20));
+        co_await t.async_wait(use_nothrow);
+      }
+    }
+    spdlog::info("drained; stopping");
     stop_all();
   }
 
@@ -371,8 +384,8 @@ void Gateway::start() {
       auto it = d.urls.find(b.name);
       if (it == d.urls.end()) continue;
       auto tls = d.tls.count(b.name) ? d.tls[b.name] : nullptr;
-      w->pools.emplace(b.name,
-                       std::make_unique<upstream::BackendPool>(w->ctx.get_executor(), b, it->second, tls));
+      w->pools.emplace(b.name, std::make_unique<upstream::BackendPool>(w->ctx.get_executor(), b, it->second,
+                                                                       tls, &w->live));
     }
     d.workers.push_back(std::move(w));
   }

@@ -37,8 +37,8 @@ std::shared_ptr<ssl::context> make_client_tls_context(const BackendConfig& backe
 }
 
 BackendPool::BackendPool(asio::any_io_executor ex, const BackendConfig& backend, BaseUrl url,
-                         std::shared_ptr<ssl::context> tls)
-    : ex_(std::move(ex)), backend_(backend), url_(std::move(url)), tls_(std::move(tls)) {}
+                         std::shared_ptr<ssl::context> tls, LiveExchanges* live)
+    : ex_(std::move(ex)), backend_(backend), url_(std::move(url)), tls_(std::move(tls)), live_(live) {}
 
 std::unique_ptr<Connection> BackendPool::take_idle() {
   auto now = std::chrono::steady_clock::now();

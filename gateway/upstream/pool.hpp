@@ -5,6 +5,7 @@
 #include <chrono>
 #include <memory>
 #include <optional>
+#include <unordered_set>
 #include <vector>
 
 #include "config.hpp"
@@ -25,6 +26,13 @@ struct Connection {
   beast::tcp_stream& lowest() { return secure ? secure->next_layer() : *plain; }
 };
 
+/// The upstream connections one worker's requests are using right now, so a drain that runs out of
+/// time can end them cleanly (each relay then tells its client, instead of the connection just dying).
+struct LiveExchanges {
+  std::unordered_set<beast::tcp_stream*> upstreams;
+  bool cutting = false;  // the gateway is shutting down: exchanges in progress are being ended
+};
+
 /// Builds the TLS context for a backend: peer verification against the system store (and `ca_file`).
 std::shared_ptr<ssl::context> make_client_tls_context(const BackendConfig& backend);
 
@@ -32,7 +40,7 @@ std::shared_ptr<ssl::context> make_client_tls_context(const BackendConfig& backe
 class BackendPool {
  public:
   BackendPool(asio::any_io_executor ex, const BackendConfig& backend, BaseUrl url,
-              std::shared_ptr<ssl::context> tls);
+              std::shared_ptr<ssl::context> tls, LiveExchanges* live = nullptr);
 
   /// An idle connection that is still open, or nullptr.
   std::unique_ptr<Connection> take_idle();
@@ -46,6 +54,7 @@ class BackendPool {
 
   const BackendConfig& backend() const { return backend_; }
   const asio::any_io_executor& executor() const { return ex_; }
+  LiveExchanges* live() const { return live_; }
   const BaseUrl& url() const { return url_; }
 
  private:
@@ -54,6 +63,7 @@ class BackendPool {
   BaseUrl url_;
   std::shared_ptr<ssl::context> tls_;
   std::vector<std::unique_ptr<Connection>> idle_;
+  LiveExchanges* live_;
 };
 
 }  // namespace sluice::upstream

@@ -348,6 +348,9 @@ asio::awaitable<void> Exchange::relay_stream(Stream& up, Connection& conn, Parse
       if (ec == beast::error::timeout) {
         r_.error = phase_;
         failure = std::string("the backend sent nothing for too long (") + phase_ + " timeout)";
+      } else if (pool_.live() && pool_.live()->cutting) {
+        r_.error = "shutting_down";
+        failure = "Sluice is shutting down; the answer was cut short";
       } else {
         r_.error = "reset";
         failure = "the connection to the backend failed mid-stream: " + ec.message();
@@ -361,9 +364,15 @@ asio::awaitable<void> Exchange::relay_stream(Stream& up, Connection& conn, Parse
     reusable = p.is_done() && p.keep_alive();
   } else if (!seen_done) {
     // The stream has started, so the failure is told in-band: an error event, then [DONE].
-    auto msg = sse_error_event(
-        gateway_error(r_.error == "reset" || r_.error == "protocol" ? 502 : 504, failure,
-                      r_.error == "reset" || r_.error == "protocol" ? "upstream_error" : "upstream_timeout"));
+    const bool broken = r_.error == "reset" || r_.error == "protocol";
+    const bool closing = r_.error == "shutting_down";
+    auto msg = sse_error_event(gateway_error(closing  ? 503
+                                             : broken ? 502
+                                                      : 504,
+                                             failure,
+                                             closing  ? "shutting_down"
+                                             : broken ? "upstream_error"
+                                                      : "upstream_timeout"));
     if (!co_await write_client(asio::buffer(msg), chunked)) co_return;
   }
   if (chunked) {
@@ -557,12 +566,21 @@ asio::awaitable<ForwardResult> forward(beast::tcp_stream& client, BackendPool& p
       }
     }
     st->upstream = &conn->lowest();
+    if (auto* live = pool.live()) live->upstreams.insert(st->upstream);
     bool stale = false, reusable = false;
     if (conn->secure)
       co_await exchange.run(*conn->secure, *conn, reused, stale, reusable);
     else
       co_await exchange.run(*conn->plain, *conn, reused, stale, reusable);
+    if (auto* live = pool.live()) live->upstreams.erase(st->upstream);
     st->upstream = nullptr;
+    if (pool.live() && pool.live()->cutting) {  // ended by a drain that ran out of time: no failover, no pool
+      if (result.failure)
+        result.failure = gateway_error(503, "Sluice is shutting down; retry the request", "shutting_down");
+      result.retryable = false;
+      result.backend_at_fault = false;
+      break;
+    }
     if (stale) continue;
     if (reusable && !st->client_gone) {
       conn->lowest().expires_never();

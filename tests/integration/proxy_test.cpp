@@ -435,3 +435,30 @@ TEST(Proxy, ClientDisconnectBeforeFirstByteClosesUpstream) {
 
 }  // namespace
 }  // namespace sluice::test
+
+namespace sluice::test {
+namespace {
+
+TEST(Proxy, StreamsStillOpenWhenTheDrainRunsOutEndCleanly) {
+  // 200 tokens at 20/s would take 10 s; the drain allows 300 ms.
+  TestGateway gw(
+      "server: { listen: 127.0.0.1:0, admin_listen: 127.0.0.1:0, workers: 1, drain_timeout: 300ms }\n"
+      "log: { level: warn, format: text, access_log: false }\n" +
+      kSimBackend + "keys:\n  - { name: tester, key_sha256: \"KEYDIGEST\" }\n");
+  HttpClient c(gw.port());
+  ASSERT_TRUE(c.send_raw(raw_post(
+      "/v1/chat/completions", chat("demo", true, R"(,"simulator":{"tokens":200,"tokens_per_second":20})"))));
+  ASSERT_EQ(c.read_head().status, 200);
+  std::string received = c.read_some();
+  gw.gateway().drain();
+  for (int i = 0; i < 100 && received.find("0\r\n\r\n") == std::string::npos; ++i)
+    received += c.read_some(100ms);
+  // The client is told, and the chunked stream is properly terminated.
+  EXPECT_NE(received.find("\"code\":\"shutting_down\""), std::string::npos) << received;
+  EXPECT_NE(received.find("data: [DONE]"), std::string::npos);
+  EXPECT_NE(received.find("0\r\n\r\n"), std::string::npos);
+  gw.gateway().wait();  // and the gateway stops
+}
+
+}  // namespace
+}  // namespace sluice::test
