@@ -85,7 +85,7 @@ std::optional<std::string> normalize_completion(std::string_view body, std::stri
         if (!reasoning)
           if (const Value* r = member(*src, name); r && r->IsString()) reasoning = r;
 
-  auto usage = usage_from_json(body);
+  auto usage = usage_from_doc(doc);
   rapidjson::StringBuffer sb;
   rapidjson::Writer<rapidjson::StringBuffer> w(sb);
   auto str = [&](std::string_view s) { w.String(s.data(), static_cast<rapidjson::SizeType>(s.size())); };
@@ -147,15 +147,7 @@ std::optional<std::string> normalize_completion(std::string_view body, std::stri
   return std::string(sb.GetString(), sb.GetSize());
 }
 
-BackendTelemetry read_telemetry(std::string_view json) {
-  BackendTelemetry t;
-  if (json.find("metrics\"") == std::string_view::npos && json.find("\"timings\"") == std::string_view::npos)
-    return t;
-  rapidjson::Document doc;
-  doc.Parse<rapidjson::kParseIterativeFlag>(json.data(), json.size());
-  if (!doc.HasParseError() && doc.IsObject()) read_telemetry_from(doc, t);
-  return t;
-}
+BackendTelemetry read_telemetry(std::string_view json) { return inspect_chunk(json).telemetry; }
 
 ChunkInfo inspect_chunk(std::string_view data) {
   ChunkInfo info;
@@ -170,7 +162,7 @@ ChunkInfo inspect_chunk(std::string_view data) {
   doc.Parse<rapidjson::kParseIterativeFlag>(data.data(), data.size());
   if (doc.HasParseError() || !doc.IsObject()) return info;
   if (may_have_usage) {
-    info.usage = usage_from_json(data);
+    info.usage = usage_from_doc(doc);
     const Value* choices = member(doc, "choices");
     info.usage_only = info.usage && choices && choices->IsArray() && choices->Empty();
   }

@@ -26,7 +26,7 @@ struct BackendTelemetry {
 };
 BackendTelemetry read_telemetry(std::string_view json);
 
-/// What one SSE data payload means to the relay's accounting.
+/// What one SSE data payload (or a whole non-stream answer) means to the relay's accounting.
 struct ChunkInfo {
   std::optional<Usage> usage;
   bool usage_only =

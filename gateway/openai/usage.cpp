@@ -30,7 +30,12 @@ std::optional<Usage> usage_from_json(std::string_view json) {
   if (!may_carry_usage(json)) return std::nullopt;  // the common stream chunk: no parse
   rapidjson::Document doc;
   doc.Parse<rapidjson::kParseIterativeFlag>(json.data(), json.size());  // no recursion on hostile nesting
-  if (doc.HasParseError() || !doc.IsObject()) return std::nullopt;
+  if (doc.HasParseError()) return std::nullopt;
+  return usage_from_doc(doc);
+}
+
+std::optional<Usage> usage_from_doc(const rapidjson::Value& doc) {
+  if (!doc.IsObject()) return std::nullopt;
   if (auto u = doc.FindMember("usage"); u != doc.MemberEnd() && u->value.IsObject())
     return Usage{count(u->value, "prompt_tokens"), count(u->value, "completion_tokens")};
   if (auto m = doc.FindMember("metrics");

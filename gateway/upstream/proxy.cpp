@@ -450,8 +450,9 @@ asio::awaitable<void> Exchange::relay_body(Stream& up, Connection& conn, Parser&
     body = std::move(*joined);
   }
   if (auto reshaped = openai::normalize_completion(body, fr_.model)) body = std::move(*reshaped);
-  r_.usage = openai::usage_from_json(body);
-  r_.telemetry = openai::read_telemetry(body);
+  auto info = openai::inspect_chunk(body);  // one parse for usage and telemetry
+  r_.usage = info.usage;
+  r_.telemetry = info.telemetry;
   StringResponse res{http::status::ok, fr_.client_version};
   res.set(http::field::server, "sluice");
   res.set(http::field::content_type, "application/json");
