@@ -2,6 +2,11 @@
 
 namespace sluice::policy {
 
+openai::ApiError no_backend_available(std::string_view model) {
+  return openai::ApiError{503, "No backend is available for the model `" + std::string(model) + "`.",
+                          "server_error", std::nullopt, "no_backend_available"};
+}
+
 Policy::Policy(const Config& config) : config_(config), keyring_(config.keys) {
   for (const auto& m : config.models) {
     by_name_.emplace(m.name, &m);
@@ -41,9 +46,7 @@ std::variant<Forward, openai::ApiError> Policy::route(const KeyEntry* key, std::
     const auto* b = config_.find_backend(t.backend);
     if (b && b->enabled) f.targets.push_back(&t);
   }
-  if (f.targets.empty())
-    return openai::ApiError{503, "No backend is available for the model `" + m->name + "`.", "server_error",
-                            std::nullopt, "no_backend_available"};
+  if (f.targets.empty()) return no_backend_available(m->name);
   return f;
 }
 

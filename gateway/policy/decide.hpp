@@ -19,6 +19,9 @@ struct Forward {
   const KeyEntry* key = nullptr;             // nullptr when auth is off
 };
 
+/// The 503 for a model none of whose backends can take a request now.
+openai::ApiError no_backend_available(std::string_view model);
+
 /// Answers "may this request go, and where?" from an immutable config.
 class Policy {
  public:

@@ -220,8 +220,7 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, StringReq
   budget.request_finished();
   log.attempts = attempts;
   if (attempts == 0) {
-    openai::ApiError none{503, "No backend is available for the model `" + model.name + "`.", "server_error",
-                          std::nullopt, "no_backend_available"};
+    auto none = policy::no_backend_available(model.name);
     co_return finish(co_await reply.error(none));
   }
 
