@@ -44,7 +44,10 @@ std::variant<Forward, openai::ApiError> Policy::route(const KeyEntry* key, std::
   f.key = key;
   for (const auto& t : m->targets) {
     const auto* b = config_.find_backend(t.backend);
-    if (b && b->enabled) f.targets.push_back(&t);
+    if (b && b->enabled) {
+      f.targets.push_back(&t);
+      f.backends.push_back(b);
+    }
   }
   if (f.targets.empty()) return no_backend_available(m->name);
   return f;

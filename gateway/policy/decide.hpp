@@ -14,9 +14,10 @@ namespace sluice::policy {
 
 /// Where an accepted request goes.
 struct Forward {
-  const ModelConfig* model = nullptr;        // the public model (resolved from an alias too)
-  std::vector<const TargetConfig*> targets;  // in config order, enabled backends only
-  const KeyEntry* key = nullptr;             // nullptr when auth is off
+  const ModelConfig* model = nullptr;          // the public model (resolved from an alias too)
+  std::vector<const TargetConfig*> targets;    // in config order, enabled backends only
+  std::vector<const BackendConfig*> backends;  // each target's backend (same order)
+  const KeyEntry* key = nullptr;               // nullptr when auth is off
 };
 
 /// The 503 for a model none of whose backends can take a request now.

@@ -142,10 +142,10 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, StringReq
   thread_local std::mt19937_64 rng{std::random_device{}()};
   auto now = std::chrono::steady_clock::now();
   std::vector<upstream::Candidate> candidates;
-  for (const auto* t : fwd.targets) {
-    const auto& state = *services.fleet.backends.at(t->backend);
-    candidates.push_back({t->weight, state.inflight.load(),
-                          services.config.find_backend(t->backend)->max_inflight, state.available(now)});
+  for (std::size_t i = 0; i < fwd.targets.size(); ++i) {
+    const auto& state = *services.fleet.backends.at(fwd.targets[i]->backend);
+    candidates.push_back(
+        {fwd.targets[i]->weight, state.inflight.load(), fwd.backends[i]->max_inflight, state.available(now)});
   }
   auto order = upstream::plan_attempts(model.strategy == "balance", candidates, model.max_attempts, rng);
   if (order.empty()) {
@@ -178,7 +178,7 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, StringReq
   unsigned attempts = 0;
   for (std::size_t index : order) {
     const auto& target = *fwd.targets[index];
-    const auto& backend = *services.config.find_backend(target.backend);
+    const auto& backend = *fwd.backends[index];
     auto& state = *services.fleet.backends.at(target.backend);
     auto pool_it = pools.find(target.backend);
     if (pool_it == pools.end() || !state.admit(std::chrono::steady_clock::now())) continue;
