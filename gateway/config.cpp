@@ -343,7 +343,8 @@ void read_backend(Reader& r, const YAML::Node& n, const std::string& p, BackendC
   if (!r.check_map(
           n, p,
           {"name", "dialect", "url", "api_key", "api_key_file", "ca_file", "tls_verify", "max_inflight",
-           "max_idle_connections", "timeouts", "simulator", "health", "outlier", "include_usage"}))
+           "max_idle_connections", "timeouts", "simulator", "health", "outlier", "include_usage", "max_queue",
+           "queue_timeout"}))
     return;
   r.string_at(n, "name", p, b.name);
   if (b.name.empty()) r.error(Reader::join(p, "name"), "is required");
@@ -359,6 +360,8 @@ void read_backend(Reader& r, const YAML::Node& n, const std::string& p, BackendC
   r.bool_at(n, "tls_verify", p, b.tls_verify);
   r.uint_at(n, "max_inflight", p, b.max_inflight, 1, 1'000'000);
   r.uint_at(n, "max_idle_connections", p, b.max_idle_connections, 0, 100'000);
+  r.uint_at(n, "max_queue", p, b.max_queue, 0, 1'000'000);
+  r.duration_at(n, "queue_timeout", p, b.queue_timeout);
   if (auto t = n["timeouts"]) {
     auto tp = Reader::join(p, "timeouts");
     if (r.check_map(t, tp, {"connect", "first_token", "idle", "total"})) {
@@ -421,7 +424,8 @@ void read_backend(Reader& r, const YAML::Node& n, const std::string& p, BackendC
 void read_model(Reader& r, const YAML::Node& n, const std::string& p, ModelConfig& m) {
   if (!r.check_map(
           n, p,
-          {"name", "aliases", "strategy", "targets", "cache", "max_attempts", "defaults", "max_tokens_cap"}))
+          {"name", "aliases", "strategy", "targets", "cache", "max_attempts", "defaults", "max_tokens_cap",
+           "limits"}))
     return;
   r.string_at(n, "name", p, m.name);
   if (m.name.empty()) r.error(Reader::join(p, "name"), "is required");
@@ -462,6 +466,14 @@ void read_model(Reader& r, const YAML::Node& n, const std::string& p, ModelConfi
       }
     }
   }
+  if (auto l = n["limits"]) {
+    auto lp = Reader::join(p, "limits");
+    if (r.check_map(l, lp, {"rpm", "tpm", "concurrency"})) {
+      r.uint_at(l, "rpm", lp, m.limits.rpm, 0, UINT32_MAX);
+      r.uint_at(l, "tpm", lp, m.limits.tpm, 0, UINT32_MAX);
+      r.uint_at(l, "concurrency", lp, m.limits.concurrency, 0, UINT32_MAX);
+    }
+  }
   if (auto c = n["cache"]) {
     auto cp = Reader::join(p, "cache");
     if (r.check_map(c, cp, {"enabled", "ttl"})) {
@@ -494,10 +506,13 @@ void read_key(Reader& r, const YAML::Node& n, const std::string& p, KeyConfig& k
   k.models = r.string_list_at(n, "models", p);
   if (auto l = n["limits"]) {
     auto lp = Reader::join(p, "limits");
-    if (r.check_map(l, lp, {"rpm", "tpm", "concurrency"})) {
-      r.uint_at(l, "rpm", lp, k.limits.rpm, 0, UINT64_MAX);
-      r.uint_at(l, "tpm", lp, k.limits.tpm, 0, UINT64_MAX);
-      r.uint_at(l, "concurrency", lp, k.limits.concurrency, 0, UINT64_MAX);
+    if (r.check_map(l, lp, {"rpm", "tpm", "concurrency", "budget", "budget_window"})) {
+      r.uint_at(l, "rpm", lp, k.limits.rpm, 0, UINT32_MAX);
+      r.uint_at(l, "tpm", lp, k.limits.tpm, 0, UINT32_MAX);
+      r.uint_at(l, "concurrency", lp, k.limits.concurrency, 0, UINT32_MAX);
+      r.uint_at(l, "budget", lp, k.limits.budget, 0, 1ull << 50);
+      r.duration_at(l, "budget_window", lp, k.limits.budget_window);
+      if (k.limits.budget_window < Millis{1000}) r.error(Reader::join(lp, "budget_window"), "must be 1s or longer");
     }
   }
 }
@@ -571,17 +586,25 @@ LoadResult load_config_text(const std::string& yaml, const EnvLookup& env) {
   }
   try {
     if (!r.check_map(root, "",
-                     {"server", "log", "store", "redis", "cache", "backends", "models", "keys", "auth"}))
+                     {"server", "log", "store", "redis", "cache", "limits", "backends", "models", "keys", "auth"}))
       return result;
     if (auto n = root["server"]) read_server(r, n, c.server);
     if (auto n = root["log"]) read_log(r, n, c.log);
     r.string_at(root, "store", "", c.store);
     if (c.store != "memory" && c.store != "redis") r.error("store", "must be memory or redis");
     if (auto n = root["redis"]) {
-      if (r.check_map(n, "redis", {"url", "fail_closed"})) {
+      if (r.check_map(n, "redis", {"url", "fail_closed", "timeout", "key_prefix"})) {
         r.string_at(n, "url", "redis", c.redis.url);
         r.bool_at(n, "fail_closed", "redis", c.redis.fail_closed);
+        r.duration_at(n, "timeout", "redis", c.redis.timeout);
+        r.string_at(n, "key_prefix", "redis", c.redis.key_prefix);
+        if (c.redis.timeout.count() <= 0) r.error("redis.timeout", "must be longer than 0");
+        if (c.redis.url.rfind("redis://", 0) != 0) r.error("redis.url", "must start with redis://");
       }
+    }
+    if (auto n = root["limits"]) {
+      if (r.check_map(n, "limits", {"completion_estimate"}))
+        r.uint_at(n, "completion_estimate", "limits", c.limits.completion_estimate, 1, UINT32_MAX);
     }
     if (auto n = root["cache"]) {
       if (r.check_map(n, "cache", {"max_bytes", "default_ttl"})) {

@@ -83,7 +83,28 @@ struct BackendConfig {
   HealthConfig health;
   OutlierConfig outlier;
   bool include_usage = true;  // ask for stream_options.include_usage when streaming (exact token counts)
+  unsigned max_queue = 64;     // requests that may wait for a slot when every target is at max_inflight
+  Millis queue_timeout{5'000};  // how long one may wait before it gets 503
   bool enabled = true;        // false: left out (reason in LoadResult::warnings)
+};
+
+/// Limits on one model for all callers together (0: unlimited).
+struct ModelLimits {
+  std::uint64_t rpm = 0;
+  std::uint64_t tpm = 0;
+  std::uint64_t concurrency = 0;
+  bool any() const { return rpm || tpm || concurrency; }
+};
+
+/// Limits on one key (0: unlimited). rpm/tpm are rates without burst artefacts at window edges (GCRA);
+/// the budget is a number of tokens per fixed window aligned to the Unix epoch (1d: per UTC day).
+struct KeyLimits {
+  std::uint64_t rpm = 0;
+  std::uint64_t tpm = 0;
+  std::uint64_t concurrency = 0;
+  std::uint64_t budget = 0;
+  Millis budget_window{86'400'000};
+  bool any() const { return rpm || tpm || concurrency || budget; }
 };
 
 struct TargetConfig {
@@ -103,12 +124,7 @@ struct ModelConfig {
   std::uint64_t max_tokens_cap = 0;  // clamps max_tokens / max_completion_tokens; 0: no cap
   bool cache_enabled = false;
   std::optional<Millis> cache_ttl;
-};
-
-struct KeyLimits {
-  std::uint64_t rpm = 0;  // 0: unlimited
-  std::uint64_t tpm = 0;
-  std::uint64_t concurrency = 0;
+  ModelLimits limits;  // protect the model's backends, whoever calls
 };
 
 struct KeyConfig {
@@ -124,8 +140,15 @@ struct CacheConfig {
 };
 
 struct RedisConfig {
-  std::string url = "redis://127.0.0.1:6379/0";
-  bool fail_closed = false;
+  std::string url = "redis://127.0.0.1:6379/0";  // may carry a password: never logged
+  bool fail_closed = false;     // Redis unreachable: refuse requests (503) instead of applying local limits
+  Millis timeout{250};          // one decision waits at most this long for Redis
+  std::string key_prefix = "sluice:";
+};
+
+/// How admission estimates the tokens a request will use before it runs.
+struct LimitsConfig {
+  std::uint64_t completion_estimate = 1024;  // reserved for the answer when a request sets no max_tokens
 };
 
 struct Config {
@@ -134,6 +157,7 @@ struct Config {
   std::string store = "memory";
   RedisConfig redis;
   CacheConfig cache;
+  LimitsConfig limits;
   std::vector<BackendConfig> backends;
   std::vector<ModelConfig> models;
   std::vector<KeyConfig> keys;

@@ -35,6 +35,8 @@ std::optional<std::chrono::milliseconds> parse_duration(std::string_view text) {
     ms = n * 60'000;
   else if (unit == "h")
     ms = n * 3'600'000;
+  else if (unit == "d")  // budgets: "1d", "7d"
+    ms = n * 86'400'000;
   else
     return std::nullopt;
   if (ms > 1e15) return std::nullopt;

@@ -1,5 +1,5 @@
 #pragma once
-// Human units in config files: durations ("50ms", "2s", "10m", "1h") and sizes ("8MiB", "64KiB", "100").
+// Human units in config files: durations ("50ms", "2s", "10m", "1h", "1d") and sizes ("8MiB", "64KiB", "100").
 #include <chrono>
 #include <cstdint>
 #include <optional>
@@ -8,7 +8,7 @@
 
 namespace sluice {
 
-/// Parses "250ms", "2s", "1.5s", "10m", "1h" (or a bare number of seconds); nullopt when malformed.
+/// Parses "250ms", "2s", "1.5s", "10m", "1h", "1d" (or a bare number of seconds); nullopt when malformed.
 std::optional<std::chrono::milliseconds> parse_duration(std::string_view text);
 
 /// Parses "8MiB", "64KiB", "1GiB", "10MB", "4096"; nullopt when malformed.

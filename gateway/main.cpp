@@ -38,6 +38,7 @@ int serve(const std::string& path) {
   sluice::observe::setup_logging(cfg->log);
   try {
     sluice::server::Gateway gw(std::move(*cfg));
+    gw.reload_from(path);
     gw.start();
     gw.drain_on_signals();
     gw.wait();

@@ -119,6 +119,7 @@ std::string access_json(const AccessRecord& r) {
   w.Key("duration_ms");
   w.Double(r.duration_ms);
   if (!r.error.empty()) put(w, "error", r.error);
+  if (!r.rate_limit.empty()) put(w, "rate_limit", r.rate_limit);
   w.EndObject();
   return std::string(sb.GetString(), sb.GetSize());
 }

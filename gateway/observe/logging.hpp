@@ -34,7 +34,8 @@ struct AccessRecord {
   std::optional<double> tpot_ms;                    // time per output token after the first (streams)
   std::optional<double> overhead_ms;  // time in Sluice itself (duration less time waiting on backends)
   double duration_ms = 0;
-  std::string error;  // short reason when the request failed
+  std::string error;       // short reason when the request failed
+  std::string rate_limit;  // the limit that refused it (rpm, tpm, concurrency, budget, model_rpm, ...)
 };
 
 /// Serialises a record as one JSON object (no newline).

@@ -100,7 +100,27 @@ struct Metrics::Impl {
   prometheus::Family<prometheus::Counter>& redis_errors =
       prometheus::BuildCounter()
           .Name("sluice_redis_errors_total")
-          .Help("Failed operations on the shared Redis store, by operation.")
+          .Help("Limit decisions Redis did not answer in time (made locally or refused), by operation.")
+          .Register(*registry);
+  prometheus::Family<prometheus::Gauge>& budget_left =
+      prometheus::BuildGauge()
+          .Name("sluice_key_budget_remaining_tokens")
+          .Help("Tokens left in a key's budget for the current window (as last seen by this replica).")
+          .Register(*registry);
+  prometheus::Family<prometheus::Gauge>& redis_up_family =
+      prometheus::BuildGauge()
+          .Name("sluice_redis_up")
+          .Help("1 while the shared Redis store answers (store: redis only).")
+          .Register(*registry);
+  prometheus::Counter& redis_outages = prometheus::BuildCounter()
+                                           .Name("sluice_redis_outages_total")
+                                           .Help("Times the shared Redis store became unreachable.")
+                                           .Register(*registry)
+                                           .Add({});
+  prometheus::Family<prometheus::Gauge>& queue_depth =
+      prometheus::BuildGauge()
+          .Name("sluice_queued_requests")
+          .Help("Requests waiting for a slot on a backend at max_inflight.")
           .Register(*registry);
   prometheus::Gauge& streams = prometheus::BuildGauge()
                                    .Name("sluice_active_streams")
@@ -196,10 +216,37 @@ void Metrics::token_pacing(std::string_view model, std::string_view backend, dou
         .Observe(1.0 / seconds_per_token);
 }
 
+void Metrics::rate_limited(std::string_view key, std::string_view limit) {
+  impl_->rate_limited.Add({{"key", s(key)}, {"limit", s(limit)}}).Increment();
+}
+
+void Metrics::budget_remaining(std::string_view key, std::uint64_t tokens) {
+  impl_->budget_left.Add({{"key", s(key)}}).Set(static_cast<double>(tokens));
+}
+
+void Metrics::redis_up(bool is_up) {
+  auto& g = impl_->redis_up_family.Add({});
+  if (!is_up && g.Value() != 0) impl_->redis_outages.Increment();
+  g.Set(is_up ? 1 : 0);
+}
+
+void Metrics::redis_error(std::string_view op) {
+  impl_->redis_errors.Add({{"op", s(op)}}).Increment();
+}
+
+void Metrics::queued(std::string_view backend, int delta) {
+  impl_->queue_depth.Add({{"backend", s(backend)}}).Increment(delta);
+}
+
 void Metrics::declare(const Config& config) {
-  for (const auto& key : config.keys)
+  for (const auto& key : config.keys) {
     for (const char* limit : {"rpm", "tpm", "concurrency", "budget"})
       impl_->rate_limited.Add({{"key", key.name}, {"limit", limit}});
+    // A key's budget starts whole; a reload keeps what existing keys have left.
+    if (key.limits.budget && !impl_->budget_left.Has({{"key", key.name}}))
+      impl_->budget_left.Add({{"key", key.name}}).Set(static_cast<double>(key.limits.budget));
+  }
+  if (config.store == "redis") impl_->redis_up_family.Add({}).Set(0);
   for (const auto& b : config.backends) {
     if (!b.enabled) continue;
     for (const char* reason :
@@ -215,7 +262,9 @@ void Metrics::declare(const Config& config) {
     }
   for (const char* phase : {"waiting", "streaming"}) impl_->disconnects.Add({{"phase", phase}});
   for (const char* result : {"hit", "miss", "bypass"}) impl_->cache_lookups.Add({{"result", result}});
-  for (const char* op : {"connect", "command"}) impl_->redis_errors.Add({{"op", op}});
+  for (const char* op : {"admit", "settle"}) impl_->redis_errors.Add({{"op", op}});
+  for (const auto& b : config.backends)
+    if (b.enabled) impl_->queue_depth.Add({{"backend", b.name}});
 }
 
 void Metrics::overhead(std::string_view endpoint, double seconds) {

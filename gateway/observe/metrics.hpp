@@ -36,6 +36,18 @@ class Metrics {
   /// Time spent in Sluice itself for one request (its duration minus the time waiting on backends).
   void overhead(std::string_view endpoint, double seconds);
 
+  /// A request refused by a limit (`limit`: rpm, tpm, concurrency, budget, model_rpm, ...). `key` is the
+  /// key's configured name, or empty for model limits hit with auth off.
+  void rate_limited(std::string_view key, std::string_view limit);
+  /// Tokens left in a key's budget for its current window.
+  void budget_remaining(std::string_view key, std::uint64_t tokens);
+  /// Shared-store health: Redis reachable or not (an up→down change also counts an outage).
+  void redis_up(bool up);
+  /// A decision made with local limits because Redis did not answer (`op`: admit, settle).
+  void redis_error(std::string_view op);
+  /// Requests waiting for a slot on a backend that is at max_inflight.
+  void queued(std::string_view backend, int delta);
+
   /// Starts the series whose label values the config determines at zero, so dashboards and alerts
   /// see them before the first event (limits per key, fallbacks and errors per backend, ...).
   void declare(const Config& config);

@@ -139,6 +139,16 @@ std::variant<ClientRequest, ApiError> inspect_request(Endpoint endpoint, std::st
 
 namespace {
 
+std::uint64_t string_chars(const rapidjson::Value& v) {
+  if (v.IsString()) return v.GetStringLength();
+  std::uint64_t n = 0;
+  if (v.IsArray())
+    for (const auto& e : v.GetArray()) n += string_chars(e);
+  else if (v.IsObject())
+    for (const auto& m : v.GetObject()) n += string_chars(m.value);
+  return n;
+}
+
 bool needs_cap(const rapidjson::Value& doc, const char* field, std::uint64_t cap) {
   auto it = doc.FindMember(field);
   return it != doc.MemberEnd() && it->value.IsNumber() && it->value.GetDouble() > static_cast<double>(cap);
@@ -211,6 +221,39 @@ std::string rewrite_request(const ClientRequest& req, std::string_view original,
 std::string rewrite_request(const ClientRequest& req, std::string_view original,
                             std::string_view upstream_model) {
   return rewrite_request(req, original, Rewrite{upstream_model});
+}
+
+std::uint64_t estimate_prompt_tokens(const ClientRequest& req) {
+  const auto& doc = req.doc;
+  if (!doc.IsObject()) return 0;
+  std::uint64_t chars = 0, messages = 0;
+  for (const char* field : {"messages", "prompt", "input", "tools"}) {
+    auto it = doc.FindMember(field);
+    if (it == doc.MemberEnd()) continue;
+    chars += string_chars(it->value);
+    if (std::string_view(field) == "messages" && it->value.IsArray()) messages = it->value.Size();
+  }
+  return (chars + 3) / 4 + 4 * messages;
+}
+
+std::optional<std::uint64_t> completion_limit(const ClientRequest& req, std::uint64_t cap) {
+  const auto& doc = req.doc;
+  if (!doc.IsObject()) return std::nullopt;
+  std::optional<std::uint64_t> most;
+  for (const char* field : {"max_completion_tokens", "max_tokens"}) {
+    auto it = doc.FindMember(field);
+    if (it != doc.MemberEnd() && it->value.IsNumber() && it->value.GetDouble() >= 0) {
+      most = static_cast<std::uint64_t>(std::min(it->value.GetDouble(), 1e12));
+      break;
+    }
+  }
+  if (cap && (!most || *most > cap)) most = cap;
+  if (!most) return std::nullopt;
+  std::uint64_t choices = 1;
+  auto n = doc.FindMember("n");
+  if (n != doc.MemberEnd() && n->value.IsNumber() && n->value.GetDouble() >= 1)
+    choices = static_cast<std::uint64_t>(std::min(n->value.GetDouble(), 128.0));
+  return *most * choices;
 }
 
 }  // namespace sluice::openai

@@ -39,6 +39,14 @@ bool json_depth_within(std::string_view json, int max_depth = kMaxJsonDepth);
 /// Parses and validates a body: a JSON object with a string `model` and the fields the endpoint requires.
 std::variant<ClientRequest, ApiError> inspect_request(Endpoint endpoint, std::string_view body);
 
+/// A rough prompt size for admission: a quarter of the characters of every string in the prompt
+/// (messages, prompt, input, tools), plus a few tokens per message. Settled against the backend's usage.
+std::uint64_t estimate_prompt_tokens(const ClientRequest& req);
+
+/// The most tokens the request may generate in all: max_completion_tokens or max_tokens (clamped by `cap`
+/// when non-zero, as the rewrite clamps them), times `n`; nullopt when it sets neither and there is no cap.
+std::optional<std::uint64_t> completion_limit(const ClientRequest& req, std::uint64_t cap);
+
 /// What one upstream attempt changes in the client's body.
 struct Rewrite {
   std::string_view upstream_model;

@@ -6,6 +6,7 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/write.hpp>
 #include <condition_variable>
+#include <future>
 #include <mutex>
 #include <thread>
 #include <unordered_set>
@@ -13,6 +14,8 @@
 #include "openai/dialect.hpp"
 #include "server/routes.hpp"
 #include "simulator/simulator.hpp"
+#include "store/redis.hpp"
+#include "store/redis_limiter.hpp"
 #include "upstream/proxy.hpp"
 
 namespace sluice::server {
@@ -34,7 +37,7 @@ struct Worker {
   upstream::LiveExchanges live;  // outlives the pools and the session frames that refer to it
   asio::io_context ctx{1};
   // Declared after ctx, so destroyed before it: pooled sockets must close while their io_context lives.
-  Pools pools;
+  WorkerLocal local;
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> guard;
   std::thread thread;
 };
@@ -81,10 +84,18 @@ asio::awaitable<void> lingering_close(beast::tcp_stream& stream) {
 
 }  // namespace
 
+WorkerLocal::WorkerLocal() = default;
+WorkerLocal::~WorkerLocal() {
+  if (redis) redis->stop();
+}
+
 struct Gateway::Impl {
   Config config;
-  policy::Policy policy{config};
+  std::string config_path;  // what reload() reads
+  Snapshots snapshots{nullptr};  // set in start(), once simulator URLs are known
   observe::Metrics metrics;
+  policy::LocalLimiter limiter;
+  store::RedisHealth redis_health;
   std::atomic<bool> draining{false};
   std::atomic<bool> stopping{false};
   std::atomic<int> inflight{0};
@@ -92,10 +103,12 @@ struct Gateway::Impl {
   Fleet fleet;
   Services services{
       config,
-      policy,
+      snapshots,
       metrics,
       draining,
       fleet,
+      limiter,
+      [this] { return reload(); },
       std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
           .count()};
   std::map<std::string, upstream::BaseUrl> urls;
@@ -114,6 +127,7 @@ struct Gateway::Impl {
   std::optional<tcp::acceptor> acceptor;
   std::optional<tcp::acceptor> admin_acceptor;
   std::optional<asio::signal_set> signals;
+  std::optional<asio::signal_set> hangups;
   std::uint16_t port = 0, admin_port = 0;
   std::size_t next_worker = 0;
 
@@ -146,6 +160,7 @@ struct Gateway::Impl {
       }
       urls[b.name] = *url;
       fleet.backends[b.name] = std::make_unique<upstream::BackendState>(b.outlier);
+      fleet.queues[b.name] = std::make_unique<SlotQueue>(b.max_queue);
       metrics.backend_up(b.name, true);
     }
   }
@@ -255,7 +270,7 @@ struct Gateway::Impl {
         }
         break;
       }
-      bool keep = co_await handle_client_request(stream, parser.get(), ctx, services, w.pools);
+      bool keep = co_await handle_client_request(stream, parser.get(), ctx, services, w.local);
       if (!keep) break;
     }
     if (lingering) {
@@ -349,6 +364,46 @@ struct Gateway::Impl {
     stop_all();
   }
 
+  // Swaps in the keys and limits of the config file. Backends, models, listeners and the store are fixed for
+  // the life of the process (their connections and state are built from them), so changes there are reported
+  // and wait for a restart.
+  std::string reload() {
+    if (config_path.empty()) return "this gateway was not started from a config file";
+    auto loaded = load_config_file(config_path);
+    if (!loaded.config) {
+      std::string why;
+      for (const auto& e : loaded.errors) why += (why.empty() ? "" : "; ") + e.to_string();
+      spdlog::error("config reload rejected, keeping the running config: {}", why);
+      return why;
+    }
+    const auto& fresh = *loaded.config;
+    auto current = snapshots.get();
+    Config next = current->config;
+    next.keys = fresh.keys;
+    next.auth_required = fresh.auth_required;
+    next.limits = fresh.limits;
+    std::vector<std::string> fixed;
+    for (auto& m : next.models) {
+      auto it = std::find_if(fresh.models.begin(), fresh.models.end(), [&](const auto& f) { return f.name == m.name; });
+      if (it == fresh.models.end())
+        fixed.push_back("model " + m.name + " removed");
+      else
+        m.limits = it->limits;
+    }
+    for (const auto& f : fresh.models)
+      if (!std::any_of(next.models.begin(), next.models.end(), [&](const auto& m) { return m.name == f.name; }))
+        fixed.push_back("model " + f.name + " added");
+    if (fresh.backends.size() != config.backends.size()) fixed.push_back("backends changed");
+    if (fresh.store != config.store) fixed.push_back("store changed");
+    for (const auto& change : fixed)
+      spdlog::warn("config reload: {} (takes effect at the next restart)", change);
+    metrics.declare(next);
+    std::size_t keys = next.keys.size();
+    snapshots.set(std::make_shared<const Snapshot>(std::move(next)));
+    spdlog::info("config reloaded: {} key(s); keys and limits swapped, requests in flight unchanged", keys);
+    return "";
+  }
+
   void stop_all() {
     if (stopping.exchange(true)) return;
     for (auto& w : workers) {
@@ -374,6 +429,16 @@ void Gateway::start() {
   d.start_simulators();
   d.prepare_backends();
   d.metrics.declare(d.config);
+  d.snapshots.set(std::make_shared<const Snapshot>(d.config));
+  std::optional<store::RedisUrl> redis_url;
+  if (d.config.store == "redis") {
+    redis_url = store::parse_redis_url(d.config.redis.url);
+    if (!redis_url) throw std::runtime_error("redis.url: not a valid redis:// URL");
+    d.redis_health.on_change = [&d](bool up) { d.metrics.redis_up(up); };
+  }
+  // A concurrency slot in Redis outlives a replica that died holding it by at most this long.
+  Millis lease{60'000};
+  for (const auto& b : d.config.backends) lease = std::max(lease, b.timeouts.total + b.queue_timeout + Millis{60'000});
   for (const auto& m : d.config.models) d.fleet.budgets[m.name] = std::make_unique<upstream::RetryBudget>();
   unsigned n =
       d.config.server.workers ? d.config.server.workers : std::max(1u, std::thread::hardware_concurrency());
@@ -384,8 +449,13 @@ void Gateway::start() {
       auto it = d.urls.find(b.name);
       if (it == d.urls.end()) continue;
       auto tls = d.tls.count(b.name) ? d.tls[b.name] : nullptr;
-      w->pools.emplace(b.name, std::make_unique<upstream::BackendPool>(w->ctx.get_executor(), b, it->second,
-                                                                       tls, &w->live));
+      w->local.pools.emplace(b.name, std::make_unique<upstream::BackendPool>(w->ctx.get_executor(), b,
+                                                                             it->second, tls, &w->live));
+    }
+    if (redis_url) {
+      w->local.redis =
+          std::make_unique<store::RedisClient>(w->ctx.get_executor(), *redis_url, d.config.redis.timeout, d.redis_health);
+      w->local.limiter = std::make_unique<store::RedisLimiter>(*w->local.redis, d.config.redis.key_prefix, lease.count());
     }
     d.workers.push_back(std::move(w));
   }
@@ -400,7 +470,9 @@ void Gateway::start() {
   asio::co_spawn(home, d.accept_loop(), asio::detached);
   for (const auto& b : d.config.backends)
     if (d.urls.count(b.name) && b.health.enabled)
-      asio::co_spawn(home, d.probe_loop(b, *d.workers[0]->pools.at(b.name)), asio::detached);
+      asio::co_spawn(home, d.probe_loop(b, *d.workers[0]->local.pools.at(b.name)), asio::detached);
+  for (auto& w : d.workers)
+    if (w->local.redis) asio::post(w->ctx, [r = w->local.redis.get()] { r->start(); });
   asio::co_spawn(home, d.admin_accept_loop(), asio::detached);
   for (auto& w : d.workers) w->thread = std::thread([&ctx = w->ctx] { ctx.run(); });
   spdlog::info("sluice {} listening on {}:{} (admin {}:{}), {} worker(s), {} backend(s), {} model(s)",
@@ -455,6 +527,29 @@ void Gateway::drain_on_signals() {
       if (!ec2) stop();
     });
   });
+  d.hangups.emplace(d.workers[0]->ctx, SIGHUP);
+  wait_for_hangup();
+}
+
+void Gateway::wait_for_hangup() {
+  impl_->hangups->async_wait([this](error_code ec, int) {
+    if (ec) return;
+    spdlog::info("received SIGHUP: reloading {}", impl_->config_path);
+    impl_->reload();
+    wait_for_hangup();
+  });
+}
+
+void Gateway::reload_from(std::string config_path) {
+  impl_->config_path = std::move(config_path);
+}
+
+std::string Gateway::reload() {
+  // On worker 0, like SIGHUP and /admin/reload, so reloads never run at the same time.
+  std::promise<std::string> done;
+  auto result = done.get_future();
+  asio::post(impl_->workers[0]->ctx, [&] { done.set_value(impl_->reload()); });
+  return result.get();
 }
 
 std::uint16_t Gateway::port() const {

@@ -24,13 +24,19 @@ class Gateway {
   void wait();
   /// Stops at once, cutting open connections.
   void stop();
-  /// Makes SIGTERM and SIGINT call drain(). Call after start().
+  /// Makes SIGTERM and SIGINT call drain(), and SIGHUP reload(). Call after start().
   void drain_on_signals();
+  /// The file reload() reads (SIGHUP, POST /admin/reload). Call before start().
+  void reload_from(std::string config_path);
+  /// Re-reads the config file and swaps in its keys and limits at once; requests in flight keep theirs.
+  /// Returns "" when applied, else why not (the running config is kept, and the reason logged).
+  std::string reload();
 
   std::uint16_t port() const;        // the bound client port (useful with port 0)
   std::uint16_t admin_port() const;  // the bound admin port
 
  private:
+  void wait_for_hangup();
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

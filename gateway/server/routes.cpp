@@ -4,8 +4,10 @@
 
 #include <random>
 
+#include "duration.hpp"
 #include "observe/logging.hpp"
 #include "openai/request.hpp"
+#include "store/redis_limiter.hpp"
 #include "upstream/proxy.hpp"
 
 namespace sluice::server {
@@ -16,6 +18,8 @@ double seconds_since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
 }
 
+using Headers = std::vector<std::pair<std::string, std::string>>;
+
 struct Reply {
   beast::tcp_stream& stream;
   const Services& services;
@@ -23,6 +27,7 @@ struct Reply {
   observe::AccessRecord& log;
   bool keep_alive;
   unsigned version;
+  const Headers* extra = nullptr;  // the rate-limit headers, once the request has been admitted
 
   // Sends a locally built response; returns whether the connection may be reused.
   // (Arguments of co_await calls are named locals throughout: GCC 12 destroys some temporaries twice.)
@@ -31,6 +36,8 @@ struct Reply {
     char overhead[32];  // an answer Sluice gives itself is all overhead
     std::snprintf(overhead, sizeof overhead, "%.3f", seconds_since(ctx.started) * 1000);
     res.set("x-sluice-overhead-ms", overhead);
+    if (extra)
+      for (const auto& [name, value] : *extra) res.set(name, value);
     if (services.draining) res.keep_alive(false);
     stream.expires_after(std::chrono::seconds(30));
     auto [ec, n] = co_await http::async_write(stream, res, use_nothrow);
@@ -57,6 +64,61 @@ std::string models_json(const std::vector<std::string>& names, std::int64_t crea
   return out;
 }
 
+// x-ratelimit-{limit,remaining,reset}-{requests,tokens}, as OpenAI sends them, for the limits that exist.
+Headers rate_limit_headers(const policy::Admission& a) {
+  Headers h;
+  auto add = [&](const char* what, const policy::WindowView& v) {
+    if (!v.limit) return;
+    h.emplace_back(std::string("x-ratelimit-limit-") + what, std::to_string(v.limit));
+    h.emplace_back(std::string("x-ratelimit-remaining-") + what, std::to_string(v.remaining));
+    h.emplace_back(std::string("x-ratelimit-reset-") + what, format_duration(Millis(v.reset_ms)));
+  };
+  add("requests", a.requests);
+  add("tokens", a.tokens);
+  return h;
+}
+
+asio::awaitable<void> settle_remote(store::RedisLimiter& limiter, policy::Reservation r, std::uint64_t used,
+                                    observe::Metrics& metrics) {
+  auto settled = co_await limiter.settle(r, used);
+  if (!settled.answered)
+    metrics.redis_error("settle");  // the reservation stands (the safe side); its lease expires
+  else if (settled.budget_left)
+    metrics.budget_remaining(r.demand.key, *settled.budget_left);
+}
+
+// Hands an admitted request's reservation back exactly once, with the tokens it really used.
+struct Settlement {
+  Settlement(policy::Reservation r, policy::LocalLimiter& l, store::RedisLimiter* rl, observe::Metrics& m,
+             asio::any_io_executor ex)
+      : reservation(std::move(r)), local(l), remote(rl), metrics(m), executor(std::move(ex)) {}
+  Settlement(const Settlement&) = delete;
+  Settlement& operator=(const Settlement&) = delete;
+
+  policy::Reservation reservation;
+  policy::LocalLimiter& local;
+  store::RedisLimiter* remote;
+  observe::Metrics& metrics;
+  asio::any_io_executor executor;
+  bool done = false;
+
+  void operator()(std::uint64_t used) {
+    if (done) return;
+    done = true;
+    if (reservation.remote) {
+      // Off the request's path: the answer is complete; Redis need not delay the next request.
+      asio::co_spawn(executor, settle_remote(*remote, reservation, used, metrics), asio::detached);
+      return;
+    }
+    if (auto left = local.settle(reservation, used, policy::wall_now()))
+      metrics.budget_remaining(reservation.demand.key, *left);
+  }
+  // A request torn down some other way (shutdown) keeps its estimate charged; leases in Redis expire.
+  ~Settlement() {
+    if (!done && !reservation.remote) local.settle(reservation, reservation.demand.tokens, policy::wall_now());
+  }
+};
+
 std::string_view path_of(std::string_view target) {
   auto q = target.find('?');
   return q == std::string_view::npos ? target : target.substr(0, q);
@@ -65,7 +127,11 @@ std::string_view path_of(std::string_view target) {
 }  // namespace
 
 asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, StringRequest& req,
-                                            RequestContext& ctx, const Services& services, Pools& pools) {
+                                            RequestContext& ctx, const Services& services, WorkerLocal& local) {
+  // The config this request runs under, held until it ends (a reload swaps in a new one for later requests).
+  const auto snapshot = services.snapshots.get();
+  const policy::Policy& policy = snapshot->policy;
+  auto& pools = local.pools;
   observe::AccessRecord log;
   auto incoming_id = req["x-request-id"];
   log.request_id = acceptable_request_id(incoming_id) ? std::string(incoming_id) : new_request_id();
@@ -110,14 +176,14 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, StringReq
     co_return finish(keep);
   }
 
-  auto auth = services.policy.authenticate(req[http::field::authorization], req["x-api-key"]);
+  auto auth = policy.authenticate(req[http::field::authorization], req["x-api-key"]);
   if (auto* e = std::get_if<openai::ApiError>(&auth)) co_return finish(co_await reply.error(*e));
   const policy::KeyEntry* key = std::get<const policy::KeyEntry*>(auth);
   if (key) log.key = key->name;
 
   if (is_models) {
     auto res = json_response(http::status::ok,
-                             models_json(services.policy.visible_models(key), services.started_unix),
+                             models_json(policy.visible_models(key), services.started_unix),
                              reply.version, reply.keep_alive);
     keep = co_await reply.send(res);
     co_return finish(keep);
@@ -128,7 +194,7 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, StringReq
   auto& client_req = std::get<openai::ClientRequest>(inspected);
   log.stream = client_req.stream;
 
-  auto routed = services.policy.route(key, client_req.model);
+  auto routed = policy.route(key, client_req.model);
   if (auto* e = std::get_if<openai::ApiError>(&routed)) {
     // Names nobody configured must not become metric labels: they are all "other".
     metric_model = "other";
@@ -138,17 +204,107 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, StringReq
   const ModelConfig& model = *fwd.model;
   log.model = model.name;
 
+  // Limits: one decision per request (in Redis when replicas share state), before any backend is touched.
+  Headers limit_headers;
+  std::optional<Settlement> settle;
+  if ((key && key->limits.any()) || model.limits.any()) {
+    policy::Demand demand;
+    if (key) {
+      demand.key = key->name;
+      demand.key_limits = key->limits;
+    }
+    demand.model = model.name;
+    demand.model_limits = model.limits;
+    demand.tokens = policy::token_reservation(openai::estimate_prompt_tokens(client_req),
+                                              openai::completion_limit(client_req, model.max_tokens_cap),
+                                              snapshot->config.limits.completion_estimate);
+    std::optional<policy::Admission> admission;
+    if (local.limiter) {
+      auto lease = new_request_id();  // unique, unlike a client's x-request-id
+      admission = co_await local.limiter->admit(demand, lease);
+      if (!admission) {
+        services.metrics.redis_error("admit");
+        if (services.config.redis.fail_closed) {
+          openai::ApiError down{503, "Rate limits cannot be checked right now (the shared store is unreachable).",
+                                "server_error", std::nullopt, "limits_unavailable"};
+          auto res = error_response(down, reply.version, reply.keep_alive);
+          res.set(http::field::retry_after, "1");
+          log.error = "limits_unavailable";
+          keep = co_await reply.send(res);
+          co_return finish(keep);
+        }
+      }
+    }
+    if (!admission) admission = services.limiter.admit(demand, policy::wall_now());  // memory, or Redis down
+    limit_headers = rate_limit_headers(*admission);
+    reply.extra = &limit_headers;
+    if (key && admission->budget_remaining) services.metrics.budget_remaining(key->name, *admission->budget_remaining);
+    if (!admission->allowed) {
+      auto text = policy::refusal_text(*admission, demand);
+      services.metrics.rate_limited(demand.key, policy::to_string(admission->refused));
+      openai::ApiError limited{429, text.message, text.type, std::nullopt, "rate_limit_exceeded"};
+      auto res = error_response(limited, reply.version, reply.keep_alive);
+      auto wait_ms = std::max<policy::WallMs>(1, admission->retry_after_ms);
+      res.set(http::field::retry_after, std::to_string((wait_ms + 999) / 1000));
+      res.set("retry-after-ms", std::to_string(wait_ms));
+      log.error = "rate_limit_exceeded";
+      log.rate_limit = std::string(policy::to_string(admission->refused));
+      keep = co_await reply.send(res);
+      co_return finish(keep);
+    }
+    auto executor = co_await asio::this_coro::executor;  // a named local: see Reply::send on GCC 12
+    settle.emplace(admission->reservation, services.limiter, local.limiter.get(), services.metrics, executor);
+  }
+  auto unused = [&] {
+    if (settle) (*settle)(0);
+  };
+
   // Plan the attempts: health, load, weights and max_inflight decide the order (upstream/balancer).
   thread_local std::mt19937_64 rng{std::random_device{}()};
-  auto now = std::chrono::steady_clock::now();
-  std::vector<upstream::Candidate> candidates;
-  for (std::size_t i = 0; i < fwd.targets.size(); ++i) {
-    const auto& state = *services.fleet.backends.at(fwd.targets[i]->backend);
-    candidates.push_back(
-        {fwd.targets[i]->weight, state.inflight.load(), fwd.backends[i]->max_inflight, state.available(now)});
-  }
-  auto order = upstream::plan_attempts(model.strategy == "balance", candidates, model.max_attempts, rng);
+  auto plan = [&] {
+    auto now = std::chrono::steady_clock::now();
+    std::vector<upstream::Candidate> candidates;
+    for (std::size_t i = 0; i < fwd.targets.size(); ++i) {
+      const auto& state = *services.fleet.backends.at(fwd.targets[i]->backend);
+      candidates.push_back(
+          {fwd.targets[i]->weight, state.inflight.load(), fwd.backends[i]->max_inflight, state.available(now)});
+    }
+    return upstream::plan_attempts(model.strategy == "balance", candidates, model.max_attempts, rng);
+  };
+  auto order = plan();
   if (order.empty()) {
+    // Every usable target is at max_inflight: wait in their queues (bounded, up to queue_timeout) for a slot.
+    auto executor = co_await asio::this_coro::executor;
+    auto waiter = std::make_shared<SlotQueue::Waiter>(executor);
+    std::vector<std::pair<SlotQueue*, const std::string*>> joined;
+    Millis patience{0};
+    auto now = std::chrono::steady_clock::now();
+    for (std::size_t i = 0; i < fwd.targets.size(); ++i) {
+      const auto& name = fwd.targets[i]->backend;
+      if (!services.fleet.backends.at(name)->available(now) || fwd.backends[i]->max_queue == 0) continue;
+      auto& queue = *services.fleet.queues.at(name);
+      if (!queue.join(waiter)) continue;
+      joined.emplace_back(&queue, &name);
+      services.metrics.queued(name, 1);
+      patience = std::max(patience, fwd.backends[i]->queue_timeout);
+    }
+    auto deadline = now + patience;
+    while (!joined.empty()) {
+      order = plan();
+      if (!order.empty() || std::chrono::steady_clock::now() >= deadline) break;
+      // Woken when a slot frees up; a short poll as well, so a wake-up that went to a request that gave
+      // up meanwhile cannot strand the others.
+      waiter->timer.expires_at(std::min(deadline, std::chrono::steady_clock::now() + std::chrono::milliseconds(100)));
+      co_await waiter->timer.async_wait(use_nothrow);
+      for (auto [queue, name] : joined) queue->join(waiter);  // back in line if a wake-up took us out
+    }
+    for (auto [queue, name] : joined) {
+      queue->leave(waiter);
+      services.metrics.queued(*name, -1);
+    }
+  }
+  if (order.empty()) {
+    unused();
     openai::ApiError full{503,
                           "Every backend for the model `" + model.name + "` is at capacity; retry shortly.",
                           "server_error", std::nullopt, "backend_overloaded"};
@@ -169,6 +325,7 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, StringReq
   fr.client_keep_alive = reply.keep_alive;
   fr.started = ctx.started;
   fr.metrics = &services.metrics;
+  fr.headers = &limit_headers;
 
   auto& budget = *services.fleet.budgets.at(model.name);
   budget.request_started();
@@ -201,6 +358,7 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, StringReq
     result = co_await upstream::forward(stream, *pool_it->second, fr);
     backend_seconds += result.backend_seconds;
     --state.inflight;
+    services.fleet.queues.at(target.backend)->wake_one();
     services.metrics.inflight(model.name, target.backend, -1);
     if (retry) budget.retry_finished();
 
@@ -220,6 +378,7 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, StringReq
   budget.request_finished();
   log.attempts = attempts;
   if (attempts == 0) {
+    unused();
     auto none = policy::no_backend_available(model.name);
     co_return finish(co_await reply.error(none));
   }
@@ -233,6 +392,15 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, StringReq
     usage = openai::Usage{req.body().size() / 4, result.generated_chunks};
     log.usage_estimated = true;
     services.metrics.estimated_tokens(log.model, log.backend, result.generated_chunks);
+  }
+  if (settle) {
+    // Charge what was used: the backend's count, or what was streamed; an answer without usage keeps its estimate.
+    std::uint64_t used = 0;
+    if (usage)
+      used = usage->prompt_tokens + usage->completion_tokens;
+    else if (!result.failure && result.status >= 200 && result.status < 300)
+      used = settle->reservation.demand.tokens;
+    (*settle)(used);
   }
   if (usage) {
     log.prompt_tokens = usage->prompt_tokens;
@@ -266,6 +434,31 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, StringReq
   co_return finish(result.client_keep_alive);
 }
 
+bool SlotQueue::join(const std::shared_ptr<Waiter>& w) {
+  std::lock_guard lock(mutex_);
+  if (std::find(waiting_.begin(), waiting_.end(), w) != waiting_.end()) return true;
+  if (waiting_.size() >= capacity_) return false;
+  waiting_.push_back(w);
+  return true;
+}
+
+void SlotQueue::leave(const std::shared_ptr<Waiter>& w) {
+  std::lock_guard lock(mutex_);
+  if (auto it = std::find(waiting_.begin(), waiting_.end(), w); it != waiting_.end()) waiting_.erase(it);
+}
+
+void SlotQueue::wake_one() {
+  std::shared_ptr<Waiter> w;
+  {
+    std::lock_guard lock(mutex_);
+    if (waiting_.empty()) return;
+    w = std::move(waiting_.front());
+    waiting_.pop_front();
+  }
+  // The timer belongs to the waiter's worker: cancel it there (the shared_ptr keeps it alive until then).
+  asio::post(w->timer.get_executor(), [w] { w->timer.cancel(); });
+}
+
 bool Fleet::any_up(upstream::SteadyTime now) const {
   for (const auto& [name, state] : backends)
     if (state->up(now)) return true;
@@ -290,6 +483,20 @@ asio::awaitable<void> reply_unroutable(beast::tcp_stream& stream, const openai::
 StringResponse handle_admin_request(const StringRequest& req, const Services& services, bool ready) {
   auto path = path_of(req.target());
   bool keep = req.keep_alive();
+  if (path == "/admin/reload") {
+    if (req.method() != http::verb::post) {
+      auto res = error_response(
+          {405, "/admin/reload answers POST only", "invalid_request_error", std::nullopt, "method_not_allowed"},
+          req.version(), keep);
+      res.set(http::field::allow, "POST");
+      return res;
+    }
+    auto why = services.reload ? services.reload() : std::string("this gateway has no config file to reload");
+    if (why.empty()) return json_response(http::status::ok, R"({"status":"reloaded"})", req.version(), keep);
+    return error_response({400, "The config was not reloaded (the running one is kept): " + why,
+                           "invalid_request_error", std::nullopt, "invalid_config"},
+                          req.version(), keep);
+  }
   if (req.method() != http::verb::get && req.method() != http::verb::head)
     return error_response(
         {405, "admin routes answer GET only", "invalid_request_error", std::nullopt, "method_not_allowed"},

@@ -2,40 +2,104 @@
 // The client-facing routes: one request in, one response (or relayed stream) out.
 #include <atomic>
 #include <chrono>
+#include <deque>
+#include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include "config.hpp"
 #include "observe/metrics.hpp"
 #include "policy/decide.hpp"
+#include "policy/limiter.hpp"
 #include "server/http_io.hpp"
 #include "upstream/balancer.hpp"
 #include "upstream/pool.hpp"
 
+namespace sluice::store {
+class RedisClient;
+class RedisLimiter;
+}  // namespace sluice::store
+
 namespace sluice::server {
 
-/// Backend health and retry budgets, shared by every worker (each object is thread-safe).
+/// Requests waiting for a slot on a backend at its max_inflight. Shared by workers; bounded.
+class SlotQueue {
+ public:
+  struct Waiter {
+    explicit Waiter(const asio::any_io_executor& ex) : timer(ex) {}
+    asio::steady_timer timer;  // cancelled, on its own executor, to wake the waiter
+  };
+  explicit SlotQueue(unsigned capacity) : capacity_(capacity) {}
+  bool join(const std::shared_ptr<Waiter>& w);  // false when the queue is full
+  void leave(const std::shared_ptr<Waiter>& w);
+  void wake_one();  // a slot was freed: the longest waiting request tries again
+
+ private:
+  std::mutex mutex_;
+  std::deque<std::shared_ptr<Waiter>> waiting_;
+  unsigned capacity_;
+};
+
+/// Backend health, retry budgets and wait queues, shared by every worker (each object is thread-safe).
 struct Fleet {
   std::map<std::string, std::unique_ptr<upstream::BackendState>, std::less<>> backends;  // enabled backends
   std::map<std::string, std::unique_ptr<upstream::RetryBudget>, std::less<>> budgets;    // by model name
+  std::map<std::string, std::unique_ptr<SlotQueue>, std::less<>> queues;                 // by backend name
 
   /// True when at least one backend passes its checks and is not ejected.
   bool any_up(upstream::SteadyTime now) const;
 };
 
+/// The keys, limits and routes a request runs under. A reload swaps the whole snapshot; each request
+/// holds the one it started with until it ends.
+struct Snapshot {
+  explicit Snapshot(Config c) : config(std::move(c)), policy(config) {}
+  Config config;
+  policy::Policy policy;
+};
+
+class Snapshots {
+ public:
+  explicit Snapshots(std::shared_ptr<const Snapshot> first) : current_(std::move(first)) {}
+  std::shared_ptr<const Snapshot> get() const {
+    std::lock_guard lock(mutex_);
+    return current_;
+  }
+  void set(std::shared_ptr<const Snapshot> next) {
+    std::lock_guard lock(mutex_);
+    current_ = std::move(next);
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  std::shared_ptr<const Snapshot> current_;
+};
+
 /// What every worker shares (read-only, or thread-safe).
 struct Services {
-  const Config& config;
-  const policy::Policy& policy;
+  const Config& config;  // as started: server, backends and store settings (a reload does not change them)
+  const Snapshots& snapshots;
   observe::Metrics& metrics;
   const std::atomic<bool>& draining;
   Fleet& fleet;
+  policy::LocalLimiter& limiter;  // the limits when store: memory, and the fallback when Redis is down
+  std::function<std::string()> reload;  // re-reads the config file: "" when applied, else why not
   std::int64_t started_unix = 0;
 };
 
 /// One worker's connection pools, by backend name.
 using Pools = std::map<std::string, std::unique_ptr<upstream::BackendPool>, std::less<>>;
+
+/// What each worker owns for its requests (used on the worker's thread only).
+struct WorkerLocal {
+  WorkerLocal();
+  ~WorkerLocal();
+  Pools pools;
+  std::unique_ptr<store::RedisClient> redis;     // store: redis
+  std::unique_ptr<store::RedisLimiter> limiter;  // store: redis
+};
 
 /// Facts about the request being served, for the reply and the access log.
 struct RequestContext {
@@ -48,13 +112,14 @@ struct RequestContext {
 
 /// Serves one client request on `stream`. Returns whether the connection may serve another.
 asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, StringRequest& req,
-                                            RequestContext& ctx, const Services& services, Pools& pools);
+                                            RequestContext& ctx, const Services& services, WorkerLocal& local);
 
 /// Answers a request that failed before it could be routed (bad framing, too large, too slow), and logs it.
 asio::awaitable<void> reply_unroutable(beast::tcp_stream& stream, const openai::ApiError& error,
                                        RequestContext& ctx, const Services& services);
 
-/// Serves one admin request (/healthz, /readyz, /metrics). `ready` says whether /readyz answers 200.
+/// Serves one admin request (/healthz, /readyz, /metrics, POST /admin/reload). `ready` says whether /readyz
+/// answers 200.
 StringResponse handle_admin_request(const StringRequest& req, const Services& services, bool ready);
 
 }  // namespace sluice::server

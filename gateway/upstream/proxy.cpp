@@ -248,6 +248,8 @@ asio::awaitable<void> Exchange::relay_stream(Stream& up, Connection& conn, Parse
   head.set("x-accel-buffering", "no");
   head.set("x-request-id", fr_.request_id);
   head.set("x-sluice-overhead-ms", overhead_ms(Clock::now()));
+  if (fr_.headers)
+    for (const auto& [name, value] : *fr_.headers) head.set(name, value);
   head.keep_alive(chunked && fr_.client_keep_alive);
   if (chunked) head.chunked(true);
   http::response_serializer<http::empty_body> sr{head};
@@ -468,6 +470,8 @@ asio::awaitable<void> Exchange::relay_body(Stream& up, Connection& conn, Parser&
 
   res.set("x-request-id", fr_.request_id);
   res.set("x-sluice-overhead-ms", overhead_ms(body_done));
+  if (fr_.headers)
+    for (const auto& [name, value] : *fr_.headers) res.set(name, value);
   res.keep_alive(fr_.client_keep_alive);
   res.body() = std::move(body);
   res.prepare_payload();

@@ -3,6 +3,8 @@
 #include <chrono>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "observe/metrics.hpp"
 #include "openai/dialect.hpp"
@@ -28,6 +30,8 @@ struct ForwardRequest {
   std::chrono::steady_clock::time_point started;
   observe::Metrics* metrics = nullptr;  // for the live gauge of relayed streams
   double backend_seconds_before = 0;    // time already spent waiting on backends (earlier attempts)
+  /// Extra response headers for the client (the rate-limit headers).
+  const std::vector<std::pair<std::string, std::string>>* headers = nullptr;
 };
 
 /// How the exchange went, for the caller's metrics, access log and error reply.

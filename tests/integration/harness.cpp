@@ -16,6 +16,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <stdexcept>
 
 extern char** environ;
@@ -507,6 +508,114 @@ std::string TempDir::write(const std::string& name, const std::string& content) 
   auto p = path_ + "/" + name;
   std::ofstream(p) << content;
   return p;
+}
+
+// ---- RedisServer ----
+
+namespace {
+
+std::uint16_t free_loopback_port() {
+  std::uint16_t port = 0;
+  ::close(listen_loopback(port));
+  return port;
+}
+
+// True when 127.0.0.1:port answers a PING: +PONG, or -NOAUTH when it wants a password first.
+bool answers_ping(std::uint16_t port) {
+  int fd = connect_loopback(port);
+  if (fd < 0) return false;
+  std::string got;
+  if (write_all(fd, "PING\r\n")) {
+    char tmp[256];
+    while (got.find("\r\n") == std::string::npos && readable(fd, 500ms)) {
+      ssize_t n = ::recv(fd, tmp, sizeof tmp, 0);
+      if (n <= 0) break;
+      got.append(tmp, static_cast<std::size_t>(n));
+    }
+  }
+  ::close(fd);
+  return got.starts_with("+PONG") || got.starts_with("-NOAUTH");
+}
+
+std::string file_text(const std::string& path) {
+  std::ifstream in(path);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+}  // namespace
+
+RedisServer::RedisServer(const std::string& extra_args) {
+  std::istringstream words(extra_args);
+  for (std::string w; words >> w;) extra_.push_back(w);
+  std::string why;
+  for (int attempt = 0; attempt < 5; ++attempt) {  // another process may take the port before redis binds it
+    port_ = free_loopback_port();
+    if (launch(why)) return;
+  }
+  throw std::runtime_error("redis-server did not start: " + why);
+}
+
+RedisServer::~RedisServer() {
+  stop();
+}
+
+std::string RedisServer::url() const {
+  return "redis://127.0.0.1:" + std::to_string(port_) + "/0";
+}
+
+void RedisServer::stop() {
+  if (pid_ <= 0) return;
+  ::kill(pid_, SIGKILL);
+  int status = 0;
+  waitpid(pid_, &status, 0);
+  pid_ = -1;
+}
+
+void RedisServer::start() {
+  stop();
+  std::string why;
+  for (int attempt = 0; attempt < 3; ++attempt)  // the port may be briefly busy (a client's connect attempt)
+    if (launch(why)) return;
+  throw std::runtime_error("redis-server did not restart on port " + std::to_string(port_) + ": " + why);
+}
+
+bool RedisServer::launch(std::string& why) {
+  const std::string log = dir_.path() + "/redis.log";
+  std::ofstream(log, std::ios::trunc).flush();  // a fresh log: readiness is read from it
+  std::vector<std::string> argv{"/usr/bin/redis-server", "--port", std::to_string(port_)};
+  argv.insert(argv.end(),
+              {"--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--loglevel", "notice"});
+  argv.insert(argv.end(), {"--dir", dir_.path(), "--logfile", log});
+  argv.insert(argv.end(), extra_.begin(), extra_.end());
+  std::vector<char*> args;
+  for (auto& a : argv) args.push_back(a.data());
+  args.push_back(nullptr);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addclosefrom_np(&fa, 3);  // not the test's sockets (Asio opens them inheritable)
+  int rc = posix_spawn(&pid_, args[0], &fa, nullptr, args.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  if (rc != 0) {
+    pid_ = -1;
+    why = "cannot spawn /usr/bin/redis-server";
+    return false;
+  }
+  // Ready when our process says so (not some other server that took the port) and the port answers.
+  auto end = Clock::now() + 10s;
+  while (Clock::now() < end) {
+    int status = 0;
+    if (waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;
+      why = "redis-server exited: " + file_text(log);
+      return false;
+    }
+    if (file_text(log).find("Ready to accept connections") != std::string::npos && answers_ping(port_))
+      return true;
+    std::this_thread::sleep_for(5ms);
+  }
+  why = "redis-server did not answer within 10 s: " + file_text(log);
+  stop();
+  return false;
 }
 
 }  // namespace sluice::test

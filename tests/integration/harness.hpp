@@ -185,4 +185,25 @@ class TempDir {
   std::string path_;
 };
 
+// ---- a real Redis ----
+
+/// A real redis-server (Debian's /usr/bin/redis-server) on a free 127.0.0.1 port, no persistence.
+class RedisServer {
+ public:
+  /// `extra_args` are whitespace-separated (e.g. "--requirepass s3cret"); throws if it cannot start.
+  explicit RedisServer(const std::string& extra_args = "");
+  ~RedisServer();
+  std::uint16_t port() const { return port_; }
+  std::string url() const;  // redis://127.0.0.1:PORT/0
+  void stop();              // SIGKILL and wait
+  void start();             // again on the same port (waits until it answers PING)
+
+ private:
+  bool launch(std::string& why);  // spawns and waits until ready; false (and the child reaped) on failure
+  TempDir dir_;
+  std::vector<std::string> extra_;
+  std::uint16_t port_ = 0;
+  pid_t pid_ = -1;
+};
+
 }  // namespace sluice::test

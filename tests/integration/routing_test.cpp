@@ -194,7 +194,8 @@ TEST(Routing, MaxInflightSendsTheOverflowElsewhereOrRefuses) {
   HoldingBackend small(release);
   CountingBackend overflow(200, kCompletion);
   TestGateway gw(
-      test_config_yaml("backends:\n" + backend_line("small", small.upstream.url(), ", max_inflight: 1") +
+      // max_queue: 0, so a full backend refuses at once (queueing has its own tests in limits_test).
+      test_config_yaml("backends:\n" + backend_line("small", small.upstream.url(), ", max_inflight: 1, max_queue: 0") +
                        backend_line("overflow", overflow.url(), ", max_inflight: 1") +
                        "models:\n  - { name: m, targets: [ { backend: small }, { backend: overflow } ] }\n"
                        "  - { name: solo, targets: [ { backend: small, model: m } ] }\n"));

@@ -24,8 +24,13 @@ TEST(ParseDurationTest, BareNumberIsSeconds) {
 }
 
 TEST(ParseDurationTest, BadUnits) {
-  for (auto text : {"5x", "5 sec", "5S", "5MS", "5d", "5us", "5mss", "ms", "s5", "5s5"})
+  for (auto text : {"5x", "5 sec", "5S", "5MS", "5D", "5us", "5mss", "ms", "s5", "5s5"})
     EXPECT_EQ(parse_duration(text), std::nullopt) << text;
+}
+
+TEST(ParseDurationTest, DaysForBudgetWindows) {
+  EXPECT_EQ(parse_duration("1d"), std::chrono::milliseconds(86'400'000));
+  EXPECT_EQ(parse_duration("7d"), std::chrono::milliseconds(7 * 86'400'000LL));
 }
 
 TEST(ParseDurationTest, NegativeAndEmptyAreRejected) {
