@@ -561,7 +561,7 @@ void check_references(Reader& r, Config& c) {
     if (!k.key_sha256.empty() && !digests.insert(k.key_sha256).second)
       r.error(kp + ".key_sha256", "the same key is configured twice");
     for (std::size_t j = 0; j < k.models.size(); ++j)
-      if (k.models[j] != "*" && !models.count(k.models[j]))
+      if (k.models[j].find('*') == std::string::npos && !models.count(k.models[j]))
         r.error(Reader::index(kp + ".models", j), "unknown model '" + k.models[j] + "'");
   }
 }

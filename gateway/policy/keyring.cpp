@@ -31,22 +31,47 @@ Keyring::Keyring(const std::vector<KeyConfig>& keys) {
     e.limits = k.limits;
     entries_.push_back(std::move(e));
   }
+  for (std::size_t i = 0; i < entries_.size(); ++i)
+    by_digest_.emplace(std::string(reinterpret_cast<const char*>(entries_[i].digest), 32), i);
 }
 
 const KeyEntry* Keyring::find(std::string_view presented) const {
   if (presented.empty()) return nullptr;
   unsigned char digest[32];
   SHA256(reinterpret_cast<const unsigned char*>(presented.data()), presented.size(), digest);
-  const KeyEntry* found = nullptr;
-  for (const auto& e : entries_)  // no early exit: the time taken does not depend on which key matched
-    if (CRYPTO_memcmp(e.digest, digest, sizeof digest) == 0) found = &e;
-  return found;
+  // Looked up by digest, so thousands of keys cost one hash; what the lookup's timing could reveal is the
+  // digest of the caller's own input, never a stored key. The match itself is confirmed in constant time.
+  auto it = by_digest_.find(std::string(reinterpret_cast<const char*>(digest), sizeof digest));
+  if (it == by_digest_.end()) return nullptr;
+  const KeyEntry& e = entries_[it->second];
+  return CRYPTO_memcmp(e.digest, digest, sizeof digest) == 0 ? &e : nullptr;
+}
+
+bool glob_match(std::string_view pattern, std::string_view text) {
+  // `*` matches any run of characters ('/' included); everything else matches itself. Iterative, with
+  // backtracking to the last star only, so it is linear-ish and cannot blow up.
+  std::size_t p = 0, t = 0, star = std::string_view::npos, mark = 0;
+  while (t < text.size()) {
+    if (p < pattern.size() && pattern[p] == '*') {
+      star = p++;
+      mark = t;
+    } else if (p < pattern.size() && pattern[p] == text[t]) {
+      ++p, ++t;
+    } else if (star != std::string_view::npos) {
+      p = star + 1;
+      t = ++mark;
+    } else {
+      return false;
+    }
+  }
+  while (p < pattern.size() && pattern[p] == '*') ++p;
+  return p == pattern.size();
 }
 
 bool Keyring::allows(const KeyEntry& key, std::string_view model) {
   if (key.models.empty()) return true;
   for (const auto& m : key.models)
-    if (m == "*" || m == model) return true;
+    if (m == model || (m.find('*') != std::string::npos && glob_match(m, model))) return true;
   return false;
 }
 

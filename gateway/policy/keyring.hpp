@@ -2,6 +2,7 @@
 // Client keys: stored only as SHA-256 digests, compared in constant time, each with the models it may use.
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "config.hpp"
@@ -12,7 +13,7 @@ namespace sluice::policy {
 struct KeyEntry {
   std::string name;
   unsigned char digest[32];
-  std::vector<std::string> models;  // empty or "*": every model
+  std::vector<std::string> models;  // exact names and `*` globs ("openai/*"); empty or "*": every model
   KeyLimits limits;
 };
 
@@ -31,7 +32,11 @@ class Keyring {
 
  private:
   std::vector<KeyEntry> entries_;
+  std::unordered_map<std::string, std::size_t> by_digest_;  // raw 32-byte digest → entry
 };
+
+/// True when `text` matches `pattern`, where `*` stands for any run of characters.
+bool glob_match(std::string_view pattern, std::string_view text);
 
 /// SHA-256 of `text` as 64 lowercase hex digits.
 std::string sha256_hex(std::string_view text);

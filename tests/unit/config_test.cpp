@@ -678,3 +678,84 @@ TEST(ConfigTest, DialectNamesRoundTrip) {
 
 }  // namespace
 }  // namespace sluice
+
+namespace sluice {
+namespace {
+
+constexpr const char* kLimited = R"(
+store: redis
+redis: { url: "redis://:${REDIS_PASSWORD}@10.0.0.5:6380/2", timeout: 100ms, fail_closed: true, key_prefix: "team-a:" }
+limits: { completion_estimate: 512 }
+backends:
+  - { name: local, dialect: vllm, url: "http://127.0.0.1:8000/v1", max_inflight: 8, max_queue: 16, queue_timeout: 2s }
+models:
+  - name: openai/gpt-oss-120b
+    targets: [ { backend: local } ]
+    limits: { rpm: 100, tpm: 50000, concurrency: 32 }
+keys:
+  - name: alice
+    key_sha256: "1c590839af894cf25f9a5fe06929af05b377f60efbe55508ef93d251887b9213"
+    models: [ "openai/*" ]
+    limits: { rpm: 60, tpm: 10000, concurrency: 4, budget: 1000000, budget_window: 7d }
+)";
+
+TEST(ConfigLimitsTest, EveryLimitIsRead) {
+  auto r = load_config_text(kLimited, env_of({{"REDIS_PASSWORD", "pw"}}));
+  ASSERT_TRUE(r.config) << all_errors(r);
+  const Config& c = *r.config;
+  EXPECT_EQ(c.store, "redis");
+  EXPECT_EQ(c.redis.url, "redis://:pw@10.0.0.5:6380/2");
+  EXPECT_EQ(c.redis.timeout, 100ms);
+  EXPECT_TRUE(c.redis.fail_closed);
+  EXPECT_EQ(c.redis.key_prefix, "team-a:");
+  EXPECT_EQ(c.limits.completion_estimate, 512u);
+  EXPECT_EQ(c.backends[0].max_queue, 16u);
+  EXPECT_EQ(c.backends[0].queue_timeout, 2s);
+  const auto& ml = c.models[0].limits;
+  EXPECT_EQ(ml.rpm, 100u);
+  EXPECT_EQ(ml.tpm, 50000u);
+  EXPECT_EQ(ml.concurrency, 32u);
+  const auto& kl = c.keys[0].limits;
+  EXPECT_EQ(kl.rpm, 60u);
+  EXPECT_EQ(kl.tpm, 10000u);
+  EXPECT_EQ(kl.concurrency, 4u);
+  EXPECT_EQ(kl.budget, 1000000u);
+  EXPECT_EQ(kl.budget_window, std::chrono::milliseconds(7 * 86'400'000LL));
+  EXPECT_EQ(c.keys[0].models[0], "openai/*");  // a glob: not checked against the model names
+}
+
+TEST(ConfigLimitsTest, DefaultsAreUnlimitedWithADailyWindow) {
+  Config c = load_ok(kMinimal);
+  EXPECT_EQ(c.store, "memory");
+  EXPECT_EQ(c.redis.timeout, 250ms);
+  EXPECT_FALSE(c.models[0].limits.any());
+  EXPECT_EQ(c.backends[0].max_queue, 64u);
+  EXPECT_EQ(c.backends[0].queue_timeout, 5s);
+  EXPECT_EQ(KeyLimits{}.budget_window, std::chrono::milliseconds(86'400'000));
+}
+
+TEST(ConfigLimitsTest, BadLimitsAreErrorsWithTheirPaths) {
+  std::string base = kMinimal;
+  load_error(base + "keys: [ { name: a, key_sha256: \"" + std::string(64, 'a') +
+                 "\", limits: { rpm: -1 } } ]\n",
+             "keys[0].limits.rpm");
+  load_error(base + "keys: [ { name: a, key_sha256: \"" + std::string(64, 'a') +
+                 "\", limits: { budget: 10, budget_window: 10ms } } ]\n",
+             "keys[0].limits.budget_window");
+  load_error(base + "keys: [ { name: a, key_sha256: \"" + std::string(64, 'a') +
+                 "\", limits: { rph: 10 } } ]\n",
+             "keys[0].limits.rph");
+  load_error(base + "redis: { url: \"http://x\" }\n", "redis.url");
+  load_error(base + "redis: { timeout: 0ms }\n", "redis.timeout");
+  load_error(base + "limits: { completion_estimate: 0 }\n", "limits.completion_estimate");
+  load_error(std::string(R"(
+backends:
+  - { name: local, url: "http://127.0.0.1:8000/v1" }
+models:
+  - { name: llama, targets: [ { backend: local } ], limits: { rps: 1 } }
+)"),
+             "models[0].limits.rps");
+}
+
+}  // namespace
+}  // namespace sluice

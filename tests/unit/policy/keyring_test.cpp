@@ -80,6 +80,42 @@ TEST(KeyringTest, Allows) {
   EXPECT_FALSE(Keyring::allows(named, "A"));
 }
 
+TEST(KeyringTest, GlobsAllowFamiliesOfModels) {
+  Keyring ring({key_config("a", "sk-a", {"openai/*", "demo"})});
+  const auto* a = ring.find("sk-a");
+  ASSERT_NE(a, nullptr);
+  EXPECT_TRUE(Keyring::allows(*a, "openai/gpt-oss-120b"));
+  EXPECT_TRUE(Keyring::allows(*a, "openai/gpt-oss-20b"));
+  EXPECT_TRUE(Keyring::allows(*a, "demo"));
+  EXPECT_FALSE(Keyring::allows(*a, "meta/llama"));
+  EXPECT_FALSE(Keyring::allows(*a, "openai"));  // "openai/*" needs the slash
+  EXPECT_FALSE(Keyring::allows(*a, "demo2"));
+}
+
+TEST(GlobMatchTest, Cases) {
+  EXPECT_TRUE(glob_match("*", ""));
+  EXPECT_TRUE(glob_match("*", "anything/at/all"));
+  EXPECT_TRUE(glob_match("a*c", "abbbc"));
+  EXPECT_TRUE(glob_match("a*c", "ac"));
+  EXPECT_FALSE(glob_match("a*c", "abcd"));
+  EXPECT_TRUE(glob_match("*-120b", "openai/gpt-oss-120b"));
+  EXPECT_TRUE(glob_match("a**b", "ab"));
+  EXPECT_FALSE(glob_match("abc", "ab"));
+  EXPECT_FALSE(glob_match("", "a"));
+  // Many stars against a long mismatch stays fast (no exponential backtracking).
+  EXPECT_FALSE(glob_match("*a*a*a*a*a*a*a*a*b", std::string(5000, 'a')));
+}
+
+TEST(KeyringTest, ThousandsOfKeysAreFoundByDigest) {
+  std::vector<KeyConfig> keys;
+  for (int i = 0; i < 5000; ++i) keys.push_back(key_config("k" + std::to_string(i), "sk-" + std::to_string(i)));
+  Keyring ring(keys);
+  const auto* k = ring.find("sk-4321");
+  ASSERT_NE(k, nullptr);
+  EXPECT_EQ(k->name, "k4321");
+  EXPECT_EQ(ring.find("sk-5000"), nullptr);
+}
+
 TEST(GenerateKeyTest, ShapeAndUniqueness) {
   const std::string a = generate_key();
   const std::string b = generate_key();
