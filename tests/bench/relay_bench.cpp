@@ -11,6 +11,7 @@
 
 #include "../integration/harness.hpp"
 #include "openai/sse_parser.hpp"
+#include "policy/limiter.hpp"
 #include "simulator/simulator.hpp"
 
 using namespace sluice;
@@ -93,6 +94,42 @@ void parser_row() {
               static_cast<double>(stream.size()) / (1 << 20) / s, static_cast<double>(count) / s / 1e6);
 }
 
+// The in-memory limiter alone: one admission and its settlement, for a key with every limit set.
+void limiter_row() {
+  policy::LocalLimiter limiter;
+  policy::Demand d;
+  d.key = "bench";
+  d.key_limits = {1'000'000'000, 1'000'000'000'000, 1'000'000, 1ull << 50, std::chrono::milliseconds(86'400'000)};
+  d.model = "m";
+  d.model_limits = {1'000'000'000, 1'000'000'000'000, 1'000'000};
+  d.tokens = 1100;
+  const int n = 2'000'000;
+  auto now = policy::wall_now();
+  auto t0 = Clock::now();
+  for (int i = 0; i < n; ++i) {
+    auto a = limiter.admit(d, now + i / 1000);
+    limiter.settle(a.reservation, 40, now + i / 1000);
+  }
+  double s = std::chrono::duration<double>(Clock::now() - t0).count();
+  std::printf("In-memory limiter: %d admit+settle pairs (7 limits each) in %.3f s = %.0f ns per request\n", n, s,
+              s / n * 1e9);
+}
+
+std::string bench_config(std::uint16_t sim_port, const std::string& key_extra, const std::string& extra = "") {
+  return "server: { listen: 127.0.0.1:0, admin_listen: 127.0.0.1:0, workers: 1 }\n"
+         "log: { level: warn, format: text, access_log: false }\n"
+         "backends:\n  - { name: sim, url: \"http://127.0.0.1:" +
+         std::to_string(sim_port) +
+         "/v1\" }\n"
+         "models:\n  - { name: m, targets: [ { backend: sim } ] }\n"
+         "keys:\n  - { name: bench, key_sha256: \"KEYDIGEST\"" +
+         key_extra + " }\n" + extra;
+}
+
+// Limits high enough never to refuse: what is measured is the cost of deciding and settling.
+const char* kGenerousLimits =
+    ", limits: { rpm: 100000000, tpm: 1000000000, concurrency: 100000, budget: 1000000000000 }";
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -105,15 +142,21 @@ int main(int argc, char** argv) {
   auto sim_port = sim.listen("127.0.0.1", 0);
   std::thread sim_thread([&] { sim_ctx.run(); });
 
-  std::string yaml =
-      "server: { listen: 127.0.0.1:0, admin_listen: 127.0.0.1:0, workers: 1 }\n"
-      "log: { level: warn, format: text, access_log: false }\n"
-      "backends:\n  - { name: sim, url: \"http://127.0.0.1:" +
-      std::to_string(sim_port) +
-      "/v1\" }\n"
-      "models:\n  - { name: m, targets: [ { backend: sim } ] }\n"
-      "keys:\n  - { name: bench, key_sha256: \"KEYDIGEST\" }\n";
-  TestGateway gw(yaml);
+  TestGateway gw(bench_config(sim_port, ""));
+  TestGateway limited(bench_config(sim_port, kGenerousLimits));
+  std::unique_ptr<RedisServer> redis;
+  std::unique_ptr<TestGateway> shared;
+  try {
+    redis = std::make_unique<RedisServer>();
+    shared = std::make_unique<TestGateway>(
+        bench_config(sim_port, kGenerousLimits, "store: redis\nredis: { url: \"" + redis->url() + "\" }\n"));
+    wait_until([&] {
+      auto m = HttpClient(shared->admin_port()).request("GET", "/metrics").body;
+      return m.find("\nsluice_redis_up 1") != std::string::npos;
+    });
+  } catch (const std::exception& e) {
+    std::printf("(no redis-server: %s; the Redis row is left out)\n", e.what());
+  }
 
   const std::string plain =
       R"({"model":"m","messages":[{"role":"user","content":"hi"}],"simulator":{"tokens":16}})";
@@ -131,9 +174,16 @@ int main(int argc, char** argv) {
   load(gw.port(), "sk-test", plain, clients, 20);  // warm-up: pools, allocator
   row("direct: JSON, 16 tokens", load(sim_port, "", plain, clients, per_client));
   row("via sluice: JSON, 16 tokens", load(gw.port(), "sk-test", plain, clients, per_client));
+  load(limited.port(), "sk-test", plain, clients, 20);
+  row("+ key limits (memory)", load(limited.port(), "sk-test", plain, clients, per_client));
+  if (shared) {
+    load(shared->port(), "sk-test", plain, clients, 20);
+    row("+ key limits (redis)", load(shared->port(), "sk-test", plain, clients, per_client));
+  }
   row("direct: SSE, 64 tokens", load(sim_port, "", stream, clients, per_client / 2));
   row("via sluice: SSE, 64 tokens", load(gw.port(), "sk-test", stream, clients, per_client / 2));
   parser_row();
+  limiter_row();
 
   sim_ctx.stop();
   sim_thread.join();
