@@ -13,6 +13,7 @@
 #include <fstream>
 #include <iterator>
 #include <sstream>
+#include <mutex>
 
 namespace sluice::observe {
 
@@ -117,6 +118,7 @@ struct Metrics::Impl {
                                            .Help("Times the shared Redis store became unreachable.")
                                            .Register(*registry)
                                            .Add({});
+  std::mutex redis_mutex;  // redis_state() reads then moves the outage counter
   prometheus::Family<prometheus::Gauge>& queue_depth =
       prometheus::BuildGauge()
           .Name("sluice_queued_requests")
@@ -224,10 +226,11 @@ void Metrics::budget_remaining(std::string_view key, std::uint64_t tokens) {
   impl_->budget_left.Add({{"key", s(key)}}).Set(static_cast<double>(tokens));
 }
 
-void Metrics::redis_up(bool is_up) {
-  auto& g = impl_->redis_up_family.Add({});
-  if (!is_up && g.Value() != 0) impl_->redis_outages.Increment();
-  g.Set(is_up ? 1 : 0);
+void Metrics::redis_state(bool is_up, std::uint64_t outages) {
+  std::lock_guard lock(impl_->redis_mutex);
+  impl_->redis_up_family.Add({}).Set(is_up ? 1 : 0);
+  auto seen = static_cast<double>(outages);
+  if (seen > impl_->redis_outages.Value()) impl_->redis_outages.Increment(seen - impl_->redis_outages.Value());
 }
 
 void Metrics::redis_error(std::string_view op) {
@@ -246,7 +249,7 @@ void Metrics::declare(const Config& config) {
     if (key.limits.budget && !impl_->budget_left.Has({{"key", key.name}}))
       impl_->budget_left.Add({{"key", key.name}}).Set(static_cast<double>(key.limits.budget));
   }
-  if (config.store == "redis") impl_->redis_up_family.Add({}).Set(0);
+  if (config.store == "redis" && !impl_->redis_up_family.Has({})) impl_->redis_up_family.Add({}).Set(0);
   for (const auto& b : config.backends) {
     if (!b.enabled) continue;
     for (const char* reason :

@@ -41,8 +41,8 @@ class Metrics {
   void rate_limited(std::string_view key, std::string_view limit);
   /// Tokens left in a key's budget for its current window.
   void budget_remaining(std::string_view key, std::uint64_t tokens);
-  /// Shared-store health: Redis reachable or not (an up→down change also counts an outage).
-  void redis_up(bool up);
+  /// Shared-store health: Redis reachable or not, and how many outages so far.
+  void redis_state(bool up, std::uint64_t outages);
   /// A decision made with local limits because Redis did not answer (`op`: admit, settle).
   void redis_error(std::string_view op);
   /// Requests waiting for a slot on a backend that is at max_inflight.

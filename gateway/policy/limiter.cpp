@@ -68,8 +68,12 @@ void Gcra::take(std::uint64_t limit, double period_ms, std::uint64_t cost, WallM
 
 void Gcra::adjust(std::uint64_t limit, double period_ms, std::int64_t delta, WallMs now) {
   auto step = span(limit, period_ms, static_cast<std::uint64_t>(delta < 0 ? -delta : delta));
-  tat += delta < 0 ? -step : step;
-  tat = std::max(tat, static_cast<double>(now));  // a refund cannot make the bucket fuller than full
+  // A charge after the fact counts from now, like an admission (idle time before it cannot absorb it);
+  // a refund cannot make the bucket fuller than full. The Redis script does the same.
+  if (delta > 0)
+    tat = std::max(tat, static_cast<double>(now)) + step;
+  else
+    tat = std::max(tat - step, static_cast<double>(now));
 }
 
 std::uint64_t Gcra::remaining(std::uint64_t limit, double period_ms, WallMs now) const {
@@ -179,21 +183,26 @@ Admission LocalLimiter::admit(const Demand& d, WallMs now) {
   return a;
 }
 
-std::optional<std::uint64_t> LocalLimiter::settle(const Reservation& r, std::uint64_t used, WallMs now) {
+std::optional<std::uint64_t> LocalLimiter::settle(const Reservation& r, std::optional<std::uint64_t> used_tokens,
+                                                  WallMs now) {
   const auto& d = r.demand;
   const auto& kl = d.key_limits;
   const auto& ml = d.model_limits;
   // The same states admit() locked (chosen from the limits at admission, not the current config).
   KeyState* ks = !d.key.empty() && kl.any() ? state(keys_, d.key) : nullptr;
   ModelState* ms = ml.any() ? state(models_, d.model) : nullptr;
+  // Unknown usage keeps each reservation as it was charged (capped at its limit), never the raw estimate.
+  auto delta = [&](std::uint64_t reserved) {
+    return used_tokens ? static_cast<std::int64_t>(*used_tokens) - static_cast<std::int64_t>(reserved) : 0;
+  };
   std::optional<std::uint64_t> budget_left;
   if (ks) {
     std::lock_guard lock(ks->mutex);
     if (ks->active) --ks->active;
-    if (kl.tpm)
-      ks->tpm.adjust(kl.tpm, kMinute, static_cast<std::int64_t>(used) - static_cast<std::int64_t>(r.key_tokens), now);
+    if (kl.tpm) ks->tpm.adjust(kl.tpm, kMinute, delta(r.key_tokens), now);
     if (kl.budget) {
       auto window = now / kl.budget_window.count();
+      std::uint64_t used = used_tokens.value_or(r.budget_tokens);
       if (window == r.budget_window && ks->budget.window == r.budget_window) {
         // Still the window it was reserved in: replace the estimate by what was used.
         auto with_refund = ks->budget.used - std::min(ks->budget.used, r.budget_tokens);
@@ -209,9 +218,7 @@ std::optional<std::uint64_t> LocalLimiter::settle(const Reservation& r, std::uin
   if (ms) {
     std::lock_guard lock(ms->mutex);
     if (ms->active) --ms->active;
-    if (ml.tpm)
-      ms->tpm.adjust(ml.tpm, kMinute, static_cast<std::int64_t>(used) - static_cast<std::int64_t>(r.model_tokens),
-                     now);
+    if (ml.tpm) ms->tpm.adjust(ml.tpm, kMinute, delta(r.model_tokens), now);
   }
   return budget_left;
 }

@@ -96,9 +96,9 @@ std::uint64_t token_reservation(std::uint64_t prompt_estimate, std::optional<std
 class LocalLimiter {
  public:
   Admission admit(const Demand& d, WallMs now);
-  /// Ends a reservation: releases concurrency and charges `used_tokens` instead of the estimate.
-  /// Returns the key's budget remaining afterwards (when it has one).
-  std::optional<std::uint64_t> settle(const Reservation& r, std::uint64_t used_tokens, WallMs now);
+  /// Ends a reservation: releases concurrency and charges `used_tokens` instead of the estimate (nullopt:
+  /// usage unknown, the reservation stays charged as it was). Returns the key's budget left (when it has one).
+  std::optional<std::uint64_t> settle(const Reservation& r, std::optional<std::uint64_t> used_tokens, WallMs now);
 
  private:
   struct KeyState {

@@ -99,6 +99,7 @@ struct Gateway::Impl {
   std::atomic<bool> draining{false};
   std::atomic<bool> stopping{false};
   std::atomic<int> inflight{0};
+  std::atomic<int> background{0};  // Redis settlements in flight
   std::atomic<unsigned> connections{0};
   Fleet fleet;
   Services services{
@@ -108,6 +109,7 @@ struct Gateway::Impl {
       draining,
       fleet,
       limiter,
+      background,
       [this] { return reload(); },
       std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
           .count()};
@@ -360,6 +362,12 @@ struct Gateway::Impl {
         co_await t.async_wait(use_nothrow);
       }
     }
+    // Settlements still on their way to Redis (a few ms normally; bounded when Redis is away).
+    auto settle_by = Clock::now() + std::chrono::seconds(3);
+    while (background.load() > 0 && Clock::now() < settle_by) {
+      t.expires_after(std::chrono::milliseconds(10));
+      co_await t.async_wait(use_nothrow);
+    }
     spdlog::info("drained; stopping");
     stop_all();
   }
@@ -434,7 +442,9 @@ void Gateway::start() {
   if (d.config.store == "redis") {
     redis_url = store::parse_redis_url(d.config.redis.url);
     if (!redis_url) throw std::runtime_error("redis.url: not a valid redis:// URL");
-    d.redis_health.on_change = [&d](bool up) { d.metrics.redis_up(up); };
+    // From the shared health itself (not the transition reported), so reports racing across workers
+    // cannot leave the gauge or the outage count wrong.
+    d.redis_health.on_change = [&d](bool) { d.metrics.redis_state(d.redis_health.up(), d.redis_health.outages()); };
   }
   // A concurrency slot in Redis outlives a replica that died holding it by at most this long.
   Millis lease{60'000};

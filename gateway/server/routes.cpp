@@ -78,20 +78,36 @@ Headers rate_limit_headers(const policy::Admission& a) {
   return h;
 }
 
-asio::awaitable<void> settle_remote(store::RedisLimiter& limiter, policy::Reservation r, std::uint64_t used,
-                                    observe::Metrics& metrics) {
-  auto settled = co_await limiter.settle(r, used);
-  if (!settled.answered)
-    metrics.redis_error("settle");  // the reservation stands (the safe side); its lease expires
-  else if (settled.budget_left)
-    metrics.budget_remaining(r.demand.key, *settled.budget_left);
+// Settles in Redis off the request's path, retrying while Redis does not answer (settling is idempotent per
+// lease, so a retry of one that did run changes nothing). Counted in `background` so a drain waits for it.
+asio::awaitable<void> settle_remote(store::RedisLimiter& limiter, policy::Reservation r,
+                                    std::optional<std::uint64_t> used, observe::Metrics& metrics,
+                                    std::atomic<int>& background) {
+  struct Count {
+    std::atomic<int>& n;
+    ~Count() { --n; }
+  } count{background};
+  auto pause = std::chrono::milliseconds(200);
+  for (int attempt = 0; attempt < 6; ++attempt) {
+    auto settled = co_await limiter.settle(r, used);
+    if (settled.answered) {
+      if (settled.budget_left) metrics.budget_remaining(r.demand.key, *settled.budget_left);
+      co_return;
+    }
+    metrics.redis_error("settle");
+    auto executor = co_await asio::this_coro::executor;  // a named local (GCC 12, see Reply::send)
+    asio::steady_timer timer(executor, pause);
+    co_await timer.async_wait(use_nothrow);
+    pause *= 2;
+  }
+  // Given up (Redis away for ~12 s): the reservation stays charged and its lease expires.
 }
 
 // Hands an admitted request's reservation back exactly once, with the tokens it really used.
 struct Settlement {
   Settlement(policy::Reservation r, policy::LocalLimiter& l, store::RedisLimiter* rl, observe::Metrics& m,
-             asio::any_io_executor ex)
-      : reservation(std::move(r)), local(l), remote(rl), metrics(m), executor(std::move(ex)) {}
+             std::atomic<int>& bg, asio::any_io_executor ex)
+      : reservation(std::move(r)), local(l), remote(rl), metrics(m), background(bg), executor(std::move(ex)) {}
   Settlement(const Settlement&) = delete;
   Settlement& operator=(const Settlement&) = delete;
 
@@ -99,23 +115,26 @@ struct Settlement {
   policy::LocalLimiter& local;
   store::RedisLimiter* remote;
   observe::Metrics& metrics;
+  std::atomic<int>& background;
   asio::any_io_executor executor;
   bool done = false;
 
-  void operator()(std::uint64_t used) {
+  /// `used`: the tokens the request consumed; nullopt when unknown (the reservation stays charged).
+  void operator()(std::optional<std::uint64_t> used) {
     if (done) return;
     done = true;
     if (reservation.remote) {
       // Off the request's path: the answer is complete; Redis need not delay the next request.
-      asio::co_spawn(executor, settle_remote(*remote, reservation, used, metrics), asio::detached);
+      ++background;
+      asio::co_spawn(executor, settle_remote(*remote, reservation, used, metrics, background), asio::detached);
       return;
     }
     if (auto left = local.settle(reservation, used, policy::wall_now()))
       metrics.budget_remaining(reservation.demand.key, *left);
   }
-  // A request torn down some other way (shutdown) keeps its estimate charged; leases in Redis expire.
+  // A request torn down some other way (shutdown) keeps its reservation charged; leases in Redis expire.
   ~Settlement() {
-    if (!done && !reservation.remote) local.settle(reservation, reservation.demand.tokens, policy::wall_now());
+    if (!done && !reservation.remote) local.settle(reservation, std::nullopt, policy::wall_now());
   }
 };
 
@@ -224,6 +243,16 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, StringReq
       admission = co_await local.limiter->admit(demand, lease);
       if (!admission) {
         services.metrics.redis_error("admit");
+        // The script may still run once Redis catches up: release whatever it would reserve (or make it a
+        // no-op if it comes later), so a stall cannot leak a concurrency slot.
+        ++services.background;
+        auto executor = co_await asio::this_coro::executor;
+        auto release = local.limiter->reservation_for(demand, lease);
+        std::optional<std::uint64_t> nothing_used = 0;
+        asio::co_spawn(executor,
+                       settle_remote(*local.limiter, std::move(release), nothing_used, services.metrics,
+                                     services.background),
+                       asio::detached);
         if (services.config.redis.fail_closed) {
           openai::ApiError down{503, "Rate limits cannot be checked right now (the shared store is unreachable).",
                                 "server_error", std::nullopt, "limits_unavailable"};
@@ -253,7 +282,8 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, StringReq
       co_return finish(keep);
     }
     auto executor = co_await asio::this_coro::executor;  // a named local: see Reply::send on GCC 12
-    settle.emplace(admission->reservation, services.limiter, local.limiter.get(), services.metrics, executor);
+    settle.emplace(admission->reservation, services.limiter, local.limiter.get(), services.metrics,
+                   services.background, executor);
   }
   auto unused = [&] {
     if (settle) (*settle)(0);
@@ -394,12 +424,17 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, StringReq
     services.metrics.estimated_tokens(log.model, log.backend, result.generated_chunks);
   }
   if (settle) {
-    // Charge what was used: the backend's count, or what was streamed; an answer without usage keeps its estimate.
-    std::uint64_t used = 0;
+    // Charge what was used: the backend's count, or what was streamed. When that is unknown and the backend
+    // may have generated (an answer without usage, a client that left, a deadline or reset mid-answer), the
+    // reservation stays charged; only a backend that refused or could not be reached costs nothing.
+    std::optional<std::uint64_t> used;
+    const auto& e = result.error;
+    bool may_have_generated =
+        result.client_gone || e == "first_token" || e == "idle" || e == "total" || e == "reset" || !result.failure;
     if (usage)
       used = usage->prompt_tokens + usage->completion_tokens;
-    else if (!result.failure && result.status >= 200 && result.status < 300)
-      used = settle->reservation.demand.tokens;
+    else if (!may_have_generated)
+      used = 0;
     (*settle)(used);
   }
   if (usage) {

@@ -85,6 +85,7 @@ struct Services {
   const std::atomic<bool>& draining;
   Fleet& fleet;
   policy::LocalLimiter& limiter;  // the limits when store: memory, and the fallback when Redis is down
+  std::atomic<int>& background;   // settlements still on their way to Redis (a drain waits for them)
   std::function<std::string()> reload;  // re-reads the config file: "" when applied, else why not
   std::int64_t started_unix = 0;
 };

@@ -10,7 +10,8 @@ namespace {
 
 // Shared by both scripts: Redis's clock, GCRA buckets (a float TAT in ms), leases and budgets.
 // KEYS: 1 key rpm, 2 key tpm, 3 key budget (hash: w = window index, u = used), 4 key concurrency (zset of
-//       leases scored by expiry), 5 model rpm, 6 model tpm, 7 model concurrency.
+//       leases scored by expiry), 5 model rpm, 6 model tpm, 7 model concurrency, 8 the lease's record
+//       (the budget window it was admitted in; "settled" once settled or released).
 constexpr const char* kPrelude = R"lua(
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -77,8 +78,11 @@ local function check()
   if w > 0 then return 6, w end
   return 0, 0
 end
+-- A lease already settled (or released after this admission timed out on its way): a stale call, ignore it.
+if redis.call('EXISTS', KEYS[8]) == 1 then return {-1} end
 local refused, retry = check()
 if refused == 0 then
+  redis.call('SET', KEYS[8], window, 'PX', n(13))  -- what settle needs, and proof it has not run yet
   if n(1) > 0 then put_tat(KEYS[1], tat_of(KEYS[1]) + span(n(1), 1)) end
   if n(2) > 0 then put_tat(KEYS[2], tat_of(KEYS[2]) + span(n(2), n(9))) end
   if n(3) > 0 then put_budget(window, budget_used(window) + n(11), bw) end
@@ -106,30 +110,41 @@ return {refused, math.ceil(retry), window, rl, rr, rt, tl, tr, tt, budget_left}
 )lua";
 
 // ARGV: 1 key tpm, 2 model tpm, 3 budget, 4 budget window ms, 5 key concurrency, 6 model concurrency,
-//       7 key tokens reserved, 8 model tokens reserved, 9 budget tokens reserved, 10 budget window reserved in,
-//       11 tokens used, 12 lease id.  Returns the budget left (-1: none).
+//       7 key tokens reserved, 8 model tokens reserved, 9 budget tokens reserved, 10 (unused), 11 tokens used
+//       (-1: unknown), 12 lease id, 13 lease ttl ms.  Returns the budget left (-1: none; -2: already settled).
 constexpr const char* kSettleBody = R"lua(
-local function adjust(k, limit, delta)
-  if limit <= 0 then return end
-  local v = redis.call('GET', k)
-  local tat = now
-  if v then tat = tonumber(v) end
-  local step = span(limit, math.abs(delta))
-  if delta < 0 then step = -step end
-  put_tat(k, math.max(tat + step, now))
-end
-adjust(KEYS[2], n(1), n(11) - n(7))
-adjust(KEYS[6], n(2), n(11) - n(8))
+-- Exactly once per lease: the admission's record is replaced by a tombstone, so a retried settle, or an
+-- admission that arrives after its release, changes nothing.
+local rec = redis.call('GET', KEYS[8])
+redis.call('SET', KEYS[8], 'settled', 'PX', n(13))
+if not rec or rec == 'settled' then return -2 end
+local reserved_window = tonumber(rec)
 if n(5) > 0 then redis.call('ZREM', KEYS[4], ARGV[12]) end
 if n(6) > 0 then redis.call('ZREM', KEYS[7], ARGV[12]) end
+local used = n(11)
+if used < 0 then  -- usage unknown: the reservation stays charged as it was
+  if n(3) <= 0 then return -1 end
+  return math.max(0, n(3) - budget_used(math.floor(now / n(4))))
+end
+-- A charge counts from now (idle time cannot absorb it); a refund cannot make a bucket fuller than full.
+local function adjust(k, limit, delta)
+  if limit <= 0 or delta == 0 then return end
+  local step = span(limit, math.abs(delta))
+  if delta > 0 then put_tat(k, tat_of(k) + step) else
+    local v = redis.call('GET', k)
+    if v then put_tat(k, math.max(tonumber(v) - step, now)) end
+  end
+end
+adjust(KEYS[2], n(1), used - n(7))
+adjust(KEYS[6], n(2), used - n(8))
 if n(3) <= 0 then return -1 end
 local bw = n(4)
 local window = math.floor(now / bw)
 local h = redis.call('HMGET', KEYS[3], 'w', 'u')
-if window == n(10) and h[1] and tonumber(h[1]) == n(10) then
-  put_budget(n(10), math.max(0, tonumber(h[2]) - n(9)) + n(11), bw)
-elseif n(11) > n(9) then
-  put_budget(window, budget_used(window) + n(11) - n(9), bw)
+if window == reserved_window and h[1] and tonumber(h[1]) == reserved_window then
+  put_budget(reserved_window, math.max(0, tonumber(h[2]) - n(9)) + used, bw)
+elseif used > n(9) then
+  put_budget(window, budget_used(window) + used - n(9), bw)
 end
 return math.max(0, n(3) - budget_used(window))
 )lua";
@@ -164,11 +179,22 @@ std::uint64_t non_negative(long long v) {
 RedisLimiter::RedisLimiter(RedisClient& client, std::string key_prefix, policy::WallMs lease_ttl_ms)
     : client_(client), prefix_(std::move(key_prefix)), lease_ttl_ms_(lease_ttl_ms) {}
 
-std::vector<std::string> RedisLimiter::keys_for(const policy::Demand& d) const {
+std::vector<std::string> RedisLimiter::keys_for(const policy::Demand& d, const std::string& lease) const {
   // Key names and model names come from the config; "k:" and "m:" keep the two namespaces apart.
   std::string k = prefix_ + "k:" + d.key + ":";
   std::string m = prefix_ + "m:" + d.model + ":";
-  return {k + "rpm", k + "tpm", k + "budget", k + "active", m + "rpm", m + "tpm", m + "active"};
+  return {k + "rpm", k + "tpm", k + "budget", k + "active", m + "rpm", m + "tpm", m + "active", prefix_ + "r:" + lease};
+}
+
+policy::Reservation RedisLimiter::reservation_for(const policy::Demand& d, const std::string& lease) const {
+  policy::Reservation r;
+  r.demand = d;
+  r.remote = true;
+  r.lease = lease;
+  r.key_tokens = std::min(d.tokens, d.key_limits.tpm);
+  r.model_tokens = std::min(d.tokens, d.model_limits.tpm);
+  r.budget_tokens = std::min(d.tokens, d.key_limits.budget);
+  return r;
 }
 
 boost::asio::awaitable<std::optional<policy::Admission>> RedisLimiter::admit(const policy::Demand& d,
@@ -177,14 +203,9 @@ boost::asio::awaitable<std::optional<policy::Admission>> RedisLimiter::admit(con
   const auto& ml = d.model_limits;
   const bool key_limited = !d.key.empty() && kl.any();
   policy::Admission a;
+  a.reservation = reservation_for(d, lease);
   auto& r = a.reservation;
-  r.demand = d;
-  r.remote = true;
-  r.lease = lease;
-  r.key_tokens = std::min(d.tokens, kl.tpm);
-  r.model_tokens = std::min(d.tokens, ml.tpm);
-  r.budget_tokens = std::min(d.tokens, kl.budget);
-  auto keys = keys_for(d);
+  auto keys = keys_for(d, lease);
   auto on = [&](std::uint64_t v) { return key_limited ? v : 0; };  // no key (auth off): no key limits
   std::vector<std::string> args{num(on(kl.rpm)),
                                 num(on(kl.tpm)),
@@ -214,13 +235,14 @@ boost::asio::awaitable<std::optional<policy::Admission>> RedisLimiter::admit(con
   co_return a;
 }
 
-boost::asio::awaitable<Settled> RedisLimiter::settle(const policy::Reservation& r, std::uint64_t used) {
+boost::asio::awaitable<Settled> RedisLimiter::settle(const policy::Reservation& r,
+                                                     std::optional<std::uint64_t> used) {
   const auto& d = r.demand;
   const auto& kl = d.key_limits;
   const auto& ml = d.model_limits;
   const bool key_limited = !d.key.empty() && kl.any();
   auto on = [&](std::uint64_t v) { return key_limited ? v : 0; };
-  auto keys = keys_for(d);
+  auto keys = keys_for(d, r.lease);
   std::vector<std::string> args{num(on(kl.tpm)),
                                 num(ml.tpm),
                                 num(on(kl.budget)),
@@ -230,15 +252,17 @@ boost::asio::awaitable<Settled> RedisLimiter::settle(const policy::Reservation& 
                                 num(r.key_tokens),
                                 num(r.model_tokens),
                                 num(r.budget_tokens),
-                                std::to_string(r.budget_window),
-                                num(used),
-                                r.lease};
+                                "0",
+                                used ? num(*used) : std::string("-1"),
+                                r.lease,
+                                num(static_cast<std::uint64_t>(lease_ttl_ms_))};
   const std::string& script = settle_script();
   auto reply = co_await client_.eval(script, keys, args);
   Settled out;
   if (!reply || reply->type != RedisReply::Type::integer) co_return out;
   out.answered = true;
   if (reply->integer >= 0) out.budget_left = static_cast<std::uint64_t>(reply->integer);
+  out.already = reply->integer == -2;
   co_return out;
 }
 

@@ -16,6 +16,7 @@ class RedisClient;
 /// How a settlement went: `answered` false when Redis did not answer (the reservation then stands).
 struct Settled {
   bool answered = false;
+  bool already = false;  // the lease was settled before (a retry), or never admitted (a released timeout)
   std::optional<std::uint64_t> budget_left;  // when the key has a budget
 };
 
@@ -24,13 +25,17 @@ class RedisLimiter {
   /// `lease_ttl_ms`: how long a concurrency slot outlives a replica that died holding it.
   RedisLimiter(RedisClient& client, std::string key_prefix, policy::WallMs lease_ttl_ms);
 
+  /// The reservation admit() makes for `d` under `lease` (also what to settle when its admission timed out).
+  policy::Reservation reservation_for(const policy::Demand& d, const std::string& lease) const;
   /// Checks and reserves; nullopt when Redis did not answer in time (the caller falls back).
   boost::asio::awaitable<std::optional<policy::Admission>> admit(const policy::Demand& d, const std::string& lease);
-  /// Releases concurrency and replaces the estimate by `used_tokens`.
-  boost::asio::awaitable<Settled> settle(const policy::Reservation& r, std::uint64_t used_tokens);
+  /// Releases concurrency and replaces the estimate by `used_tokens` (nullopt: unknown, the reservation stays
+  /// charged). Exactly once per lease, so it may be retried; settling a lease whose admission timed out
+  /// releases whatever that admission reserved, should it still run in Redis.
+  boost::asio::awaitable<Settled> settle(const policy::Reservation& r, std::optional<std::uint64_t> used_tokens);
 
  private:
-  std::vector<std::string> keys_for(const policy::Demand& d) const;
+  std::vector<std::string> keys_for(const policy::Demand& d, const std::string& lease) const;
   RedisClient& client_;
   std::string prefix_;
   policy::WallMs lease_ttl_ms_;

@@ -234,6 +234,48 @@ TEST(Limits, ClientThatLeavesMidStreamIsChargedForWhatWasGenerated) {
   EXPECT_LT(charged, 400);
 }
 
+TEST(Limits, AnswerWithoutUsageKeepsItsReservationButNeverMoreThanTheLimit) {
+  // A backend that reports no usage: the reservation stays charged, capped at the limit, so one request
+  // with an absurd max_tokens costs at most one minute of the model's allowance, never hours.
+  ScriptedUpstream no_usage([](UpstreamConn& c) {
+    for (;;) {
+      if (c.read_request().empty()) return;
+      std::string body =
+          R"({"id":"x","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,)"
+          R"("message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}]})";
+      c.write("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
+              "\r\n\r\n" + body);
+    }
+  });
+  std::string backends = "backends:\n  - { name: sim, url: \"" + no_usage.url() + "\", health: { enabled: false } }\n";
+  TestGateway gw(limits_config(key_line("a", "sk-a", "rpm: 1000") + key_line("b", "sk-b", "rpm: 1000"),
+                               ", limits: { tpm: 100000 }", backends));
+  EXPECT_EQ(status_of(gw.port(), "sk-a", chat(R"(,"max_tokens":100000000000)")), 200);
+  auto r = post_json(gw.port(), "/v1/chat/completions", chat(R"(,"max_tokens":10)"), "sk-b");
+  EXPECT_EQ(r.status, 429);
+  EXPECT_LE(std::stoi(r.header("retry-after")), 60) << r.body;
+}
+
+TEST(Limits, AbandonedNonStreamRequestStaysCharged) {
+  TestGateway gw(limits_config(key_line("team", "sk-team", "budget: 5000"), "", 
+                               "backends:\n  - { name: sim, dialect: simulator, simulator: { tokens_per_second: 20, ttft: 1ms } }\n"));
+  {
+    HttpClient c(gw.port());
+    ASSERT_TRUE(c.send_raw(raw_post("/v1/chat/completions", chat(R"(,"max_tokens":1000)"), "sk-team")));
+    ASSERT_TRUE(wait_until([&] {
+      return series(metrics_text(gw.admin_port()), R"(sluice_inflight_requests{backend="sim",model="m"})") == 1;
+    }));
+  }  // the client leaves while the backend is generating
+  std::string m;
+  ASSERT_TRUE(wait_until([&] {
+    m = metrics_text(gw.admin_port());
+    return series(m, R"(sluice_client_disconnects_total{phase="waiting"})") == 1 &&
+           series(m, R"(sluice_inflight_requests{backend="sim",model="m"})") == 0;
+  })) << m;
+  // Usage unknown, generation may have run: the reservation (1000 + prompt estimate) is kept, not refunded.
+  EXPECT_LE(series(m, R"(sluice_key_budget_remaining_tokens{key="team"})"), 4000) << m;
+}
+
 TEST(Limits, ConcurrencyLimitRefusesTheExtraRequestAndFreesTheSlot) {
   TestGateway gw(limits_config(key_line("team", "sk-team", "concurrency: 2")));
   auto a = open_stream(gw.port(), "sk-team");
@@ -335,6 +377,9 @@ TEST(LimitsRedis, TwoReplicasAdmitTheGlobalLimitNotTwiceIt) {
   // Both replicas refused some: the limit is one, wherever a request lands.
   EXPECT_GT(series(metrics_text(a.admin), R"(sluice_rate_limited_total{key="team",limit="rpm"})"), 0);
   EXPECT_GT(series(metrics_text(b.admin), R"(sluice_rate_limited_total{key="team",limit="rpm"})"), 0);
+  // A reload leaves the store's health alone.
+  EXPECT_EQ(HttpClient(a.admin).request("POST", "/admin/reload").status, 200);
+  EXPECT_TRUE(redis_up(a.admin));
   a.child.signal(SIGTERM);
   b.child.signal(SIGTERM);
   EXPECT_EQ(a.child.wait_exit(), 0);
@@ -364,6 +409,31 @@ TEST(LimitsRedis, ConcurrencyAndTokensAreSettledAcrossReplicas) {
     ASSERT_EQ(status_of(i % 2 ? a.port : b.port, "sk-tokens", chat(R"(,"max_tokens":100,"simulator":{"tokens":3})")),
               200)
         << "request " << i;
+}
+
+TEST(LimitsRedis, AStalledRedisLeaksNoConcurrencySlot) {
+  RedisServer redis;
+  TestGateway gw(limits_config(key_line("team", "sk-team", "concurrency: 1"), "", kFastSim,
+                               "store: redis\nredis: { url: \"" + redis.url() + "\", timeout: 200ms }\n"));
+  ASSERT_TRUE(wait_until([&] { return redis_up(gw.admin_port()); }, 20s));
+  // Another client keeps Redis busy for about two seconds with a script.
+  Child busy({"/usr/bin/redis-cli", "-p", std::to_string(redis.port()), "EVAL",
+              "local s = tonumber(redis.call('TIME')[1]) while tonumber(redis.call('TIME')[1]) < s + 2 do end "
+              "return 1",
+              "0"});
+  ASSERT_TRUE(wait_until([&] {  // a PING that gets no answer in 300 ms: the script is running
+    auto [code, out] =
+        run_command({"/usr/bin/timeout", "0.3", "/usr/bin/redis-cli", "-p", std::to_string(redis.port()), "PING"});
+    return code != 0;
+  }));
+  // Decided locally while Redis is stalled; the admission script sent meanwhile runs later, or never.
+  EXPECT_EQ(status_of(gw.port(), "sk-team"), 200);
+  EXPECT_EQ(busy.wait_exit(10s), 0);
+  // Once Redis answers again, the key's only slot is free: whatever the late script took was released.
+  ASSERT_TRUE(wait_until([&] { return status_of(gw.port(), "sk-team") == 200 && redis_up(gw.admin_port()); }, 20s));
+  auto [code, out] = run_command(
+      {"/usr/bin/redis-cli", "-p", std::to_string(redis.port()), "ZCARD", "sluice:k:team:active"});
+  EXPECT_EQ(out.substr(0, 2), "0\n") << out;
 }
 
 TEST(LimitsRedis, RedisOutageKeepsTheGatewayAnsweringUnderLocalLimits) {
