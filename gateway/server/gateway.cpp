@@ -89,8 +89,52 @@ WorkerLocal::~WorkerLocal() {
   if (redis) redis->stop();
 }
 
+// What a reload cannot apply: everything but keys and limits, compared by what it does (never by secrets'
+// values, which are not logged).
+std::vector<std::string> changes_needing_restart(const Config& was, const Config& now) {
+  std::vector<std::string> out;
+  auto backend_shape = [](const BackendConfig& b) {
+    std::string s = std::string(to_string(b.dialect)) + "|" + b.url + "|" + b.ca_file + "|" +
+                    std::to_string(b.max_inflight) + "|" + std::to_string(b.max_queue) + "|" +
+                    std::to_string(b.queue_timeout.count()) + "|" + std::to_string(b.timeouts.connect.count()) + "|" +
+                    std::to_string(b.timeouts.first_token.count()) + "|" + std::to_string(b.timeouts.idle.count()) +
+                    "|" + std::to_string(b.timeouts.total.count()) + "|" + (b.enabled ? "on" : "off") + "|" +
+                    std::to_string(std::hash<std::string>{}(b.api_key));
+    return s;
+  };
+  auto model_shape = [](const ModelConfig& m) {
+    std::string s = m.strategy + "|" + std::to_string(m.max_attempts) + "|" + std::to_string(m.max_tokens_cap);
+    for (const auto& a : m.aliases) s += "|a:" + a;
+    for (const auto& t : m.targets) s += "|t:" + t.backend + "/" + t.model + "/" + std::to_string(t.weight);
+    for (const auto& [k, v] : m.defaults) s += "|d:" + k + "=" + v;
+    return s;
+  };
+  auto compare = [&](const auto& before, const auto& after, const char* what, auto shape) {
+    for (const auto& b : before) {
+      auto it = std::find_if(after.begin(), after.end(), [&](const auto& a) { return a.name == b.name; });
+      if (it == after.end())
+        out.push_back(std::string(what) + " " + b.name + " removed");
+      else if (shape(*it) != shape(b))
+        out.push_back(std::string(what) + " " + b.name + " changed");
+    }
+    for (const auto& a : after)
+      if (std::none_of(before.begin(), before.end(), [&](const auto& b) { return b.name == a.name; }))
+        out.push_back(std::string(what) + " " + a.name + " added");
+  };
+  compare(was.backends, now.backends, "backend", backend_shape);
+  compare(was.models, now.models, "model", model_shape);
+  if (was.server.listen.to_string() != now.server.listen.to_string() ||
+      was.server.admin_listen.to_string() != now.server.admin_listen.to_string() ||
+      was.server.workers != now.server.workers)
+    out.push_back("server listeners or workers changed");
+  if (was.store != now.store || was.redis.url != now.redis.url || was.redis.key_prefix != now.redis.key_prefix)
+    out.push_back("store or redis changed");
+  return out;
+}
+
 struct Gateway::Impl {
   Config config;
+  Config loaded_at_start;  // as read from the file (before simulator URLs are filled in), for reload's diff
   std::string config_path;  // what reload() reads
   Snapshots snapshots{nullptr};  // set in start(), once simulator URLs are known
   observe::Metrics metrics;
@@ -133,7 +177,7 @@ struct Gateway::Impl {
   std::uint16_t port = 0, admin_port = 0;
   std::size_t next_worker = 0;
 
-  explicit Impl(Config c) : config(std::move(c)) {}
+  explicit Impl(Config c) : config(std::move(c)), loaded_at_start(config) {}
 
   void start_simulators() {
     for (auto& b : config.backends) {
@@ -390,19 +434,10 @@ struct Gateway::Impl {
     next.keys = fresh.keys;
     next.auth_required = fresh.auth_required;
     next.limits = fresh.limits;
-    std::vector<std::string> fixed;
-    for (auto& m : next.models) {
-      auto it = std::find_if(fresh.models.begin(), fresh.models.end(), [&](const auto& f) { return f.name == m.name; });
-      if (it == fresh.models.end())
-        fixed.push_back("model " + m.name + " removed");
-      else
-        m.limits = it->limits;
-    }
-    for (const auto& f : fresh.models)
-      if (!std::any_of(next.models.begin(), next.models.end(), [&](const auto& m) { return m.name == f.name; }))
-        fixed.push_back("model " + f.name + " added");
-    if (fresh.backends.size() != config.backends.size()) fixed.push_back("backends changed");
-    if (fresh.store != config.store) fixed.push_back("store changed");
+    for (auto& m : next.models)
+      for (const auto& f : fresh.models)
+        if (f.name == m.name) m.limits = f.limits;
+    auto fixed = changes_needing_restart(loaded_at_start, fresh);
     for (const auto& change : fixed)
       spdlog::warn("config reload: {} (takes effect at the next restart)", change);
     metrics.declare(next);

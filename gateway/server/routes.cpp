@@ -302,8 +302,14 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, StringReq
     return upstream::plan_attempts(model.strategy == "balance", candidates, model.max_attempts, rng);
   };
   auto order = plan();
-  if (order.empty()) {
-    // Every usable target is at max_inflight: wait in their queues (bounded, up to queue_timeout) for a slot.
+  // First come, first served: a request that finds others already waiting for these backends queues behind
+  // them (waking the first for the slot it saw free) rather than overtaking them.
+  bool others_waiting = false;
+  for (const auto* t : fwd.targets)
+    if (services.fleet.queues.at(t->backend)->waiting() > 0) others_waiting = true;
+  if (order.empty() || others_waiting) {
+    // Wait in the targets' queues (bounded, up to queue_timeout) for a slot.
+    order.clear();
     auto executor = co_await asio::this_coro::executor;
     auto waiter = std::make_shared<SlotQueue::Waiter>(executor);
     std::vector<std::pair<SlotQueue*, const std::string*>> joined;
@@ -317,16 +323,22 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, StringReq
       joined.emplace_back(&queue, &name);
       services.metrics.queued(name, 1);
       patience = std::max(patience, fwd.backends[i]->queue_timeout);
+      if (others_waiting) queue.wake_one();
     }
     auto deadline = now + patience;
     while (!joined.empty()) {
-      order = plan();
-      if (!order.empty() || std::chrono::steady_clock::now() >= deadline) break;
-      // Woken when a slot frees up; a short poll as well, so a wake-up that went to a request that gave
-      // up meanwhile cannot strand the others.
+      // A request tries when a freed slot was handed to it, or when it is first in line.
+      bool turn = waiter->woken.exchange(false);
+      for (auto [queue, name] : joined) turn = turn || queue->first(waiter);
+      if (turn) {
+        order = plan();
+        if (!order.empty()) break;
+      }
+      if (std::chrono::steady_clock::now() >= deadline) break;
+      // Woken when a slot is handed over; a short poll as well, so a hand-over to a request that gave up
+      // meanwhile cannot strand the others.
       waiter->timer.expires_at(std::min(deadline, std::chrono::steady_clock::now() + std::chrono::milliseconds(100)));
       co_await waiter->timer.async_wait(use_nothrow);
-      for (auto [queue, name] : joined) queue->join(waiter);  // back in line if a wake-up took us out
     }
     for (auto [queue, name] : joined) {
       queue->leave(waiter);
@@ -471,7 +483,6 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, StringReq
 
 bool SlotQueue::join(const std::shared_ptr<Waiter>& w) {
   std::lock_guard lock(mutex_);
-  if (std::find(waiting_.begin(), waiting_.end(), w) != waiting_.end()) return true;
   if (waiting_.size() >= capacity_) return false;
   waiting_.push_back(w);
   return true;
@@ -482,16 +493,28 @@ void SlotQueue::leave(const std::shared_ptr<Waiter>& w) {
   if (auto it = std::find(waiting_.begin(), waiting_.end(), w); it != waiting_.end()) waiting_.erase(it);
 }
 
+bool SlotQueue::first(const std::shared_ptr<Waiter>& w) const {
+  std::lock_guard lock(mutex_);
+  return !waiting_.empty() && waiting_.front() == w;
+}
+
+std::size_t SlotQueue::waiting() const {
+  std::lock_guard lock(mutex_);
+  return waiting_.size();
+}
+
 void SlotQueue::wake_one() {
   std::shared_ptr<Waiter> w;
   {
     std::lock_guard lock(mutex_);
-    if (waiting_.empty()) return;
-    w = std::move(waiting_.front());
-    waiting_.pop_front();
+    for (const auto& candidate : waiting_)  // the longest waiting one not already handed a slot
+      if (!candidate->woken.exchange(true)) {
+        w = candidate;
+        break;
+      }
   }
   // The timer belongs to the waiter's worker: cancel it there (the shared_ptr keeps it alive until then).
-  asio::post(w->timer.get_executor(), [w] { w->timer.cancel(); });
+  if (w) asio::post(w->timer.get_executor(), [w] { w->timer.cancel(); });
 }
 
 bool Fleet::any_up(upstream::SteadyTime now) const {

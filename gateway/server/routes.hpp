@@ -29,15 +29,18 @@ class SlotQueue {
  public:
   struct Waiter {
     explicit Waiter(const asio::any_io_executor& ex) : timer(ex) {}
-    asio::steady_timer timer;  // cancelled, on its own executor, to wake the waiter
+    asio::steady_timer timer;         // cancelled, on its own executor, to wake the waiter
+    std::atomic<bool> woken{false};  // a freed slot was handed to it
   };
   explicit SlotQueue(unsigned capacity) : capacity_(capacity) {}
-  bool join(const std::shared_ptr<Waiter>& w);  // false when the queue is full
+  bool join(const std::shared_ptr<Waiter>& w);  // at the back; false when the queue is full
   void leave(const std::shared_ptr<Waiter>& w);
-  void wake_one();  // a slot was freed: the longest waiting request tries again
+  bool first(const std::shared_ptr<Waiter>& w) const;
+  std::size_t waiting() const;
+  void wake_one();  // a slot was freed: hand it to the longest waiting request not yet handed one
 
  private:
-  std::mutex mutex_;
+  mutable std::mutex mutex_;
   std::deque<std::shared_ptr<Waiter>> waiting_;
   unsigned capacity_;
 };

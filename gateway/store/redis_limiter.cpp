@@ -1,6 +1,10 @@
 #include "store/redis_limiter.hpp"
 
+#include <spdlog/spdlog.h>
+
 #include <cmath>
+#include <mutex>
+#include <set>
 
 #include "store/redis.hpp"
 
@@ -158,6 +162,18 @@ const std::string& settle_script() {
   return s;
 }
 
+// A script error (CROSSSLOT on Redis Cluster, OOM, a wrong type...) is logged once per kind: decisions then
+// fall back like an outage, and without the log the reason would only show as sluice_redis_errors_total.
+void log_script_error(const std::optional<RedisReply>& reply) {
+  if (!reply || reply->type != RedisReply::Type::error) return;
+  static std::mutex mutex;
+  static std::set<std::string> seen;
+  auto kind = reply->str.substr(0, reply->str.find(' '));
+  std::lock_guard lock(mutex);
+  if (seen.size() < 64 && seen.insert(kind).second)
+    spdlog::warn("redis rejected a limiter script ({}); deciding with local limits meanwhile", reply->str.substr(0, 200));
+}
+
 std::string num(std::uint64_t v) {
   return std::to_string(v);
 }
@@ -222,6 +238,7 @@ boost::asio::awaitable<std::optional<policy::Admission>> RedisLimiter::admit(con
                                 num(static_cast<std::uint64_t>(lease_ttl_ms_))};
   const std::string& script = admit_script();
   auto reply = co_await client_.eval(script, keys, args);
+  log_script_error(reply);
   if (!reply || reply->type != RedisReply::Type::array || reply->elements.size() < 10) co_return std::nullopt;
   auto refused = int_at(*reply, 0);
   a.allowed = refused == 0;
@@ -258,6 +275,7 @@ boost::asio::awaitable<Settled> RedisLimiter::settle(const policy::Reservation& 
                                 num(static_cast<std::uint64_t>(lease_ttl_ms_))};
   const std::string& script = settle_script();
   auto reply = co_await client_.eval(script, keys, args);
+  log_script_error(reply);
   Settled out;
   if (!reply || reply->type != RedisReply::Type::integer) co_return out;
   out.answered = true;

@@ -5,6 +5,7 @@
 
 #include <csignal>
 #include <cmath>
+#include <mutex>
 #include <regex>
 #include <thread>
 
@@ -331,6 +332,33 @@ TEST(Limits, RequestsWaitInABoundedQueueWhenTheBackendIsFull) {
 
 }
 
+TEST(Limits, QueuedRequestsAreServedInTheOrderTheyArrived) {
+  const std::string one_slot =
+      "backends:\n  - { name: sim, dialect: simulator, max_inflight: 1, max_queue: 8, queue_timeout: 60s,\n"
+      "      simulator: { tokens_per_second: 20000, ttft: 1ms } }\n";
+  TestGateway gw(limits_config(key_line("team", "sk-team", "rpm: 1000"), "", one_slot));
+  auto holder = open_stream(gw.port(), "sk-team");
+  std::mutex mutex;
+  std::vector<int> finished;
+  std::vector<std::thread> waiters;
+  for (int i = 0; i < 4; ++i) {
+    waiters.emplace_back([&, i] {
+      // Each answer takes about half a second, so the order of completion is the order of service.
+      auto r = post_json(gw.port(), "/v1/chat/completions",
+                         chat(R"(,"simulator":{"tokens":50,"tokens_per_second":100})"), "sk-team");
+      std::lock_guard lock(mutex);
+      finished.push_back(r.status == 200 ? i : -1);
+    });
+    // The next one arrives only once this one is in line.
+    ASSERT_TRUE(wait_until([&] {
+      return series(metrics_text(gw.admin_port()), R"(sluice_queued_requests{backend="sim"})") == i + 1;
+    }));
+  }
+  holder->close();
+  for (auto& t : waiters) t.join();
+  EXPECT_EQ(finished, (std::vector<int>{0, 1, 2, 3}));  // one slot: each is served after the one before it
+}
+
 TEST(Limits, AQueuedRequestGetsTheSlotWhenItFreesUp) {
   const std::string one_slot =
       "backends:\n  - { name: sim, dialect: simulator, max_inflight: 1, max_queue: 4, queue_timeout: 30s,\n"
@@ -526,9 +554,16 @@ TEST(LimitsReload, InvalidConfigIsRejectedAndCountersSurviveAReload) {
   EXPECT_NE(bad.body.find("bogus_section"), std::string::npos) << bad.body;
   EXPECT_EQ(status_of(gw.port, "sk-free"), 200);  // the running config is kept
   EXPECT_EQ(HttpClient(gw.admin).request("GET", "/admin/reload").status, 405);
+  // A change only a restart can apply is reported, not silently ignored.
+  auto changed = yaml;
+  changed.replace(changed.find("dialect: simulator,"), 19, "dialect: simulator, max_inflight: 7,");
+  dir.write("sluice.yaml", changed);
+  EXPECT_EQ(HttpClient(gw.admin).request("POST", "/admin/reload").status, 200);
   gw.child.signal(SIGTERM);
   EXPECT_EQ(gw.child.wait_exit(), 0);
-  EXPECT_NE(gw.child.err().find("config reload rejected"), std::string::npos);
+  auto err = gw.child.err();
+  EXPECT_NE(err.find("config reload rejected"), std::string::npos) << err;
+  EXPECT_NE(err.find("backend sim changed (takes effect at the next restart)"), std::string::npos) << err;
 }
 
 }  // namespace sluice::test
