@@ -256,11 +256,8 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, StringReq
         if (services.config.redis.fail_closed) {
           openai::ApiError down{503, "Rate limits cannot be checked right now (the shared store is unreachable).",
                                 "server_error", std::nullopt, "limits_unavailable"};
-          auto res = error_response(down, reply.version, reply.keep_alive);
-          res.set(http::field::retry_after, "1");
-          log.error = "limits_unavailable";
-          keep = co_await reply.send(res);
-          co_return finish(keep);
+          down.retry_after = "1";
+          co_return finish(co_await reply.error(down));
         }
       }
     }
@@ -350,11 +347,8 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, StringReq
     openai::ApiError full{503,
                           "Every backend for the model `" + model.name + "` is at capacity; retry shortly.",
                           "server_error", std::nullopt, "backend_overloaded"};
-    auto res = error_response(full, reply.version, reply.keep_alive);
-    res.set(http::field::retry_after, "1");
-    log.error = "backend_overloaded";
-    keep = co_await reply.send(res);
-    co_return finish(keep);
+    full.retry_after = "1";
+    co_return finish(co_await reply.error(full));
   }
 
   upstream::ForwardRequest fr;

@@ -27,20 +27,6 @@ std::string replace_all(std::string s, const std::string& from, const std::strin
   return s;
 }
 
-/// Starts the binary on `config` and reads the bound ports from its start-up line.
-struct RunningGateway {
-  Child child;
-  std::uint16_t port = 0, admin = 0;
-  explicit RunningGateway(const std::string& config) : child({kBinary, "serve", "--config", config}) {
-    auto line = child.wait_for_stderr("listening on");
-    std::smatch m;
-    if (std::regex_search(line, m, std::regex(R"(listening on [^ ]+:(\d+) \(admin [^ ]+:(\d+)\))"))) {
-      port = static_cast<std::uint16_t>(std::stoi(m[1]));
-      admin = static_cast<std::uint16_t>(std::stoi(m[2]));
-    }
-  }
-};
-
 // The shipped config with its fixed ports swapped for ephemeral ones.
 std::string shipped_config_on_free_ports(const TempDir& dir) {
   auto yaml = read_file(std::string(SLUICE_SOURCE_DIR) + "/config/sluice.yaml");

@@ -16,6 +16,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <regex>
 #include <sstream>
 #include <stdexcept>
 
@@ -484,6 +485,15 @@ int Child::wait_exit(std::chrono::milliseconds limit) {
 
 void Child::signal(int sig) {
   ::kill(pid_, sig);
+}
+
+RunningGateway::RunningGateway(const std::string& config) : child({SLUICE_BINARY, "serve", "--config", config}) {
+  auto line = child.wait_for_stderr("listening on");
+  std::smatch m;
+  if (std::regex_search(line, m, std::regex(R"(listening on [^ ]+:(\d+) \(admin [^ ]+:(\d+)\))"))) {
+    port = static_cast<std::uint16_t>(std::stoi(m[1]));
+    admin = static_cast<std::uint16_t>(std::stoi(m[2]));
+  }
 }
 
 std::pair<int, std::string> run_command(const std::vector<std::string>& argv) {

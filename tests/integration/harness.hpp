@@ -170,6 +170,14 @@ class Child {
   int status_ = 0;
 };
 
+/// The real `sluice` binary serving `config`, with the ports it bound (read from its start-up line, so the
+/// config must log at info level); both 0 when it did not start.
+struct RunningGateway {
+  explicit RunningGateway(const std::string& config);
+  Child child;
+  std::uint16_t port = 0, admin = 0;
+};
+
 /// Runs a command to completion; returns {exit code, stdout + stderr}.
 std::pair<int, std::string> run_command(const std::vector<std::string>& argv);
 

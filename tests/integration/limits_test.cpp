@@ -6,7 +6,6 @@
 #include <csignal>
 #include <cmath>
 #include <mutex>
-#include <regex>
 #include <thread>
 
 #include "harness.hpp"
@@ -95,20 +94,6 @@ std::string replica_config(std::string yaml) {
   if (p != std::string::npos) yaml.replace(p, 11, "level: info");
   return yaml;
 }
-
-/// The real binary on a config file (written with replica_config), with the ports it bound.
-struct Replica {
-  Child child;
-  std::uint16_t port = 0, admin = 0;
-  explicit Replica(const std::string& config) : child({SLUICE_BINARY, "serve", "--config", config}) {
-    auto line = child.wait_for_stderr("listening on");
-    std::smatch m;
-    if (std::regex_search(line, m, std::regex(R"(listening on [^ ]+:(\d+) \(admin [^ ]+:(\d+)\))"))) {
-      port = static_cast<std::uint16_t>(std::stoi(m[1]));
-      admin = static_cast<std::uint16_t>(std::stoi(m[2]));
-    }
-  }
-};
 
 std::string redis_section(const RedisServer& redis, const std::string& extra = "") {
   return "store: redis\nredis: { url: \"" + redis.url() + "\", timeout: 500ms" + extra + " }\n";
@@ -384,7 +369,7 @@ TEST(LimitsRedis, TwoReplicasAdmitTheGlobalLimitNotTwiceIt) {
   TempDir dir;
   auto config = dir.write("sluice.yaml", replica_config(limits_config(key_line("team", "sk-team", "rpm: 40"), "",
                                                                       kFastSim, redis_section(redis))));
-  Replica a(config), b(config);
+  RunningGateway a(config), b(config);
   ASSERT_NE(a.port, 0);
   ASSERT_NE(b.port, 0);
   ASSERT_TRUE(wait_until([&] { return redis_up(a.admin) && redis_up(b.admin); }, 20s));
@@ -420,7 +405,7 @@ TEST(LimitsRedis, ConcurrencyAndTokensAreSettledAcrossReplicas) {
   auto keys = key_line("team", "sk-team", "concurrency: 1") + key_line("tokens", "sk-tokens", "tpm: 300");
   auto config =
       dir.write("sluice.yaml", replica_config(limits_config(keys, "", kFastSim, redis_section(redis))));
-  Replica a(config), b(config);
+  RunningGateway a(config), b(config);
   ASSERT_TRUE(wait_until([&] { return redis_up(a.admin) && redis_up(b.admin); }, 20s));
   // A stream on one replica holds the key's only slot everywhere.
   auto stream = open_stream(a.port, "sk-team", 2000);
@@ -514,7 +499,7 @@ TEST(LimitsRedis, FailClosedRefusesWhileRedisIsDown) {
 TEST(LimitsReload, SighupSwapsKeysAndLeavesStreamsInFlightAlone) {
   TempDir dir;
   auto path = dir.write("sluice.yaml", replica_config(limits_config(key_line("old", "sk-old", "rpm: 1000"))));
-  Replica gw(path);
+  RunningGateway gw(path);
   ASSERT_NE(gw.port, 0);
   EXPECT_EQ(status_of(gw.port, "sk-old"), 200);
   EXPECT_EQ(status_of(gw.port, "sk-new"), 401);
@@ -540,7 +525,7 @@ TEST(LimitsReload, InvalidConfigIsRejectedAndCountersSurviveAReload) {
   auto yaml = replica_config(
       limits_config(key_line("team", "sk-team", "rpm: 2") + key_line("free", "sk-free", "rpm: 1000")));
   auto path = dir.write("sluice.yaml", yaml);
-  Replica gw(path);
+  RunningGateway gw(path);
   ASSERT_NE(gw.port, 0);
   EXPECT_EQ(status_of(gw.port, "sk-team"), 200);
   EXPECT_EQ(status_of(gw.port, "sk-team"), 200);
