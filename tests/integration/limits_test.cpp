@@ -148,8 +148,10 @@ TEST(Limits, RpmBurstOfConcurrentRequestsGetsExactlyTheAllowance) {
 TEST(Limits, TokenBudgetIsNotExceededByConcurrentStreams) {
   auto day = utc_day();
   TestGateway gw(limits_config(key_line("team", "sk-team", "budget: 1000, budget_window: 1d")));
-  // Each stream may generate 100 tokens: its reservation is that plus a prompt estimate (~6).
-  auto rs = burst(gw.port(), 30, chat(R"(,"stream":true,"max_tokens":100,"simulator":{"tokens_per_second":500})"),
+  // Each stream may generate 100 tokens: its reservation is that plus a prompt estimate (~6). Each takes
+  // about 2 s, so all 30 are decided while the admitted ones still hold their reservations.
+  auto rs = burst(gw.port(), 30,
+                  chat(R"(,"stream":true,"max_tokens":100,"simulator":{"tokens":100,"tokens_per_second":50})"),
                   "sk-team");
   if (utc_day() != day) GTEST_SKIP() << "the budget window rolled over during the test";
   int ok = count_status(rs, 200);
@@ -186,8 +188,10 @@ TEST(Limits, TokensPerMinuteAreSettledWithTheRealUsage) {
     EXPECT_EQ(r.header("x-ratelimit-limit-tokens"), "300");
     EXPECT_LE(std::stoi(r.header("x-ratelimit-remaining-tokens")), 300 - 100);
   }
-  // Concurrent ones are held to the allowance by their reservations.
-  auto rs = burst(gw.port(), 6, chat(R"(,"max_tokens":100,"simulator":{"tokens":3})"), "sk-team");
+  // Concurrent ones are held to the allowance by their reservations (each answer takes ~3 s, so all six are
+  // decided while the admitted ones still hold theirs).
+  auto rs = burst(gw.port(), 6, chat(R"(,"max_tokens":100,"simulator":{"tokens":3,"tokens_per_second":1})"),
+                  "sk-team");
   EXPECT_LE(count_status(rs, 200), 3);
   for (const auto& r : rs)
     if (r.status == 429) {
