@@ -121,7 +121,7 @@ constexpr const char* kSettleBody = R"lua(
 -- admission that arrives after its release, changes nothing.
 local rec = redis.call('GET', KEYS[8])
 redis.call('SET', KEYS[8], 'settled', 'PX', n(13))
-if not rec then return -2 end
+if not rec or rec == 'settled' then return -2 end
 local reserved_window = tonumber(rec)
 if n(5) > 0 then redis.call('ZREM', KEYS[4], ARGV[12]) end
 if n(6) > 0 then redis.call('ZREM', KEYS[7], ARGV[12]) end
