@@ -476,8 +476,9 @@ void read_model(Reader& r, const YAML::Node& n, const std::string& p, ModelConfi
   }
   if (auto c = n["cache"]) {
     auto cp = Reader::join(p, "cache");
-    if (r.check_map(c, cp, {"enabled", "ttl"})) {
+    if (r.check_map(c, cp, {"enabled", "ttl", "only_deterministic"})) {
       r.bool_at(c, "enabled", cp, m.cache_enabled);
+      r.bool_at(c, "only_deterministic", cp, m.cache_only_deterministic);
       if (c["ttl"]) {
         Millis ttl{0};
         r.duration_at(c, "ttl", cp, ttl);
@@ -607,9 +608,11 @@ LoadResult load_config_text(const std::string& yaml, const EnvLookup& env) {
         r.uint_at(n, "completion_estimate", "limits", c.limits.completion_estimate, 1, UINT32_MAX);
     }
     if (auto n = root["cache"]) {
-      if (r.check_map(n, "cache", {"max_bytes", "default_ttl"})) {
+      if (r.check_map(n, "cache", {"max_bytes", "default_ttl", "scope"})) {
         r.size_at(n, "max_bytes", "cache", c.cache.max_bytes);
         r.duration_at(n, "default_ttl", "cache", c.cache.default_ttl);
+        r.string_at(n, "scope", "cache", c.cache.scope);
+        if (c.cache.scope != "key" && c.cache.scope != "shared") r.error("cache.scope", "must be key or shared");
       }
     }
     std::string auth = "keys";

@@ -123,7 +123,8 @@ struct ModelConfig {
   std::vector<std::pair<std::string, std::string>> defaults;
   std::uint64_t max_tokens_cap = 0;  // clamps max_tokens / max_completion_tokens; 0: no cap
   bool cache_enabled = false;
-  std::optional<Millis> cache_ttl;
+  std::optional<Millis> cache_ttl;     // empty: cache.default_ttl
+  bool cache_only_deterministic = true;  // cache only temperature: 0 or seeded requests (false: all)
   ModelLimits limits;  // protect the model's backends, whoever calls
 };
 
@@ -137,6 +138,7 @@ struct KeyConfig {
 struct CacheConfig {
   std::uint64_t max_bytes = 256ull << 20;
   Millis default_ttl{300'000};
+  std::string scope = "key";  // key: each key sees only its own answers | shared: every key shares them
 };
 
 struct RedisConfig {

@@ -98,6 +98,11 @@ struct Metrics::Impl {
                                        .Help("Bytes held by the response cache.")
                                        .Register(*registry)
                                        .Add({});
+  prometheus::Counter& cache_evictions = prometheus::BuildCounter()
+                                             .Name("sluice_cache_evictions_total")
+                                             .Help("Cached answers evicted to stay within cache.max_bytes.")
+                                             .Register(*registry)
+                                             .Add({});
   prometheus::Family<prometheus::Counter>& redis_errors =
       prometheus::BuildCounter()
           .Name("sluice_redis_errors_total")
@@ -235,6 +240,15 @@ void Metrics::redis_state(bool is_up, std::uint64_t outages) {
 
 void Metrics::redis_error(std::string_view op) {
   impl_->redis_errors.Add({{"op", s(op)}}).Increment();
+}
+
+void Metrics::cache_lookup(std::string_view result) {
+  impl_->cache_lookups.Add({{"result", s(result)}}).Increment();
+}
+
+void Metrics::cache_stored(std::uint64_t bytes, std::size_t evicted) {
+  impl_->cache_bytes.Set(static_cast<double>(bytes));
+  if (evicted) impl_->cache_evictions.Increment(static_cast<double>(evicted));
 }
 
 void Metrics::queued(std::string_view backend, int delta) {

@@ -45,6 +45,9 @@ class Metrics {
   void redis_state(bool up, std::uint64_t outages);
   /// A decision made with local limits because Redis did not answer (`op`: admit, settle).
   void redis_error(std::string_view op);
+  /// Response cache: one lookup (`hit`, `miss`, `bypass`); the bytes held and entries evicted after a store.
+  void cache_lookup(std::string_view result);
+  void cache_stored(std::uint64_t bytes, std::size_t evicted);
   /// Requests waiting for a slot on a backend that is at max_inflight.
   void queued(std::string_view backend, int delta);
 

@@ -106,6 +106,20 @@ bool deterministic_request(const rapidjson::Value& body) {
   return t != body.MemberEnd() && t->value.IsNumber() && t->value.GetDouble() == 0;
 }
 
+bool complete_answer(std::string_view completion) {
+  rapidjson::Document d;
+  d.Parse(completion.data(), completion.size());
+  if (d.HasParseError() || !d.IsObject() || d.HasMember("error")) return false;
+  auto choices = d.FindMember("choices");
+  if (choices == d.MemberEnd() || !choices->value.IsArray() || choices->value.Empty()) return false;
+  for (const auto& c : choices->value.GetArray()) {
+    if (!c.IsObject()) return false;
+    auto f = c.FindMember("finish_reason");
+    if (f == c.MemberEnd() || !f->value.IsString() || f->value.GetStringLength() == 0) return false;
+  }
+  return true;
+}
+
 MemoryCache::MemoryCache(std::uint64_t max_bytes, unsigned shards)
     : shard_budget_(max_bytes / std::max(1u, shards)) {
   for (unsigned i = 0; i < std::max(1u, shards); ++i) shards_.push_back(std::make_unique<Shard>());

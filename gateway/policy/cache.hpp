@@ -32,6 +32,10 @@ std::string cache_key(std::string_view endpoint, std::string_view scope, const r
 /// True when the request asks for a reproducible answer: `temperature: 0` or a `seed`.
 bool deterministic_request(const rapidjson::Value& body);
 
+/// True when `completion` is a whole, successful answer worth keeping: a JSON object without `error`
+/// whose choices all carry a finish_reason.
+bool complete_answer(std::string_view completion);
+
 /// One stored answer: a whole completion (JSON), whatever form it was first delivered in.
 struct CachedAnswer {
   std::string completion;

@@ -139,6 +139,7 @@ struct Gateway::Impl {
   Snapshots snapshots{nullptr};  // set in start(), once simulator URLs are known
   observe::Metrics metrics;
   policy::LocalLimiter limiter;
+  policy::MemoryCache cache{config.cache.max_bytes};
   store::RedisHealth redis_health;
   std::atomic<bool> draining{false};
   std::atomic<bool> stopping{false};
@@ -154,6 +155,7 @@ struct Gateway::Impl {
       fleet,
       limiter,
       background,
+      cache,
       [this] { return reload(); },
       std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
           .count()};

@@ -7,6 +7,7 @@
 #include "duration.hpp"
 #include "observe/logging.hpp"
 #include "openai/request.hpp"
+#include "openai/stream_convert.hpp"
 #include "store/redis_limiter.hpp"
 #include "upstream/proxy.hpp"
 
@@ -138,6 +139,21 @@ struct Settlement {
   }
 };
 
+// True when a Cache-Control header value holds `directive` (case-insensitive, as a whole token).
+bool has_directive(std::string_view header, std::string_view directive) {
+  while (!header.empty()) {
+    auto comma = header.find(',');
+    auto token = header.substr(0, comma);
+    while (!token.empty() && (token.front() == ' ' || token.front() == '\t')) token.remove_prefix(1);
+    if (auto eq = token.find('='); eq != std::string_view::npos) token = token.substr(0, eq);
+    while (!token.empty() && (token.back() == ' ' || token.back() == '\t')) token.remove_suffix(1);
+    if (beast::iequals(token, directive)) return true;
+    if (comma == std::string_view::npos) break;
+    header.remove_prefix(comma + 1);
+  }
+  return false;
+}
+
 std::string_view path_of(std::string_view target) {
   auto q = target.find('?');
   return q == std::string_view::npos ? target : target.substr(0, q);
@@ -224,7 +240,7 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, StringReq
   log.model = model.name;
 
   // Limits: one decision per request (in Redis when replicas share state), before any backend is touched.
-  Headers limit_headers;
+  Headers extra_headers;  // rate-limit and cache headers, on every response from here on
   std::optional<Settlement> settle;
   if ((key && key->limits.any()) || model.limits.any()) {
     policy::Demand demand;
@@ -262,8 +278,8 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, StringReq
       }
     }
     if (!admission) admission = services.limiter.admit(demand, policy::wall_now());  // memory, or Redis down
-    limit_headers = rate_limit_headers(*admission);
-    reply.extra = &limit_headers;
+    extra_headers = rate_limit_headers(*admission);
+    reply.extra = &extra_headers;
     if (key && admission->budget_remaining) services.metrics.budget_remaining(key->name, *admission->budget_remaining);
     if (!admission->allowed) {
       auto text = policy::refusal_text(*admission, demand);
@@ -285,6 +301,55 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, StringReq
   auto unused = [&] {
     if (settle) (*settle)(0);
   };
+
+  // Response cache: an exact repeat is answered here, as JSON or as a replayed stream, whichever was asked.
+  std::string cache_key;
+  bool cache_store = false;
+  if (model.cache_enabled &&
+      (*endpoint == openai::Endpoint::chat_completions || *endpoint == openai::Endpoint::completions)) {
+    auto control = req[http::field::cache_control];
+    bool no_cache = has_directive(control, "no-cache"), no_store = has_directive(control, "no-store");
+    bool eligible = !model.cache_only_deterministic || policy::deterministic_request(client_req.doc);
+    std::string_view lookup = "bypass";
+    if (eligible && !(no_cache && no_store)) {
+      // Scoped to the key unless the operator chose to share answers across keys.
+      std::string_view scope = services.config.cache.scope == "shared" || !key ? std::string_view() : key->name;
+      cache_key = policy::cache_key(openai::to_string(*endpoint), scope, client_req.doc, model.name);
+      cache_store = !no_store;
+      if (!no_cache) {
+        lookup = "miss";
+        auto now = policy::CacheClock::now();
+        auto hit = services.cache.get(cache_key, now);
+        std::optional<std::string> body;
+        if (hit)
+          body = client_req.stream
+                     ? openai::stream_from_completion(*endpoint, hit->completion, client_req.include_usage)
+                     : std::optional<std::string>(hit->completion);
+        if (body) {
+          services.metrics.cache_lookup("hit");
+          unused();  // no backend tokens were spent (the request still counted against request limits)
+          extra_headers.emplace_back("x-sluice-cache", "hit");
+          extra_headers.emplace_back(
+              "age", std::to_string(std::chrono::duration_cast<std::chrono::seconds>(now - hit->stored).count()));
+          reply.extra = &extra_headers;
+          auto res = json_response(http::status::ok, std::move(*body), reply.version, reply.keep_alive);
+          if (client_req.stream) {
+            res.set(http::field::content_type, "text/event-stream");
+            res.set(http::field::cache_control, "no-cache");
+          }
+          log.backend = "cache";
+          log.prompt_tokens = hit->prompt_tokens;
+          log.completion_tokens = hit->completion_tokens;
+          services.metrics.tokens(model.name, "cache", log.key, hit->prompt_tokens, hit->completion_tokens);
+          keep = co_await reply.send(res);
+          co_return finish(keep);
+        }
+      }
+    }
+    services.metrics.cache_lookup(lookup);
+    extra_headers.emplace_back("x-sluice-cache", std::string(lookup));
+    reply.extra = &extra_headers;
+  }
 
   // Plan the attempts: health, load, weights and max_inflight decide the order (upstream/balancer).
   thread_local std::mt19937_64 rng{std::random_device{}()};
@@ -361,7 +426,8 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, StringReq
   fr.client_keep_alive = reply.keep_alive;
   fr.started = ctx.started;
   fr.metrics = &services.metrics;
-  fr.headers = &limit_headers;
+  fr.headers = &extra_headers;
+  fr.capture = cache_store;
 
   auto& budget = *services.fleet.budgets.at(model.name);
   budget.request_started();
@@ -442,6 +508,15 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, StringReq
     else if (!may_have_generated)
       used = 0;
     (*settle)(used);
+  }
+  // Only complete, successful answers are kept (every choice finished; never an error or a cut stream).
+  if (cache_store && result.completion && !result.failure && policy::complete_answer(*result.completion)) {
+    auto now = policy::CacheClock::now();
+    policy::CachedAnswer answer{std::move(*result.completion), usage ? usage->prompt_tokens : 0,
+                                usage ? usage->completion_tokens : 0, now,
+                                now + model.cache_ttl.value_or(services.config.cache.default_ttl)};
+    auto evicted = services.cache.put(cache_key, std::move(answer));
+    services.metrics.cache_stored(services.cache.bytes(), evicted);
   }
   if (usage) {
     log.prompt_tokens = usage->prompt_tokens;

@@ -12,6 +12,7 @@
 #include "config.hpp"
 #include "observe/metrics.hpp"
 #include "policy/decide.hpp"
+#include "policy/cache.hpp"
 #include "policy/limiter.hpp"
 #include "server/http_io.hpp"
 #include "upstream/balancer.hpp"
@@ -89,6 +90,7 @@ struct Services {
   Fleet& fleet;
   policy::LocalLimiter& limiter;  // the limits when store: memory, and the fallback when Redis is down
   std::atomic<int>& background;   // settlements still on their way to Redis (a drain waits for them)
+  policy::MemoryCache& cache;     // answers kept for exact repeats
   std::function<std::string()> reload;  // re-reads the config file: "" when applied, else why not
   std::int64_t started_unix = 0;
 };

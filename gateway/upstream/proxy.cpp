@@ -19,6 +19,7 @@ using Clock = std::chrono::steady_clock;
 
 constexpr std::size_t kMaxUpstreamBody = 64u << 20;  // a non-stream answer above this is refused
 constexpr std::size_t kMaxPendingEvent = 16u << 20;  // an SSE event that never ends is refused
+constexpr std::size_t kMaxCapture = 4u << 20;        // answers larger than this are not kept for the cache
 constexpr std::size_t kReadChunk = 16u << 10;
 
 double ms_since(Clock::time_point t) {
@@ -277,6 +278,8 @@ asio::awaitable<void> Exchange::relay_stream(Stream& up, Connection& conn, Parse
   std::vector<char> buf(kReadChunk);
   std::size_t pending = 0;  // bytes in buf not yet forwarded
   bool seen_done = false;
+  std::vector<std::string> captured;  // with capture: every data payload, to join into one completion
+  std::size_t captured_bytes = 0;
   bool first_event = true;  // until the first event (not a comment): the first_token deadline applies
   std::string failure;      // set when the backend failed mid-stream
 
@@ -312,6 +315,10 @@ asio::awaitable<void> Exchange::relay_stream(Stream& up, Connection& conn, Parse
         if (e.data == "[DONE]") {
           seen_done = true;
           continue;
+        }
+        if (fr_.capture && captured_bytes <= kMaxCapture) {
+          captured_bytes += e.data.size();
+          captured.push_back(e.data);
         }
         auto info = openai::inspect_chunk(e.data);
         if (info.generated) {
@@ -364,6 +371,8 @@ asio::awaitable<void> Exchange::relay_stream(Stream& up, Connection& conn, Parse
   if (failure.empty()) {
     if (pending > 0 && !co_await write_client(asio::const_buffer(buf.data(), pending), chunked)) co_return;
     reusable = p.is_done() && p.keep_alive();
+    if (fr_.capture && seen_done && captured_bytes <= kMaxCapture)
+      r_.completion = openai::completion_from_stream(fr_.endpoint, captured);
   } else if (!seen_done) {
     // The stream has started, so the failure is told in-band: an error event, then [DONE].
     const bool broken = r_.error == "reset" || r_.error == "protocol";
@@ -455,6 +464,7 @@ asio::awaitable<void> Exchange::relay_body(Stream& up, Connection& conn, Parser&
   auto info = openai::inspect_chunk(body);  // one parse for usage and telemetry
   r_.usage = info.usage;
   r_.telemetry = info.telemetry;
+  if (fr_.capture && status >= 200 && status < 300 && body.size() <= kMaxCapture) r_.completion = body;
   StringResponse res{http::status::ok, fr_.client_version};
   res.set(http::field::server, "sluice");
   res.set(http::field::content_type, "application/json");

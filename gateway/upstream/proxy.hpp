@@ -30,6 +30,8 @@ struct ForwardRequest {
   std::chrono::steady_clock::time_point started;
   observe::Metrics* metrics = nullptr;  // for the live gauge of relayed streams
   double backend_seconds_before = 0;    // time already spent waiting on backends (earlier attempts)
+  /// Keep the whole answer as one completion (ForwardResult::completion), for the response cache.
+  bool capture = false;
   /// Extra response headers for the client (the rate-limit headers).
   const std::vector<std::pair<std::string, std::string>>* headers = nullptr;
 };
@@ -50,6 +52,9 @@ struct ForwardResult {
   std::optional<std::chrono::steady_clock::time_point> first_token_at, last_token_at;
   double backend_seconds = 0;  // waiting on backends: upstream request sent → last byte read, all attempts
   std::string error;           // short reason ("connect", "first_token", "idle", "reset", ...)
+  /// With capture: the answer as one completion (a stream joined), when it ended completely (no error,
+  /// [DONE] seen, the client still there) and was not larger than the capture limit.
+  std::optional<std::string> completion;
   std::string disconnect_phase;  // "waiting" or "streaming" when client_gone
   /// Set when the exchange failed before anything reached the client: the caller answers with it
   /// (or tries another backend).
