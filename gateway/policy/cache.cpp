@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <functional>
 
 #include "policy/keyring.hpp"
@@ -118,6 +119,28 @@ bool complete_answer(std::string_view completion) {
     if (f == c.MemberEnd() || !f->value.IsString() || f->value.GetStringLength() == 0) return false;
   }
   return true;
+}
+
+std::string encode_shared(const CachedAnswer& a, std::int64_t stored_unix_ms) {
+  return std::to_string(stored_unix_ms) + " " + std::to_string(a.prompt_tokens) + " " +
+         std::to_string(a.completion_tokens) + "\n" + a.completion;
+}
+
+std::optional<CachedAnswer> decode_shared(std::string_view text, CacheClock::time_point now, std::int64_t now_unix_ms) {
+  auto nl = text.find('\n');
+  if (nl == std::string_view::npos) return std::nullopt;
+  long long stored = 0;
+  unsigned long long prompt = 0, completion = 0;
+  std::string head(text.substr(0, nl));
+  if (std::sscanf(head.c_str(), "%lld %llu %llu", &stored, &prompt, &completion) != 3) return std::nullopt;
+  CachedAnswer a;
+  a.completion = std::string(text.substr(nl + 1));
+  a.prompt_tokens = prompt;
+  a.completion_tokens = completion;
+  auto age = std::chrono::milliseconds(std::max<long long>(0, now_unix_ms - stored));
+  a.stored = now - age;
+  a.expires = now + std::chrono::hours(1);  // Redis expires it; this copy lives for one answer only
+  return a;
 }
 
 MemoryCache::MemoryCache(std::uint64_t max_bytes, unsigned shards)

@@ -44,6 +44,12 @@ struct CachedAnswer {
   CacheClock::time_point expires;
 };
 
+/// An answer as kept in a shared store (Redis): "<stored unix ms> <prompt tokens> <completion tokens>\n<completion>".
+std::string encode_shared(const CachedAnswer& a, std::int64_t stored_unix_ms);
+/// Reads one back; `stored` is set from its age (wall clocks of replicas may differ a little). nullopt when
+/// the text is not such an entry.
+std::optional<CachedAnswer> decode_shared(std::string_view text, CacheClock::time_point now, std::int64_t now_unix_ms);
+
 /// In-memory LRU with a byte budget, split into shards (each with its own lock and share of the budget),
 /// so workers rarely contend.
 class MemoryCache {

@@ -8,6 +8,7 @@
 #include "observe/logging.hpp"
 #include "openai/request.hpp"
 #include "openai/stream_convert.hpp"
+#include "store/redis.hpp"
 #include "store/redis_limiter.hpp"
 #include "upstream/proxy.hpp"
 
@@ -102,6 +103,11 @@ asio::awaitable<void> settle_remote(store::RedisLimiter& limiter, policy::Reserv
     pause *= 2;
   }
   // Given up (Redis away for ~12 s): the reservation stays charged and its lease expires.
+}
+
+// Keeps an answer in Redis off the request's path; if Redis is away the answer is simply not shared.
+asio::awaitable<void> keep_shared(store::RedisClient& redis, std::vector<std::string> set) {
+  co_await redis.command(std::move(set));
 }
 
 // Hands an admitted request's reservation back exactly once, with the tokens it really used.
@@ -319,7 +325,15 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, StringReq
       if (!no_cache) {
         lookup = "miss";
         auto now = policy::CacheClock::now();
-        auto hit = services.cache.get(cache_key, now);
+        std::optional<policy::CachedAnswer> hit;
+        if (local.redis) {  // shared by replicas; Redis away or slow is a miss, never an error
+          std::vector<std::string> get{"GET", services.config.redis.key_prefix + "c:" + cache_key};
+          auto found = co_await local.redis->command(get);
+          if (found && found->type == store::RedisReply::Type::string)
+            hit = policy::decode_shared(found->str, now, policy::wall_now());
+        } else {
+          hit = services.cache.get(cache_key, now);
+        }
         std::optional<std::string> body;
         if (hit)
           body = client_req.stream
@@ -515,8 +529,17 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, StringReq
     policy::CachedAnswer answer{std::move(*result.completion), usage ? usage->prompt_tokens : 0,
                                 usage ? usage->completion_tokens : 0, now,
                                 now + model.cache_ttl.value_or(services.config.cache.default_ttl)};
-    auto evicted = services.cache.put(cache_key, std::move(answer));
-    services.metrics.cache_stored(services.cache.bytes(), evicted);
+    if (local.redis) {
+      auto ttl = model.cache_ttl.value_or(services.config.cache.default_ttl);
+      std::vector<std::string> set{"SET", services.config.redis.key_prefix + "c:" + cache_key,
+                                   policy::encode_shared(answer, policy::wall_now()), "PX",
+                                   std::to_string(std::max<std::int64_t>(1, ttl.count()))};
+      auto executor = co_await asio::this_coro::executor;
+      asio::co_spawn(executor, keep_shared(*local.redis, std::move(set)), asio::detached);
+    } else {
+      auto evicted = services.cache.put(cache_key, std::move(answer));
+      services.metrics.cache_stored(services.cache.bytes(), evicted);
+    }
   }
   if (usage) {
     log.prompt_tokens = usage->prompt_tokens;

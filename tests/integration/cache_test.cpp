@@ -234,4 +234,32 @@ TEST(Cache, ModelsWithoutCacheSayNothing) {
   EXPECT_EQ(up.hits.load(), 2);
 }
 
+TEST(CacheRedis, TwoReplicasShareHitsAndAnOutageIsAMiss) {
+  RedisServer redis;
+  Backend up;
+  auto yaml = config(up, "enabled: true", "store: redis\nredis: { url: \"" + redis.url() + "\", timeout: 300ms }\n");
+  TestGateway a(yaml), b(yaml);
+  auto redis_up = [](const TestGateway& gw) { return metrics(gw).find("\nsluice_redis_up 1") != std::string::npos; };
+  ASSERT_TRUE(wait_until([&] { return redis_up(a) && redis_up(b); }, 20s));
+  auto first = post_json(a.port(), "/v1/chat/completions", ask("shared?"), "sk-a");
+  ASSERT_EQ(first.status, 200);
+  EXPECT_EQ(first.header("x-sluice-cache"), "miss");
+  // The answer is kept in Redis off the request's path: the other replica sees it shortly.
+  HttpResponse hit;
+  ASSERT_TRUE(wait_until([&] {
+    hit = post_json(b.port(), "/v1/chat/completions", ask("shared?", R"(,"stream":true)"), "sk-a");
+    return hit.header("x-sluice-cache") == "hit";
+  }));
+  EXPECT_EQ(sse_data(hit.body).back(), "[DONE]");
+  EXPECT_NE(hit.body.find("Paris."), std::string::npos) << hit.body;
+  int before = up.hits.load();
+  EXPECT_LE(before, 3);  // the first, and any repeats that raced the store
+  // Redis gone: lookups are misses and answers still come, from the backend.
+  redis.stop();
+  auto during = post_json(b.port(), "/v1/chat/completions", ask("shared?"), "sk-a");
+  EXPECT_EQ(during.status, 200);
+  EXPECT_EQ(during.header("x-sluice-cache"), "miss");
+  EXPECT_EQ(up.hits.load(), before + 1);
+}
+
 }  // namespace sluice::test

@@ -119,5 +119,31 @@ TEST(MemoryCache, ReplacingAnEntryKeepsTheByteCountRight) {
   EXPECT_EQ(c.entries(), 1u);
 }
 
+TEST(SharedEntry, RoundTripKeepsTheAnswerTokensAndAge) {
+  auto now = CacheClock::time_point{} + 5000s;
+  CachedAnswer a;
+  a.completion = "{\"choices\":[]}\nwith a newline";
+  a.prompt_tokens = 7;
+  a.completion_tokens = 3;
+  auto text = encode_shared(a, 1'764'000'000'000);
+  auto back = decode_shared(text, now, 1'764'000'012'500);
+  ASSERT_TRUE(back);
+  EXPECT_EQ(back->completion, a.completion);
+  EXPECT_EQ(back->prompt_tokens, 7u);
+  EXPECT_EQ(back->completion_tokens, 3u);
+  EXPECT_EQ(std::chrono::duration_cast<std::chrono::milliseconds>(now - back->stored).count(), 12'500);
+  EXPECT_FALSE(decode_shared("garbage", now, 0));
+  EXPECT_FALSE(decode_shared("1 2\n{}", now, 0));
+}
+
+TEST(CompleteAnswer, OnlyFinishedSuccessfulAnswers) {
+  EXPECT_TRUE(complete_answer(R"({"choices":[{"index":0,"message":{"content":"x"},"finish_reason":"stop"}]})"));
+  EXPECT_TRUE(complete_answer(R"({"choices":[{"finish_reason":"length"},{"finish_reason":"stop"}]})"));
+  EXPECT_FALSE(complete_answer(R"({"choices":[{"finish_reason":"stop"},{"finish_reason":null}]})"));
+  EXPECT_FALSE(complete_answer(R"({"choices":[]})"));
+  EXPECT_FALSE(complete_answer(R"({"error":{"message":"x"},"choices":[{"finish_reason":"stop"}]})"));
+  EXPECT_FALSE(complete_answer("not json"));
+}
+
 }  // namespace
 }  // namespace sluice::policy
