@@ -115,13 +115,14 @@ void limiter_row() {
               s / n * 1e9);
 }
 
-std::string bench_config(std::uint16_t sim_port, const std::string& key_extra, const std::string& extra = "") {
+std::string bench_config(std::uint16_t sim_port, const std::string& key_extra, const std::string& extra = "",
+                         const std::string& model_extra = "") {
   return "server: { listen: 127.0.0.1:0, admin_listen: 127.0.0.1:0, workers: 1 }\n"
          "log: { level: warn, format: text, access_log: false }\n"
          "backends:\n  - { name: sim, url: \"http://127.0.0.1:" +
          std::to_string(sim_port) +
          "/v1\" }\n"
-         "models:\n  - { name: m, targets: [ { backend: sim } ] }\n"
+         "models:\n  - { name: m, targets: [ { backend: sim } ]" + model_extra + " }\n"
          "keys:\n  - { name: bench, key_sha256: \"KEYDIGEST\"" +
          key_extra + " }\n" + extra;
 }
@@ -144,6 +145,7 @@ int main(int argc, char** argv) {
 
   TestGateway gw(bench_config(sim_port, ""));
   TestGateway limited(bench_config(sim_port, kGenerousLimits));
+  TestGateway cached(bench_config(sim_port, "", "", ", cache: { enabled: true }"));
   std::unique_ptr<RedisServer> redis;
   std::unique_ptr<TestGateway> shared;
   try {
@@ -180,8 +182,17 @@ int main(int argc, char** argv) {
     load(shared->port(), "sk-test", plain, clients, 20);
     row("+ key limits (redis)", load(shared->port(), "sk-test", plain, clients, per_client));
   }
+  // Every request after the first is the same deterministic question: answered from the cache.
+  const std::string repeat =
+      R"({"model":"m","temperature":0,"messages":[{"role":"user","content":"hi"}],"simulator":{"tokens":16}})";
+  load(cached.port(), "sk-test", repeat, clients, 20);
+  row("via sluice: JSON, cache hit", load(cached.port(), "sk-test", repeat, clients, per_client));
+  const std::string repeat_stream =
+      R"({"model":"m","temperature":0,"stream":true,"messages":[{"role":"user","content":"hi"}],"simulator":{"tokens":64}})";
+  load(cached.port(), "sk-test", repeat_stream, clients, 20);
   row("direct: SSE, 64 tokens", load(sim_port, "", stream, clients, per_client / 2));
   row("via sluice: SSE, 64 tokens", load(gw.port(), "sk-test", stream, clients, per_client / 2));
+  row("via sluice: SSE, cache hit", load(cached.port(), "sk-test", repeat_stream, clients, per_client / 2));
   parser_row();
   limiter_row();
 
