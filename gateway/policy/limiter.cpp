@@ -12,10 +12,6 @@ namespace {
 
 constexpr double kMinute = 60'000;
 
-std::uint64_t capped(std::uint64_t cost, std::uint64_t limit) {
-  return std::min(cost, limit);  // a request larger than a whole allowance waits for a full bucket
-}
-
 // What `cost` units move a bucket's TAT, floored to a 1/1024 ms grid: a double holding epoch milliseconds
 // (< 2^43) adds such steps exactly, so rounding cannot drift (unrounded, 9 rpm admitted 8 from rest).
 double span(std::uint64_t limit, double period_ms, std::uint64_t cost) {
@@ -92,6 +88,15 @@ std::uint64_t token_reservation(std::uint64_t prompt_estimate, std::optional<std
   return prompt_estimate + (max_tokens ? *max_tokens : completion_estimate);
 }
 
+Reservation reserve(const Demand& d) {
+  Reservation r;
+  r.demand = d;
+  r.key_tokens = std::min(d.tokens, d.key_limits.tpm);
+  r.model_tokens = std::min(d.tokens, d.model_limits.tpm);
+  r.budget_tokens = std::min(d.tokens, d.key_limits.budget);
+  return r;
+}
+
 template <class State>
 State* LocalLimiter::state(std::unordered_map<std::string, std::unique_ptr<State>>& map, const std::string& name) {
   {
@@ -109,7 +114,7 @@ Admission LocalLimiter::admit(const Demand& d, WallMs now) {
   Admission a;
   const auto& kl = d.key_limits;
   const auto& ml = d.model_limits;
-  KeyState* ks = !d.key.empty() && kl.any() ? state(keys_, d.key) : nullptr;
+  KeyState* ks = d.key_limited() ? state(keys_, d.key) : nullptr;
   ModelState* ms = ml.any() ? state(models_, d.model) : nullptr;
   // Key before model, always: no two admissions can wait on each other.
   std::unique_lock<std::mutex> key_lock, model_lock;
@@ -117,11 +122,8 @@ Admission LocalLimiter::admit(const Demand& d, WallMs now) {
   if (ms) model_lock = std::unique_lock(ms->mutex);
 
   Reservation& r = a.reservation;
-  r.demand = d;
+  r = reserve(d);
   r.at = now;
-  r.key_tokens = capped(d.tokens, kl.tpm);
-  r.model_tokens = capped(d.tokens, ml.tpm);
-  r.budget_tokens = capped(d.tokens, kl.budget);
   if (kl.budget) r.budget_window = now / kl.budget_window.count();
 
   auto refuse = [&](LimitKind k, double wait_ms) {
@@ -189,7 +191,7 @@ std::optional<std::uint64_t> LocalLimiter::settle(const Reservation& r, std::opt
   const auto& kl = d.key_limits;
   const auto& ml = d.model_limits;
   // The same states admit() locked (chosen from the limits at admission, not the current config).
-  KeyState* ks = !d.key.empty() && kl.any() ? state(keys_, d.key) : nullptr;
+  KeyState* ks = d.key_limited() ? state(keys_, d.key) : nullptr;
   ModelState* ms = ml.any() ? state(models_, d.model) : nullptr;
   // Unknown usage keeps each reservation as it was charged (capped at its limit), never the raw estimate.
   auto delta = [&](std::uint64_t reserved) {

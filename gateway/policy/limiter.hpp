@@ -65,6 +65,9 @@ struct Demand {
   std::string model;
   ModelLimits model_limits;
   std::uint64_t tokens = 0;  // the reservation: estimated prompt tokens + the most it may generate
+
+  /// True when the request is subject to key limits (there is a key, and it has some).
+  bool key_limited() const { return !key.empty() && key_limits.any(); }
 };
 
 /// What was reserved for an admitted request, handed back to settle() when it ends.
@@ -76,6 +79,10 @@ struct Reservation {
   bool remote = false;   // reserved in Redis (settled there), not in this process
   std::string lease;     // the concurrency lease's id (Redis)
 };
+
+/// The reservation a demand makes: its tokens, capped at each limit (a request larger than a whole allowance
+/// waits for a full bucket rather than never fitting). The same for the in-memory and the Redis limiter.
+Reservation reserve(const Demand& d);
 
 /// The answer to one admission.
 struct Admission {

@@ -105,9 +105,34 @@ asio::awaitable<void> settle_remote(store::RedisLimiter& limiter, policy::Reserv
   // Given up (Redis away for ~12 s): the reservation stays charged and its lease expires.
 }
 
-// Keeps an answer in Redis off the request's path; if Redis is away the answer is simply not shared.
+// The response cache's store: Redis with store: redis (shared by replicas), else this process's memory.
+// Redis away or slow is a miss, never an error.
+asio::awaitable<std::optional<policy::CachedAnswer>> find_answer(const Services& services, WorkerLocal& local,
+                                                                 const std::string& key,
+                                                                 policy::CacheClock::time_point now) {
+  if (!local.redis) co_return services.cache.get(key, now);
+  std::vector<std::string> get{"GET", services.config.redis.key_prefix + "c:" + key};
+  auto found = co_await local.redis->command(get);
+  if (!found || found->type != store::RedisReply::Type::string) co_return std::nullopt;
+  co_return policy::decode_shared(found->str, now, policy::wall_now());
+}
+
 asio::awaitable<void> keep_shared(store::RedisClient& redis, std::vector<std::string> set) {
   co_await redis.command(std::move(set));
+}
+
+// Keeps an answer; in Redis off the request's path (if Redis is away the answer is simply not shared).
+void keep_answer(const Services& services, WorkerLocal& local, const std::string& key, policy::CachedAnswer answer,
+                 Millis ttl, const asio::any_io_executor& executor) {
+  if (!local.redis) {
+    auto evicted = services.cache.put(key, std::move(answer));
+    services.metrics.cache_stored(services.cache.bytes(), evicted);
+    return;
+  }
+  std::vector<std::string> set{"SET", services.config.redis.key_prefix + "c:" + key,
+                               policy::encode_shared(answer, policy::wall_now()), "PX",
+                               std::to_string(std::max<std::int64_t>(1, ttl.count()))};
+  asio::co_spawn(executor, keep_shared(*local.redis, std::move(set)), asio::detached);
 }
 
 // Hands an admitted request's reservation back exactly once, with the tokens it really used.
@@ -325,15 +350,7 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, StringReq
       if (!no_cache) {
         lookup = "miss";
         auto now = policy::CacheClock::now();
-        std::optional<policy::CachedAnswer> hit;
-        if (local.redis) {  // shared by replicas; Redis away or slow is a miss, never an error
-          std::vector<std::string> get{"GET", services.config.redis.key_prefix + "c:" + cache_key};
-          auto found = co_await local.redis->command(get);
-          if (found && found->type == store::RedisReply::Type::string)
-            hit = policy::decode_shared(found->str, now, policy::wall_now());
-        } else {
-          hit = services.cache.get(cache_key, now);
-        }
+        auto hit = co_await find_answer(services, local, cache_key, now);
         std::optional<std::string> body;
         if (hit)
           body = client_req.stream
@@ -526,20 +543,11 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, StringReq
   // Only complete, successful answers are kept (every choice finished; never an error or a cut stream).
   if (cache_store && result.completion && !result.failure && policy::complete_answer(*result.completion)) {
     auto now = policy::CacheClock::now();
+    auto ttl = model.cache_ttl.value_or(services.config.cache.default_ttl);
     policy::CachedAnswer answer{std::move(*result.completion), usage ? usage->prompt_tokens : 0,
-                                usage ? usage->completion_tokens : 0, now,
-                                now + model.cache_ttl.value_or(services.config.cache.default_ttl)};
-    if (local.redis) {
-      auto ttl = model.cache_ttl.value_or(services.config.cache.default_ttl);
-      std::vector<std::string> set{"SET", services.config.redis.key_prefix + "c:" + cache_key,
-                                   policy::encode_shared(answer, policy::wall_now()), "PX",
-                                   std::to_string(std::max<std::int64_t>(1, ttl.count()))};
-      auto executor = co_await asio::this_coro::executor;
-      asio::co_spawn(executor, keep_shared(*local.redis, std::move(set)), asio::detached);
-    } else {
-      auto evicted = services.cache.put(cache_key, std::move(answer));
-      services.metrics.cache_stored(services.cache.bytes(), evicted);
-    }
+                                usage ? usage->completion_tokens : 0, now, now + ttl};
+    auto executor = co_await asio::this_coro::executor;
+    keep_answer(services, local, cache_key, std::move(answer), ttl, executor);
   }
   if (usage) {
     log.prompt_tokens = usage->prompt_tokens;
@@ -577,22 +585,19 @@ bool SlotQueue::join(const std::shared_ptr<Waiter>& w) {
   std::lock_guard lock(mutex_);
   if (waiting_.size() >= capacity_) return false;
   waiting_.push_back(w);
+  size_ = waiting_.size();
   return true;
 }
 
 void SlotQueue::leave(const std::shared_ptr<Waiter>& w) {
   std::lock_guard lock(mutex_);
   if (auto it = std::find(waiting_.begin(), waiting_.end(), w); it != waiting_.end()) waiting_.erase(it);
+  size_ = waiting_.size();
 }
 
 bool SlotQueue::first(const std::shared_ptr<Waiter>& w) const {
   std::lock_guard lock(mutex_);
   return !waiting_.empty() && waiting_.front() == w;
-}
-
-std::size_t SlotQueue::waiting() const {
-  std::lock_guard lock(mutex_);
-  return waiting_.size();
 }
 
 void SlotQueue::wake_one() {

@@ -37,12 +37,13 @@ class SlotQueue {
   bool join(const std::shared_ptr<Waiter>& w);  // at the back; false when the queue is full
   void leave(const std::shared_ptr<Waiter>& w);
   bool first(const std::shared_ptr<Waiter>& w) const;
-  std::size_t waiting() const;
+  std::size_t waiting() const { return size_.load(std::memory_order_relaxed); }  // no lock: every request asks
   void wake_one();  // a slot was freed: hand it to the longest waiting request not yet handed one
 
  private:
   mutable std::mutex mutex_;
   std::deque<std::shared_ptr<Waiter>> waiting_;
+  std::atomic<std::size_t> size_{0};
   unsigned capacity_;
 };
 

@@ -203,13 +203,9 @@ std::vector<std::string> RedisLimiter::keys_for(const policy::Demand& d, const s
 }
 
 policy::Reservation RedisLimiter::reservation_for(const policy::Demand& d, const std::string& lease) const {
-  policy::Reservation r;
-  r.demand = d;
+  auto r = policy::reserve(d);
   r.remote = true;
   r.lease = lease;
-  r.key_tokens = std::min(d.tokens, d.key_limits.tpm);
-  r.model_tokens = std::min(d.tokens, d.model_limits.tpm);
-  r.budget_tokens = std::min(d.tokens, d.key_limits.budget);
   return r;
 }
 
@@ -217,7 +213,7 @@ boost::asio::awaitable<std::optional<policy::Admission>> RedisLimiter::admit(con
                                                                              const std::string& lease) {
   const auto& kl = d.key_limits;
   const auto& ml = d.model_limits;
-  const bool key_limited = !d.key.empty() && kl.any();
+  const bool key_limited = d.key_limited();
   policy::Admission a;
   a.reservation = reservation_for(d, lease);
   auto& r = a.reservation;
@@ -257,7 +253,7 @@ boost::asio::awaitable<Settled> RedisLimiter::settle(const policy::Reservation& 
   const auto& d = r.demand;
   const auto& kl = d.key_limits;
   const auto& ml = d.model_limits;
-  const bool key_limited = !d.key.empty() && kl.any();
+  const bool key_limited = d.key_limited();
   auto on = [&](std::uint64_t v) { return key_limited ? v : 0; };
   auto keys = keys_for(d, r.lease);
   std::vector<std::string> args{num(on(kl.tpm)),
