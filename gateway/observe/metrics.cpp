@@ -103,6 +103,11 @@ struct Metrics::Impl {
                                              .Help("Cached answers evicted to stay within cache.max_bytes.")
                                              .Register(*registry)
                                              .Add({});
+  prometheus::Family<prometheus::Counter>& coalesced =
+      prometheus::BuildCounter()
+          .Name("sluice_coalesced_total")
+          .Help("Requests that followed an identical request already in flight instead of going upstream, by model.")
+          .Register(*registry);
   prometheus::Family<prometheus::Counter>& redis_errors =
       prometheus::BuildCounter()
           .Name("sluice_redis_errors_total")
@@ -251,6 +256,10 @@ void Metrics::cache_stored(std::uint64_t bytes, std::size_t evicted) {
   if (evicted) impl_->cache_evictions.Increment(static_cast<double>(evicted));
 }
 
+void Metrics::coalesced(std::string_view model) {
+  impl_->coalesced.Add({{"model", s(model)}}).Increment();
+}
+
 void Metrics::queued(std::string_view backend, int delta) {
   impl_->queue_depth.Add({{"backend", s(backend)}}).Increment(delta);
 }
@@ -270,13 +279,15 @@ void Metrics::declare(const Config& config) {
          {"connect", "resolve", "tls", "timeout", "first_token", "idle", "total", "reset", "protocol"})
       impl_->upstream_errors.Add({{"backend", b.name}, {"reason", reason}});
   }
-  for (const auto& m : config.models)
+  for (const auto& m : config.models) {
+    if (m.cache_enabled) impl_->coalesced.Add({{"model", m.name}});
     for (const auto& from : m.targets) {
       impl_->estimated.Add({{"model", m.name}, {"backend", from.backend}});
       for (const auto& to : m.targets)
         if (to.backend != from.backend)
           impl_->fallbacks.Add({{"model", m.name}, {"from", from.backend}, {"to", to.backend}});
     }
+  }
   for (const char* phase : {"waiting", "streaming"}) impl_->disconnects.Add({{"phase", phase}});
   for (const char* result : {"hit", "miss", "bypass"}) impl_->cache_lookups.Add({{"result", result}});
   for (const char* op : {"admit", "settle"}) impl_->redis_errors.Add({{"op", op}});

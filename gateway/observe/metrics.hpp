@@ -48,6 +48,8 @@ class Metrics {
   /// Response cache: one lookup (`hit`, `miss`, `bypass`); the bytes held and entries evicted after a store.
   void cache_lookup(std::string_view result);
   void cache_stored(std::uint64_t bytes, std::size_t evicted);
+  /// A request answered by following an identical one in flight (request coalescing).
+  void coalesced(std::string_view model);
   /// Requests waiting for a slot on a backend that is at max_inflight.
   void queued(std::string_view backend, int delta);
 

@@ -37,61 +37,78 @@ void key_string(Writer& w, const char* key, std::string_view value) {
 
 }  // namespace
 
-std::optional<std::string> completion_from_stream(Endpoint endpoint,
-                                                  const std::vector<std::string>& payloads) {
-  const bool chat = endpoint == Endpoint::chat_completions;
+struct StreamJoiner::State {
   std::string id = "chatcmpl-sluice", model;
   std::int64_t created = 0;
   std::map<int, Choice> choices;
   std::optional<rapidjson::Document> usage;
   bool any = false;
-  for (const auto& data : payloads) {
-    if (data == "[DONE]") continue;
-    rapidjson::Document d;
-    d.Parse<rapidjson::kParseIterativeFlag>(data.data(), data.size());
-    if (d.HasParseError() || !d.IsObject()) continue;
-    any = true;
-    if (auto* v = member(d, "id"); v && v->IsString()) id = v->GetString();
-    if (auto* v = member(d, "model"); v && v->IsString()) model = v->GetString();
-    if (auto* v = member(d, "created"); v && v->IsInt64()) created = v->GetInt64();
-    if (auto* u = member(d, "usage"); u && u->IsObject()) {
-      usage.emplace();
-      usage->CopyFrom(*u, usage->GetAllocator());
-    }
-    const Value* cs = member(d, "choices");
-    if (!cs || !cs->IsArray()) continue;
-    for (const auto& c : cs->GetArray()) {
-      int index = 0;
-      if (auto* i = member(c, "index"); i && i->IsInt()) index = i->GetInt();
-      auto& ch = choices[index];
-      if (auto* f = member(c, "finish_reason"); f && f->IsString()) ch.finish_reason = f->GetString();
-      const Value* delta = chat ? member(c, "delta") : &c;
-      if (!delta || !delta->IsObject()) continue;
-      if (auto* r = member(*delta, "role"); r && r->IsString()) ch.role = r->GetString();
-      if (auto* t = member(*delta, chat ? "content" : "text"); t && t->IsString()) {
-        ch.has_content = true;
-        append(ch.content, t);
-      }
-      for (const char* name : {"reasoning_content", "reasoning"})
-        if (auto* r = member(*delta, name); r && r->IsString()) {
-          ch.has_reasoning = true;
-          append(ch.reasoning, r);
-          break;  // vLLM sends both names with the same text
-        }
-      if (auto* tcs = member(*delta, "tool_calls"); tcs && tcs->IsArray())
-        for (const auto& tc : tcs->GetArray()) {
-          int ti = 0;
-          if (auto* i = member(tc, "index"); i && i->IsInt()) ti = i->GetInt();
-          auto& call = ch.tool_calls[ti];
-          if (auto* v = member(tc, "id"); v && v->IsString()) call.id = v->GetString();
-          if (auto* v = member(tc, "type"); v && v->IsString()) call.type = v->GetString();
-          if (auto* fn = member(tc, "function")) {
-            append(call.name, member(*fn, "name"));
-            append(call.arguments, member(*fn, "arguments"));
-          }
-        }
-    }
+};
+
+StreamJoiner::StreamJoiner(Endpoint endpoint) : chat_(endpoint == Endpoint::chat_completions), s_(new State) {}
+StreamJoiner::~StreamJoiner() = default;
+StreamJoiner::StreamJoiner(StreamJoiner&&) noexcept = default;
+StreamJoiner& StreamJoiner::operator=(StreamJoiner&&) noexcept = default;
+
+void StreamJoiner::add(std::string_view data) {
+  if (data == "[DONE]") return;
+  const bool chat = chat_;
+  auto& st = *s_;
+  rapidjson::Document d;
+  d.Parse<rapidjson::kParseIterativeFlag>(data.data(), data.size());
+  if (d.HasParseError() || !d.IsObject()) return;
+  st.any = true;
+  if (auto* v = member(d, "id"); v && v->IsString()) st.id = v->GetString();
+  if (auto* v = member(d, "model"); v && v->IsString()) st.model = v->GetString();
+  if (auto* v = member(d, "created"); v && v->IsInt64()) st.created = v->GetInt64();
+  if (auto* u = member(d, "usage"); u && u->IsObject()) {
+    st.usage.emplace();
+    st.usage->CopyFrom(*u, st.usage->GetAllocator());
   }
+  const Value* cs = member(d, "choices");
+  if (!cs || !cs->IsArray()) return;
+  for (const auto& c : cs->GetArray()) {
+    int index = 0;
+    if (auto* i = member(c, "index"); i && i->IsInt()) index = i->GetInt();
+    auto& ch = st.choices[index];
+    if (auto* f = member(c, "finish_reason"); f && f->IsString()) ch.finish_reason = f->GetString();
+    const Value* delta = chat ? member(c, "delta") : &c;
+    if (!delta || !delta->IsObject()) continue;
+    if (auto* r = member(*delta, "role"); r && r->IsString()) ch.role = r->GetString();
+    if (auto* t = member(*delta, chat ? "content" : "text"); t && t->IsString()) {
+      ch.has_content = true;
+      append(ch.content, t);
+    }
+    for (const char* name : {"reasoning_content", "reasoning"})
+      if (auto* r = member(*delta, name); r && r->IsString()) {
+        ch.has_reasoning = true;
+        append(ch.reasoning, r);
+        break;  // vLLM sends both names with the same text
+      }
+    if (auto* tcs = member(*delta, "tool_calls"); tcs && tcs->IsArray())
+      for (const auto& tc : tcs->GetArray()) {
+        int ti = 0;
+        if (auto* i = member(tc, "index"); i && i->IsInt()) ti = i->GetInt();
+        auto& call = ch.tool_calls[ti];
+        if (auto* v = member(tc, "id"); v && v->IsString()) call.id = v->GetString();
+        if (auto* v = member(tc, "type"); v && v->IsString()) call.type = v->GetString();
+        if (auto* fn = member(tc, "function")) {
+          append(call.name, member(*fn, "name"));
+          append(call.arguments, member(*fn, "arguments"));
+        }
+      }
+  }
+}
+
+std::optional<std::string> completion_from_stream(Endpoint endpoint, const std::vector<std::string>& payloads) {
+  StreamJoiner joiner(endpoint);
+  for (const auto& data : payloads) joiner.add(data);
+  return joiner.result();
+}
+
+std::optional<std::string> StreamJoiner::result() const {
+  const bool chat = chat_;
+  const auto& [id, model, created, choices, usage, any] = *s_;
   if (!any) return std::nullopt;
 
   rapidjson::StringBuffer sb;

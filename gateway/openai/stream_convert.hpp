@@ -1,6 +1,7 @@
 #pragma once
 // Converting between a streamed answer and a whole one, for backends that answer in the other form
 // than the client asked for (Qubrid's legacy endpoint may stream even when asked not to).
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -9,6 +10,26 @@
 #include "openai/request.hpp"
 
 namespace sluice::openai {
+
+/// Joins a chat (or completions) stream's `data:` payloads, fed one by one as they arrive, into one
+/// `chat.completion` (or `text_completion`): content, reasoning, tool-call fragments by index, finish
+/// reason, usage. Only the joined text is kept, not the chunks.
+class StreamJoiner {
+ public:
+  explicit StreamJoiner(Endpoint endpoint);
+  ~StreamJoiner();
+  StreamJoiner(StreamJoiner&&) noexcept;
+  StreamJoiner& operator=(StreamJoiner&&) noexcept;
+
+  void add(std::string_view data);  // one event's payload ([DONE] and non-JSON payloads are skipped)
+  /// The completion so far; nullopt when no payload was a JSON chunk.
+  std::optional<std::string> result() const;
+
+ private:
+  struct State;
+  bool chat_;
+  std::unique_ptr<State> s_;
+};
 
 /// Joins the `data:` payloads of a chat (or completions) stream into one `chat.completion`
 /// (or `text_completion`): content, reasoning, tool-call fragments by index, finish reason, usage.

@@ -140,6 +140,7 @@ struct Gateway::Impl {
   observe::Metrics metrics;
   policy::LocalLimiter limiter;
   policy::MemoryCache cache{config.cache.max_bytes};
+  upstream::Flights flights;
   store::RedisHealth redis_health;
   std::atomic<bool> draining{false};
   std::atomic<bool> stopping{false};
@@ -156,6 +157,7 @@ struct Gateway::Impl {
       limiter,
       background,
       cache,
+      flights,
       [this] { return reload(); },
       std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
           .count()};

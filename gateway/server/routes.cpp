@@ -170,6 +170,27 @@ struct Settlement {
   }
 };
 
+// The flight a request leads: ended and unregistered exactly once, however the request ends (followers of
+// a flight that ends without an answer may ask on their own).
+struct FlightLanding {
+  FlightLanding(upstream::Flights& fs, std::string k, std::shared_ptr<upstream::Flight> f)
+      : flights(fs), key(std::move(k)), flight(std::move(f)) {}
+  FlightLanding(const FlightLanding&) = delete;
+  FlightLanding& operator=(const FlightLanding&) = delete;
+  ~FlightLanding() { land({}); }
+
+  void land(upstream::Flight::Outcome outcome) {
+    if (!flight) return;
+    flights.land(key, flight.get());  // first, so that later requests start their own flight
+    flight->finish(std::move(outcome));
+    flight.reset();
+  }
+
+  upstream::Flights& flights;
+  std::string key;
+  std::shared_ptr<upstream::Flight> flight;
+};
+
 // True when a Cache-Control header value holds `directive` (case-insensitive, as a whole token).
 bool has_directive(std::string_view header, std::string_view directive) {
   while (!header.empty()) {
@@ -333,9 +354,23 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, StringReq
     if (settle) (*settle)(0);
   };
 
+  // What the relay needs, whether this request goes upstream or follows an identical one that does.
+  upstream::ForwardRequest fr;
+  fr.endpoint = *endpoint;
+  fr.request_id = log.request_id;
+  fr.model = model.name;
+  fr.stream = client_req.stream;
+  fr.client_wants_usage = client_req.include_usage;
+  fr.client_version = req.version();
+  fr.client_keep_alive = reply.keep_alive;
+  fr.started = ctx.started;
+  fr.metrics = &services.metrics;
+  fr.headers = &extra_headers;
+
   // Response cache: an exact repeat is answered here, as JSON or as a replayed stream, whichever was asked.
   std::string cache_key;
   bool cache_store = false;
+  bool coalesce = false;  // looked up and missed: an identical request in flight may answer this one
   if (model.cache_enabled &&
       (*endpoint == openai::Endpoint::chat_completions || *endpoint == openai::Endpoint::completions)) {
     auto control = req[http::field::cache_control];
@@ -380,6 +415,52 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, StringReq
     services.metrics.cache_lookup(lookup);
     extra_headers.emplace_back("x-sluice-cache", std::string(lookup));
     reply.extra = &extra_headers;
+    coalesce = lookup == "miss";
+  }
+
+  // Coalescing: while an identical request is on its way upstream, this one follows its answer (live, for a
+  // stream) instead of asking again. The first one leads: its answer is published to its followers.
+  std::optional<FlightLanding> landing;
+  for (int round = 0; coalesce && round < 2; ++round) {
+    auto joined = services.flights.join(cache_key);
+    if (joined.leader) {
+      landing.emplace(services.flights, cache_key, std::move(joined.flight));
+      break;
+    }
+    services.metrics.coalesced(model.name);
+    extra_headers.emplace_back("x-sluice-coalesced", "true");
+    Millis patience{0};  // as long as the leader may take: its queue wait and every attempt's deadline
+    for (const auto* b : fwd.backends) patience = std::max(patience, b->queue_timeout + b->timeouts.total);
+    patience *= std::max(1u, model.max_attempts);
+    const double before = seconds_since(ctx.started);  // Sluice's own time; the rest is the leader's backend
+    auto followed = co_await upstream::follow(stream, *joined.flight, fr, patience);
+    if (followed.failure && followed.retryable && round == 0) {  // the leader failed: ask on its own (once)
+      extra_headers.pop_back();
+      continue;
+    }
+    // Answered like a cache hit: no backend tokens spent (the request still counted against request limits).
+    unused();
+    log.backend = "cache";
+    log.bytes_out += followed.bytes_out;
+    log.ttfb_ms = followed.ttfb_ms;
+    log.overhead_ms = before * 1000;
+    if (followed.client_gone) {
+      services.metrics.client_disconnect(followed.disconnect_phase);
+      log.error = "client_disconnected";
+      log.status = followed.status ? followed.status : 499;
+      co_return finish(false);
+    }
+    if (followed.failure) co_return finish(co_await reply.error(*followed.failure));
+    if (!followed.error.empty()) log.error = followed.error;
+    if (followed.usage) {
+      log.prompt_tokens = followed.usage->prompt_tokens;
+      log.completion_tokens = followed.usage->completion_tokens;
+      services.metrics.tokens(model.name, "cache", log.key, followed.usage->prompt_tokens,
+                              followed.usage->completion_tokens);
+    }
+    if (followed.ttft_seconds) log.ttft_ms = *followed.ttft_seconds * 1000;
+    log.status = followed.status;
+    co_return finish(followed.client_keep_alive);
   }
 
   // Plan the attempts: health, load, weights and max_inflight decide the order (upstream/balancer).
@@ -444,21 +525,12 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, StringReq
                           "Every backend for the model `" + model.name + "` is at capacity; retry shortly.",
                           "server_error", std::nullopt, "backend_overloaded"};
     full.retry_after = "1";
+    if (landing) landing->land(upstream::Flight::Outcome{false, std::nullopt, std::nullopt, full, false});
     co_return finish(co_await reply.error(full));
   }
 
-  upstream::ForwardRequest fr;
-  fr.endpoint = *endpoint;
-  fr.request_id = log.request_id;
-  fr.model = model.name;
-  fr.stream = client_req.stream;
-  fr.client_wants_usage = client_req.include_usage;
-  fr.client_version = req.version();
-  fr.client_keep_alive = reply.keep_alive;
-  fr.started = ctx.started;
-  fr.metrics = &services.metrics;
-  fr.headers = &extra_headers;
   fr.capture = cache_store;
+  if (landing) fr.flight = landing->flight.get();
 
   auto& budget = *services.fleet.budgets.at(model.name);
   budget.request_started();
@@ -513,6 +585,7 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, StringReq
   if (attempts == 0) {
     unused();
     auto none = policy::no_backend_available(model.name);
+    if (landing) landing->land(upstream::Flight::Outcome{false, std::nullopt, std::nullopt, none, false});
     co_return finish(co_await reply.error(none));
   }
 
@@ -525,6 +598,20 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, StringReq
     usage = openai::Usage{req.body().size() / 4, result.generated_chunks};
     log.usage_estimated = true;
     services.metrics.estimated_tokens(log.model, log.backend, result.generated_chunks);
+  }
+  if (landing) {  // tell the followers how it went
+    upstream::Flight::Outcome outcome;
+    outcome.ok = result.complete && !result.failure;
+    outcome.usage = usage;
+    if (outcome.ok) outcome.completion = result.completion;
+    if (result.failure) {
+      outcome.error = result.failure;
+      outcome.retry = result.retryable;  // a backend's 4xx would be the same for them
+    } else if (!outcome.ok) {
+      outcome.error = openai::ApiError{502, "The backend's answer was cut short (" + result.error + ").",
+                                       "server_error", std::nullopt, "upstream_error"};
+    }
+    landing->land(std::move(outcome));
   }
   if (settle) {
     // Charge what was used: the backend's count, or what was streamed. When that is unknown and the backend

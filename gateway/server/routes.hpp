@@ -16,6 +16,7 @@
 #include "policy/limiter.hpp"
 #include "server/http_io.hpp"
 #include "upstream/balancer.hpp"
+#include "upstream/flight.hpp"
 #include "upstream/pool.hpp"
 
 namespace sluice::store {
@@ -92,6 +93,7 @@ struct Services {
   policy::LocalLimiter& limiter;  // the limits when store: memory, and the fallback when Redis is down
   std::atomic<int>& background;   // settlements still on their way to Redis (a drain waits for them)
   policy::MemoryCache& cache;     // answers kept for exact repeats
+  upstream::Flights& flights;     // requests on their way upstream that identical ones can follow
   std::function<std::string()> reload;  // re-reads the config file: "" when applied, else why not
   std::int64_t started_unix = 0;
 };

@@ -32,10 +32,13 @@ struct WatchState {
   bool client_gone = false;
   tcp::socket* client = nullptr;
   beast::tcp_stream* upstream = nullptr;
+  Flight* flight = nullptr;              // led by this request: followers may still need the upstream answer
+  asio::steady_timer* wake = nullptr;    // a follower's wait, ended when its client leaves
 };
 
 // Waits for the client socket to become readable while its answer is pending. A hang-up (EOF or
-// error) closes the upstream connection at once, which is how backends learn to stop generating.
+// error) closes the upstream connection at once, which is how backends learn to stop generating;
+// unless identical requests are following this one's answer, which then goes on for them.
 asio::awaitable<void> watch_client(std::shared_ptr<WatchState> st) {
   for (;;) {
     auto [ec] = co_await st->client->async_wait(tcp::socket::wait_read, use_nothrow);
@@ -47,7 +50,8 @@ asio::awaitable<void> watch_client(std::shared_ptr<WatchState> st) {
       if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) continue;
     }
     st->client_gone = true;
-    if (st->upstream) st->upstream->close();
+    if (st->upstream && !(st->flight && st->flight->followers() > 0)) st->upstream->close();
+    if (st->wake) st->wake->cancel();
     co_return;
   }
 }
@@ -68,6 +72,40 @@ int client_status_for_backend(int status) {
   if (status >= 400 && status < 500) return status;
   if (status == 503 || status == 504) return status;
   return 502;
+}
+
+/// The response head of a relayed stream (chunked for HTTP/1.1 clients; HTTP/1.0 ones get it delimited by
+/// closing the connection).
+http::response<http::empty_body> stream_head(const ForwardRequest& fr, const std::string& overhead_ms) {
+  const bool chunked = fr.client_version >= 11;
+  http::response<http::empty_body> head{http::status::ok, fr.client_version};
+  head.set(http::field::server, "sluice");
+  head.set(http::field::content_type, "text/event-stream");
+  head.set(http::field::cache_control, "no-cache");
+  head.set("x-accel-buffering", "no");
+  head.set("x-request-id", fr.request_id);
+  head.set("x-sluice-overhead-ms", overhead_ms);
+  if (fr.headers)
+    for (const auto& [name, value] : *fr.headers) head.set(name, value);
+  head.keep_alive(chunked && fr.client_keep_alive);
+  if (chunked) head.chunked(true);
+  return head;
+}
+
+/// A whole JSON (or replayed SSE) answer for the client.
+StringResponse whole_answer(const ForwardRequest& fr, std::string body, bool sse, const std::string& overhead_ms) {
+  StringResponse res{http::status::ok, fr.client_version};
+  res.set(http::field::server, "sluice");
+  res.set(http::field::content_type, sse ? "text/event-stream" : "application/json");
+  if (sse) res.set(http::field::cache_control, "no-cache");
+  res.set("x-request-id", fr.request_id);
+  res.set("x-sluice-overhead-ms", overhead_ms);
+  if (fr.headers)
+    for (const auto& [name, value] : *fr.headers) res.set(name, value);
+  res.keep_alive(fr.client_keep_alive);
+  res.body() = std::move(body);
+  res.prepare_payload();
+  return res;
 }
 
 /// One request/response on one connection. `stale` is set when a reused connection turned out to be
@@ -110,12 +148,16 @@ class Exchange {
     if (status == 504) r_.failure->code = "upstream_timeout";
   }
 
+  // True when the client has gone and nobody else needs the answer: the exchange stops. While followers
+  // of this request's flight still read, it goes on for them without writing to the client.
   bool client_left(const char* phase) {
     if (!st_.client_gone) return false;
-    r_.client_gone = true;
-    r_.disconnect_phase = phase;
-    r_.error = "client_disconnected";
-    return true;
+    if (!r_.client_gone) {
+      r_.client_gone = true;
+      r_.disconnect_phase = phase;
+      r_.error = "client_disconnected";
+    }
+    return !(fr_.flight && fr_.flight->followers() > 0);
   }
 
   // The client's first response bytes went out (or failed to).
@@ -124,10 +166,10 @@ class Exchange {
     r_.bytes_out += bytes;
     r_.ttfb_ms = ms_since(fr_.started);
   }
-  // A write to the client failed: it is gone, and so is the point of reading on.
-  void client_write_failed() {
+  // A write to the client failed: it is gone, and so is the point of reading on (unless followers read).
+  bool client_write_failed() {
     st_.client_gone = true;
-    client_left("streaming");
+    return client_left("streaming");
   }
 
   asio::awaitable<bool> write_client(const std::vector<asio::const_buffer>& data, bool chunked);
@@ -221,6 +263,7 @@ asio::awaitable<void> Exchange::run(Stream& up, Connection& conn, bool reused, b
 }
 
 asio::awaitable<bool> Exchange::write_client(const std::vector<asio::const_buffer>& data, bool chunked) {
+  if (st_.client_gone) co_return !client_left("streaming");  // nobody to write to; go on for followers
   client_.expires_after(t_.idle);  // a client that stops reading for this long is dropped
   error_code ec;
   std::size_t n = 0;
@@ -230,10 +273,7 @@ asio::awaitable<bool> Exchange::write_client(const std::vector<asio::const_buffe
   } else
     std::tie(ec, n) = co_await asio::async_write(client_, data, use_nothrow);
   r_.bytes_out += n;
-  if (ec) {
-    client_write_failed();
-    co_return false;
-  }
+  if (ec) co_return !client_write_failed();
   co_return true;
 }
 
@@ -242,24 +282,15 @@ asio::awaitable<void> Exchange::relay_stream(Stream& up, Connection& conn, Parse
   auto& lowest = conn.lowest();
   // HTTP/1.0 clients get the stream unchunked, delimited by closing the connection.
   const bool chunked = fr_.client_version >= 11;
-  http::response<http::empty_body> head{http::status::ok, fr_.client_version};
-  head.set(http::field::server, "sluice");
-  head.set(http::field::content_type, "text/event-stream");
-  head.set(http::field::cache_control, "no-cache");
-  head.set("x-accel-buffering", "no");
-  head.set("x-request-id", fr_.request_id);
-  head.set("x-sluice-overhead-ms", overhead_ms(Clock::now()));
-  if (fr_.headers)
-    for (const auto& [name, value] : *fr_.headers) head.set(name, value);
-  head.keep_alive(chunked && fr_.client_keep_alive);
-  if (chunked) head.chunked(true);
+  auto head = stream_head(fr_, overhead_ms(Clock::now()));
   http::response_serializer<http::empty_body> sr{head};
-  client_.expires_after(t_.idle);
-  auto [hec, hn] = co_await http::async_write_header(client_, sr, use_nothrow);
   r_.stream = true;
-  response_started(hn);
-  if (hec) {
-    client_write_failed();
+  if (!st_.client_gone) {
+    client_.expires_after(t_.idle);
+    auto [hec, hn] = co_await http::async_write_header(client_, sr, use_nothrow);
+    response_started(hn);
+    if (hec && client_write_failed()) co_return;
+  } else if (client_left("waiting")) {
     co_return;
   }
 
@@ -278,7 +309,9 @@ asio::awaitable<void> Exchange::relay_stream(Stream& up, Connection& conn, Parse
   std::vector<char> buf(kReadChunk);
   std::size_t pending = 0;  // bytes in buf not yet forwarded
   bool seen_done = false;
-  std::vector<std::string> captured;  // with capture: every data payload, to join into one completion
+  // With capture (or followers): the answer joined into one completion as it streams.
+  std::optional<openai::StreamJoiner> joiner;
+  if (fr_.capture || fr_.flight) joiner.emplace(fr_.endpoint);
   std::size_t captured_bytes = 0;
   bool first_event = true;  // until the first event (not a comment): the first_token deadline applies
   std::string failure;      // set when the backend failed mid-stream
@@ -316,11 +349,12 @@ asio::awaitable<void> Exchange::relay_stream(Stream& up, Connection& conn, Parse
           seen_done = true;
           continue;
         }
-        if (fr_.capture && captured_bytes <= kMaxCapture) {
+        if (joiner && captured_bytes <= kMaxCapture) {
           captured_bytes += e.data.size();
-          captured.push_back(e.data);
+          joiner->add(e.data);
         }
         auto info = openai::inspect_chunk(e.data);
+        if (fr_.flight) fr_.flight->publish(std::string(e.data), info.usage_only, info.generated);
         if (info.generated) {
           ++r_.generated_chunks;
           generated = true;
@@ -367,12 +401,13 @@ asio::awaitable<void> Exchange::relay_stream(Stream& up, Connection& conn, Parse
       break;
     }
   }
+  r_.complete = failure.empty() && p.is_done();
+  if (r_.complete && joiner && seen_done && captured_bytes <= kMaxCapture) r_.completion = joiner->result();
   if (r_.client_gone) co_return;
   if (failure.empty()) {
     if (pending > 0 && !co_await write_client(asio::const_buffer(buf.data(), pending), chunked)) co_return;
+    if (r_.client_gone) co_return;
     reusable = p.is_done() && p.keep_alive();
-    if (fr_.capture && seen_done && captured_bytes <= kMaxCapture)
-      r_.completion = openai::completion_from_stream(fr_.endpoint, captured);
   } else if (!seen_done) {
     // The stream has started, so the failure is told in-band: an error event, then [DONE].
     const bool broken = r_.error == "reset" || r_.error == "protocol";
@@ -464,27 +499,22 @@ asio::awaitable<void> Exchange::relay_body(Stream& up, Connection& conn, Parser&
   auto info = openai::inspect_chunk(body);  // one parse for usage and telemetry
   r_.usage = info.usage;
   r_.telemetry = info.telemetry;
-  if (fr_.capture && status >= 200 && status < 300 && body.size() <= kMaxCapture) r_.completion = body;
-  StringResponse res{http::status::ok, fr_.client_version};
-  res.set(http::field::server, "sluice");
-  res.set(http::field::content_type, "application/json");
+  r_.complete = true;
+  if ((fr_.capture || fr_.flight) && body.size() <= kMaxCapture) r_.completion = body;
+  bool replayed = false;
   if (fr_.stream) {  // the client asked for a stream, the backend sent a whole answer: replay it as one
     if (auto events = openai::stream_from_completion(fr_.endpoint, body, fr_.client_wants_usage)) {
       body = std::move(*events);
-      res.set(http::field::content_type, "text/event-stream");
-      res.set(http::field::cache_control, "no-cache");
+      replayed = true;
       r_.stream = true;
       r_.ttft_seconds = ms_since(fr_.started) / 1000.0;
     }
   }
-
-  res.set("x-request-id", fr_.request_id);
-  res.set("x-sluice-overhead-ms", overhead_ms(body_done));
-  if (fr_.headers)
-    for (const auto& [name, value] : *fr_.headers) res.set(name, value);
-  res.keep_alive(fr_.client_keep_alive);
-  res.body() = std::move(body);
-  res.prepare_payload();
+  auto res = whole_answer(fr_, std::move(body), replayed, overhead_ms(body_done));
+  if (st_.client_gone) {  // it left while followers kept the request going: they have the answer
+    client_left("waiting");
+    co_return;
+  }
   client_.expires_after(t_.idle);
   auto [wec, wn] = co_await http::async_write(client_, res, use_nothrow);
   response_started(wn);
@@ -557,19 +587,22 @@ asio::awaitable<ForwardResult> forward(beast::tcp_stream& client, BackendPool& p
   ForwardResult result;
   auto st = std::make_shared<WatchState>();
   st->client = &client.socket();
+  st->flight = fr.flight;
   asio::co_spawn(client.get_executor(), watch_client(st), asio::detached);
+  // The client has gone and no follower needs the answer.
+  auto abandoned = [&] { return st->client_gone && !(fr.flight && fr.flight->followers() > 0); };
 
   const StringRequest upstream_req = build_upstream_request(pool, fr);
   Exchange exchange(client, pool, fr, upstream_req, *st, result);
   // At most one retry, and only when a pooled connection proves to have been closed by the backend.
-  for (int attempt = 0; attempt < 2 && !st->client_gone; ++attempt) {
+  for (int attempt = 0; attempt < 2 && !abandoned(); ++attempt) {
     std::unique_ptr<Connection> conn = attempt == 0 ? pool.take_idle() : nullptr;
     const bool reused = conn != nullptr;
     if (!conn) {
       std::string reason, detail;
       conn = co_await pool.connect(reason, detail);
       if (!conn) {
-        if (st->client_gone) break;
+        if (abandoned()) break;
         result.error = reason;
         result.retryable = true;
         result.backend_at_fault = true;
@@ -612,6 +645,188 @@ asio::awaitable<ForwardResult> forward(beast::tcp_stream& client, BackendPool& p
   error_code ignored;
   client.socket().cancel(ignored);  // ends the watcher's wait
   co_return result;
+}
+
+namespace {
+
+asio::awaitable<bool> write_follower(beast::tcp_stream& client, const std::vector<asio::const_buffer>& data,
+                                     bool chunked, Millis idle, ForwardResult& r) {
+  client.expires_after(idle);
+  error_code ec;
+  std::size_t n = 0;
+  if (chunked) {
+    auto chunk = http::make_chunk(data);
+    std::tie(ec, n) = co_await asio::async_write(client, chunk, use_nothrow);
+  } else
+    std::tie(ec, n) = co_await asio::async_write(client, data, use_nothrow);
+  r.bytes_out += n;
+  co_return !ec;
+}
+
+}  // namespace
+
+asio::awaitable<ForwardResult> follow(beast::tcp_stream& client, Flight& flight, const ForwardRequest& fr,
+                                      Millis patience) {
+  ForwardResult r;
+  const auto executor = client.get_executor();
+  auto sub = std::make_shared<Flight::Subscriber>(executor);
+  auto st = std::make_shared<WatchState>();
+  st->client = &client.socket();
+  st->wake = &sub->timer;
+  asio::co_spawn(executor, watch_client(st), asio::detached);
+
+  const Millis idle{30000};  // a client that stops reading for this long is dropped
+  const bool chunked = fr.client_version >= 11;
+  const auto deadline = fr.started + patience;
+  static constexpr char kData[] = "data: ", kEnd[] = "\n\n";
+  std::size_t next = 0;  // this follower's cursor in the flight's events
+  bool head_sent = false, write_failed = false, timed_out = false;
+  std::vector<const FlightEvent*> fresh;
+  std::vector<asio::const_buffer> gather;
+  Flight::State state = Flight::State::running;
+  auto overhead = [&] {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.3f", ms_since(fr.started));
+    return std::string(buf);
+  };
+  for (;;) {
+    fresh.clear();
+    state = flight.read(next, fresh, sub);  // parks this follower when there is nothing new
+    if (st->client_gone) break;
+    if (!fresh.empty()) {
+      next += fresh.size();
+      if (!fr.stream) continue;  // a whole answer waits for the completion
+      if (!head_sent) {
+        auto head = stream_head(fr, overhead());
+        http::response_serializer<http::empty_body> sr{head};
+        client.expires_after(idle);
+        auto [hec, hn] = co_await http::async_write_header(client, sr, use_nothrow);
+        head_sent = true;
+        r.stream = true;
+        r.status = 200;
+        r.bytes_out += hn;
+        r.ttfb_ms = ms_since(fr.started);
+        if (hec) {
+          write_failed = true;
+          break;
+        }
+      }
+      gather.clear();
+      bool generated = false;
+      for (const auto* e : fresh) {
+        if (e->usage_only && !fr.client_wants_usage) continue;
+        gather.emplace_back(kData, 6);
+        gather.emplace_back(e->data.data(), e->data.size());
+        gather.emplace_back(kEnd, 2);
+        if (e->generated) {
+          generated = true;
+          ++r.generated_chunks;
+        }
+      }
+      if (!gather.empty() && !co_await write_follower(client, gather, chunked, idle, r)) {
+        write_failed = true;
+        break;
+      }
+      if (generated) {
+        auto now = Clock::now();
+        if (!r.first_token_at) {
+          r.first_token_at = now;
+          r.ttft_seconds = std::chrono::duration<double>(now - fr.started).count();
+        }
+        r.last_token_at = now;
+      }
+      continue;
+    }
+    if (state != Flight::State::running) break;
+    if (Clock::now() >= deadline) {
+      timed_out = true;
+      break;
+    }
+    // Woken by the leader's next event or its end, or by this client leaving; a slow poll besides.
+    sub->timer.expires_at(std::min(deadline, Clock::now() + std::chrono::seconds(1)));
+    co_await sub->timer.async_wait(use_nothrow);
+  }
+  flight.leave(sub);
+  st->active = false;
+  st->wake = nullptr;
+  error_code ignored;
+  client.socket().cancel(ignored);  // ends the watcher's wait
+
+  if (st->client_gone || write_failed) {
+    r.client_gone = true;
+    r.disconnect_phase = head_sent ? "streaming" : "waiting";
+    r.error = "client_disconnected";
+    co_return r;
+  }
+  const Flight::Outcome* out = timed_out ? nullptr : &flight.outcome();
+  const bool done = !timed_out && state == Flight::State::done;
+  if (done) r.usage = out->usage;
+  if (head_sent) {  // the stream has started: it ends with [DONE], or with an error event then [DONE]
+    std::string tail = "data: [DONE]\n\n";
+    if (!done) {
+      auto e = out && out->error ? *out->error
+                                 : gateway_error(504, "the answer being shared did not finish in time",
+                                                 "upstream_timeout");
+      tail = sse_error_event(e);
+      r.error = timed_out ? "total" : "upstream_failed";
+    }
+    std::vector<asio::const_buffer> last{asio::buffer(tail)};
+    if (!co_await write_follower(client, last, chunked, idle, r)) {
+      r.client_gone = true;
+      r.disconnect_phase = "streaming";
+      co_return r;
+    }
+    if (chunked) {
+      client.expires_after(idle);
+      auto end = http::make_chunk_last();
+      auto [lec, ln] = co_await asio::async_write(client, end, use_nothrow);
+      r.bytes_out += ln;
+      if (lec) {
+        r.client_gone = true;
+        r.disconnect_phase = "streaming";
+        co_return r;
+      }
+    }
+    r.complete = done;
+    r.client_keep_alive = chunked && fr.client_keep_alive;
+    co_return r;
+  }
+  // Nothing sent yet: the whole answer (replayed as a stream when one was asked for), or the failure.
+  std::optional<std::string> body;
+  if (done && out->completion)
+    body = fr.stream ? openai::stream_from_completion(fr.endpoint, *out->completion, fr.client_wants_usage)
+                     : out->completion;
+  if (!body) {
+    if (timed_out) {
+      r.failure = gateway_error(504, "the identical request this one waited for did not finish in time",
+                                "upstream_timeout");
+      r.error = "total";
+    } else {
+      r.failure = out->error ? *out->error
+                             : gateway_error(502, "the identical request this one waited for failed",
+                                             "upstream_error");
+      r.retryable = !done ? out->retry : true;  // a whole answer too large to share: ask on its own
+      r.error = "upstream_failed";
+    }
+    co_return r;
+  }
+  auto res = whole_answer(fr, std::move(*body), fr.stream, overhead());
+  client.expires_after(idle);
+  auto [wec, wn] = co_await http::async_write(client, res, use_nothrow);
+  r.status = 200;
+  r.bytes_out += wn;
+  r.ttfb_ms = ms_since(fr.started);
+  r.stream = fr.stream;
+  if (fr.stream) r.ttft_seconds = ms_since(fr.started) / 1000.0;
+  if (wec) {
+    r.client_gone = true;
+    r.disconnect_phase = "waiting";
+    r.error = "client_disconnected";
+    co_return r;
+  }
+  r.complete = true;
+  r.client_keep_alive = fr.client_keep_alive;
+  co_return r;
 }
 
 }  // namespace sluice::upstream

@@ -12,6 +12,7 @@
 #include "openai/request.hpp"
 #include "openai/usage.hpp"
 #include "server/http_io.hpp"
+#include "upstream/flight.hpp"
 #include "upstream/pool.hpp"
 
 namespace sluice::upstream {
@@ -32,6 +33,9 @@ struct ForwardRequest {
   double backend_seconds_before = 0;    // time already spent waiting on backends (earlier attempts)
   /// Keep the whole answer as one completion (ForwardResult::completion), for the response cache.
   bool capture = false;
+  /// Coalescing: the flight this request leads. Its events are published there as they arrive, and the
+  /// upstream request goes on after the client leaves while followers still read.
+  Flight* flight = nullptr;
   /// Extra response headers for the client (the rate-limit headers).
   const std::vector<std::pair<std::string, std::string>>* headers = nullptr;
 };
@@ -56,6 +60,7 @@ struct ForwardResult {
   /// [DONE] seen, the client still there) and was not larger than the capture limit.
   std::optional<std::string> completion;
   std::string disconnect_phase;  // "waiting" or "streaming" when client_gone
+  bool complete = false;         // the backend's answer arrived whole (even if the client had left)
   /// Set when the exchange failed before anything reached the client: the caller answers with it
   /// (or tries another backend).
   std::optional<openai::ApiError> failure;
@@ -68,6 +73,13 @@ struct ForwardResult {
 /// connection at once if the client goes away.
 asio::awaitable<ForwardResult> forward(beast::tcp_stream& client, BackendPool& pool,
                                        const ForwardRequest& req);
+
+/// Answers `client` from a flight led by an identical request: its events relayed as they come (a
+/// stream) or its completion (a whole answer, or a replayed stream when the leader's answer was whole).
+/// Gives up after `patience`. When the flight fails before anything was sent, `failure` says why and
+/// `retryable` whether this request may try on its own.
+asio::awaitable<ForwardResult> follow(beast::tcp_stream& client, Flight& flight, const ForwardRequest& req,
+                                      Millis patience);
 
 /// One health check: GET `path` on a fresh connection (with the backend's key) within `timeout`.
 /// True on a 2xx answer; otherwise `why` says what went wrong.

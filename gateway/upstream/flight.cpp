@@ -1,0 +1,100 @@
+#include "upstream/flight.hpp"
+
+#include <boost/asio/post.hpp>
+
+namespace sluice::upstream {
+
+namespace {
+
+// The timer belongs to the follower's worker: cancel it there (the shared_ptr keeps it alive until then).
+void wake(std::vector<std::shared_ptr<Flight::Subscriber>>& subs) {
+  for (auto& s : subs) asio::post(s->timer.get_executor(), [s] { s->timer.cancel(); });
+}
+
+}  // namespace
+
+void Flight::wake_locked(std::vector<std::shared_ptr<Subscriber>>& out) {
+  out.swap(parked_);
+}
+
+bool Flight::publish(std::string data, bool usage_only, bool generated) {
+  std::vector<std::shared_ptr<Subscriber>> woken;
+  {
+    std::lock_guard lock(mutex_);
+    if (overflow_ || state_ != State::running) return false;
+    if (bytes_ + data.size() > kMaxBytes) {
+      overflow_ = true;
+      return false;
+    }
+    bytes_ += data.size();
+    events_.push_back(FlightEvent{std::move(data), usage_only, generated});
+    wake_locked(woken);
+  }
+  wake(woken);
+  return true;
+}
+
+void Flight::finish(Outcome outcome) {
+  std::vector<std::shared_ptr<Subscriber>> woken;
+  {
+    std::lock_guard lock(mutex_);
+    if (state_ != State::running) return;
+    if (overflow_ && outcome.ok) {
+      outcome.ok = false;
+      outcome.completion.reset();
+      outcome.error = openai::ApiError{502, "The answer was too large to share with identical requests.",
+                                       "server_error", std::nullopt, "upstream_error"};
+    }
+    outcome_ = std::move(outcome);
+    state_ = outcome_.ok ? State::done : State::failed;
+    wake_locked(woken);
+  }
+  wake(woken);
+}
+
+void Flight::leave(const std::shared_ptr<Subscriber>& sub) {
+  {
+    std::lock_guard lock(mutex_);
+    std::erase(parked_, sub);
+  }
+  followers_.fetch_sub(1, std::memory_order_acq_rel);
+}
+
+Flight::State Flight::read(std::size_t next, std::vector<const FlightEvent*>& out,
+                           const std::shared_ptr<Subscriber>& sub) {
+  std::lock_guard lock(mutex_);
+  for (std::size_t i = next; i < events_.size(); ++i) out.push_back(&events_[i]);
+  if (next >= events_.size() && state_ == State::running &&
+      std::find(parked_.begin(), parked_.end(), sub) == parked_.end())
+    parked_.push_back(sub);
+  return state_;
+}
+
+Flights::Joined Flights::join(const std::string& key) {
+  auto& s = shard(key);
+  std::lock_guard lock(s.mutex);
+  auto [it, fresh] = s.flights.try_emplace(key);
+  if (fresh) {
+    it->second = std::make_shared<Flight>();
+    return {it->second, true};
+  }
+  it->second->join();
+  return {it->second, false};
+}
+
+void Flights::land(const std::string& key, const Flight* flight) {
+  auto& s = shard(key);
+  std::lock_guard lock(s.mutex);
+  if (auto it = s.flights.find(key); it != s.flights.end() && it->second.get() == flight) s.flights.erase(it);
+}
+
+std::size_t Flights::size() const {
+  std::size_t n = 0;
+  for (const auto& s : shards_) {
+    std::lock_guard lock(s.mutex);
+    n += s.flights.size();
+  }
+  return n;
+}
+
+}  // namespace sluice::upstream
