@@ -421,13 +421,19 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, StringReq
   // Coalescing: while an identical request is on its way upstream, this one follows its answer (live, for a
   // stream) instead of asking again. The first one leads: its answer is published to its followers.
   std::optional<FlightLanding> landing;
+  std::string flight_key = cache_key;
+  // The usage chunk is part of the shared stream only when Sluice asks every backend for it.
+  if (client_req.include_usage)
+    for (const auto* b : fwd.backends)
+      if (!b->include_usage) flight_key += "+usage";
+  bool counted = false;
   for (int round = 0; coalesce && round < 2; ++round) {
-    auto joined = services.flights.join(cache_key);
+    auto joined = services.flights.join(flight_key);
     if (joined.leader) {
-      landing.emplace(services.flights, cache_key, std::move(joined.flight));
+      landing.emplace(services.flights, flight_key, std::move(joined.flight));
       break;
     }
-    services.metrics.coalesced(model.name);
+    if (!std::exchange(counted, true)) services.metrics.coalesced(model.name);
     extra_headers.emplace_back("x-sluice-coalesced", "true");
     Millis patience{0};  // as long as the leader may take: its queue wait and every attempt's deadline
     for (const auto* b : fwd.backends) patience = std::max(patience, b->queue_timeout + b->timeouts.total);
@@ -604,9 +610,12 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, StringReq
     outcome.ok = result.complete && !result.failure;
     outcome.usage = usage;
     if (outcome.ok) outcome.completion = result.completion;
+    const auto& e = result.error;
+    const bool timed_out = e == "timeout" || e == "first_token" || e == "idle" || e == "total";
     if (result.failure) {
       outcome.error = result.failure;
-      outcome.retry = result.retryable;  // a backend's 4xx would be the same for them
+      // A backend's 4xx would be the same for them; after a timeout their own deadlines have run out too.
+      outcome.retry = result.retryable && !timed_out;
     } else if (!outcome.ok) {
       outcome.error = openai::ApiError{502, "The backend's answer was cut short (" + result.error + ").",
                                        "server_error", std::nullopt, "upstream_error"};

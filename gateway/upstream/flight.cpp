@@ -52,12 +52,37 @@ void Flight::finish(Outcome outcome) {
   wake(woken);
 }
 
+bool Flight::join() {
+  std::lock_guard lock(mutex_);
+  if (abandoned_) return false;
+  followers_.fetch_add(1, std::memory_order_acq_rel);
+  return true;
+}
+
 void Flight::leave(const std::shared_ptr<Subscriber>& sub) {
+  std::function<void()> close;
+  std::optional<asio::any_io_executor> on;
   {
     std::lock_guard lock(mutex_);
     std::erase(parked_, sub);
+    if (followers_.fetch_sub(1, std::memory_order_acq_rel) == 1 && close_) {
+      abandoned_ = true;  // the last reader is gone and so is the leader's client
+      close.swap(close_);
+      on.swap(close_on_);
+    }
   }
-  followers_.fetch_sub(1, std::memory_order_acq_rel);
+  if (close) asio::post(*on, std::move(close));
+}
+
+bool Flight::abandon_when_alone(const asio::any_io_executor& ex, std::function<void()> close) {
+  std::lock_guard lock(mutex_);
+  if (followers_.load(std::memory_order_acquire) == 0) {
+    abandoned_ = true;
+    return false;
+  }
+  close_on_ = ex;
+  close_ = std::move(close);
+  return true;
 }
 
 Flight::State Flight::read(std::size_t next, std::vector<const FlightEvent*>& out,
@@ -74,12 +99,10 @@ Flights::Joined Flights::join(const std::string& key) {
   auto& s = shard(key);
   std::lock_guard lock(s.mutex);
   auto [it, fresh] = s.flights.try_emplace(key);
-  if (fresh) {
-    it->second = std::make_shared<Flight>();
-    return {it->second, true};
-  }
-  it->second->join();
-  return {it->second, false};
+  if (!fresh && it->second->join()) return {it->second, false};
+  // None in progress, or one being abandoned: this request starts a new one (the old one's landing leaves it).
+  it->second = std::make_shared<Flight>();
+  return {it->second, true};
 }
 
 void Flights::land(const std::string& key, const Flight* flight) {

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -52,9 +53,13 @@ class Flight {
   void finish(Outcome outcome);  // ends the flight (failed unless ok and nothing was dropped)
   /// Followers still reading: while there are any, the upstream request goes on without the leader's client.
   int followers() const { return followers_.load(std::memory_order_acquire); }
+  /// The leader's client has gone. With followers, `close` (which ends the upstream request) is posted to `ex`
+  /// when the last of them leaves, and true is returned; with none, false: the caller ends it at once. A flight
+  /// that is ending this way takes no new followers.
+  bool abandon_when_alone(const asio::any_io_executor& ex, std::function<void()> close);
 
   // The followers' side.
-  void join() { followers_.fetch_add(1, std::memory_order_acq_rel); }
+  bool join();  // false when the flight is being abandoned (nobody would finish it)
   void leave(const std::shared_ptr<Subscriber>& sub);
   /// Appends the events from `next` on to `out` (pointers stay valid as long as the flight lives) and
   /// returns the state. When there is nothing new and the flight is running, parks `sub` to be woken by
@@ -73,7 +78,10 @@ class Flight {
   State state_ = State::running;
   Outcome outcome_;
   std::vector<std::shared_ptr<Subscriber>> parked_;
-  std::atomic<int> followers_{0};
+  std::atomic<int> followers_{0};  // changed under mutex_; read without it
+  bool abandoned_ = false;
+  std::optional<asio::any_io_executor> close_on_;
+  std::function<void()> close_;
 };
 
 /// The flights in progress, by cache key. Sharded, so requests for different answers share no lock.

@@ -6,6 +6,7 @@
 #include <boost/asio/write.hpp>
 #include <cerrno>
 #include <cstring>
+#include <deque>
 #include <vector>
 
 #include "openai/sse_parser.hpp"
@@ -50,7 +51,11 @@ asio::awaitable<void> watch_client(std::shared_ptr<WatchState> st) {
       if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) continue;
     }
     st->client_gone = true;
-    if (st->upstream && !(st->flight && st->flight->followers() > 0)) st->upstream->close();
+    // Followed: the upstream request goes on until the last follower leaves too.
+    const bool followed = st->flight && st->flight->abandon_when_alone(st->client->get_executor(), [st] {
+      if (st->active && st->upstream) st->upstream->close();
+    });
+    if (!followed && st->upstream) st->upstream->close();
     if (st->wake) st->wake->cancel();
     co_return;
   }
@@ -403,6 +408,8 @@ asio::awaitable<void> Exchange::relay_stream(Stream& up, Connection& conn, Parse
   }
   r_.complete = failure.empty() && p.is_done();
   if (r_.complete && joiner && seen_done && captured_bytes <= kMaxCapture) r_.completion = joiner->result();
+  // Followers have every event: they end now, not after this client's last write.
+  if (r_.complete && fr_.flight) fr_.flight->finish(Flight::Outcome{true, r_.completion, r_.usage, std::nullopt, true});
   if (r_.client_gone) co_return;
   if (failure.empty()) {
     if (pending > 0 && !co_await write_client(asio::const_buffer(buf.data(), pending), chunked)) co_return;
@@ -501,6 +508,8 @@ asio::awaitable<void> Exchange::relay_body(Stream& up, Connection& conn, Parser&
   r_.telemetry = info.telemetry;
   r_.complete = true;
   if ((fr_.capture || fr_.flight) && body.size() <= kMaxCapture) r_.completion = body;
+  // Followers get the answer now, not after this client has read it.
+  if (fr_.flight) fr_.flight->finish(Flight::Outcome{true, r_.completion, r_.usage, std::nullopt, true});
   bool replayed = false;
   if (fr_.stream) {  // the client asked for a stream, the backend sent a whole answer: replay it as one
     if (auto events = openai::stream_from_completion(fr_.endpoint, body, fr_.client_wants_usage)) {
@@ -674,6 +683,21 @@ asio::awaitable<ForwardResult> follow(beast::tcp_stream& client, Flight& flight,
   st->client = &client.socket();
   st->wake = &sub->timer;
   asio::co_spawn(executor, watch_client(st), asio::detached);
+  // However this ends (torn down at shutdown too): out of the flight, and the watcher's wake-up disarmed.
+  struct Leave {
+    Flight& flight;
+    const std::shared_ptr<Flight::Subscriber>& sub;
+    WatchState& st;
+    bool left = false;
+    void operator()() {
+      if (left) return;
+      left = true;
+      flight.leave(sub);
+      st.active = false;
+      st.wake = nullptr;
+    }
+    ~Leave() { (*this)(); }
+  } leave{flight, sub, *st};
 
   const Millis idle{30000};  // a client that stops reading for this long is dropped
   const bool chunked = fr.client_version >= 11;
@@ -683,6 +707,7 @@ asio::awaitable<ForwardResult> follow(beast::tcp_stream& client, Flight& flight,
   bool head_sent = false, write_failed = false, timed_out = false;
   std::vector<const FlightEvent*> fresh;
   std::vector<asio::const_buffer> gather;
+  std::deque<std::string> reframed;  // multi-line payloads, re-framed (a deque: gathered buffers stay valid)
   Flight::State state = Flight::State::running;
   auto overhead = [&] {
     char buf[32];
@@ -712,12 +737,28 @@ asio::awaitable<ForwardResult> follow(beast::tcp_stream& client, Flight& flight,
         }
       }
       gather.clear();
+      reframed.clear();
       bool generated = false;
       for (const auto* e : fresh) {
         if (e->usage_only && !fr.client_wants_usage) continue;
-        gather.emplace_back(kData, 6);
-        gather.emplace_back(e->data.data(), e->data.size());
-        gather.emplace_back(kEnd, 2);
+        if (e->data.find('\n') != std::string::npos) {  // a multi-line payload: every line gets its data: field
+          std::string framed;
+          std::size_t from = 0;
+          for (auto nl = e->data.find('\n'); ; nl = e->data.find('\n', from)) {
+            framed += "data: ";
+            framed.append(e->data, from, nl == std::string::npos ? std::string::npos : nl - from);
+            framed += '\n';
+            if (nl == std::string::npos) break;
+            from = nl + 1;
+          }
+          framed += '\n';
+          reframed.push_back(std::move(framed));
+          gather.emplace_back(reframed.back().data(), reframed.back().size());
+        } else {
+          gather.emplace_back(kData, 6);
+          gather.emplace_back(e->data.data(), e->data.size());
+          gather.emplace_back(kEnd, 2);
+        }
         if (e->generated) {
           generated = true;
           ++r.generated_chunks;
@@ -746,9 +787,7 @@ asio::awaitable<ForwardResult> follow(beast::tcp_stream& client, Flight& flight,
     sub->timer.expires_at(std::min(deadline, Clock::now() + std::chrono::seconds(1)));
     co_await sub->timer.async_wait(use_nothrow);
   }
-  flight.leave(sub);
-  st->active = false;
-  st->wake = nullptr;
+  leave();
   error_code ignored;
   client.socket().cancel(ignored);  // ends the watcher's wait
 
@@ -765,8 +804,10 @@ asio::awaitable<ForwardResult> follow(beast::tcp_stream& client, Flight& flight,
     std::string tail = "data: [DONE]\n\n";
     if (!done) {
       auto e = out && out->error ? *out->error
-                                 : gateway_error(504, "the answer being shared did not finish in time",
-                                                 "upstream_timeout");
+               : timed_out       ? gateway_error(504, "the answer being shared did not finish in time",
+                                                 "upstream_timeout")
+                                 : gateway_error(502, "the request this answer was shared from ended early",
+                                                 "upstream_error");
       tail = sse_error_event(e);
       r.error = timed_out ? "total" : "upstream_failed";
     }

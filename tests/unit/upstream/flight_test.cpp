@@ -144,5 +144,33 @@ TEST(Flight, AParkedFollowerIsWokenOnItsOwnExecutorWhenTheLeaderPublishesFromAno
   EXPECT_TRUE(fired);
 }
 
+TEST(Flight, AnAbandonedFlightClosesWhenItsLastFollowerLeavesAndTakesNoNewOnes) {
+  Flights flights;
+  asio::io_context io;
+  // Nobody follows when the leader's client leaves: the caller closes at once; the next request leads anew.
+  auto a = flights.join("k");
+  EXPECT_FALSE(a.flight->abandon_when_alone(io.get_executor(), [] {}));
+  auto b = flights.join("k");
+  EXPECT_TRUE(b.leader);
+  EXPECT_NE(b.flight, a.flight);
+
+  // With a follower: the close waits for it to leave, then runs on the leader's executor.
+  auto c = flights.join("k");
+  ASSERT_FALSE(c.leader);
+  bool closed = false;
+  EXPECT_TRUE(b.flight->abandon_when_alone(io.get_executor(), [&] { closed = true; }));
+  auto d = flights.join("k");  // still followed: others may join
+  ASSERT_FALSE(d.leader);
+  auto sub = std::make_shared<Flight::Subscriber>(io.get_executor());
+  b.flight->leave(sub);
+  io.poll();
+  EXPECT_FALSE(closed);
+  b.flight->leave(sub);
+  io.restart();
+  io.poll();
+  EXPECT_TRUE(closed);
+  EXPECT_TRUE(flights.join("k").leader);  // abandoned: a new flight
+}
+
 }  // namespace
 }  // namespace sluice::upstream
