@@ -3,6 +3,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstdlib>
 #include <fstream>
@@ -589,6 +590,37 @@ LoadResult load_config_text(const std::string& yaml, const EnvLookup& env) {
     if (!r.check_map(root, "",
                      {"server", "log", "store", "redis", "cache", "limits", "backends", "models", "keys", "auth"}))
       return result;
+    // Container-style overrides: each environment variable replaces one setting of the file.
+    static constexpr std::array<std::array<const char*, 3>, 7> kOverrides{{
+        {"SLUICE_STORE", "", "store"},
+        {"SLUICE_LISTEN", "server", "listen"},
+        {"SLUICE_ADMIN_LISTEN", "server", "admin_listen"},
+        {"SLUICE_WORKERS", "server", "workers"},
+        {"SLUICE_LOG_LEVEL", "log", "level"},
+        {"SLUICE_LOG_FORMAT", "log", "format"},
+        {"SLUICE_REDIS_URL", "redis", "url"},
+    }};
+    std::vector<std::pair<std::string, std::string>> overridden;  // setting path, variable
+    for (const auto& [var, section, key] : kOverrides)
+      if (auto v = env(var); v && !v->empty()) {
+        if (!*section) {
+          root[key] = *v;
+          overridden.emplace_back(key, var);
+          continue;
+        }
+        if (root[section] && !root[section].IsMap()) continue;  // reported as the file's own mistake below
+        root[section][key] = *v;
+        overridden.emplace_back(std::string(section) + "." + key, var);
+      }
+    struct SayWhere {  // an error in an overridden setting names the variable it came from
+      LoadResult& result;
+      const std::vector<std::pair<std::string, std::string>>& overridden;
+      ~SayWhere() {
+        for (auto& e : result.errors)
+          for (const auto& [path, var] : overridden)
+            if (e.path == path) e.message += " (set by " + var + ")";
+      }
+    } say_where{result, overridden};
     if (auto n = root["server"]) read_server(r, n, c.server);
     if (auto n = root["log"]) read_log(r, n, c.log);
     r.string_at(root, "store", "", c.store);

@@ -1,5 +1,8 @@
-// sluice: the gateway binary. `serve` (default), `check-config`, `keys new|hash`, `simulate`.
+// sluice: the gateway binary. `serve` (default), `check-config`, `healthcheck`, `keys new|hash`, `simulate`.
+#include <netdb.h>
 #include <spdlog/spdlog.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <boost/asio/io_context.hpp>
@@ -49,6 +52,44 @@ int serve(const std::string& path) {
   return 0;
 }
 
+// GET /healthz on the admin listener of the config (as the environment overrides it): exit 0 on a 200. For
+// container health checks, so the image needs no curl.
+int healthcheck(const std::string& path) {
+  auto cfg = load_or_report(path, false);
+  if (!cfg) return 1;
+  auto host = cfg->server.admin_listen.host;
+  if (host == "0.0.0.0" || host.empty()) host = "127.0.0.1";
+  if (host == "::") host = "::1";
+  if (host.size() > 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
+  addrinfo hints{}, *found = nullptr;
+  hints.ai_socktype = SOCK_STREAM;
+  auto port = std::to_string(cfg->server.admin_listen.port);
+  if (::getaddrinfo(host.c_str(), port.c_str(), &hints, &found) != 0 || !found) {
+    std::cerr << "sluice healthcheck: cannot resolve " << host << "\n";
+    return 1;
+  }
+  int fd = ::socket(found->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  timeval tv{2, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  bool connected = fd >= 0 && ::connect(fd, found->ai_addr, found->ai_addrlen) == 0;
+  ::freeaddrinfo(found);
+  std::string reply;
+  if (connected) {
+    std::string req = "GET /healthz HTTP/1.0\r\nHost: " + host + "\r\n\r\n";
+    if (::send(fd, req.data(), req.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(req.size())) {
+      char buf[512];
+      ssize_t n;
+      while (reply.size() < 4096 && (n = ::recv(fd, buf, sizeof buf, 0)) > 0) reply.append(buf, n);
+    }
+  }
+  if (fd >= 0) ::close(fd);
+  bool ok = reply.rfind("HTTP/1.1 200", 0) == 0 || reply.rfind("HTTP/1.0 200", 0) == 0;
+  std::cout << (ok ? "healthy" : connected ? "unhealthy" : "unreachable") << " (admin " << host << ":" << port
+            << ")\n";
+  return ok ? 0 : 1;
+}
+
 int simulate(const std::string& listen, double tps, unsigned ttft_ms) {
   sluice::SimulatorConfig cfg;
   cfg.tokens_per_second = tps;
@@ -90,6 +131,9 @@ int main(int argc, char** argv) {
   auto* check_cmd = app.add_subcommand("check-config", "validate a config file and exit");
   check_cmd->add_option("-c,--config", config, "config file (or SLUICE_CONFIG)");
 
+  auto* health_cmd = app.add_subcommand("healthcheck", "GET /healthz on the config's admin listener (exit 0 when healthy)");
+  health_cmd->add_option("-c,--config", config, "config file (or SLUICE_CONFIG)");
+
   auto* keys_cmd = app.add_subcommand("keys", "client keys");
   keys_cmd->require_subcommand(1);
   std::string key_name = "my-key";
@@ -112,6 +156,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   if (*check_cmd) return load_or_report(config, true) ? 0 : 1;
+  if (*health_cmd) return healthcheck(config);
   if (*keys_new) {
     auto key = sluice::policy::generate_key();
     std::cout << "key:    " << key << "\n"

@@ -152,6 +152,7 @@ class Child {
   /// Waits for exit; returns the exit code, or -1 on timeout (the child is then killed).
   int wait_exit(std::chrono::milliseconds limit = 20s);
   void signal(int sig);
+  pid_t pid() const { return pid_; }
   std::string out() {
     drain();
     return out_;
