@@ -149,11 +149,11 @@ TEST(Metrics, PromtoolAcceptsTheScrapeTheRulesAndTheConfig) {
 }
 
 TEST(Metrics, EveryMetricTheDashboardAndAlertsQueryIsExported) {
-  // Two targets, so fallback series exist too; a key with a budget and a Redis store, so theirs do.
+  // Two targets, so fallback series exist too; a key with a budget, a Redis store and a cache, so theirs do.
   RedisServer redis;
   TestGateway gw(test_config_yaml(
       "backends:\n  - { name: sim, dialect: simulator }\n  - { name: sim2, dialect: simulator }\n"
-      "models:\n  - { name: demo, targets: [ { backend: sim }, { backend: sim2 } ] }\n",
+      "models:\n  - { name: demo, targets: [ { backend: sim }, { backend: sim2 } ], cache: { enabled: true } }\n",
       "  - { name: budgeted, key_sha256: \"" + std::string(64, 'b') + "\", limits: { budget: 1000 } }\n"
       "store: redis\nredis: { url: \"" + redis.url() + "\" }\n"));
   ASSERT_EQ(post_json(gw.port(), "/v1/chat/completions",
