@@ -121,6 +121,14 @@ std::map<std::string, std::string> env_of_stage(const Dockerfile::Stage& s) {
   return env;
 }
 
+// The repository file the runtime stage copies to the image's config path.
+std::string image_config_source(const Dockerfile::Stage& rt) {
+  for (const auto& c : rt.all("COPY"))
+    if (auto space = c.find(' '); space != std::string::npos && c.substr(space + 1) == "/etc/sluice/sluice.yaml")
+      return c.substr(0, space);
+  return "";
+}
+
 TEST(Deploy, EveryYamlAndJsonFileParses) {
   int files = 0;
   for (const char* dir : {"docker", "deploy", "config"})
@@ -164,7 +172,7 @@ TEST(Deploy, EveryShippedSluiceConfigLoadsAsItsDeploymentRunsIt) {
   ASSERT_TRUE(base.config) << issues(base);
   EXPECT_EQ(base.config->store, "memory");
   // The Redis overlay: the same file, with the store and URL its Deployment patch sets.
-  auto patch = YAML::LoadAllFromFile(source("deploy/kubernetes/overlays/redis/replicas.yaml"));
+  auto patch = YAML::LoadAllFromFile(source("deploy/kubernetes/overlays/redis/deployment-patch.yaml"));
   std::map<std::string, std::string> overlay{{"TEAM_KEY_SHA256", digest}, {"REDIS_PASSWORD", "pw"}};
   for (const auto& doc : patch)
     if (doc["kind"].as<std::string>() == "Deployment")
@@ -239,10 +247,15 @@ TEST(Deploy, TheDockerfileBuildsWithCiMakeTargetsAndShipsWhatTheBinaryLinks) {
   ASSERT_EQ(rt.all("ENTRYPOINT").size(), 1u);
   EXPECT_EQ(json_array(rt.all("ENTRYPOINT")[0]), std::vector<std::string>{"/usr/local/bin/sluice"});
   EXPECT_EQ(env_of_stage(rt)["SLUICE_CONFIG"], "/etc/sluice/sluice.yaml");
-  bool config_copied = false;
-  for (const auto& c : rt.all("COPY"))
-    if (c == "config/sluice.yaml /etc/sluice/sluice.yaml") config_copied = true;
-  EXPECT_TRUE(config_copied);
+  // Its default config listens on every interface by itself: a mounted config's own listeners are not
+  // overridden by the image's environment.
+  auto image_config = image_config_source(rt);
+  ASSERT_FALSE(image_config.empty());
+  auto loaded = load_config_file(source(image_config), env_of({}));
+  ASSERT_TRUE(loaded.config) << issues(loaded);
+  EXPECT_EQ(loaded.config->server.listen.host, "0.0.0.0");
+  EXPECT_EQ(loaded.config->server.admin_listen.host, "0.0.0.0");
+  for (const auto& [name, value] : env_of_stage(rt)) EXPECT_EQ(name.find("LISTEN"), std::string::npos) << name;
   EXPECT_TRUE(fs::exists(source(".dockerignore")));
 
   // Every shared library the binary links comes from a package the runtime stage installs (or the base image).
@@ -377,7 +390,7 @@ TEST(Deploy, TheBinaryStartedLikeTheImageEntrypointServesChecksItsHealthAndDrain
   ::chmod(dir.path().c_str(), 0755);
   auto binary = dir.path() + "/sluice";
   fs::copy_file(SLUICE_BINARY, binary);
-  auto config = dir.write("sluice.yaml", read(source("config/sluice.yaml")));
+  auto config = dir.write("sluice.yaml", read(source(image_config_source(rt))));
   ::chmod(config.c_str(), 0644);
 
   // The image's environment, except that its fixed ports become ephemeral ones on loopback.
