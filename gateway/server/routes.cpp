@@ -605,22 +605,19 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, StringReq
     log.usage_estimated = true;
     services.metrics.estimated_tokens(log.model, log.backend, result.generated_chunks);
   }
-  if (landing) {  // tell the followers how it went
+  if (landing) {  // a whole answer reached the followers from the relay already; otherwise tell them why not
     upstream::Flight::Outcome outcome;
-    outcome.ok = result.complete && !result.failure;
-    outcome.usage = usage;
-    if (outcome.ok) outcome.completion = result.completion;
     const auto& e = result.error;
     const bool timed_out = e == "timeout" || e == "first_token" || e == "idle" || e == "total";
     if (result.failure) {
       outcome.error = result.failure;
       // A backend's 4xx would be the same for them; after a timeout their own deadlines have run out too.
       outcome.retry = result.retryable && !timed_out;
-    } else if (!outcome.ok) {
+    } else {
       outcome.error = openai::ApiError{502, "The backend's answer was cut short (" + result.error + ").",
                                        "server_error", std::nullopt, "upstream_error"};
     }
-    landing->land(std::move(outcome));
+    landing->land(std::move(outcome));  // unregisters it; a flight already finished is not changed
   }
   if (settle) {
     // Charge what was used: the backend's count, or what was streamed. When that is unknown and the backend

@@ -13,10 +13,6 @@ void wake(std::vector<std::shared_ptr<Flight::Subscriber>>& subs) {
 
 }  // namespace
 
-void Flight::wake_locked(std::vector<std::shared_ptr<Subscriber>>& out) {
-  out.swap(parked_);
-}
-
 bool Flight::publish(std::string data, bool usage_only, bool generated) {
   std::vector<std::shared_ptr<Subscriber>> woken;
   {
@@ -28,7 +24,7 @@ bool Flight::publish(std::string data, bool usage_only, bool generated) {
     }
     bytes_ += data.size();
     events_.push_back(FlightEvent{std::move(data), usage_only, generated});
-    wake_locked(woken);
+    woken.swap(parked_);
   }
   wake(woken);
   return true;
@@ -47,7 +43,7 @@ void Flight::finish(Outcome outcome) {
     }
     outcome_ = std::move(outcome);
     state_ = outcome_.ok ? State::done : State::failed;
-    wake_locked(woken);
+    woken.swap(parked_);
   }
   wake(woken);
 }

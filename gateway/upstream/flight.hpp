@@ -69,8 +69,6 @@ class Flight {
   const Outcome& outcome() const { return outcome_; }
 
  private:
-  void wake_locked(std::vector<std::shared_ptr<Subscriber>>& out);
-
   mutable std::mutex mutex_;
   std::deque<FlightEvent> events_;  // push_back keeps references to earlier events valid
   std::size_t bytes_ = 0;

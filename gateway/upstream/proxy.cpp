@@ -113,6 +113,32 @@ StringResponse whole_answer(const ForwardRequest& fr, std::string body, bool sse
   return res;
 }
 
+/// Writes gathered buffers to a client (as one chunk when `chunked`), dropping a client that stops reading for
+/// `idle`. False when the write failed.
+asio::awaitable<bool> write_gathered(beast::tcp_stream& client, const std::vector<asio::const_buffer>& data,
+                                     bool chunked, Millis idle, ForwardResult& r) {
+  client.expires_after(idle);
+  error_code ec;
+  std::size_t n = 0;
+  if (chunked) {
+    auto chunk = http::make_chunk(data);  // header, data and CRLF gathered: no copy
+    std::tie(ec, n) = co_await asio::async_write(client, chunk, use_nothrow);
+  } else
+    std::tie(ec, n) = co_await asio::async_write(client, data, use_nothrow);
+  r.bytes_out += n;
+  co_return !ec;
+}
+
+/// Generated text reached the client now: the first time is the time to first token.
+void token_written(ForwardResult& r, Clock::time_point started) {
+  auto now = Clock::now();
+  if (!r.first_token_at) {
+    r.first_token_at = now;
+    r.ttft_seconds = std::chrono::duration<double>(now - started).count();
+  }
+  r.last_token_at = now;
+}
+
 /// One request/response on one connection. `stale` is set when a reused connection turned out to be
 /// closed before the backend saw the request (safe to retry on a fresh one).
 class Exchange {
@@ -269,17 +295,8 @@ asio::awaitable<void> Exchange::run(Stream& up, Connection& conn, bool reused, b
 
 asio::awaitable<bool> Exchange::write_client(const std::vector<asio::const_buffer>& data, bool chunked) {
   if (st_.client_gone) co_return !client_left("streaming");  // nobody to write to; go on for followers
-  client_.expires_after(t_.idle);  // a client that stops reading for this long is dropped
-  error_code ec;
-  std::size_t n = 0;
-  if (chunked) {
-    auto chunk = http::make_chunk(data);  // header, data and CRLF gathered: no copy
-    std::tie(ec, n) = co_await asio::async_write(client_, chunk, use_nothrow);
-  } else
-    std::tie(ec, n) = co_await asio::async_write(client_, data, use_nothrow);
-  r_.bytes_out += n;
-  if (ec) co_return !client_write_failed();
-  co_return true;
+  const bool written = co_await write_gathered(client_, data, chunked, t_.idle, r_);
+  co_return written || !client_write_failed();
 }
 
 template <class Stream, class Parser>
@@ -379,14 +396,7 @@ asio::awaitable<void> Exchange::relay_stream(Stream& up, Connection& conn, Parse
         if (!gather.empty() && !co_await write_client(gather, chunked)) break;
         // Time to first token: request received → first generated text (content, reasoning, tool call)
         // written to the client; a keep-alive comment or a role-only chunk does not count.
-        if (generated) {
-          auto now = Clock::now();
-          if (!r_.first_token_at) {
-            r_.first_token_at = now;
-            r_.ttft_seconds = std::chrono::duration<double>(now - fr_.started).count();
-          }
-          r_.last_token_at = now;
-        }
+        if (generated) token_written(r_, fr_.started);
         std::memmove(buf.data(), buf.data() + ready, pending - ready);
         pending -= ready;
       }
@@ -656,24 +666,6 @@ asio::awaitable<ForwardResult> forward(beast::tcp_stream& client, BackendPool& p
   co_return result;
 }
 
-namespace {
-
-asio::awaitable<bool> write_follower(beast::tcp_stream& client, const std::vector<asio::const_buffer>& data,
-                                     bool chunked, Millis idle, ForwardResult& r) {
-  client.expires_after(idle);
-  error_code ec;
-  std::size_t n = 0;
-  if (chunked) {
-    auto chunk = http::make_chunk(data);
-    std::tie(ec, n) = co_await asio::async_write(client, chunk, use_nothrow);
-  } else
-    std::tie(ec, n) = co_await asio::async_write(client, data, use_nothrow);
-  r.bytes_out += n;
-  co_return !ec;
-}
-
-}  // namespace
-
 asio::awaitable<ForwardResult> follow(beast::tcp_stream& client, Flight& flight, const ForwardRequest& fr,
                                       Millis patience) {
   ForwardResult r;
@@ -764,18 +756,11 @@ asio::awaitable<ForwardResult> follow(beast::tcp_stream& client, Flight& flight,
           ++r.generated_chunks;
         }
       }
-      if (!gather.empty() && !co_await write_follower(client, gather, chunked, idle, r)) {
+      if (!gather.empty() && !co_await write_gathered(client, gather, chunked, idle, r)) {
         write_failed = true;
         break;
       }
-      if (generated) {
-        auto now = Clock::now();
-        if (!r.first_token_at) {
-          r.first_token_at = now;
-          r.ttft_seconds = std::chrono::duration<double>(now - fr.started).count();
-        }
-        r.last_token_at = now;
-      }
+      if (generated) token_written(r, fr.started);
       continue;
     }
     if (state != Flight::State::running) break;
@@ -812,7 +797,7 @@ asio::awaitable<ForwardResult> follow(beast::tcp_stream& client, Flight& flight,
       r.error = timed_out ? "total" : "upstream_failed";
     }
     std::vector<asio::const_buffer> last{asio::buffer(tail)};
-    if (!co_await write_follower(client, last, chunked, idle, r)) {
+    if (!co_await write_gathered(client, last, chunked, idle, r)) {
       r.client_gone = true;
       r.disconnect_phase = "streaming";
       co_return r;
