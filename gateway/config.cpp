@@ -311,13 +311,19 @@ class Reader {
 void read_server(Reader& r, const YAML::Node& n, ServerConfig& s) {
   const std::string p = "server";
   if (!r.check_map(n, p,
-                   {"listen", "admin_listen", "workers", "max_body_bytes", "drain_timeout", "header_timeout",
+                   {"listen", "admin_listen", "workers", "max_body_bytes", "max_header_bytes", "drain_timeout", "header_timeout",
                     "body_timeout", "idle_timeout", "max_connections"}))
     return;
   r.listen_at(n, "listen", p, s.listen);
   r.listen_at(n, "admin_listen", p, s.admin_listen);
   r.uint_at(n, "workers", p, s.workers, 0, 256);
   r.size_at(n, "max_body_bytes", p, s.max_body_bytes);
+  std::uint64_t header_bytes = s.max_header_bytes;
+  r.size_at(n, "max_header_bytes", p, header_bytes);
+  if (header_bytes < 1024 || header_bytes > (1u << 20))
+    r.error("server.max_header_bytes", "must be between 1KiB and 1MiB");
+  else
+    s.max_header_bytes = static_cast<std::uint32_t>(header_bytes);
   r.duration_at(n, "drain_timeout", p, s.drain_timeout);
   r.duration_at(n, "header_timeout", p, s.header_timeout);
   r.duration_at(n, "body_timeout", p, s.body_timeout);

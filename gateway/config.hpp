@@ -24,6 +24,7 @@ struct ServerConfig {
   ListenAddress admin_listen{"127.0.0.1", 9464};
   unsigned workers = 0;                       // 0: one per core
   std::uint64_t max_body_bytes = 8ull << 20;  // request bodies above this get 413
+  std::uint32_t max_header_bytes = 32u << 10; // request headers above this get 431
   Millis drain_timeout{30'000};               // SIGTERM: how long in-flight requests may finish
   Millis header_timeout{10'000};              // a request's header must arrive within this
   Millis body_timeout{60'000};                // and its body within this, once the header is in

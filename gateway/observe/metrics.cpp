@@ -134,6 +134,17 @@ struct Metrics::Impl {
           .Name("sluice_queued_requests")
           .Help("Requests waiting for a slot on a backend at max_inflight.")
           .Register(*registry);
+  prometheus::Gauge& client_conns = prometheus::BuildGauge()
+                                        .Name("sluice_client_connections")
+                                        .Help("Client connections open now.")
+                                        .Register(*registry)
+                                        .Add({});
+  prometheus::Family<prometheus::Counter>& client_rejections =
+      prometheus::BuildCounter()
+          .Name("sluice_client_rejections_total")
+          .Help("Client connections Sluice ended before answering a request: max_connections reached, or the "
+                "header or body not sent in time.")
+          .Register(*registry);
   prometheus::Gauge& streams = prometheus::BuildGauge()
                                    .Name("sluice_active_streams")
                                    .Help("SSE streams being relayed now.")
@@ -260,6 +271,14 @@ void Metrics::coalesced(std::string_view model) {
   impl_->coalesced.Add({{"model", s(model)}}).Increment();
 }
 
+void Metrics::client_connections(int delta) {
+  impl_->client_conns.Increment(delta);
+}
+
+void Metrics::client_rejected(std::string_view reason) {
+  impl_->client_rejections.Add({{"reason", s(reason)}}).Increment();
+}
+
 void Metrics::queued(std::string_view backend, int delta) {
   impl_->queue_depth.Add({{"backend", s(backend)}}).Increment(delta);
 }
@@ -276,7 +295,7 @@ void Metrics::declare(const Config& config) {
   for (const auto& b : config.backends) {
     if (!b.enabled) continue;
     for (const char* reason :
-         {"connect", "resolve", "tls", "timeout", "first_token", "idle", "total", "reset", "protocol"})
+         {"connect", "resolve", "tls", "timeout", "first_token", "idle", "total", "reset", "protocol", "truncated"})
       impl_->upstream_errors.Add({{"backend", b.name}, {"reason", reason}});
   }
   for (const auto& m : config.models) {
@@ -289,6 +308,8 @@ void Metrics::declare(const Config& config) {
     }
   }
   for (const char* phase : {"waiting", "streaming"}) impl_->disconnects.Add({{"phase", phase}});
+  for (const char* reason : {"max_connections", "header_timeout", "body_timeout"})
+    impl_->client_rejections.Add({{"reason", reason}});
   for (const char* result : {"hit", "miss", "bypass"}) impl_->cache_lookups.Add({{"result", result}});
   for (const char* op : {"admit", "settle"}) impl_->redis_errors.Add({{"op", op}});
   for (const auto& b : config.backends)

@@ -50,6 +50,11 @@ class Metrics {
   void cache_stored(std::uint64_t bytes, std::size_t evicted);
   /// A request answered by following an identical one in flight (request coalescing).
   void coalesced(std::string_view model);
+  /// Client connections open now (+1 accepted, -1 closed).
+  void client_connections(int delta);
+  /// A client connection ended by Sluice before a request could be answered (`reason`: max_connections,
+  /// header_timeout, body_timeout).
+  void client_rejected(std::string_view reason);
   /// Requests waiting for a slot on a backend that is at max_inflight.
   void queued(std::string_view backend, int delta);
 

@@ -1,12 +1,14 @@
 #include "openai/dialect.hpp"
 
 #include <rapidjson/document.h>
+#include <rapidjson/reader.h>
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
 
 #include <chrono>
 
 #include "openai/json.hpp"
+#include "openai/request.hpp"
 
 namespace sluice::openai {
 
@@ -45,6 +47,20 @@ bool has_text(std::string_view data, std::string_view field) {
       ++q;
       while (q < data.size() && data[q] == ' ') ++q;
       if (q + 1 < data.size() && data[q] == '"' && data[q + 1] != '"') return true;
+    }
+  }
+  return false;
+}
+
+// True when `"field":` occurs in `data` with a value other than null.
+bool has_non_null(std::string_view data, std::string_view field) {
+  for (auto p = data.find(field); p != std::string_view::npos; p = data.find(field, p + 1)) {
+    auto q = p + field.size();
+    while (q < data.size() && data[q] == ' ') ++q;
+    if (q < data.size() && data[q] == ':') {
+      ++q;
+      while (q < data.size() && data[q] == ' ') ++q;
+      if (q < data.size() && data[q] != 'n') return true;
     }
   }
   return false;
@@ -154,6 +170,7 @@ ChunkInfo inspect_chunk(std::string_view data) {
   info.generated = has_text(data, "\"content\"") || has_text(data, "\"reasoning_content\"") ||
                    has_text(data, "\"reasoning\"") || has_text(data, "\"text\"") ||
                    data.find("\"tool_calls\"") != std::string_view::npos;
+  info.finished = has_non_null(data, "\"finish_reason\"");
   bool may_have_usage = may_carry_usage(data);
   bool may_have_telemetry =
       data.find("\"timings\"") != std::string_view::npos || data.find("metrics\"") != std::string_view::npos;
@@ -168,6 +185,30 @@ ChunkInfo inspect_chunk(std::string_view data) {
   }
   read_telemetry_from(doc, info.telemetry);
   return info;
+}
+
+namespace {
+
+// Accepts any value; only nesting is bounded (RapidJSON's iterative parser does not recurse).
+struct Validator : rapidjson::BaseReaderHandler<rapidjson::UTF8<>, Validator> {
+  int depth = 0;
+  bool Default() { return true; }
+  bool StartObject() { return ++depth <= kMaxJsonDepth; }
+  bool EndObject(rapidjson::SizeType) { return --depth >= 0; }
+  bool StartArray() { return ++depth <= kMaxJsonDepth; }
+  bool EndArray(rapidjson::SizeType) { return --depth >= 0; }
+};
+
+}  // namespace
+
+bool is_json_object(std::string_view json) {
+  std::size_t i = 0;
+  while (i < json.size() && (json[i] == ' ' || json[i] == '\t' || json[i] == '\r' || json[i] == '\n')) ++i;
+  if (i == json.size() || json[i] != '{') return false;
+  rapidjson::Reader reader;
+  rapidjson::MemoryStream ms(json.data(), json.size());
+  Validator v;
+  return !reader.Parse<rapidjson::kParseIterativeFlag>(ms, v).IsError();
 }
 
 }  // namespace sluice::openai

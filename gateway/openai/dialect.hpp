@@ -32,8 +32,12 @@ struct ChunkInfo {
   bool usage_only =
       false;  // an include_usage chunk: usage and "choices":[] (dropped when the client did not ask)
   bool generated = false;  // carries generated text, reasoning or a tool call (counted when no usage comes)
+  bool finished = false;   // a choice ends here (a non-null finish_reason)
   BackendTelemetry telemetry;
 };
 ChunkInfo inspect_chunk(std::string_view data);
+
+/// True when `json` is one well-formed JSON object (validated without building a document, nesting bounded).
+bool is_json_object(std::string_view json);
 
 }  // namespace sluice::openai

@@ -66,7 +66,9 @@ std::variant<ClientRequest, ApiError> inspect_request(Endpoint endpoint, std::st
   if (!json_depth_within(body))
     return invalid_request("the JSON body nests deeper than " + std::to_string(kMaxJsonDepth) + " levels",
                            std::nullopt, "invalid_json");
-  doc.Parse<rapidjson::kParseFullPrecisionFlag | rapidjson::kParseIterativeFlag>(body.data(), body.size());
+  // Invalid UTF-8 is refused here rather than passed to a backend that may choke on it mid-generation.
+  doc.Parse<rapidjson::kParseFullPrecisionFlag | rapidjson::kParseIterativeFlag |
+            rapidjson::kParseValidateEncodingFlag>(body.data(), body.size());
   if (doc.HasParseError()) {
     return invalid_request(std::string("we could not parse the JSON body of your request (") +
                                rapidjson::GetParseError_En(doc.GetParseError()) + " at offset " +

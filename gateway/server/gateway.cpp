@@ -147,6 +147,8 @@ struct Gateway::Impl {
   std::atomic<int> inflight{0};
   std::atomic<int> background{0};  // Redis settlements in flight
   std::atomic<unsigned> connections{0};
+  std::atomic<unsigned> refusing{0};          // connections being told "503 too many connections"
+  static constexpr unsigned kMaxRefusing = 64;  // beyond this, refused connections are reset instead
   Fleet fleet;
   Services services{
       config,
@@ -230,15 +232,42 @@ struct Gateway::Impl {
         continue;
       }
       if (connections.load() >= config.server.max_connections) {
-        reset_socket(sock);
+        metrics.client_rejected("max_connections");
+        // Told why with a 503, unless so many are being refused at once that even that would cost too much.
+        if (refusing.load() < kMaxRefusing)
+          asio::co_spawn(w.ctx, refuse_session(std::move(sock)), asio::detached);
+        else
+          reset_socket(sock);
         continue;
       }
       asio::co_spawn(w.ctx, client_session(w, std::move(sock)), asio::detached);
     }
   }
 
+  // A connection over max_connections: a 503 before its request is read, then a brief lingering close.
+  asio::awaitable<void> refuse_session(tcp::socket sock) {
+    struct Count {
+      std::atomic<unsigned>& n;
+      explicit Count(std::atomic<unsigned>& c) : n(c) { ++n; }
+      ~Count() { --n; }
+    } counted{refusing};
+    RequestContext ctx;
+    ctx.started = Clock::now();
+    ctx.client = peer_of(sock);
+    beast::tcp_stream stream(std::move(sock));
+    openai::ApiError err{503,
+                         "Sluice is at its limit of " + std::to_string(config.server.max_connections) +
+                             " client connections; retry shortly.",
+                         "server_error", std::nullopt, "too_many_connections"};
+    err.retry_after = "1";
+    stream.expires_after(std::chrono::seconds(2));
+    co_await reply_unroutable(stream, err, ctx, services);
+    co_await lingering_close(stream);
+  }
+
   asio::awaitable<void> client_session(Worker& w, tcp::socket sock) {
     ++connections;
+    metrics.client_connections(1);
     error_code ec;
     sock.set_option(tcp::no_delay(true), ec);
     std::string client = peer_of(sock);
@@ -251,11 +280,13 @@ struct Gateway::Impl {
       Worker& w;
       SessionHandle& h;
       std::atomic<unsigned>& connections;
+      observe::Metrics& metrics;
       ~Leave() {
         w.sessions.erase(&h);
         --connections;
+        metrics.client_connections(-1);
       }
-    } leave{w, handle, connections};
+    } leave{w, handle, connections, metrics};
     const auto& sc = config.server;
     bool lingering = false;
 
@@ -278,7 +309,7 @@ struct Gateway::Impl {
       ctx.started = Clock::now();
       ctx.client = client;
       http::request_parser<http::string_body> parser;
-      parser.header_limit(32 * 1024);
+      parser.header_limit(sc.max_header_bytes);
       parser.body_limit(sc.max_body_bytes);
       stream.expires_after(sc.header_timeout);
       auto [hec, hn] = co_await http::async_read_header(stream, buffer, parser, use_nothrow);
@@ -314,6 +345,8 @@ struct Gateway::Impl {
           err = openai::ApiError{400, "Malformed HTTP request: " + rec.message(), "invalid_request_error",
                                  std::nullopt, "bad_request"};
         // A timeout has already closed the socket (Beast's deadline): nothing can be answered then.
+        else if (rec == beast::error::timeout)
+          metrics.client_rejected(parser.is_header_done() ? "body_timeout" : "header_timeout");
         if (err) {
           co_await reply_unroutable(stream, *err, ctx, services);
           lingering = true;

@@ -21,6 +21,7 @@ using Clock = std::chrono::steady_clock;
 constexpr std::size_t kMaxUpstreamBody = 64u << 20;  // a non-stream answer above this is refused
 constexpr std::size_t kMaxPendingEvent = 16u << 20;  // an SSE event that never ends is refused
 constexpr std::size_t kMaxCapture = 4u << 20;        // answers larger than this are not kept for the cache
+constexpr Millis kDoneGrace{1000};  // after [DONE], how long the end of the HTTP body is waited for
 constexpr std::size_t kReadChunk = 16u << 10;
 
 double ms_since(Clock::time_point t) {
@@ -283,6 +284,13 @@ asio::awaitable<void> Exchange::run(Stream& up, Connection& conn, bool reused, b
     co_return;
   }
   const auto& head = p.get();
+  // Sluice asked for identity: an encoded body could be neither inspected nor relayed under its own headers.
+  if (auto enc = head[http::field::content_encoding]; !enc.empty() && !beast::iequals(enc, "identity")) {
+    fail(502, "protocol",
+         "the backend answered with Content-Encoding '" + std::string(enc.substr(0, 32)) +
+             "' although Sluice asked for identity");
+    co_return;
+  }
   auto ctype = head[http::field::content_type];
   bool is_sse = ctype.size() >= 17 && beast::iequals(ctype.substr(0, 17), "text/event-stream");
   // How the backend answers is read from its Content-Type; the client gets the form it asked for.
@@ -331,6 +339,7 @@ asio::awaitable<void> Exchange::relay_stream(Stream& up, Connection& conn, Parse
   std::vector<char> buf(kReadChunk);
   std::size_t pending = 0;  // bytes in buf not yet forwarded
   bool seen_done = false;
+  bool finished = false;  // a chunk carried a finish_reason: an answer without [DONE] is still whole
   // With capture (or followers): the answer joined into one completion as it streams.
   std::optional<openai::StreamJoiner> joiner;
   if (fr_.capture || fr_.flight) joiner.emplace(fr_.endpoint);
@@ -352,6 +361,8 @@ asio::awaitable<void> Exchange::relay_stream(Stream& up, Connection& conn, Parse
     body.size = buf.size() - pending;
     if (first_event)
       arm(lowest, t_.first_token, "first_token");
+    else if (seen_done)  // the answer is whole: only the end of the HTTP body is awaited, briefly
+      arm(lowest, std::min<Millis>(t_.idle, kDoneGrace), "idle");
     else
       arm(lowest, t_.idle, "idle");
     auto [ec, n] = co_await http::async_read_some(up, conn.buffer, p, use_nothrow);
@@ -365,11 +376,19 @@ asio::awaitable<void> Exchange::relay_stream(Stream& up, Connection& conn, Parse
       std::size_t from = 0;                                 // next byte of buf to forward
       gather.clear();
       bool generated = false;  // this batch carries the first generated text the client will see
+      std::size_t cut = pending;  // an invalid event: only the bytes before it are forwarded
       if (!events.empty()) first_event = false;
       for (const auto& e : events) {
         if (e.data == "[DONE]") {
           seen_done = true;
           continue;
+        }
+        // A chunk a client's SDK could not parse ends the stream here, told in-band, instead of reaching it.
+        if (e.event.empty() && !openai::is_json_object(e.data)) {
+          failure = "the backend sent a stream event that is not a JSON object";
+          r_.error = "protocol";
+          cut = static_cast<std::size_t>(e.begin - base);
+          break;
         }
         if (joiner && captured_bytes <= kMaxCapture) {
           captured_bytes += e.data.size();
@@ -381,6 +400,7 @@ asio::awaitable<void> Exchange::relay_stream(Stream& up, Connection& conn, Parse
           ++r_.generated_chunks;
           generated = true;
         }
+        if (info.finished) finished = true;
         if (info.usage) r_.usage = info.usage;
         if (info.telemetry.tokens_per_second) r_.telemetry = info.telemetry;
         if (info.usage_only && !fr_.client_wants_usage) {  // Sluice asked for it; the client did not
@@ -390,7 +410,8 @@ asio::awaitable<void> Exchange::relay_stream(Stream& up, Connection& conn, Parse
         }
       }
       // Forward every byte up to the end of the last complete event, in one write, unchanged.
-      std::size_t ready = pending - static_cast<std::size_t>(parser.total() - parser.boundary());
+      std::size_t ready =
+          std::min(cut, pending - static_cast<std::size_t>(parser.total() - parser.boundary()));
       if (ready > from) gather.emplace_back(buf.data() + from, ready - from);
       if (ready > 0) {
         if (!gather.empty() && !co_await write_client(gather, chunked)) break;
@@ -400,8 +421,13 @@ asio::awaitable<void> Exchange::relay_stream(Stream& up, Connection& conn, Parse
         std::memmove(buf.data(), buf.data() + ready, pending - ready);
         pending -= ready;
       }
+      if (!failure.empty()) {
+        pending = 0;  // the invalid event and whatever followed it are not forwarded
+        break;
+      }
     }
     if (client_left("streaming")) break;
+    if (ec && seen_done) break;  // the answer is whole; only its HTTP ending is missing: not reused, not failed
     if (ec) {
       if (ec == beast::error::timeout) {
         r_.error = phase_;
@@ -416,7 +442,19 @@ asio::awaitable<void> Exchange::relay_stream(Stream& up, Connection& conn, Parse
       break;
     }
   }
-  r_.complete = failure.empty() && p.is_done();
+  // A body that ended without [DONE] is whole when a choice finished (Sluice adds the [DONE] its clients
+  // wait for); otherwise the backend stopped part-way, and the client is told so.
+  bool add_done = false;
+  if (failure.empty() && p.is_done() && !seen_done) {
+    pending = 0;  // an event cut off by the end of the body is not forwarded
+    if (finished) {
+      add_done = seen_done = true;
+    } else {
+      failure = "the backend ended the stream before the answer was complete";
+      r_.error = "truncated";
+    }
+  }
+  r_.complete = failure.empty() && (p.is_done() || seen_done);
   if (r_.complete && joiner && seen_done && captured_bytes <= kMaxCapture) r_.completion = joiner->result();
   // Followers have every event: they end now, not after this client's last write.
   if (r_.complete && fr_.flight) fr_.flight->finish(Flight::Outcome{true, r_.completion, r_.usage, std::nullopt, true});
@@ -424,10 +462,14 @@ asio::awaitable<void> Exchange::relay_stream(Stream& up, Connection& conn, Parse
   if (failure.empty()) {
     if (pending > 0 && !co_await write_client(asio::const_buffer(buf.data(), pending), chunked)) co_return;
     if (r_.client_gone) co_return;
+    if (add_done) {
+      static constexpr std::string_view done = "data: [DONE]\n\n";
+      if (!co_await write_client(asio::buffer(done), chunked)) co_return;
+    }
     reusable = p.is_done() && p.keep_alive();
   } else if (!seen_done) {
     // The stream has started, so the failure is told in-band: an error event, then [DONE].
-    const bool broken = r_.error == "reset" || r_.error == "protocol";
+    const bool broken = r_.error == "reset" || r_.error == "protocol" || r_.error == "truncated";
     const bool closing = r_.error == "shutting_down";
     auto msg = sse_error_event(gateway_error(closing  ? 503
                                              : broken ? 502
@@ -463,7 +505,8 @@ asio::awaitable<void> Exchange::relay_body(Stream& up, Connection& conn, Parser&
     p.get().body().data = body.data() + old;
     p.get().body().size = kReadChunk * 4;
     arm(lowest, old == 0 ? t_.first_token : t_.idle, old == 0 ? "first_token" : "idle");
-    auto [ec, n] = co_await http::async_read(up, conn.buffer, p, use_nothrow);
+    // Piece by piece, so the idle deadline (not first_token) applies once the answer has begun.
+    auto [ec, n] = co_await http::async_read_some(up, conn.buffer, p, use_nothrow);
     body.resize(old + kReadChunk * 4 - p.get().body().size);
     if (client_left("waiting")) co_return;
     if (ec == http::error::need_buffer) continue;
@@ -497,6 +540,11 @@ asio::awaitable<void> Exchange::relay_body(Stream& up, Connection& conn, Parser&
     r_.failure = std::move(e);
     r_.retryable = status == 429 || status >= 500;
     r_.backend_at_fault = status >= 500;
+    co_return;
+  }
+  if (!sse_answer && !openai::is_json_object(body)) {
+    reusable = false;  // whatever it is speaking, it is not the protocol Sluice expects
+    fail(502, "protocol", "the backend's answer is not a JSON object");
     co_return;
   }
   if (sse_answer) {  // the client asked for a whole answer, the backend streamed it: join the chunks

@@ -131,12 +131,16 @@ TEST(Proxy, SimulatorFaultsSurfaceAsOpenAIErrors) {
   ASSERT_EQ(events.size(), 4u) << s.body;
   EXPECT_NE(events[2].find("\"error\""), std::string::npos);
   EXPECT_EQ(events[3], "[DONE]");
-  // A malformed chunk is relayed as it came (Sluice does not rewrite streams), and the stream goes on.
+  // A chunk no SDK could parse never reaches the client: the events before it do, then an error event.
   auto m = post_json(gw.port(), "/v1/chat/completions",
                      chat("demo", true, R"(,"simulator":{"tokens":3,"fault":"malformed","fault_after":1})"));
   ASSERT_EQ(m.status, 200);
-  EXPECT_NE(m.body.find("oops not json"), std::string::npos);
-  EXPECT_EQ(sse_data(m.body).back(), "[DONE]");
+  EXPECT_EQ(m.body.find("oops not json"), std::string::npos);
+  auto me = sse_data(m.body);
+  ASSERT_EQ(me.size(), 3u) << m.body;
+  EXPECT_NE(me[0].find("chat.completion.chunk"), std::string::npos);
+  EXPECT_NE(me[1].find("\"upstream_error\""), std::string::npos);
+  EXPECT_EQ(me[2], "[DONE]");
 }
 
 TEST(Proxy, ExpectContinueIsAnswered) {
