@@ -24,6 +24,15 @@ constexpr std::size_t kMaxCapture = 4u << 20;        // answers larger than this
 constexpr Millis kDoneGrace{1000};  // after [DONE], how long the end of the HTTP body is waited for
 constexpr std::size_t kReadChunk = 16u << 10;
 
+// A backend may quote the credentials it was sent ("Incorrect API key provided: …", an echoed header):
+// they are cut out of its error before it reaches a client or a log line.
+void redact(std::string& text, std::string_view secret) {
+  if (secret.size() < 4) return;
+  static constexpr std::string_view kMark = "[redacted]";
+  for (auto at = text.find(secret); at != std::string::npos; at = text.find(secret, at + kMark.size()))
+    text.replace(at, secret.size(), kMark);
+}
+
 double ms_since(Clock::time_point t) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
 }
@@ -525,6 +534,10 @@ asio::awaitable<void> Exchange::relay_body(Stream& up, Connection& conn, Parser&
   if (status / 100 != 2) {
     auto e = openai::normalize_backend_error(status, body);
     e.status = client_status_for_backend(status);
+    redact(e.message, pool_.backend().api_key);
+    for (auto* field : {&e.param, &e.code})
+      if (*field) redact(**field, pool_.backend().api_key);
+    redact(e.type, pool_.backend().api_key);
     if (status == 401 || status == 403) {
       // Its message may quote part of the backend key: keep it in the server log only.
       spdlog::error("request {}: backend '{}' refused the configured API key (HTTP {}): {}", fr_.request_id,
