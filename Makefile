@@ -12,7 +12,7 @@ DEB_PACKAGES := g++ cmake ninja-build ccache make pkg-config openssl curl \
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build run test bench clean
+.PHONY: all deps build run test bench soak test-sanitize sanitize-one fuzz clean
 
 all: build
 
@@ -46,5 +46,31 @@ test: build
 bench: build
 	@for b in $(BUILD_DIR)/bench_*; do [ -x "$$b" ] && "$$b"; done
 
+## soak: the binary under mixed load for SOAK_SECONDS (default 180), then accounts, descriptors and memory checked
+SOAK_SECONDS ?= 180
+soak: build
+	SOAK_SECONDS=$(SOAK_SECONDS) ./$(BUILD_DIR)/soak
+
+## test-sanitize: every test again, under ASan+UBSan (build-asan) and then under TSan (build-tsan)
+test-sanitize: deps
+	@$(MAKE) --no-print-directory sanitize-one SAN=address SAN_DIR=build-asan
+	@$(MAKE) --no-print-directory sanitize-one SAN=thread SAN_DIR=build-tsan
+
+# Reports of every process (the tests and each sluice they start) go to files, so none is missed.
+SAN_REPORTS = $(CURDIR)/$(SAN_DIR)/sanitizer-reports
+sanitize-one:
+	@cmake -S . -B $(SAN_DIR) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1" \
+	  -DSLUICE_SANITIZE=$(SAN) -DSLUICE_TEST_TIMEOUT=600 >/dev/null
+	@cmake --build $(SAN_DIR) -j $(JOBS) --target sluice unit_tests integration_tests
+	@rm -rf $(SAN_REPORTS) && mkdir -p -m 1777 $(SAN_REPORTS)
+	@cd $(SAN_DIR) && \
+	  ASAN_OPTIONS=log_path=$(SAN_REPORTS)/asan:detect_leaks=1:strict_string_checks=1 \
+	  UBSAN_OPTIONS=log_path=$(SAN_REPORTS)/ubsan:print_stacktrace=1:halt_on_error=1 \
+	  TSAN_OPTIONS=log_path=$(SAN_REPORTS)/tsan:halt_on_error=1:second_deadlock_stack=1 \
+	  ctest --output-on-failure -j $(JOBS) --timeout 900; rc=$$?; \
+	  if ls $(SAN_REPORTS)/* >/dev/null 2>&1; then cat $(SAN_REPORTS)/*; echo "$(SAN): sanitizer reports above"; exit 1; fi; \
+	  exit $$rc
+	@echo "$(SAN): every test passed with no sanitizer report"
+
 clean:
-	rm -rf $(BUILD_DIR)
+	rm -rf $(BUILD_DIR) build-asan build-tsan build-fuzz

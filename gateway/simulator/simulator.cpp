@@ -5,6 +5,7 @@
 #include <rapidjson/writer.h>
 
 #include <algorithm>
+#include <array>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/write.hpp>
 #include <stdexcept>
@@ -238,8 +239,13 @@ class Session {
           reset_socket(stream_.socket());
           co_return false;
         }
-        if (p.fault == "stall") {  // stop sending but keep the connection open
-          co_await sleep(Millis(60'000));
+        if (p.fault == "stall") {  // stop sending but keep the connection open, until the client leaves
+          stream_.expires_after(std::chrono::seconds(60));
+          std::array<char, 512> sink;
+          for (;;) {
+            auto [rec, n] = co_await stream_.async_read_some(asio::buffer(sink), use_nothrow);
+            if (rec) break;
+          }
           co_return false;
         }
         if (p.fault == "malformed" && !co_await write_chunk("data: {\"id\": oops not json\n\n"))

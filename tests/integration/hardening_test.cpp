@@ -377,9 +377,9 @@ class FaultyBackend {
     return true;
   }
 
-  ScriptedUpstream up_;
-  std::mutex mutex_;
+  std::mutex mutex_;  // before up_: its connection threads use these until it is destroyed
   std::map<std::string, bool> closed_;
+  ScriptedUpstream up_;
 };
 
 struct Fault {
