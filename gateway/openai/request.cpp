@@ -210,7 +210,8 @@ std::string rewrite_request(const ClientRequest& req, std::string_view original,
     for (const auto& [k, v] : *rw.defaults)
       if (!out.HasMember(k.c_str()))
         out.AddMember(rapidjson::Value(k.c_str(), alloc), default_value(v, alloc), alloc);
-  if (cap)
+  // On `out`, not only when the client's values were over: a default (max_tokens: 8192) obeys the cap too.
+  if (rw.max_tokens_cap > 0)
     for (const char* field : {"max_tokens", "max_completion_tokens"})
       if (needs_cap(out, field, rw.max_tokens_cap)) out[field].SetUint64(rw.max_tokens_cap);
 

@@ -514,6 +514,18 @@ TEST(RewriteRequestTest, MaxTokensCapLeavesSmallerOrAbsentValuesAlone) {
   EXPECT_EQ(rewrite_request(breq, big, Rewrite{.upstream_model = "m", .max_tokens_cap = 0}), big);
 }
 
+// Found by fuzzing (tests/fuzz/corpus/fuzz_request/default_over_cap.json): a model's default max_tokens
+// larger than its max_tokens_cap went upstream unclamped when the client set none.
+TEST(RewriteRequestTest, MaxTokensCapAlsoClampsDefaults) {
+  const Defaults defaults{{"max_tokens", "8192"}, {"max_completion_tokens", "50"}};
+  const std::string body = R"({"model":"m","prompt":"p","stream":false})";
+  auto req = accept(Endpoint::completions, body);
+  auto out = parse(rewrite_request(
+      req, body, Rewrite{.upstream_model = "m", .defaults = &defaults, .max_tokens_cap = 4096}));
+  EXPECT_EQ(out["max_tokens"].GetUint64(), 4096u);
+  EXPECT_EQ(out["max_completion_tokens"].GetUint64(), 50u);
+}
+
 TEST(RewriteRequestTest, RewritingTwiceDoesNotMutateTheRequest) {
   const Defaults defaults{{"temperature", "0.2"}};
   const std::string body =
