@@ -35,6 +35,44 @@ void key_string(Writer& w, const char* key, std::string_view value) {
   w.String(value.data(), static_cast<rapidjson::SizeType>(value.size()));
 }
 
+// A whole answer's message as the one delta that replays it. Its tool calls get the `index` every stream
+// delta carries and whole messages do not: without it clients (and StreamJoiner) take them all for
+// fragments of the first call and merge them.
+void write_delta(Writer& w, const Value& message) {
+  if (!message.IsObject()) {
+    message.Accept(w);
+    return;
+  }
+  w.StartObject();
+  for (const auto& m : message.GetObject()) {
+    w.Key(m.name.GetString(), m.name.GetStringLength());
+    if (std::string_view(m.name.GetString(), m.name.GetStringLength()) != "tool_calls" ||
+        !m.value.IsArray()) {
+      m.value.Accept(w);  // role, content, reasoning as they were
+      continue;
+    }
+    w.StartArray();
+    int index = 0;
+    for (const auto& call : m.value.GetArray()) {
+      if (call.IsObject() && !call.HasMember("index")) {
+        w.StartObject();
+        w.Key("index");
+        w.Int(index);
+        for (const auto& f : call.GetObject()) {
+          w.Key(f.name.GetString(), f.name.GetStringLength());
+          f.value.Accept(w);
+        }
+        w.EndObject();
+      } else {
+        call.Accept(w);
+      }
+      ++index;
+    }
+    w.EndArray();
+  }
+  w.EndObject();
+}
+
 }  // namespace
 
 struct StreamJoiner::State {
@@ -221,7 +259,7 @@ std::optional<std::string> stream_from_completion(Endpoint endpoint, std::string
         w.Key("delta");
         if (pass == 0) {
           if (auto* m = member(c, "message")) {
-            m->Accept(w);  // role, content, reasoning, tool calls as they were
+            write_delta(w, *m);
           } else {
             w.StartObject();
             w.EndObject();

@@ -40,6 +40,34 @@ TEST(StreamConvert, ACompletionReplayedAsAStreamAndJoinedAgainIsTheSameAnswer) {
   EXPECT_EQ(a, b) << *joined;  // every member, in any order
 }
 
+// Found by fuzzing (tests/fuzz/corpus/fuzz_dialect/two_tool_calls.json): a whole message's tool calls have
+// no `index`, and replayed as they were, every call read as a fragment of the first.
+TEST(StreamConvert, ReplayedToolCallsCarryTheirIndex) {
+  const std::string completion =
+      R"({"id":"c","object":"chat.completion","created":5,"model":"m","choices":[{"index":0,"message":)"
+      R"({"role":"assistant","content":null,"tool_calls":[)"
+      R"({"id":"call_1","type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"Paris\"}"}},)"
+      R"({"id":"call_2","type":"function","function":{"name":"get_time","arguments":"{}"}}]},)"
+      R"("finish_reason":"tool_calls"}]})";
+  auto sse = stream_from_completion(Endpoint::chat_completions, completion, false);
+  ASSERT_TRUE(sse);
+  auto events = payloads(*sse);
+  rapidjson::Document first;
+  first.Parse(events.at(0).c_str());
+  const auto& calls = first["choices"][0]["delta"]["tool_calls"];
+  ASSERT_EQ(calls.Size(), 2u);
+  EXPECT_EQ(calls[0]["index"].GetInt(), 0);
+  EXPECT_EQ(calls[1]["index"].GetInt(), 1);
+  EXPECT_STREQ(calls[1]["id"].GetString(), "call_2");
+
+  auto joined = completion_from_stream(Endpoint::chat_completions, events);
+  ASSERT_TRUE(joined);
+  rapidjson::Document a, b;
+  a.Parse(completion.c_str());
+  b.Parse(joined->c_str());
+  EXPECT_EQ(a, b) << *joined;
+}
+
 TEST(StreamConvert, WithoutIncludeUsageTheReplayCarriesNoUsageChunk) {
   auto sse = stream_from_completion(Endpoint::chat_completions, kCompletion, false);
   ASSERT_TRUE(sse);
