@@ -87,6 +87,10 @@ ApiError normalize_backend_error(int status, std::string_view body) {
   }
   if (e.message.empty()) {
     std::string_view text = json_object ? std::string_view() : body.substr(0, 512);
+    // Not in the middle of a UTF-8 character: the message goes into JSON, and half of one makes it invalid.
+    while (text.size() < body.size() && !text.empty() &&
+           (static_cast<unsigned char>(body[text.size()]) & 0xC0) == 0x80)
+      text.remove_suffix(1);
     e.message =
         text.empty() ? "the backend answered with HTTP status " + std::to_string(status) : std::string(text);
   }

@@ -151,6 +151,18 @@ TEST(NormalizeBackendErrorTest, LongPlainTextIsCut) {
   EXPECT_EQ(e.message, std::string(512, 'x'));
 }
 
+// Found by fuzzing (tests/fuzz/corpus/fuzz_dialect/err_cut_in_utf8.txt): the cut at 512 bytes could split a
+// character, and the error sent to the client was then not valid UTF-8.
+TEST(NormalizeBackendErrorTest, LongTextIsCutBetweenCharacters) {
+  std::string body = std::string(511, 'x') + "\u00e9\u00e9";  // é is 2 bytes: the 512th is its first
+  auto e = normalize_backend_error(500, body);
+  EXPECT_EQ(e.message, std::string(511, 'x'));
+  std::string euro = std::string(510, 'x') + "\u20ac";  // 3 bytes: 510, 511, 512
+  EXPECT_EQ(normalize_backend_error(500, euro).message, std::string(510, 'x'));
+  std::string fits = std::string(509, 'x') + "\u20ac";  // ends exactly at 512
+  EXPECT_EQ(normalize_backend_error(500, fits + "y").message, fits);
+}
+
 TEST(NormalizeBackendErrorTest, EmptyBodyMentionsTheStatus) {
   auto e = normalize_backend_error(502, "");
   EXPECT_EQ(e.status, 502);
