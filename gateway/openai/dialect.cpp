@@ -38,14 +38,18 @@ std::optional<double> number(const Value* obj, const char* name) {
   return v->GetDouble();
 }
 
+bool json_space(char c) {
+  return c == ' ' || c == '\n' || c == '\r' || c == '\t';
+}
+
 // True when `"field":"` occurs in `data` followed by at least one character of text.
 bool has_text(std::string_view data, std::string_view field) {
   for (auto p = data.find(field); p != std::string_view::npos; p = data.find(field, p + 1)) {
     auto q = p + field.size();
-    while (q < data.size() && data[q] == ' ') ++q;
+    while (q < data.size() && json_space(data[q])) ++q;
     if (q + 1 < data.size() && data[q] == ':') {
       ++q;
-      while (q < data.size() && data[q] == ' ') ++q;
+      while (q < data.size() && json_space(data[q])) ++q;
       if (q + 1 < data.size() && data[q] == '"' && data[q + 1] != '"') return true;
     }
   }
@@ -56,10 +60,10 @@ bool has_text(std::string_view data, std::string_view field) {
 bool has_non_null(std::string_view data, std::string_view field) {
   for (auto p = data.find(field); p != std::string_view::npos; p = data.find(field, p + 1)) {
     auto q = p + field.size();
-    while (q < data.size() && data[q] == ' ') ++q;
+    while (q < data.size() && json_space(data[q])) ++q;
     if (q < data.size() && data[q] == ':') {
       ++q;
-      while (q < data.size() && data[q] == ' ') ++q;
+      while (q < data.size() && json_space(data[q])) ++q;
       if (q < data.size() && data[q] != 'n') return true;
     }
   }

@@ -20,7 +20,10 @@ bool may_carry_usage(std::string_view json) {
   if (json.find("\"metrics\"") != std::string_view::npos) return true;
   for (auto p = json.find("\"usage\""); p != std::string_view::npos; p = json.find("\"usage\"", p + 1)) {
     auto q = p + 7;
-    while (q < json.size() && (json[q] == ' ' || json[q] == ':')) ++q;
+    // Any JSON whitespace: a pretty-printed body may put the `{` on the next line.
+    while (q < json.size() &&
+           (json[q] == ' ' || json[q] == '\n' || json[q] == '\r' || json[q] == '\t' || json[q] == ':'))
+      ++q;
     if (q < json.size() && json[q] == '{') return true;
   }
   return false;

@@ -203,6 +203,18 @@ TEST(InspectChunkTest, ContentDeltaIsGeneratedWithoutUsage) {
   EXPECT_TRUE(inspect_chunk(R"({"choices":[{"delta":{"content" : "x"}}]})").generated);
 }
 
+// The cheap text tests take any JSON whitespace around the colon, as the usage test does (found by fuzzing:
+// tests/fuzz/corpus/fuzz_dialect/usage_after_newline.json).
+TEST(InspectChunkTest, PrettyPrintedChunksAreReadToo) {
+  EXPECT_TRUE(inspect_chunk("{\"choices\":[{\"delta\":{\"content\":\n\t\"x\"}}]}").generated);
+  EXPECT_TRUE(inspect_chunk("{\"choices\":[{\"finish_reason\"\r\n:\n \"stop\"}]}").finished);
+  EXPECT_FALSE(inspect_chunk("{\"choices\":[{\"finish_reason\":\n null}]}").finished);
+  EXPECT_EQ(inspect_chunk("{\"choices\":[],\"usage\":\n{\"prompt_tokens\":3}}")
+                .usage.value_or(Usage{})
+                .prompt_tokens,
+            3u);
+}
+
 TEST(InspectChunkTest, EmptyOrNullContentIsNotGenerated) {
   EXPECT_FALSE(
       inspect_chunk(R"({"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]})").generated);

@@ -95,6 +95,10 @@ TEST(MayCarryUsageTest, OnlyAUsageObjectOrQubridMetricsNeedAParse) {
   EXPECT_TRUE(may_carry_usage(R"({"choices":[],"usage":{"prompt_tokens":1}})"));
   EXPECT_TRUE(may_carry_usage(R"({"choices":[], "usage" : {"prompt_tokens":1}})"));
   EXPECT_TRUE(may_carry_usage(R"({"content":"x","metrics":{"input_tokens":1}})"));
+  // Found by fuzzing (tests/fuzz/corpus/fuzz_dialect/usage_after_newline.json): pretty-printed JSON may put
+  // the object on the next line.
+  EXPECT_TRUE(may_carry_usage("{\"choices\":[],\"usage\":\n  {\"prompt_tokens\":1}}"));
+  EXPECT_TRUE(may_carry_usage("{\"usage\"\r\n:\t{\"prompt_tokens\":1}}"));
   // The cheap test never hides a usage object from the real reader.
   EXPECT_EQ(usage_from_json(R"({"choices":[], "usage" : {"prompt_tokens":2,"completion_tokens":3}})")
                 ->completion_tokens,
