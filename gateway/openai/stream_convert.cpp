@@ -89,7 +89,9 @@ StreamJoiner::StreamJoiner(StreamJoiner&&) noexcept = default;
 StreamJoiner& StreamJoiner::operator=(StreamJoiner&&) noexcept = default;
 
 void StreamJoiner::add(std::string_view data) {
-  if (data == "[DONE]") return;
+  // A chunk nested deeper than any real one is skipped: its usage would be copied and written out
+  // recursively, and a backend could exhaust the worker's stack with a few MB of brackets.
+  if (data == "[DONE]" || !json_depth_within(data)) return;
   const bool chat = chat_;
   auto& st = *s_;
   rapidjson::Document d;
@@ -212,6 +214,8 @@ std::optional<std::string> StreamJoiner::result() const {
 std::optional<std::string> stream_from_completion(Endpoint endpoint, std::string_view body,
                                                   bool include_usage) {
   const bool chat = endpoint == Endpoint::chat_completions;
+  // The message and usage are written out recursively: refuse nesting no real completion has.
+  if (!json_depth_within(body)) return std::nullopt;
   rapidjson::Document d;
   d.Parse<rapidjson::kParseIterativeFlag>(body.data(), body.size());
   if (d.HasParseError() || !d.IsObject()) return std::nullopt;

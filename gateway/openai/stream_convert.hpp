@@ -21,7 +21,8 @@ class StreamJoiner {
   StreamJoiner(StreamJoiner&&) noexcept;
   StreamJoiner& operator=(StreamJoiner&&) noexcept;
 
-  void add(std::string_view data);  // one event's payload ([DONE] and non-JSON payloads are skipped)
+  /// One event's payload ([DONE], non-JSON payloads and ones nested deeper than kMaxJsonDepth are skipped).
+  void add(std::string_view data);
   /// The completion so far; nullopt when no payload was a JSON chunk.
   std::optional<std::string> result() const;
 
@@ -39,7 +40,8 @@ std::optional<std::string> completion_from_stream(Endpoint endpoint,
 
 /// Turns a whole `chat.completion` (or `text_completion`) into the SSE events a stream would have
 /// carried: one chunk with the message, one with the finish reason, the usage chunk when
-/// `include_usage`, then [DONE]. nullopt when the body is not such a completion.
+/// `include_usage`, then [DONE]. nullopt when the body is not such a completion (or nests deeper than
+/// kMaxJsonDepth).
 std::optional<std::string> stream_from_completion(Endpoint endpoint, std::string_view body,
                                                   bool include_usage);
 

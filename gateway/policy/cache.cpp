@@ -109,7 +109,8 @@ bool deterministic_request(const rapidjson::Value& body) {
 
 bool complete_answer(std::string_view completion) {
   rapidjson::Document d;
-  d.Parse(completion.data(), completion.size());
+  // Iterative: the completion is the backend's, and the default parser recurses once per nesting level.
+  d.Parse<rapidjson::kParseIterativeFlag>(completion.data(), completion.size());
   if (d.HasParseError() || !d.IsObject() || d.HasMember("error")) return false;
   auto choices = d.FindMember("choices");
   if (choices == d.MemberEnd() || !choices->value.IsArray() || choices->value.Empty()) return false;

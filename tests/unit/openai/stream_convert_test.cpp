@@ -74,6 +74,28 @@ TEST(StreamConvert, WithoutIncludeUsageTheReplayCarriesNoUsageChunk) {
   EXPECT_EQ(sse->find("\"usage\""), std::string::npos);
 }
 
+// Seen while writing the fuzz targets (small versions: tests/fuzz/corpus/fuzz_dialect/deep_*): both
+// conversions parse without recursion but wrote the message and the usage out recursively, so a backend
+// answer of a few MB of brackets overflowed the worker's stack and took the gateway down.
+TEST(StreamConvert, HostileNestingIsRefusedNotRecursedInto) {
+  const std::string deep = std::string(1'000'000, '[') + std::string(1'000'000, ']');
+  const std::string completion =
+      R"({"id":"c","object":"chat.completion","created":5,"model":"m","choices":[{"index":0,"message":)" +
+      deep + R"(,"finish_reason":"stop"}],"usage":)" + deep + "}";
+  EXPECT_FALSE(stream_from_completion(Endpoint::chat_completions, completion, true));
+
+  StreamJoiner joiner(Endpoint::chat_completions);
+  joiner.add(R"({"id":"c","choices":[{"index":0,"delta":{"content":"ok"}}]})");
+  joiner.add(R"({"id":"c","choices":[],"usage":{"prompt_tokens":)" + deep + "}}");
+  auto joined = joiner.result();
+  ASSERT_TRUE(joined);
+  rapidjson::Document d;
+  d.Parse(joined->c_str());
+  ASSERT_TRUE(d.IsObject()) << *joined;
+  EXPECT_STREQ(d["choices"][0]["message"]["content"].GetString(), "ok");
+  EXPECT_FALSE(d.HasMember("usage"));
+}
+
 TEST(StreamJoiner, FragmentsAreJoinedByIndexAsTheyArrive) {
   std::vector<std::string> chunks = {
       R"({"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":""}}]})",

@@ -145,5 +145,13 @@ TEST(CompleteAnswer, OnlyFinishedSuccessfulAnswers) {
   EXPECT_FALSE(complete_answer("not json"));
 }
 
+// A backend's answer is checked before it is cached: a few MB of brackets overflowed the stack of the
+// (recursive) default parser.
+TEST(CompleteAnswer, HostileNestingIsNotACrash) {
+  const std::string deep = std::string(1'000'000, '[') + std::string(1'000'000, ']');
+  EXPECT_TRUE(complete_answer(R"({"choices":[{"finish_reason":"stop","message":{"content":"x","x":)" + deep +
+                              "}}]}"));
+}
+
 }  // namespace
 }  // namespace sluice::policy
