@@ -77,6 +77,9 @@ std::variant<ClientRequest, ApiError> inspect_request(Endpoint endpoint, std::st
   }
   if (!doc.IsObject())
     return invalid_request("the request body must be a JSON object", std::nullopt, "invalid_json");
+  // A number beyond the double range reads as inf, and a rewrite would send JSON cut short at it.
+  if (!finite_numbers(doc))
+    return invalid_request("a number in the JSON body is too large", std::nullopt, "invalid_json");
   // A repeated member would let Sluice act on one value while the backend (which keeps the last) acts on
   // another.
   {
@@ -161,7 +164,8 @@ rapidjson::Value default_value(const std::string& text, rapidjson::Document::All
   if (text == "true" || text == "false") return rapidjson::Value(text == "true");
   rapidjson::Document num;
   num.Parse(text.c_str(), text.size());
-  if (!text.empty() && !num.HasParseError() && num.IsNumber()) return rapidjson::Value(num, alloc);
+  if (!text.empty() && !num.HasParseError() && num.IsNumber() && finite_numbers(num))
+    return rapidjson::Value(num, alloc);
   return rapidjson::Value(text.c_str(), static_cast<rapidjson::SizeType>(text.size()), alloc);
 }
 

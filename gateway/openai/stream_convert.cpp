@@ -101,7 +101,7 @@ void StreamJoiner::add(std::string_view data) {
   if (auto* v = member(d, "id"); v && v->IsString()) st.id = v->GetString();
   if (auto* v = member(d, "model"); v && v->IsString()) st.model = v->GetString();
   if (auto* v = member(d, "created"); v && v->IsInt64()) st.created = v->GetInt64();
-  if (auto* u = member(d, "usage"); u && u->IsObject()) {
+  if (auto* u = member(d, "usage"); u && u->IsObject() && finite_numbers(*u)) {
     st.usage.emplace();
     st.usage->CopyFrom(*u, st.usage->GetAllocator());
   }
@@ -218,7 +218,7 @@ std::optional<std::string> stream_from_completion(Endpoint endpoint, std::string
   if (!json_depth_within(body)) return std::nullopt;
   rapidjson::Document d;
   d.Parse<rapidjson::kParseIterativeFlag>(body.data(), body.size());
-  if (d.HasParseError() || !d.IsObject()) return std::nullopt;
+  if (d.HasParseError() || !d.IsObject() || !finite_numbers(d)) return std::nullopt;
   const Value* cs = member(d, "choices");
   if (!cs || !cs->IsArray()) return std::nullopt;
 

@@ -339,6 +339,26 @@ TEST(InspectRequestTest, DeeplyNestedBodyIsRejectedNotACrash) {
   }
 }
 
+// Found by fuzzing (tests/fuzz/corpus/fuzz_request/number_above_dbl_max.json): RapidJSON 1.1 reads a number
+// just above DBL_MAX as inf (or NaN), and the rewrite then sent the backend JSON cut short at it.
+TEST(InspectRequestTest, NumbersBeyondDoubleRangeAreRejected) {
+  for (const char* n : {"1.7976934348623157e308", "-1.7976934348623157e308", "17976931348623159e292"}) {
+    const std::string body =
+        R"({"model":"m","messages":[{"role":"user","content":"x"}],"temperature":)" + std::string(n) + "}";
+    auto e = reject(Endpoint::chat_completions, body);
+    EXPECT_EQ(e.status, 400) << n;
+    EXPECT_EQ(e.code, "invalid_json") << n;
+  }
+  // A large double is a number like any other.
+  const std::string body = R"({"model":"m","prompt":"p","temperature":1e308})";
+  auto req = accept(Endpoint::completions, body);
+  EXPECT_EQ(parse(rewrite_request(req, body, "up"))["temperature"].GetDouble(), 1e308);
+  // A default that is no double stays text.
+  const std::vector<std::pair<std::string, std::string>> defaults{{"top_k", "1.7976934348623157e308"}};
+  auto out = parse(rewrite_request(req, body, Rewrite{.upstream_model = "m", .defaults = &defaults}));
+  EXPECT_STREQ(out["top_k"].GetString(), "1.7976934348623157e308");
+}
+
 // Upstream servers written in Python/JS keep the LAST of duplicate members; Sluice must not decide
 // on one value while the backend acts on another.
 TEST(InspectRequestTest, DuplicateModelCannotSmuggleAnotherModel) {

@@ -96,6 +96,27 @@ TEST(StreamConvert, HostileNestingIsRefusedNotRecursedInto) {
   EXPECT_FALSE(d.HasMember("usage"));
 }
 
+// Found by fuzzing (tests/fuzz/corpus/fuzz_dialect/number_above_dbl_max*): RapidJSON 1.1 reads a number
+// just above DBL_MAX as inf or NaN, which its Writer refuses: the replayed chunk or the joined answer
+// was JSON cut short.
+TEST(StreamConvert, NumbersBeyondDoubleRangeNeverCutTheOutputShort) {
+  const std::string completion =
+      R"({"id":"c","object":"chat.completion","created":5,"model":"m","choices":[{"index":0,"message":)"
+      R"({"role":"assistant","content":"x","score":1.7976934348623157e308},"finish_reason":"stop"}]})";
+  EXPECT_FALSE(stream_from_completion(Endpoint::chat_completions, completion, true));
+
+  StreamJoiner joiner(Endpoint::chat_completions);
+  joiner.add(R"({"id":"c","choices":[{"index":0,"delta":{"content":"ok"}}]})");
+  joiner.add(R"({"id":"c","choices":[],"usage":{"prompt_tokens":1.7976934348623157e308}})");
+  auto joined = joiner.result();
+  ASSERT_TRUE(joined);
+  rapidjson::Document d;
+  d.Parse(joined->c_str());
+  ASSERT_FALSE(d.HasParseError()) << *joined;
+  EXPECT_STREQ(d["choices"][0]["message"]["content"].GetString(), "ok");
+  EXPECT_FALSE(d.HasMember("usage"));
+}
+
 TEST(StreamJoiner, FragmentsAreJoinedByIndexAsTheyArrive) {
   std::vector<std::string> chunks = {
       R"({"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":""}}]})",
