@@ -359,6 +359,32 @@ TEST(InspectRequestTest, NumbersBeyondDoubleRangeAreRejected) {
   EXPECT_STREQ(out["top_k"].GetString(), "1.7976934348623157e308");
 }
 
+// Found by fuzzing (tests/fuzz/corpus/fuzz_request/number_*): RapidJSON 1.1's full-precision reader
+// indexed past its table of powers of ten for numbers beyond the double range, far enough for
+// 1.8642975318642975e-341 to crash the worker.
+TEST(InspectRequestTest, ExtremeNumbersAreNotACrash) {
+  for (const char* n :
+       {"1.8642975318642975e-341", "0.1864297531864297531e-330", "0e-300", "0.0e200",
+        "6666666666666666666666666666666666666666666666666666666666666666666666666666666666666666"
+        "1.7973691348623157e308"}) {
+    const std::string body =
+        R"({"model":"m","messages":[{"role":"user","content":"x"}],"temperature":)" + std::string(n) + "}";
+    auto r = inspect_request(Endpoint::chat_completions, body);
+    if (auto* req = std::get_if<ClientRequest>(&r))
+      parse(rewrite_request(*req, body, "up"));  // still JSON when forwarded
+  }
+  // Everyday numbers keep their exact value.
+  const std::string body =
+      R"({"model":"m","prompt":"p","temperature":0.7,"top_p":0.95,"seed":18446744073709551615,)"
+      R"("frequency_penalty":-1.25,"logit_bias":{"50256":-100}})";
+  auto req = accept(Endpoint::completions, body);
+  auto out = parse(rewrite_request(req, body, "up"));
+  EXPECT_EQ(out["temperature"].GetDouble(), 0.7);
+  EXPECT_EQ(out["top_p"].GetDouble(), 0.95);
+  EXPECT_EQ(out["seed"].GetUint64(), 18446744073709551615u);
+  EXPECT_EQ(out["frequency_penalty"].GetDouble(), -1.25);
+}
+
 // Upstream servers written in Python/JS keep the LAST of duplicate members; Sluice must not decide
 // on one value while the backend acts on another.
 TEST(InspectRequestTest, DuplicateModelCannotSmuggleAnotherModel) {
