@@ -10,15 +10,23 @@ DEB_PACKAGES := g++ cmake ninja-build ccache make pkg-config openssl curl \
   prometheus-cpp-dev libyaml-cpp-dev libcli11-dev libhiredis-dev \
   libgtest-dev libgmock-dev redis-server prometheus
 
+# The fuzz targets (`make fuzz`): clang with libFuzzer and the sanitizer runtimes (bookworm ships compiler-rt
+# as libclang-rt-14-dev), llvm-14 for symbolised reports, and the libraries the parsers link.
+FUZZ_PACKAGES := clang libclang-rt-14-dev llvm-14 cmake ninja-build ccache libyaml-cpp-dev rapidjson-dev
+FUZZ_SECONDS ?= 20
+
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build run test bench soak test-sanitize sanitize-one fuzz clean
+.PHONY: all deps fuzz-deps build run test bench soak test-sanitize sanitize-one fuzz clean
 
 all: build
 
 ## deps: install the Debian packages (idempotent, silent when all are present)
-deps:
-	@missing=$$(for p in $(DEB_PACKAGES); do \
+## fuzz-deps: the same for the fuzzing toolchain
+deps: PACKAGES = $(DEB_PACKAGES)
+fuzz-deps: PACKAGES = $(FUZZ_PACKAGES)
+deps fuzz-deps:
+	@missing=$$(for p in $(PACKAGES); do \
 	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || echo $$p; \
 	  done); \
 	if [ -n "$$missing" ]; then \
@@ -71,6 +79,10 @@ sanitize-one:
 	  if ls $(SAN_REPORTS)/* >/dev/null 2>&1; then cat $(SAN_REPORTS)/*; echo "$(SAN): sanitizer reports above"; exit 1; fi; \
 	  exit $$rc
 	@echo "$(SAN): every test passed with no sanitizer report"
+
+## fuzz: build the libFuzzer targets (clang, ASan+UBSan) into build-fuzz/ and run each for FUZZ_SECONDS
+fuzz: fuzz-deps
+	FUZZ_SECONDS=$(FUZZ_SECONDS) tests/fuzz/run.sh
 
 clean:
 	rm -rf $(BUILD_DIR) build-asan build-tsan build-fuzz

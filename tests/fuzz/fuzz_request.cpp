@@ -1,0 +1,118 @@
+// Fuzzes client request bodies: inspection for every endpoint, then (for a body that passes) the rewrites a
+// request goes through on its way upstream, the prompt estimate and the completion limit. Whatever the
+// client sent, what Sluice forwards must be a JSON object that Sluice itself would accept again.
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "fuzz_check.hpp"
+#include "openai/request.hpp"
+
+namespace {
+
+using namespace sluice::openai;
+namespace fz = sluice::fuzz;
+
+// Deepest nesting of arrays/objects in a parsed value (iterative: the value may be hostile).
+int depth_of(const rapidjson::Value& root) {
+  int deepest = 0;
+  std::vector<std::pair<const rapidjson::Value*, int>> todo{{&root, 0}};
+  while (!todo.empty()) {
+    auto [v, d] = todo.back();
+    todo.pop_back();
+    if (v->IsArray()) {
+      deepest = std::max(deepest, d + 1);
+      for (const auto& e : v->GetArray()) todo.emplace_back(&e, d + 1);
+    } else if (v->IsObject()) {
+      deepest = std::max(deepest, d + 1);
+      for (const auto& m : v->GetObject()) todo.emplace_back(&m.value, d + 1);
+    }
+  }
+  return deepest;
+}
+
+void check_rewrite(const ClientRequest& req, std::string_view body, const Rewrite& rw, bool utf8) {
+  std::string out = rewrite_request(req, body, rw);
+  rapidjson::Document d;
+  fz::parse_output(d, out, utf8, "the rewritten request");
+  SLUICE_FUZZ_CHECK(d.IsObject(), "the rewritten request is an object");
+
+  // Sluice would accept its own rewrite, and it says what the rewrite promised.
+  auto again = inspect_request(req.endpoint, out);
+  if (auto* e = std::get_if<ApiError>(&again)) {
+    std::fprintf(stderr, "rewrite refused: %s\n%s\n", e->message.c_str(), out.c_str());
+    SLUICE_FUZZ_CHECK(false, "a rewritten request passes inspection");
+  }
+  const auto& r2 = std::get<ClientRequest>(again);
+  SLUICE_FUZZ_CHECK(r2.model == rw.upstream_model, "the rewrite names the upstream model");
+  SLUICE_FUZZ_CHECK(r2.stream == req.stream, "the rewrite keeps the client's stream choice");
+  if (req.endpoint != Endpoint::embeddings)
+    SLUICE_FUZZ_CHECK(r2.stream_explicit, "the rewrite states `stream` explicitly");
+  SLUICE_FUZZ_CHECK(r2.include_usage == (req.include_usage || (rw.include_usage && req.stream)),
+                    "include_usage is asked for exactly when the rewrite promised");
+  if (rw.defaults)
+    for (const auto& [k, v] : *rw.defaults)
+      SLUICE_FUZZ_CHECK(r2.doc.HasMember(k.c_str()), "every default is present after the rewrite");
+  if (rw.max_tokens_cap) {
+    auto limit = completion_limit(r2, 0);
+    auto n = r2.doc.FindMember("n");
+    bool many = n != r2.doc.MemberEnd() && n->value.IsNumber() && n->value.GetDouble() >= 2;
+    if (!many && limit) SLUICE_FUZZ_CHECK(*limit <= rw.max_tokens_cap, "the cap holds after the rewrite");
+  }
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  const std::string_view body(reinterpret_cast<const char*>(data), size);
+  const bool utf8 = fz::must_stay_utf8(body);
+
+  static const std::vector<std::pair<std::string, std::string>> defaults{{"reasoning_effort", "low"},
+                                                                         {"temperature", "0.2"},
+                                                                         {"max_tokens", "512"},
+                                                                         {"seed", "42"},
+                                                                         {"parallel_tool_calls", "false"},
+                                                                         {"user", "1e400"},
+                                                                         {"top_k", "1.7976934348623157e308"}};
+
+  for (auto endpoint : {Endpoint::chat_completions, Endpoint::completions, Endpoint::embeddings}) {
+    auto result = inspect_request(endpoint, body);
+    if (auto* e = std::get_if<ApiError>(&result)) {
+      SLUICE_FUZZ_CHECK(e->status == 400, "a refused body is a 400");
+      SLUICE_FUZZ_CHECK(!e->message.empty(), "a refusal says why");
+      continue;
+    }
+    const auto& req = std::get<ClientRequest>(result);
+    SLUICE_FUZZ_CHECK(req.doc.IsObject(), "an accepted body is an object");
+    SLUICE_FUZZ_CHECK(!req.model.empty(), "an accepted body names a model");
+    SLUICE_FUZZ_CHECK(depth_of(req.doc) <= kMaxJsonDepth, "an accepted body nests at most kMaxJsonDepth");
+    SLUICE_FUZZ_CHECK(!req.include_usage || req.stream, "include_usage only on streams");
+    SLUICE_FUZZ_CHECK(!(endpoint == Endpoint::embeddings && req.stream), "embeddings never stream");
+
+    auto tokens = estimate_prompt_tokens(req);
+    SLUICE_FUZZ_CHECK(tokens <= size + 4 * size, "the prompt estimate is bounded by the body's size");
+    for (std::uint64_t cap :
+         {std::uint64_t{0}, std::uint64_t{1}, std::uint64_t{4096}, std::uint64_t{UINT32_MAX}}) {
+      auto limit = completion_limit(req, cap);
+      if (cap) {
+        SLUICE_FUZZ_CHECK(limit.has_value(), "a cap always gives a limit");
+        SLUICE_FUZZ_CHECK(*limit <= cap * 128, "the cap holds for every choice");
+      }
+    }
+
+    // An unchanged model and nothing to add: only an explicit `stream` may be added.
+    std::string same = rewrite_request(req, body, req.model);
+    if (req.stream_explicit || endpoint == Endpoint::embeddings)
+      SLUICE_FUZZ_CHECK(same == body, "a body that needs no change is forwarded byte for byte");
+    check_rewrite(req, body, Rewrite{req.model}, utf8);
+    check_rewrite(req, body, Rewrite{"upstream/model-1", true}, utf8);
+    check_rewrite(req, body, Rewrite{"m", false, &defaults}, utf8);
+    check_rewrite(req, body, Rewrite{"openai/gpt-oss-120b", true, &defaults, 256}, utf8);
+    check_rewrite(req, body, Rewrite{"x", false, nullptr, 1}, utf8);
+  }
+  return 0;
+}
