@@ -5,6 +5,7 @@
 #include <rapidjson/writer.h>
 
 #include <algorithm>
+#include <cstring>
 
 #include "openai/json.hpp"
 
@@ -34,6 +35,28 @@ namespace {
 ApiError missing(const char* field) {
   return invalid_request(std::string("you must provide a '") + field + "' parameter", field,
                          "missing_required_parameter");
+}
+
+// True when a string in `v` (a value or a member name) holds a UTF-16 surrogate. The body's bytes are
+// checked as UTF-8 while parsing, but RapidJSON decodes a lone "\udc00" escape into bytes that are not
+// (ED B0 80), and a rewrite would write them out raw. Recursive: the depth is bounded before parsing.
+bool has_surrogate(const rapidjson::Value& v) {
+  auto in = [](const rapidjson::Value& s) {
+    const char* p = s.GetString();
+    const char* end = p + s.GetStringLength();
+    // In UTF-8, ED A0..BF starts U+D800..U+DFFF; every other code point's bytes passed validation.
+    while ((p = static_cast<const char*>(std::memchr(p, '\xED', static_cast<std::size_t>(end - p)))))
+      if (++p < end && static_cast<unsigned char>(*p) >= 0xA0) return true;
+    return false;
+  };
+  if (v.IsString()) return in(v);
+  if (v.IsArray())
+    for (const auto& e : v.GetArray())
+      if (has_surrogate(e)) return true;
+  if (v.IsObject())
+    for (const auto& m : v.GetObject())
+      if (in(m.name) || has_surrogate(m.value)) return true;
+  return false;
 }
 
 }  // namespace
@@ -82,6 +105,9 @@ std::variant<ClientRequest, ApiError> inspect_request(Endpoint endpoint, std::st
   // A number beyond the double range reads as inf, and a rewrite would send JSON cut short at it.
   if (!finite_numbers(doc))
     return invalid_request("a number in the JSON body is too large", std::nullopt, "invalid_json");
+  if (has_surrogate(doc))
+    return invalid_request("the JSON body escapes a lone UTF-16 surrogate, which is not a character",
+                           std::nullopt, "invalid_json");
   // A repeated member would let Sluice act on one value while the backend (which keeps the last) acts on
   // another.
   {

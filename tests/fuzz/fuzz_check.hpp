@@ -51,9 +51,9 @@ inline bool valid_utf8(std::string_view s) {
   return true;
 }
 
-/// True when JSON the gateway writes from `input` must be UTF-8: the input is, and escapes no UTF-16
-/// surrogate. RapidJSON decodes a lone low surrogate (\udc00) to bytes that are not UTF-8; RFC 8259 leaves
-/// such strings unpredictable, and the backend gets what the client wrote.
+/// True when JSON the gateway writes from a backend's `input` must be UTF-8: the input is, and escapes no
+/// UTF-16 surrogate. RapidJSON decodes a lone low surrogate (\udc00) to bytes that are not UTF-8; RFC 8259
+/// leaves such strings unpredictable, and the client gets what the backend wrote.
 inline bool must_stay_utf8(std::string_view input) {
   return valid_utf8(input) && input.find("\\ud") == std::string_view::npos &&
          input.find("\\uD") == std::string_view::npos;

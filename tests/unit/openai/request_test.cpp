@@ -385,6 +385,23 @@ TEST(InspectRequestTest, ExtremeNumbersAreNotACrash) {
   EXPECT_EQ(out["frequency_penalty"].GetDouble(), -1.25);
 }
 
+// Found by fuzzing (tests/fuzz/corpus/fuzz_request/lone_surrogate.json): invalid UTF-8 is refused, but a
+// lone "\udc00" escape decoded to bytes that are not UTF-8, and the rewrite sent them upstream raw.
+TEST(InspectRequestTest, LoneSurrogateEscapesAreRefusedLikeInvalidUtf8) {
+  for (const char* text : {R"(\udc00)", R"(x\ude00y)", R"(\uDFFF)"}) {
+    const std::string body =
+        R"({"model":"m","messages":[{"role":"user","content":")" + std::string(text) + R"("}]})";
+    auto e = reject(Endpoint::chat_completions, body);
+    EXPECT_EQ(e.code, "invalid_json") << text;
+  }
+  EXPECT_EQ(reject(Endpoint::completions, R"({"model":"m","prompt":"p","\udc00":1})").code, "invalid_json");
+  // A pair is one character (U+1F600), and é and 世 are not surrogates.
+  const std::string body = R"({"model":"m","prompt":"\ud83d\ude00 \u00e9\u4e16 é"})";
+  auto req = accept(Endpoint::completions, body);
+  EXPECT_STREQ(parse(rewrite_request(req, body, "up"))["prompt"].GetString(),
+               "\xF0\x9F\x98\x80 \xC3\xA9\xE4\xB8\x96 \xC3\xA9");
+}
+
 // Upstream servers written in Python/JS keep the LAST of duplicate members; Sluice must not decide
 // on one value while the backend acts on another.
 TEST(InspectRequestTest, DuplicateModelCannotSmuggleAnotherModel) {
