@@ -89,6 +89,13 @@ std::variant<ClientRequest, ApiError> inspect_request(Endpoint endpoint, std::st
   if (!json_depth_within(body))
     return invalid_request("the JSON body nests deeper than " + std::to_string(kMaxJsonDepth) + " levels",
                            std::nullopt, "invalid_json");
+  // RapidJSON skips a leading byte-order mark, or any of its three bytes alone, without a word; the body
+  // would then go upstream with them (and Python's json refuses even a whole BOM).
+  if (!body.empty() &&
+      (static_cast<unsigned char>(body[0]) == 0xEF || static_cast<unsigned char>(body[0]) == 0xBB ||
+       static_cast<unsigned char>(body[0]) == 0xBF))
+    return invalid_request("the JSON body starts with a byte-order mark or invalid UTF-8", std::nullopt,
+                           "invalid_json");
   // Invalid UTF-8 is refused here rather than passed to a backend that may choke on it mid-generation.
   // Not kParseFullPrecisionFlag: RapidJSON 1.1's full-precision reader indexes past its table of powers of
   // ten for numbers beyond the double range, and one `"temperature":1.8642975318642975e-341` crashed the

@@ -402,6 +402,16 @@ TEST(InspectRequestTest, LoneSurrogateEscapesAreRefusedLikeInvalidUtf8) {
                "\xF0\x9F\x98\x80 \xC3\xA9\xE4\xB8\x96 \xC3\xA9");
 }
 
+// Found by fuzzing (tests/fuzz/corpus/fuzz_request/bom_*.json): RapidJSON skipped a leading BOM, and even
+// a lone 0xEF, so the body went upstream with bytes that are not UTF-8 (or a BOM Python's json refuses).
+TEST(InspectRequestTest, ALeadingByteOrderMarkOrPartOfOneIsRefused) {
+  for (const char* prefix : {"\xEF\xBB\xBF", "\xEF", "\xBB", "\xBF", "\xEF\xBF"}) {
+    const std::string body = std::string(prefix) + std::string(kChat);
+    EXPECT_EQ(reject(Endpoint::chat_completions, body).code, "invalid_json");
+  }
+  accept(Endpoint::chat_completions, " \n" + std::string(kChat));
+}
+
 // Upstream servers written in Python/JS keep the LAST of duplicate members; Sluice must not decide
 // on one value while the backend acts on another.
 TEST(InspectRequestTest, DuplicateModelCannotSmuggleAnotherModel) {
