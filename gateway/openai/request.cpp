@@ -89,6 +89,10 @@ std::variant<ClientRequest, ApiError> inspect_request(Endpoint endpoint, std::st
   if (!json_depth_within(body))
     return invalid_request("the JSON body nests deeper than " + std::to_string(kMaxJsonDepth) + " levels",
                            std::nullopt, "invalid_json");
+  // RapidJSON takes a NUL byte for the end of the input: `{...}\0<anything>` would pass, and go upstream
+  // whole when nothing needs rewriting. JSON has no raw NUL anywhere.
+  if (body.find('\0') != std::string_view::npos)
+    return invalid_request("the JSON body contains a NUL byte", std::nullopt, "invalid_json");
   // RapidJSON skips a leading byte-order mark, or any of its three bytes alone, without a word; the body
   // would then go upstream with them (and Python's json refuses even a whole BOM).
   if (!body.empty() &&

@@ -412,6 +412,14 @@ TEST(InspectRequestTest, ALeadingByteOrderMarkOrPartOfOneIsRefused) {
   accept(Endpoint::chat_completions, " \n" + std::string(kChat));
 }
 
+// Found by fuzzing (tests/fuzz/corpus/fuzz_request/nul_after_body.json): RapidJSON reads a NUL as the end of
+// the input, so whatever followed one was never looked at, yet forwarded when the body needed no rewrite.
+TEST(InspectRequestTest, ANulByteAnywhereIsRefused) {
+  const std::string body = std::string(kChat) + std::string("\0{\"model\":\"other\"}\xD8", 19);
+  EXPECT_EQ(reject(Endpoint::chat_completions, body).code, "invalid_json");
+  EXPECT_EQ(reject(Endpoint::chat_completions, std::string(kChat) + '\0').code, "invalid_json");
+}
+
 // Upstream servers written in Python/JS keep the LAST of duplicate members; Sluice must not decide
 // on one value while the backend acts on another.
 TEST(InspectRequestTest, DuplicateModelCannotSmuggleAnotherModel) {
