@@ -142,8 +142,8 @@ struct Metrics::Impl {
   prometheus::Family<prometheus::Counter>& client_rejections =
       prometheus::BuildCounter()
           .Name("sluice_client_rejections_total")
-          .Help("Client connections Sluice ended before answering a request: max_connections reached, or the "
-                "header or body not sent in time.")
+          .Help("Client connections refused at max_connections (answered with a 503, also in "
+                "sluice_requests_total) or closed because their header or body was not sent in time.")
           .Register(*registry);
   prometheus::Gauge& streams = prometheus::BuildGauge()
                                    .Name("sluice_active_streams")

@@ -209,6 +209,7 @@ bool is_json_object(std::string_view json) {
   std::size_t i = 0;
   while (i < json.size() && (json[i] == ' ' || json[i] == '\t' || json[i] == '\r' || json[i] == '\n')) ++i;
   if (i == json.size() || json[i] != '{') return false;
+  if (json.find('\0') != std::string_view::npos) return false;  // RapidJSON would stop at it and accept the rest
   rapidjson::Reader reader;
   rapidjson::MemoryStream ms(json.data(), json.size());
   Validator v;

@@ -234,8 +234,10 @@ struct Gateway::Impl {
       if (connections.load() >= config.server.max_connections) {
         metrics.client_rejected("max_connections");
         // Told why with a 503, unless so many are being refused at once that even that would cost too much.
-        if (refusing.load() < kMaxRefusing)
+        if (refusing.load() < kMaxRefusing) {
+          ++refusing;  // counted here, not when the worker gets to it, so a burst cannot overshoot the cap
           asio::co_spawn(w.ctx, refuse_session(std::move(sock)), asio::detached);
+        }
         else
           reset_socket(sock);
         continue;
@@ -246,11 +248,10 @@ struct Gateway::Impl {
 
   // A connection over max_connections: a 503 before its request is read, then a brief lingering close.
   asio::awaitable<void> refuse_session(tcp::socket sock) {
-    struct Count {
+    struct Done {
       std::atomic<unsigned>& n;
-      explicit Count(std::atomic<unsigned>& c) : n(c) { ++n; }
-      ~Count() { --n; }
-    } counted{refusing};
+      ~Done() { --n; }
+    } done{refusing};
     RequestContext ctx;
     ctx.started = Clock::now();
     ctx.client = peer_of(sock);

@@ -436,7 +436,10 @@ asio::awaitable<void> Exchange::relay_stream(Stream& up, Connection& conn, Parse
       }
     }
     if (client_left("streaming")) break;
-    if (ec && seen_done) break;  // the answer is whole; only its HTTP ending is missing: not reused, not failed
+    if (ec && seen_done) {  // the answer is whole; only its HTTP ending is missing: not reused, not failed
+      pending = 0;          // nor is a fragment that came after [DONE] forwarded
+      break;
+    }
     if (ec) {
       if (ec == beast::error::timeout) {
         r_.error = phase_;
@@ -504,19 +507,19 @@ asio::awaitable<void> Exchange::relay_body(Stream& up, Connection& conn, Parser&
                                            bool sse_answer) {
   auto& lowest = conn.lowest();
   std::string body;
+  std::size_t used = 0;  // bytes of `body` read so far; the rest is room, grown by doubling (zeroed once)
   while (!p.is_done()) {
-    std::size_t old = body.size();
-    if (old >= kMaxUpstreamBody) {
+    if (used >= kMaxUpstreamBody) {
       fail(502, "protocol", "the backend's answer is larger than the gateway accepts");
       co_return;
     }
-    body.resize(old + kReadChunk * 4);
-    p.get().body().data = body.data() + old;
-    p.get().body().size = kReadChunk * 4;
-    arm(lowest, old == 0 ? t_.first_token : t_.idle, old == 0 ? "first_token" : "idle");
+    if (body.size() - used < kReadChunk) body.resize(std::max(body.size() * 2, used + kReadChunk * 4));
+    p.get().body().data = body.data() + used;
+    p.get().body().size = body.size() - used;
+    arm(lowest, used == 0 ? t_.first_token : t_.idle, used == 0 ? "first_token" : "idle");
     // Piece by piece, so the idle deadline (not first_token) applies once the answer has begun.
     auto [ec, n] = co_await http::async_read_some(up, conn.buffer, p, use_nothrow);
-    body.resize(old + kReadChunk * 4 - p.get().body().size);
+    used = body.size() - p.get().body().size;
     if (client_left("waiting")) co_return;
     if (ec == http::error::need_buffer) continue;
     if (ec == beast::error::timeout) {
@@ -528,10 +531,12 @@ asio::awaitable<void> Exchange::relay_body(Stream& up, Connection& conn, Parser&
       co_return;
     }
   }
+  body.resize(used);
   const auto body_done = Clock::now();
   int status = p.get().result_int();
   reusable = p.keep_alive() && status >= 200;  // after a 1xx the real answer may still be on its way
   if (status / 100 != 2) {
+    redact(body, pool_.backend().api_key);  // before the text is cut at a length that could split the key
     auto e = openai::normalize_backend_error(status, body);
     e.status = client_status_for_backend(status);
     redact(e.message, pool_.backend().api_key);

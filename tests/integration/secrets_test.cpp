@@ -15,9 +15,10 @@ namespace {
 const std::string kClientKey = "sk-client-Zq9SECRETclientKEY0042";
 const std::string kBackendKey = "bk-backend-Xy7SECRETbackendKEY0042";  // from a file
 const std::string kEnvKey = "bk-env-Qw3SECRETenvKEY0042";             // from the environment
-// The distinctive middles too, so a key cut, quoted or re-encoded in part is still found.
-const std::vector<std::string> kSecrets = {kClientKey,    kBackendKey,     kEnvKey,
-                                           "SECRETclient", "SECRETbackend", "SECRETenv"};
+// The distinctive middles and first 12 characters too, so a key cut, quoted or re-encoded in part is found.
+const std::vector<std::string> kSecrets = {kClientKey,    kBackendKey,     kEnvKey,     "SECRETclient",
+                                           "SECRETbackend", "SECRETenv",     "sk-client-Zq", "bk-backend-X",
+                                           "bk-env-Qw3SE"};
 
 // A backend that misbehaves as the message asks, quoting the Authorization header it received.
 void play(UpstreamConn& c, const std::string& req) {
@@ -36,6 +37,10 @@ void play(UpstreamConn& c, const std::string& req) {
     json(400, R"({"object":"error","message":"bad request with )" + auth + R"(","type":"BadRequestError","code":400})");
   } else if (body.find("mode:tgi422") != std::string::npos) {
     json(422, R"({"error":")" + auth + R"( is not allowed","error_type":"validation"})");
+  } else if (body.find("mode:cut") != std::string::npos) {  // plain text, the key across Sluice's 512-byte cut
+    std::string text = std::string(493, '.') + auth;
+    c.write("HTTP/1.1 500 X\r\nContent-Type: text/plain\r\nContent-Length: " + std::to_string(text.size()) +
+            "\r\n\r\n" + text);
   } else if (body.find("mode:429") != std::string::npos) {
     json(429, R"({"error":{"message":"slow down, )" + auth + R"("}})");
   } else if (body.find("mode:reset") != std::string::npos) {
@@ -117,6 +122,7 @@ TEST(Secrets, NoKeyAppearsInLogsMetricsOrAnswersOnAnyErrorPath) {
   for (const std::string model : {"m", "e"}) {
     EXPECT_EQ(ask(model, "mode:401"), 502);
     EXPECT_EQ(ask(model, "mode:500"), 502);
+    EXPECT_EQ(ask(model, "mode:cut"), 502);
     EXPECT_EQ(ask(model, "mode:vllm400"), 400);
     EXPECT_EQ(ask(model, "mode:tgi422"), 422);
     EXPECT_EQ(ask(model, "mode:429"), 429);
