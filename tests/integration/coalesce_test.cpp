@@ -114,10 +114,7 @@ std::string ask(const std::string& text, const std::string& extra = "") {
 constexpr const char* kStream = R"(,"stream":true)";
 
 double metric(const TestGateway& gw, const std::string& series) {
-  auto text = HttpClient(gw.admin_port()).request("GET", "/metrics").body;
-  auto at = text.find("\n" + series + " ");
-  if (at == std::string::npos) return -1;
-  return std::stod(text.substr(at + series.size() + 2));
+  return metric_value(gw.admin_port(), series);
 }
 
 rapidjson::Document json(const std::string& s) {

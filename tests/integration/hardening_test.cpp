@@ -37,10 +37,7 @@ std::string limits_config(const std::string& server_extra) {
 }
 
 double metric(std::uint16_t admin, const std::string& series) {
-  auto text = HttpClient(admin).request("GET", "/metrics").body;
-  auto at = text.find("\n" + series + " ");
-  if (at == std::string::npos) return -1;
-  return std::stod(text.substr(at + series.size() + 2));
+  return metric_value(admin, series);
 }
 
 std::string error_code_of(const std::string& json) {

@@ -229,6 +229,13 @@ std::string header_of(const std::string& raw, const std::string& name) {
   return v;
 }
 
+double metric_value(std::uint16_t admin_port, const std::string& series) {
+  auto text = HttpClient(admin_port).request("GET", "/metrics").body;
+  auto at = text.find("\n" + series + " ");
+  if (at == std::string::npos) return -1;
+  return std::stod(text.substr(at + series.size() + 2));
+}
+
 // ---- HttpClient ----
 
 std::string HttpResponse::header(const std::string& name) const {

@@ -118,6 +118,9 @@ HttpResponse post_json(std::uint16_t port, const std::string& path, const std::s
 std::string raw_post(const std::string& path, const std::string& body, const std::string& key = "sk-test",
                      const std::string& extra_headers = "");
 
+/// The value of one series (name and labels exactly as exported) scraped from an admin port; -1 when absent.
+double metric_value(std::uint16_t admin_port, const std::string& series);
+
 /// The `data:` payloads of an SSE body, in order.
 std::vector<std::string> sse_data(const std::string& body);
 
