@@ -38,36 +38,15 @@ std::optional<double> number(const Value* obj, const char* name) {
   return v->GetDouble();
 }
 
-bool json_space(char c) {
-  return c == ' ' || c == '\n' || c == '\r' || c == '\t';
-}
-
 // True when `"field":"` occurs in `data` followed by at least one character of text.
 bool has_text(std::string_view data, std::string_view field) {
-  for (auto p = data.find(field); p != std::string_view::npos; p = data.find(field, p + 1)) {
-    auto q = p + field.size();
-    while (q < data.size() && json_space(data[q])) ++q;
-    if (q + 1 < data.size() && data[q] == ':') {
-      ++q;
-      while (q < data.size() && json_space(data[q])) ++q;
-      if (q + 1 < data.size() && data[q] == '"' && data[q + 1] != '"') return true;
-    }
-  }
-  return false;
+  return any_member_value(data, field,
+                          [](std::string_view v) { return v.size() > 1 && v[0] == '"' && v[1] != '"'; });
 }
 
 // True when `"field":` occurs in `data` with a value other than null.
 bool has_non_null(std::string_view data, std::string_view field) {
-  for (auto p = data.find(field); p != std::string_view::npos; p = data.find(field, p + 1)) {
-    auto q = p + field.size();
-    while (q < data.size() && json_space(data[q])) ++q;
-    if (q < data.size() && data[q] == ':') {
-      ++q;
-      while (q < data.size() && json_space(data[q])) ++q;
-      if (q < data.size() && data[q] != 'n') return true;
-    }
-  }
-  return false;
+  return any_member_value(data, field, [](std::string_view v) { return !v.empty() && v[0] != 'n'; });
 }
 
 void read_telemetry_from(const Value& doc, BackendTelemetry& t) {

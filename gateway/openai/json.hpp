@@ -3,6 +3,7 @@
 #include <rapidjson/document.h>
 
 #include <cmath>
+#include <string_view>
 
 namespace sluice::openai {
 
@@ -11,6 +12,22 @@ inline const rapidjson::Value* member(const rapidjson::Value& obj, const char* n
   if (!obj.IsObject()) return nullptr;
   auto it = obj.FindMember(name);
   return it == obj.MemberEnd() ? nullptr : &it->value;
+}
+
+/// A cheap pre-check that needs no parse: true when, at some place `"field"` (given with its quotes) is
+/// followed by a colon, `accept` takes the text after it (JSON whitespace around the colon skipped, so a
+/// pretty-printed body is read like a compact one).
+template <class Accept>
+bool any_member_value(std::string_view json, std::string_view quoted_field, Accept accept) {
+  auto skip_space = [&](std::size_t q) {
+    while (q < json.size() && (json[q] == ' ' || json[q] == '\n' || json[q] == '\r' || json[q] == '\t')) ++q;
+    return q;
+  };
+  for (auto p = json.find(quoted_field); p != std::string_view::npos; p = json.find(quoted_field, p + 1)) {
+    auto q = skip_space(p + quoted_field.size());
+    if (q < json.size() && json[q] == ':' && accept(json.substr(skip_space(q + 1)))) return true;
+  }
+  return false;
 }
 
 /// False when a number in `v` is not finite. RapidJSON 1.1 reads a literal just above DBL_MAX

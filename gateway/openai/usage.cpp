@@ -2,6 +2,8 @@
 
 #include <rapidjson/document.h>
 
+#include "openai/json.hpp"
+
 namespace sluice::openai {
 namespace {
 
@@ -18,15 +20,7 @@ std::uint64_t count(const rapidjson::Value& obj, const char* name) {
 
 bool may_carry_usage(std::string_view json) {
   if (json.find("\"metrics\"") != std::string_view::npos) return true;
-  for (auto p = json.find("\"usage\""); p != std::string_view::npos; p = json.find("\"usage\"", p + 1)) {
-    auto q = p + 7;
-    // Any JSON whitespace: a pretty-printed body may put the `{` on the next line.
-    while (q < json.size() &&
-           (json[q] == ' ' || json[q] == '\n' || json[q] == '\r' || json[q] == '\t' || json[q] == ':'))
-      ++q;
-    if (q < json.size() && json[q] == '{') return true;
-  }
-  return false;
+  return any_member_value(json, "\"usage\"", [](std::string_view v) { return !v.empty() && v[0] == '{'; });
 }
 
 std::optional<Usage> usage_from_json(std::string_view json) {

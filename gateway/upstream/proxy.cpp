@@ -540,6 +540,7 @@ asio::awaitable<void> Exchange::relay_body(Stream& up, Connection& conn, Parser&
     auto e = openai::normalize_backend_error(status, body);
     e.status = client_status_for_backend(status);
     redact(e.message, pool_.backend().api_key);
+    // Again on the fields read out of it: a JSON escape (`\u002d`) could have hidden the key from the first pass.
     for (auto* field : {&e.param, &e.code})
       if (*field) redact(**field, pool_.backend().api_key);
     redact(e.type, pool_.backend().api_key);

@@ -36,10 +36,6 @@ std::string limits_config(const std::string& server_extra) {
          kSim + "keys:\n  - { name: tester, key_sha256: \"KEYDIGEST\" }\n";
 }
 
-double metric(std::uint16_t admin, const std::string& series) {
-  return metric_value(admin, series);
-}
-
 std::string error_code_of(const std::string& json) {
   rapidjson::Document d;
   d.Parse(json.c_str());
@@ -198,9 +194,9 @@ TEST(Hardening, SlowHeadersAndBodiesCannotHoldTheGateway) {
   for (auto& t : slow) t.join();
   EXPECT_EQ(cut.load(), 10) << "slow header connections were not all closed by the header timeout";
   EXPECT_TRUE(body_cut);
-  EXPECT_EQ(metric(gw.admin_port(), "sluice_client_rejections_total{reason=\"header_timeout\"}"), 10);
-  EXPECT_EQ(metric(gw.admin_port(), "sluice_client_rejections_total{reason=\"body_timeout\"}"), 1);
-  EXPECT_TRUE(wait_until([&] { return metric(gw.admin_port(), "sluice_client_connections") == 0; }));
+  EXPECT_EQ(metric_value(gw.admin_port(), "sluice_client_rejections_total{reason=\"header_timeout\"}"), 10);
+  EXPECT_EQ(metric_value(gw.admin_port(), "sluice_client_rejections_total{reason=\"body_timeout\"}"), 1);
+  EXPECT_TRUE(wait_until([&] { return metric_value(gw.admin_port(), "sluice_client_connections") == 0; }));
 }
 
 TEST(Hardening, IdleKeepAliveConnectionsAreClosed) {
@@ -210,14 +206,14 @@ TEST(Hardening, IdleKeepAliveConnectionsAreClosed) {
       c.request("POST", "/v1/chat/completions", chat("demo", false), {{"Authorization", "Bearer sk-test"}}).status,
       200);
   EXPECT_TRUE(closed_by_peer(c.fd(), 10s));
-  EXPECT_TRUE(wait_until([&] { return metric(gw.admin_port(), "sluice_client_connections") == 0; }));
+  EXPECT_TRUE(wait_until([&] { return metric_value(gw.admin_port(), "sluice_client_connections") == 0; }));
 }
 
 TEST(Hardening, ConnectionsOverTheLimitAreToldWhyWithA503) {
   TestGateway gw(limits_config("max_connections: 8, idle_timeout: 60s"));
   std::vector<std::unique_ptr<HttpClient>> held;
   for (int i = 0; i < 8; ++i) held.push_back(std::make_unique<HttpClient>(gw.port()));
-  ASSERT_TRUE(wait_until([&] { return metric(gw.admin_port(), "sluice_client_connections") == 8; }));
+  ASSERT_TRUE(wait_until([&] { return metric_value(gw.admin_port(), "sluice_client_connections") == 8; }));
   HttpClient extra(gw.port());
   ASSERT_TRUE(extra.send_raw(raw_post("/v1/chat/completions", chat("demo", false))));
   auto r = extra.read_response();
@@ -226,14 +222,14 @@ TEST(Hardening, ConnectionsOverTheLimitAreToldWhyWithA503) {
   EXPECT_EQ(r.header("retry-after"), "1");
   EXPECT_EQ(r.header("connection"), "close");
   EXPECT_FALSE(r.header("x-request-id").empty());
-  EXPECT_EQ(metric(gw.admin_port(), "sluice_client_rejections_total{reason=\"max_connections\"}"), 1);
+  EXPECT_EQ(metric_value(gw.admin_port(), "sluice_client_rejections_total{reason=\"max_connections\"}"), 1);
   // The held connections still work, and a freed place is taken again.
   EXPECT_EQ(held[0]->request("POST", "/v1/chat/completions", chat("demo", false),
                              {{"Authorization", "Bearer sk-test"}})
                 .status,
             200);
   held[1]->close();
-  ASSERT_TRUE(wait_until([&] { return metric(gw.admin_port(), "sluice_client_connections") == 7; }));
+  ASSERT_TRUE(wait_until([&] { return metric_value(gw.admin_port(), "sluice_client_connections") == 7; }));
   EXPECT_EQ(post_json(gw.port(), "/v1/chat/completions", chat("demo", false)).status, 200);
 }
 
@@ -438,7 +434,7 @@ TEST(Hardening, EveryBackendFaultEndsWellFormedCountedAndWithoutLeaks) {
     const std::string backend_name = f.model;
     const std::string series =
         "sluice_upstream_errors_total{backend=\"" + backend_name + "\",reason=\"" + f.reason + "\"}";
-    double errors_before = f.reason.empty() ? 0 : metric(gw.admin_port(), series);
+    double errors_before = f.reason.empty() ? 0 : metric_value(gw.admin_port(), series);
     auto started = std::chrono::steady_clock::now();
     auto r = post_json(gw.port(), "/v1/chat/completions", chat(f.model, f.stream, "fault:" + f.name));
     double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
@@ -466,19 +462,19 @@ TEST(Hardening, EveryBackendFaultEndsWellFormedCountedAndWithoutLeaks) {
       EXPECT_TRUE(d.IsObject() && d.HasMember("choices")) << r.body;
     }
     if (!f.reason.empty()) {
-      EXPECT_TRUE(wait_until([&] { return metric(gw.admin_port(), series) == errors_before + 1; }))
-          << series << " = " << metric(gw.admin_port(), series);
+      EXPECT_TRUE(wait_until([&] { return metric_value(gw.admin_port(), series) == errors_before + 1; }))
+          << series << " = " << metric_value(gw.admin_port(), series);
     }
     if (f.sluice_closes) {
       EXPECT_TRUE(wait_until([&] { return backend.closed(f.name); }, 20s));
     }
   }
   // Nothing is left behind: no stream, no request in flight, no client connection, no socket.
-  EXPECT_TRUE(wait_until([&] { return metric(gw.admin_port(), "sluice_active_streams") == 0; }));
-  EXPECT_TRUE(wait_until([&] { return metric(gw.admin_port(), "sluice_client_connections") == 0; }));
+  EXPECT_TRUE(wait_until([&] { return metric_value(gw.admin_port(), "sluice_active_streams") == 0; }));
+  EXPECT_TRUE(wait_until([&] { return metric_value(gw.admin_port(), "sluice_client_connections") == 0; }));
   for (const char* m : {"fast", "patient"})
     EXPECT_TRUE(wait_until([&] {
-      return metric(gw.admin_port(), std::string("sluice_inflight_requests{backend=\"") + m + "\",model=\"" + m +
+      return metric_value(gw.admin_port(), std::string("sluice_inflight_requests{backend=\"") + m + "\",model=\"" + m +
                                           "\"}") == 0;
     }));
   EXPECT_TRUE(wait_until([&] { return open_fds() <= fds_before; }, 20s))
