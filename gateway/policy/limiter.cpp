@@ -181,7 +181,10 @@ Admission LocalLimiter::admit(const Demand& d, WallMs now) {
     a.tokens = gcra_view(ms->tpm, ml.tpm, now);
   else if (ks && kl.budget)
     a.tokens = budget_view(ks->budget, kl, now);
-  if (ks && kl.budget) a.budget_remaining = budget_view(ks->budget, kl, now).remaining;
+  if (ks && kl.budget) {
+    a.budget_remaining = budget_view(ks->budget, kl, now).remaining;
+    if (observer_) observer_(d.key, *a.budget_remaining);
+  }
   return a;
 }
 
@@ -215,6 +218,7 @@ std::optional<std::uint64_t> LocalLimiter::settle(const Reservation& r, std::opt
         ks->budget.used += used - r.budget_tokens;
       }
       budget_left = budget_view(ks->budget, kl, now).remaining;
+      if (observer_) observer_(d.key, *budget_left);
     }
   }
   if (ms) {

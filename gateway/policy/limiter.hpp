@@ -9,6 +9,7 @@
 // edge of a window. Budgets are plain counters per fixed window aligned to the Unix epoch (a "1d" budget
 // resets at 00:00 UTC), since that is what people mean by a daily allowance.
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -102,6 +103,13 @@ std::uint64_t token_reservation(std::uint64_t prompt_estimate, std::optional<std
 /// holds at most one of each (always key before model), so workers rarely contend.
 class LocalLimiter {
  public:
+  /// Told each key's budget left whenever admit() or settle() changes or reads it, under that key's lock, so
+  /// concurrent settlements on several workers reach it in the order they happened (a gauge set after the
+  /// lock is released could be overwritten by an older figure).
+  using BudgetObserver = std::function<void(const std::string& key, std::uint64_t left)>;
+  LocalLimiter() = default;
+  explicit LocalLimiter(BudgetObserver observer) : observer_(std::move(observer)) {}
+
   Admission admit(const Demand& d, WallMs now);
   /// Ends a reservation: releases concurrency and charges `used_tokens` instead of the estimate (nullopt:
   /// usage unknown, the reservation stays charged as it was). Returns the key's budget left (when it has one).
@@ -122,6 +130,7 @@ class LocalLimiter {
   template <class State>
   State* state(std::unordered_map<std::string, std::unique_ptr<State>>& map, const std::string& name);
 
+  BudgetObserver observer_;
   std::shared_mutex maps_mutex_;  // guards the maps, not the states (states are never removed)
   std::unordered_map<std::string, std::unique_ptr<KeyState>> keys_;
   std::unordered_map<std::string, std::unique_ptr<ModelState>> models_;

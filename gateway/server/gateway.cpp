@@ -138,7 +138,9 @@ struct Gateway::Impl {
   std::string config_path;  // what reload() reads
   Snapshots snapshots{nullptr};  // set in start(), once simulator URLs are known
   observe::Metrics metrics;
-  policy::LocalLimiter limiter;
+  policy::LocalLimiter limiter{[this](const std::string& key, std::uint64_t left) {
+    metrics.budget_remaining(key, left);
+  }};
   policy::MemoryCache cache{config.cache.max_bytes};
   upstream::Flights flights;
   store::RedisHealth redis_health;

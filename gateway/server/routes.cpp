@@ -161,8 +161,7 @@ struct Settlement {
       asio::co_spawn(executor, settle_remote(*remote, reservation, used, metrics, background), asio::detached);
       return;
     }
-    if (auto left = local.settle(reservation, used, policy::wall_now()))
-      metrics.budget_remaining(reservation.demand.key, *left);
+    local.settle(reservation, used, policy::wall_now());  // the limiter sets the budget gauge itself
   }
   // A request torn down some other way (shutdown) keeps its reservation charged; leases in Redis expire.
   ~Settlement() {
@@ -329,10 +328,12 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, StringReq
         }
       }
     }
+    // From Redis, the budget gauge shows what this replica last saw; the in-memory limiter sets it itself.
+    if (admission && key && admission->budget_remaining)
+      services.metrics.budget_remaining(key->name, *admission->budget_remaining);
     if (!admission) admission = services.limiter.admit(demand, policy::wall_now());  // memory, or Redis down
     extra_headers = rate_limit_headers(*admission);
     reply.extra = &extra_headers;
-    if (key && admission->budget_remaining) services.metrics.budget_remaining(key->name, *admission->budget_remaining);
     if (!admission->allowed) {
       auto text = policy::refusal_text(*admission, demand);
       services.metrics.rate_limited(demand.key, policy::to_string(admission->refused));

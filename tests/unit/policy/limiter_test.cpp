@@ -645,6 +645,39 @@ TEST(LocalLimiter, ThreadsOnManyKeysShareOneModelExactly) {
   EXPECT_EQ(admitted.load(), static_cast<int>(kModelRpm));
 }
 
+TEST(LocalLimiter, BudgetObserverEndsOnTheTrueFigureWhenThreadsSettleAtOnce) {
+  // The gauge a scrape shows is the last figure observed: settlements racing on several workers must not
+  // leave an older one last (each refund below is different, so any reordering shows in the final figure).
+  constexpr int kThreads = 8, kEach = 200;
+  std::atomic<std::uint64_t> last{0};
+  std::atomic<int> seen{0};
+  LocalLimiter l([&](const std::string& key, std::uint64_t left) {
+    EXPECT_EQ(key, "alice");
+    last = left;
+    ++seen;
+  });
+  const Demand d = demand("alice", {.budget = 1'000'000}, 100);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kEach; ++i) {
+        Admission a = l.admit(d, kMidnight);
+        ASSERT_TRUE(a.allowed);
+        l.settle(a.reservation, static_cast<std::uint64_t>(t + i % 7), kMidnight);
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(seen.load(), 2 * kThreads * kEach);
+  Admission probe = l.admit(demand("alice", {.budget = 1'000'000}, 0), kMidnight);
+  ASSERT_TRUE(probe.budget_remaining);
+  EXPECT_EQ(last.load(), *probe.budget_remaining);
+  std::uint64_t used = 0;
+  for (int t = 0; t < kThreads; ++t)
+    for (int i = 0; i < kEach; ++i) used += static_cast<std::uint64_t>(t + i % 7);
+  EXPECT_EQ(*probe.budget_remaining, 1'000'000 - used);
+}
+
 TEST(LocalLimiter, TokenReservation) {
   EXPECT_EQ(token_reservation(100, 50, 1024), 150u);
   EXPECT_EQ(token_reservation(100, std::nullopt, 1024), 1124u);
