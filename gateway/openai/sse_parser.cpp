@@ -4,7 +4,22 @@
 
 namespace sluice::openai {
 
+std::string_view SseParser::keep(std::string_view text) {
+  if (kept_used_ == kept_.size()) kept_.emplace_back();
+  auto& slot = kept_[kept_used_++];
+  slot.assign(text);
+  return slot;
+}
+
 void SseParser::feed(std::string_view bytes, std::vector<SseEvent>& out) {
+  scratch_.clear();
+  feed(bytes, scratch_);
+  for (const auto& e : scratch_)
+    out.push_back(SseEvent{std::string(e.event), std::string(e.data), std::string(e.id), e.begin, e.end});
+}
+
+void SseParser::feed(std::string_view bytes, std::vector<SseEventView>& out) {
+  kept_used_ = 0;  // views handed out by the last feed are no longer valid
   std::size_t i = 0;
   const std::size_t n = bytes.size();
   while (i < n) {
@@ -39,38 +54,51 @@ void SseParser::feed(std::string_view bytes, std::vector<SseEvent>& out) {
       }
       at_start_ = false;
     }
-    // Find the end of the current line.
+    // Find the end of the current line: the first LF, unless a CR comes before it.
     const char* start = bytes.data() + i;
     std::size_t rest = n - i;
-    std::size_t j = 0;
-    while (j < rest && start[j] != '\n' && start[j] != '\r') ++j;
+    const void* lf = std::memchr(start, '\n', rest);
+    std::size_t j = lf ? static_cast<std::size_t>(static_cast<const char*>(lf) - start) : rest;
+    if (const void* cr = std::memchr(start, '\r', j)) j = static_cast<std::size_t>(static_cast<const char*>(cr) - start);
     if (j == rest) {
       line_.append(start, rest);
       total_ += rest;
-      return;
+      break;
     }
     total_ += j + 1;
     if (start[j] == '\r') skip_lf_ = true;
     if (line_.empty()) {
-      process_line(std::string_view(start, j), out);
+      process_line(std::string_view(start, j), true, out);
     } else {
       line_.append(start, j);
-      process_line(line_, out);
+      process_line(line_, false, out);
       line_.clear();
     }
     i += j + 1;
   }
+  // An event still open holds views into these bytes, which the caller may now move or reuse.
+  if (has_data_ && !data_in_buf_) {
+    data_buf_.assign(data_view_);
+    data_in_buf_ = true;
+  }
 }
 
-void SseParser::process_line(std::string_view line, std::vector<SseEvent>& out) {
+void SseParser::process_line(std::string_view line, bool stable, std::vector<SseEventView>& out) {
   if (line.empty()) {  // blank line: dispatch
     if (has_data_) {
-      if (!pending_.data.empty() && pending_.data.back() == '\n') pending_.data.pop_back();
-      pending_.begin = boundary_;
-      pending_.end = total_;
-      out.push_back(std::move(pending_));
+      SseEventView e;
+      e.data = data_in_buf_ ? keep(data_buf_) : data_view_;
+      if (!event_.empty()) e.event = keep(event_);
+      if (!id_.empty()) e.id = keep(id_);
+      e.begin = boundary_;
+      e.end = total_;
+      out.push_back(e);
     }
-    pending_ = SseEvent{};
+    data_view_ = {};
+    data_buf_.clear();
+    data_in_buf_ = false;
+    event_.clear();
+    id_.clear();
     has_data_ = false;
     in_event_ = false;
     boundary_ = total_;
@@ -88,13 +116,21 @@ void SseParser::process_line(std::string_view line, std::vector<SseEvent>& out) 
     if (!value.empty() && value.front() == ' ') value.remove_prefix(1);
   }
   if (field == "data") {
-    pending_.data.append(value);
-    pending_.data.push_back('\n');
+    if (!has_data_ && stable) {
+      data_view_ = value;  // the common case: one data line, read whole
+    } else {
+      if (!data_in_buf_) {
+        data_buf_.assign(data_view_);
+        data_in_buf_ = true;
+      }
+      if (has_data_) data_buf_.push_back('\n');
+      data_buf_.append(value);
+    }
     has_data_ = true;
   } else if (field == "event") {
-    pending_.event.assign(value);
+    event_.assign(value);
   } else if (field == "id") {
-    if (value.find('\0') == std::string_view::npos) pending_.id.assign(value);
+    if (value.find('\0') == std::string_view::npos) id_.assign(value);
   }
   // "retry" and unknown fields do not matter to a relay.
 }

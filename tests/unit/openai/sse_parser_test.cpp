@@ -379,5 +379,70 @@ TEST(SseParserTest, EventsKnowTheirByteRange) {
   EXPECT_EQ(out[1].begin, 16u);  // the stand-alone comment between them belongs to neither
 }
 
+// ---- the relay's form: views, no copy per event ----
+
+TEST(SseParserViews, AnEventReadWholeIsAViewIntoTheBytesFed) {
+  const std::string stream = "data: {\"a\":1}\n\ndata: {\"b\":2}\n\n";
+  SseParser p;
+  std::vector<SseEventView> out;
+  p.feed(stream, out);
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_EQ(out[0].data, "{\"a\":1}");
+  EXPECT_EQ(out[1].data, "{\"b\":2}");
+  for (const auto& e : out) {  // no copy: the data lies in the caller's buffer
+    EXPECT_GE(e.data.data(), stream.data());
+    EXPECT_LE(e.data.data() + e.data.size(), stream.data() + stream.size());
+  }
+}
+
+TEST(SseParserViews, AnEventSplitAcrossFeedsSurvivesTheCallerReusingItsBuffer) {
+  // The relay moves unforwarded bytes to the front of its buffer between reads: views must not point there.
+  SseParser p;
+  std::vector<SseEventView> out;
+  std::string buf = "data: first half";
+  p.feed(buf, out);
+  EXPECT_TRUE(out.empty());
+  buf.assign(buf.size(), '#');  // the caller overwrites what it fed
+  buf = " and second\ndata: line two\nevent: custom\nid: 7\n\n";
+  p.feed(buf, out);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].data, "first half and second\nline two");
+  EXPECT_EQ(out[0].event, "custom");
+  EXPECT_EQ(out[0].id, "7");
+}
+
+TEST(SseParserViews, SeveralAssembledEventsInOneFeedKeepTheirOwnText) {
+  SseParser p;
+  std::vector<SseEventView> out;
+  p.feed("data: a\ndata: b\nevent: x\n\ndata: c\ndata: d\nevent: y\n\ndata: e", out);
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_EQ(out[0].data, "a\nb");
+  EXPECT_EQ(out[0].event, "x");
+  EXPECT_EQ(out[1].data, "c\nd");
+  EXPECT_EQ(out[1].event, "y");
+  out.clear();  // views last until the next feed
+  p.feed("\n\n", out);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].data, "e");
+}
+
+TEST(SseParserViews, TheCopyingFormAgreesWithTheViews) {
+  const std::string stream = std::string(kOpenAiStream);
+  for (std::size_t piece : {1u, 3u, 7u, 64u, 4096u}) {
+    SseParser views, copies;
+    std::vector<SseEventView> v;
+    Events c, from_views;
+    for (std::size_t at = 0; at < stream.size(); at += piece) {
+      v.clear();
+      views.feed(std::string_view(stream).substr(at, piece), v);
+      for (const auto& e : v)
+        from_views.push_back(SseEvent{std::string(e.event), std::string(e.data), std::string(e.id), e.begin, e.end});
+      copies.feed(std::string_view(stream).substr(at, piece), c);
+    }
+    EXPECT_EQ(from_views, c) << "pieces of " << piece;
+    EXPECT_EQ(from_views, parse_all(stream));
+  }
+}
+
 }  // namespace
 }  // namespace sluice::openai
