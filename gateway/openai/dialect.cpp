@@ -148,6 +148,23 @@ std::optional<std::string> normalize_completion(std::string_view body, std::stri
 
 BackendTelemetry read_telemetry(std::string_view json) { return inspect_chunk(json).telemetry; }
 
+namespace {
+
+// Usage and telemetry, read from a document only when a chunk may carry them.
+void read_usage_and_telemetry(std::string_view data, bool may_have_usage, ChunkInfo& info) {
+  rapidjson::Document doc;
+  doc.Parse<rapidjson::kParseIterativeFlag>(data.data(), data.size());
+  if (doc.HasParseError() || !doc.IsObject()) return;
+  if (may_have_usage) {
+    info.usage = usage_from_doc(doc);
+    const Value* choices = member(doc, "choices");
+    info.usage_only = info.usage && choices && choices->IsArray() && choices->Empty();
+  }
+  read_telemetry_from(doc, info.telemetry);
+}
+
+}  // namespace
+
 ChunkInfo inspect_chunk(std::string_view data) {
   ChunkInfo info;
   info.generated = has_text(data, "\"content\"") || has_text(data, "\"reasoning_content\"") ||
@@ -158,15 +175,7 @@ ChunkInfo inspect_chunk(std::string_view data) {
   bool may_have_telemetry =
       data.find("\"timings\"") != std::string_view::npos || data.find("metrics\"") != std::string_view::npos;
   if (!may_have_usage && !may_have_telemetry) return info;  // the common chunk: no parse at all
-  rapidjson::Document doc;
-  doc.Parse<rapidjson::kParseIterativeFlag>(data.data(), data.size());
-  if (doc.HasParseError() || !doc.IsObject()) return info;
-  if (may_have_usage) {
-    info.usage = usage_from_doc(doc);
-    const Value* choices = member(doc, "choices");
-    info.usage_only = info.usage && choices && choices->IsArray() && choices->Empty();
-  }
-  read_telemetry_from(doc, info.telemetry);
+  read_usage_and_telemetry(data, may_have_usage, info);
   return info;
 }
 
@@ -193,6 +202,182 @@ bool is_json_object(std::string_view json) {
   rapidjson::MemoryStream ms(json.data(), json.size());
   Validator v;
   return !reader.Parse<rapidjson::kParseIterativeFlag>(ms, v).IsError();
+}
+
+namespace {
+
+// One pass over a chunk: validates it as a JSON object and notes the members the relay's accounting reads.
+// `unsure` hands the chunk to RapidJSON (a \u escape, an exponent or a number of more than 15 digits, where
+// RapidJSON's own limits decide); for every other input the verdict is the grammar's, which is RapidJSON's.
+struct ChunkScan {
+  enum class Verdict { valid, invalid, unsure } verdict = Verdict::invalid;
+  bool generated = false, finished = false, usage = false, telemetry = false;
+};
+
+bool is_space(char c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; }
+
+ChunkScan scan_chunk(std::string_view json) {
+  using V = ChunkScan::Verdict;
+  ChunkScan out;
+  const char* p = json.data();
+  const char* const end = p + json.size();
+  bool in_object[kMaxJsonDepth + 1];
+  int depth = 0;
+  enum class Watch { none, text, tool_calls, finish_reason, usage, metrics, telemetry } watch = Watch::none;
+  auto skip = [&] {
+    while (p < end && is_space(*p)) ++p;
+  };
+  // A string from its opening quote; false when malformed, `unsure` set for a \u escape.
+  bool unsure = false;
+  auto string = [&]() -> bool {
+    ++p;
+    while (p < end) {
+      const auto c = static_cast<unsigned char>(*p);
+      if (c == '"') {
+        ++p;
+        return true;
+      }
+      if (c < 0x20) return false;
+      if (c == '\\') {
+        if (++p == end) return false;
+        switch (*p) {
+          case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't': break;
+          case 'u': unsure = true; break;
+          default: return false;
+        }
+      }
+      ++p;
+    }
+    return false;
+  };
+  auto number = [&]() -> bool {
+    const char* start = p;
+    if (*p == '-') ++p;
+    if (p == end || *p < '0' || *p > '9') return false;
+    if (*p == '0') ++p;
+    else
+      while (p < end && *p >= '0' && *p <= '9') ++p;
+    if (p < end && *p == '.') {
+      if (++p == end || *p < '0' || *p > '9') return false;
+      while (p < end && *p >= '0' && *p <= '9') ++p;
+    }
+    if (p < end && (*p == 'e' || *p == 'E')) {
+      unsure = true;  // RapidJSON's range decides
+      if (++p < end && (*p == '+' || *p == '-')) ++p;
+      if (p == end || *p < '0' || *p > '9') return false;
+      while (p < end && *p >= '0' && *p <= '9') ++p;
+    }
+    if (p - start > 15) unsure = true;  // beyond double's exact digits: RapidJSON decides
+    return true;
+  };
+  auto literal = [&](std::string_view word) -> bool {
+    if (static_cast<std::size_t>(end - p) < word.size() || std::string_view(p, word.size()) != word) return false;
+    p += word.size();
+    return true;
+  };
+  auto classify = [](std::string_view key) {
+    if (key == "content" || key == "reasoning_content" || key == "reasoning" || key == "text") return Watch::text;
+    if (key == "tool_calls") return Watch::tool_calls;
+    if (key == "finish_reason") return Watch::finish_reason;
+    if (key == "usage") return Watch::usage;
+    if (key == "metrics") return Watch::metrics;
+    if (key == "timings" || (key.size() > 7 && key.substr(key.size() - 7) == "metrics")) return Watch::telemetry;
+    return Watch::none;
+  };
+
+  skip();
+  if (p == end || *p != '{') return out;
+  // value: p at the first byte of a value
+value:
+  skip();
+  if (p == end) return out;
+  switch (watch) {  // the member just keyed, seen at its value's first byte
+    case Watch::none: break;
+    case Watch::text: out.generated |= *p == '"' && p + 1 < end && p[1] != '"'; break;
+    case Watch::tool_calls: out.generated = true; break;
+    case Watch::finish_reason: out.finished |= *p != 'n'; break;
+    case Watch::usage: out.usage |= *p == '{'; break;
+    case Watch::metrics: out.usage = out.telemetry = true; break;
+    case Watch::telemetry: out.telemetry = true; break;
+  }
+  watch = Watch::none;
+  switch (*p) {
+    case '{':
+    case '[':
+      if (++depth > kMaxJsonDepth) return out;
+      in_object[depth] = *p == '{';
+      ++p;
+      skip();
+      if (p < end && *p == (in_object[depth] ? '}' : ']')) {
+        ++p;
+        --depth;
+        goto after;
+      }
+      if (in_object[depth]) goto key;
+      goto value;
+    case '"':
+      if (!string()) return out;
+      goto after;
+    case 't':
+      if (!literal("true")) return out;
+      goto after;
+    case 'f':
+      if (!literal("false")) return out;
+      goto after;
+    case 'n':
+      if (!literal("null")) return out;
+      goto after;
+    default:
+      if (!number()) return out;
+      goto after;
+  }
+key:
+  skip();
+  if (p == end || *p != '"') return out;
+  {
+    const char* name = p + 1;
+    if (!string()) return out;
+    watch = classify(std::string_view(name, static_cast<std::size_t>(p - 1 - name)));
+  }
+  skip();
+  if (p == end || *p != ':') return out;
+  ++p;
+  goto value;
+after:
+  skip();
+  if (depth == 0) {
+    if (p != end) return out;  // one value only (a NUL or anything else after it is not JSON)
+    out.verdict = unsure ? V::unsure : V::valid;
+    return out;
+  }
+  if (p == end) return out;
+  if (*p == ',') {
+    ++p;
+    if (in_object[depth]) goto key;
+    goto value;
+  }
+  if (*p == (in_object[depth] ? '}' : ']')) {
+    ++p;
+    --depth;
+    goto after;
+  }
+  return out;
+}
+
+}  // namespace
+
+std::optional<ChunkInfo> inspect_stream_chunk(std::string_view data) {
+  auto scan = scan_chunk(data);
+  if (scan.verdict == ChunkScan::Verdict::invalid) return std::nullopt;
+  if (scan.verdict == ChunkScan::Verdict::unsure) {
+    if (!is_json_object(data)) return std::nullopt;
+    return inspect_chunk(data);
+  }
+  ChunkInfo info;
+  info.generated = scan.generated;
+  info.finished = scan.finished;
+  if (scan.usage || scan.telemetry) read_usage_and_telemetry(data, scan.usage, info);
+  return info;
 }
 
 }  // namespace sluice::openai

@@ -149,6 +149,16 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   SLUICE_FUZZ_CHECK(!info.usage_only || info.usage, "a usage-only chunk has usage");
   SLUICE_FUZZ_CHECK(same_telemetry(read_telemetry(body), info.telemetry),
                     "read_telemetry and inspect_chunk agree");
+  // The relay's one-pass check: the same verdict as is_json_object, and the same usage and telemetry.
+  if (auto relayed = inspect_stream_chunk(body); relayed) {
+    SLUICE_FUZZ_CHECK(is_json_object(body), "inspect_stream_chunk accepts only JSON objects");
+    SLUICE_FUZZ_CHECK(same_usage(relayed->usage, info.usage), "inspect_stream_chunk finds the same usage");
+    SLUICE_FUZZ_CHECK(relayed->usage_only == info.usage_only, "inspect_stream_chunk: the same usage-only verdict");
+    SLUICE_FUZZ_CHECK(same_telemetry(relayed->telemetry, info.telemetry),
+                      "inspect_stream_chunk finds the same telemetry");
+  } else {
+    SLUICE_FUZZ_CHECK(!is_json_object(body), "inspect_stream_chunk refuses only what is not a JSON object");
+  }
   {
     rapidjson::Document d;
     d.Parse<rapidjson::kParseIterativeFlag>(body.data(), body.size());

@@ -298,6 +298,75 @@ TEST(InspectChunkTest, MalformedChunkWithUsageIsNoUsage) {
 
 // --- default_health_path ---------------------------------------------------------------------------
 
+// --- inspect_stream_chunk: the relay's one-pass form -----------------------------------------------
+
+TEST(InspectStreamChunkTest, TellsWhatInspectChunkTellsForEveryShapeAbove) {
+  for (std::string_view chunk : {
+           R"({"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"Hel"},"finish_reason":null}]})",
+           R"({"choices":[{"delta":{"content" : "x"}}]})",
+           "{\"choices\":[{\"delta\":{\"content\":\n\t\"x\"}}]}",
+           "{\"choices\":[{\"finish_reason\"\r\n:\n \"stop\"}]}",
+           "{\"choices\":[{\"finish_reason\":\n null}]}",
+           "{\"choices\":[],\"usage\":\n{\"prompt_tokens\":3}}",
+           R"({"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]})",
+           R"({"choices":[{"index":0,"delta":{"content":null}}]})",
+           R"({"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]})",
+           R"({"choices":[{"index":0,"delta":{"content":""},"type":"text"}]})",
+           R"({"choices":[{"delta":{"reasoning_content":"let me think"}}]})",
+           R"({"choices":[{"delta":{"reasoning":"hmm"}}]})",
+           R"({"choices":[{"delta":{"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"f","arguments":""}}]}}]})",
+           R"({"object":"text_completion","choices":[{"index":0,"text":" upon"}]})",
+           R"({"object":"text_completion","choices":[{"index":0,"text":""}]})",
+           R"({"id":"c1","object":"chat.completion.chunk","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":7,"total_tokens":12}})",
+           R"({"choices":[{"index":0,"delta":{"content":"!"},"finish_reason":"stop"}],"usage":{"prompt_tokens":2,"completion_tokens":3}})",
+           R"({"choices":[{"index":0,"delta":{"content":"a"}}],"usage":null})",
+           R"({"choices":[],"usage":null})",
+           R"({"content":"","stop":true,"timings":{"prompt_ms":12.5,"predicted_per_second":80.25}})",
+           R"({"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4},"x_metrics":{"tps":55.5,"ttft_seconds":0.25}})",
+           R"({"content":"hi","metrics":{"input_tokens":4,"output_tokens":6,"tps":12}})",
+           R"({"choices":[{"delta":{"content":"caf\u00e9"}}]})",          // \u: RapidJSON decides
+           R"({"choices":[{"delta":{"content":"x"}}],"n":1.5e3})",        // exponent: RapidJSON decides
+           R"({"a":[1,-2,3.25,0,-0.5,true,false,null,{},[],"s\"\\\/\b\f\n\r\t"]})",
+       }) {
+    auto slow = inspect_chunk(chunk);
+    auto fast = inspect_stream_chunk(chunk);
+    ASSERT_TRUE(fast) << chunk;
+    EXPECT_EQ(fast->generated, slow.generated) << chunk;
+    EXPECT_EQ(fast->finished, slow.finished) << chunk;
+    EXPECT_EQ(fast->usage_only, slow.usage_only) << chunk;
+    EXPECT_EQ(fast->usage.has_value(), slow.usage.has_value()) << chunk;
+    if (fast->usage && slow.usage) {
+      EXPECT_EQ(fast->usage->prompt_tokens, slow.usage->prompt_tokens) << chunk;
+      EXPECT_EQ(fast->usage->completion_tokens, slow.usage->completion_tokens) << chunk;
+    }
+    EXPECT_EQ(fast->telemetry.tokens_per_second, slow.telemetry.tokens_per_second) << chunk;
+    EXPECT_EQ(fast->telemetry.ttft_ms, slow.telemetry.ttft_ms) << chunk;
+  }
+}
+
+TEST(InspectStreamChunkTest, RefusesExactlyWhatIsJsonObjectRefuses) {
+  const std::string nested_ok = std::string(127, '[') + std::string(127, ']');
+  const std::string too_deep = std::string(128, '[') + std::string(128, ']');
+  for (std::string_view chunk : std::initializer_list<std::string_view>{
+           "", " ", "null", "[]", "\"s\"", "1", "{", "}", "{}", " {} ", "{}\n", "{} {}", "{},", "{\"a\"}",
+           "{\"a\":}", "{\"a\":1,}", "{,}", "{\"a\":1 \"b\":2}", "{'a':1}", "{\"a\":01}", "{\"a\":-}",
+           "{\"a\":1.}", "{\"a\":.5}", "{\"a\":+1}", "{\"a\":-0}", "{\"a\":tru}", "{\"a\":truex}", "{\"a\":nul}",
+           "{\"a\":NaN}", "{\"a\":Infinity}", "{\"a\":\"\\x\"}", "{\"a\":\"\\u12\"}", "{\"a\":\"\\ud800\"}",
+           "{\"a\":\"\\ud800\\udc00\"}", "{\"a\":\"tab\there\"}", "{\"a\":1e999}", "{\"a\":1e5}",
+           "{\"a\":12345678901234567890123}", "{\"a\":[1,2,]}", "{\"a\":[1 2]}", "{\"a\":{\"b\":[{}]}}",
+           "{\"a\":]}", "{\"a\":[}", "{\"a\":\"\xff\xfe\"}", "{\"a\":1}\xef", "{\"a\":\"unterminated}",
+           "{\"a\":1}\t\r\n ", "\xEF\xBB\xBF{}"}) {
+    EXPECT_EQ(inspect_stream_chunk(chunk).has_value(), is_json_object(chunk)) << chunk;
+  }
+  const std::string with_nul("{\"a\":1}\0", 8), nul_inside("{\"a\":\"x\0y\"}", 11);
+  EXPECT_FALSE(inspect_stream_chunk(with_nul));
+  EXPECT_FALSE(inspect_stream_chunk(nul_inside));
+  for (const std::string& inner : {nested_ok, too_deep}) {
+    const std::string chunk = "{\"a\":" + inner + "}";
+    EXPECT_EQ(inspect_stream_chunk(chunk).has_value(), is_json_object(chunk)) << inner.size();
+  }
+}
+
 TEST(DefaultHealthPathTest, InferenceServersUseHealth) {
   for (auto d : {Dialect::vllm, Dialect::sglang, Dialect::llamacpp, Dialect::tgi, Dialect::simulator}) {
     EXPECT_EQ(default_health_path(d, "/v1"), "/health") << static_cast<int>(d);
