@@ -23,6 +23,10 @@ constexpr std::size_t kMaxPendingEvent = 16u << 20;  // an SSE event that never 
 constexpr std::size_t kMaxCapture = 4u << 20;        // answers larger than this are not kept for the cache
 constexpr Millis kDoneGrace{1000};  // after [DONE], how long the end of the HTTP body is waited for
 constexpr std::size_t kReadChunk = 16u << 10;
+// A stream's buffers start small (thousands of slow streams hold one each) and double, up to kBurstBuffer,
+// while reads keep filling them (a fast backend's burst then takes one read, one parse, one client write).
+constexpr std::size_t kStreamBufferStart = 2u << 10;
+constexpr std::size_t kBurstBuffer = 64u << 10;
 
 // A backend may quote the credentials it was sent ("Incorrect API key provided: …", an echoed header):
 // they are cut out of its error before it reaches a client or a log line.
@@ -137,6 +141,23 @@ asio::awaitable<bool> write_gathered(beast::tcp_stream& client, const std::vecto
     std::tie(ec, n) = co_await asio::async_write(client, data, use_nothrow);
   r.bytes_out += n;
   co_return !ec;
+}
+
+/// Parses into the body buffer what is already read from the backend: async_read_some stops after one chunk
+/// (one SSE event, for most backends), so without this a burst of events took one loop turn and one client
+/// write each. Stops where the input or the body buffer runs out; an error is left for the next read to see.
+/// Returns the bytes it parsed.
+template <class Parser>
+std::size_t drain_buffered(Connection& conn, Parser& p) {
+  std::size_t parsed = 0;
+  while (!p.is_done() && conn.buffer.size() > 0 && p.get().body().size > 0) {
+    error_code ec;
+    auto used = p.put(conn.buffer.data(), ec);
+    conn.buffer.consume(used);
+    parsed += used;
+    if (ec || used == 0) break;
+  }
+  return parsed;
 }
 
 /// Generated text reached the client now: the first time is the time to first token.
@@ -343,9 +364,10 @@ asio::awaitable<void> Exchange::relay_stream(Stream& up, Connection& conn, Parse
     }
   } gauge{fr_.metrics};
   openai::SseParser parser;
-  std::vector<openai::SseEvent> events;
+  std::vector<openai::SseEventView> events;
   std::vector<asio::const_buffer> gather;  // the bytes to forward, around any event that is dropped
-  std::vector<char> buf(kReadChunk);
+  std::vector<char> buf(kStreamBufferStart);
+  bool filled = false;  // the last read filled the room it had: more is probably waiting
   std::size_t pending = 0;  // bytes in buf not yet forwarded
   bool seen_done = false;
   bool finished = false;  // a chunk carried a finish_reason: an answer without [DONE] is still whole
@@ -357,7 +379,7 @@ asio::awaitable<void> Exchange::relay_stream(Stream& up, Connection& conn, Parse
   std::string failure;      // set when the backend failed mid-stream
 
   while (!p.is_done()) {
-    if (buf.size() - pending < kReadChunk / 2) {
+    if (buf.size() - pending < kStreamBufferStart / 2 || (filled && buf.size() < kBurstBuffer)) {
       if (buf.size() >= kMaxPendingEvent) {
         failure = "the backend sent an SSE event larger than the relay accepts";
         r_.error = "protocol";
@@ -374,9 +396,16 @@ asio::awaitable<void> Exchange::relay_stream(Stream& up, Connection& conn, Parse
       arm(lowest, std::min<Millis>(t_.idle, kDoneGrace), "idle");
     else
       arm(lowest, t_.idle, "idle");
+    // Beast reads as much as the connection's buffer has room for: it grows with the bursts too.
+    if (filled && conn.buffer.capacity() < kBurstBuffer) conn.buffer.reserve(conn.buffer.capacity() * 2);
+    const std::size_t held = conn.buffer.size();
+    const std::size_t room = std::max<std::size_t>(512, conn.buffer.capacity() - held);  // Beast's read size
     auto [ec, n] = co_await http::async_read_some(up, conn.buffer, p, use_nothrow);
     if (ec == http::error::need_buffer) ec = {};
+    if (!ec) n += drain_buffered(conn, p);
     std::size_t got = (buf.size() - pending) - p.get().body().size;
+    // Filled: the body buffer ran out of room, or the read took all the connection's buffer could hold.
+    filled = p.get().body().size == 0 || n + conn.buffer.size() >= held + room;
     if (got > 0) {
       events.clear();
       parser.feed(std::string_view(buf.data() + pending, got), events);
@@ -393,7 +422,8 @@ asio::awaitable<void> Exchange::relay_stream(Stream& up, Connection& conn, Parse
           continue;
         }
         // A chunk a client's SDK could not parse ends the stream here, told in-band, instead of reaching it.
-        if (e.event.empty() && !openai::is_json_object(e.data)) {
+        auto checked = openai::inspect_stream_chunk(e.data);
+        if (e.event.empty() && !checked) {
           failure = "the backend sent a stream event that is not a JSON object";
           r_.error = "protocol";
           cut = static_cast<std::size_t>(e.begin - base);
@@ -403,7 +433,7 @@ asio::awaitable<void> Exchange::relay_stream(Stream& up, Connection& conn, Parse
           captured_bytes += e.data.size();
           joiner->add(e.data);
         }
-        auto info = openai::inspect_chunk(e.data);
+        const auto info = checked ? *checked : openai::inspect_chunk(e.data);  // a named event need not be JSON
         if (fr_.flight) fr_.flight->publish(std::string(e.data), info.usage_only, info.generated);
         if (info.generated) {
           ++r_.generated_chunks;
@@ -479,6 +509,8 @@ asio::awaitable<void> Exchange::relay_stream(Stream& up, Connection& conn, Parse
       if (!co_await write_client(asio::buffer(done), chunked)) co_return;
     }
     reusable = p.is_done() && p.keep_alive();
+    // An idle pooled connection keeps a small buffer, however large the burst it last carried.
+    if (conn.buffer.size() == 0 && conn.buffer.capacity() > kReadChunk) conn.buffer.shrink_to_fit();
   } else if (!seen_done) {
     // The stream has started, so the failure is told in-band: an error event, then [DONE].
     const bool broken = r_.error == "reset" || r_.error == "protocol" || r_.error == "truncated";
@@ -508,17 +540,22 @@ asio::awaitable<void> Exchange::relay_body(Stream& up, Connection& conn, Parser&
   auto& lowest = conn.lowest();
   std::string body;
   std::size_t used = 0;  // bytes of `body` read so far; the rest is room, grown by doubling (zeroed once)
+  // Sized by Content-Length when the backend sends one (the usual case): resize zero-fills, and a 64 KiB
+  // fill for a 400-byte answer was the largest single cost of a non-stream request.
+  const std::size_t expected = p.content_length() ? std::min<std::uint64_t>(*p.content_length(), kMaxUpstreamBody) : 0;
   while (!p.is_done()) {
     if (used >= kMaxUpstreamBody) {
       fail(502, "protocol", "the backend's answer is larger than the gateway accepts");
       co_return;
     }
-    if (body.size() - used < kReadChunk) body.resize(std::max(body.size() * 2, used + kReadChunk * 4));
+    if (body.size() - used < 512)
+      body.resize(body.empty() && expected ? expected + 1 : std::max(body.size() * 2, used + kStreamBufferStart));
     p.get().body().data = body.data() + used;
     p.get().body().size = body.size() - used;
     arm(lowest, used == 0 ? t_.first_token : t_.idle, used == 0 ? "first_token" : "idle");
     // Piece by piece, so the idle deadline (not first_token) applies once the answer has begun.
     auto [ec, n] = co_await http::async_read_some(up, conn.buffer, p, use_nothrow);
+    if (!ec) drain_buffered(conn, p);
     used = body.size() - p.get().body().size;
     if (client_left("waiting")) co_return;
     if (ec == http::error::need_buffer) continue;
