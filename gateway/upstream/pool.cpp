@@ -12,6 +12,7 @@ namespace {
 // A pooled connection unused for longer than this is closed rather than reused: servers
 // commonly drop idle keep-alive connections after 5–75 s.
 constexpr auto kMaxIdle = std::chrono::seconds(30);
+constexpr auto kTrustIdle = std::chrono::seconds(1);  // idle for less: reused without a liveness peek
 
 // True when the peer has not closed (or reset) an idle connection: nothing must be readable.
 bool still_open(tcp::socket& s) {
@@ -45,7 +46,10 @@ std::unique_ptr<Connection> BackendPool::take_idle() {
   while (!idle_.empty()) {
     auto c = std::move(idle_.back());  // most recently used first: it is the likeliest to be warm
     idle_.pop_back();
-    if (now - c->idle_since < kMaxIdle && still_open(c->lowest().socket())) return c;
+    if (now - c->idle_since >= kMaxIdle) continue;
+    // A connection back in the pool a moment ago is taken as it is (a peek is a syscall on every request's
+    // path; if the backend did close it meanwhile, the exchange finds it stale and retries on a fresh one).
+    if (now - c->idle_since < kTrustIdle || still_open(c->lowest().socket())) return c;
   }
   return nullptr;
 }
