@@ -1047,11 +1047,22 @@ int main(int argc, char** argv) {
     auto next = [&] { return i + 1 < argc ? std::string(argv[++i]) : std::string(); };
     if (a == "--seconds") o.seconds = std::atof(next().c_str());
     else if (a == "--streams") o.streams = std::atoi(next().c_str());
+    else if (a == "--mock") {  // only the mock backend, on the given ports (for profiling by hand)
+      std::uint16_t fast = static_cast<std::uint16_t>(std::atoi(next().c_str()));
+      std::uint16_t slow = static_cast<std::uint16_t>(std::atoi(next().c_str()));
+      int fast_fd = listen_on(fast), slow_fd = listen_on(slow);
+      std::printf("mock backend: fast on %u, slow on %u\n", fast, slow);
+      std::fflush(stdout);
+      run_mock(fast_fd, slow_fd);
+    }
     else if (a == "--only") {
       std::stringstream list(next());
       for (std::string x; std::getline(list, x, ',');) o.only.push_back(x);
     } else {
-      std::fprintf(stderr, "usage: %s [--seconds S] [--streams N] [--only direct,nginx,sluice]\n", argv[0]);
+      std::fprintf(stderr,
+                   "usage: %s [--seconds S] [--streams N] [--only direct,nginx,sluice]\n"
+                   "       %s --mock FAST_PORT SLOW_PORT   (the mock backend alone)\n",
+                   argv[0], argv[0]);
       return 2;
     }
   }
