@@ -25,7 +25,7 @@ constexpr Millis kDoneGrace{1000};  // after [DONE], how long the end of the HTT
 constexpr std::size_t kReadChunk = 16u << 10;
 // A stream's buffers start small (thousands of slow streams hold one each) and double, up to kBurstBuffer,
 // while reads keep filling them (a fast backend's burst then takes one read, one parse, one client write).
-constexpr std::size_t kStreamBufferStart = 2u << 10;
+constexpr std::size_t kStreamBufferStart = 1u << 10;
 constexpr std::size_t kBurstBuffer = 64u << 10;
 
 // A backend may quote the credentials it was sent ("Incorrect API key provided: …", an echoed header):
@@ -353,6 +353,7 @@ asio::awaitable<void> Exchange::relay_stream(Stream& up, Connection& conn, Parse
   } else if (client_left("waiting")) {
     co_return;
   }
+  head.clear();  // its fields are sent: their memory goes back now, not when the stream ends
 
   struct StreamGauge {  // sluice_active_streams counts this relay while it runs
     observe::Metrics* m;
