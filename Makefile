@@ -15,17 +15,22 @@ DEB_PACKAGES := g++ cmake ninja-build ccache make pkg-config openssl curl \
 FUZZ_PACKAGES := clang libclang-rt-14-dev llvm-14 cmake ninja-build ccache libyaml-cpp-dev rapidjson-dev
 FUZZ_SECONDS ?= 20
 
+# The benchmark's reference and tools (`make bench`): nginx as the plain reverse proxy Sluice is measured
+# against, wrk for cross-checks by hand, perf and valgrind for profiling (see docs/benchmarks.md).
+BENCH_PACKAGES := nginx wrk linux-perf valgrind
+
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps fuzz-deps build run test bench soak test-sanitize sanitize-one fuzz clean
+.PHONY: all deps fuzz-deps bench-deps build run test bench soak test-sanitize sanitize-one fuzz clean
 
 all: build
 
 ## deps: install the Debian packages (idempotent, silent when all are present)
-## fuzz-deps: the same for the fuzzing toolchain
+## fuzz-deps: the same for the fuzzing toolchain; bench-deps: for the benchmark (nginx, wrk, perf, valgrind)
 deps: PACKAGES = $(DEB_PACKAGES)
 fuzz-deps: PACKAGES = $(FUZZ_PACKAGES)
-deps fuzz-deps:
+bench-deps: PACKAGES = $(BENCH_PACKAGES)
+deps fuzz-deps bench-deps:
 	@missing=$$(for p in $(PACKAGES); do \
 	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || echo $$p; \
 	  done); \
@@ -50,9 +55,12 @@ run: build
 test: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) --timeout 300
 
-## bench: the benchmark programs (print tables)
-bench: build
-	@for b in $(BUILD_DIR)/bench_*; do [ -x "$$b" ] && "$$b"; done
+## bench: Sluice next to nginx and the direct path (bench_proxy, issue 7's table), then the relay's own figures
+## (bench_relay). BENCH_SECONDS sets the seconds per measure (default 5).
+BENCH_SECONDS ?= 5
+bench: build bench-deps
+	./$(BUILD_DIR)/bench_proxy --seconds $(BENCH_SECONDS)
+	./$(BUILD_DIR)/bench_relay
 
 ## soak: the binary under mixed load for SOAK_SECONDS (default 180), then accounts, descriptors and memory checked
 SOAK_SECONDS ?= 180
