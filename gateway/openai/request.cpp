@@ -83,13 +83,9 @@ bool json_depth_within(std::string_view json, int max_depth) {
 }
 
 std::variant<ClientRequest, ApiError> inspect_request(Endpoint endpoint, std::string_view body) {
-  ClientRequest req;
-  req.endpoint = endpoint;
   // Chunks of about what the document will need (its strings are copies of the body's, plus ~24 bytes a value).
-  auto pool = std::make_unique<rapidjson::MemoryPoolAllocator<>>(
-      std::clamp<std::size_t>(body.size() * 2, ClientRequest::kDocumentChunk, 64u << 10));
-  req.doc = rapidjson::Document(pool.get());  // the old pool is released only once nothing points to it
-  req.pool = std::move(pool);
+  ClientRequest req(std::clamp<std::size_t>(body.size() * 2, ClientRequest::kDocumentChunk, 64u << 10));
+  req.endpoint = endpoint;
   auto& doc = req.doc;
   if (!json_depth_within(body))
     return invalid_request("the JSON body nests deeper than " + std::to_string(kMaxJsonDepth) + " levels",

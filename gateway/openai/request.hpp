@@ -30,11 +30,14 @@ struct ClientRequest {
   // The parsed body, for rewriting; it lives as long as the request (a stream's minutes). Its pool takes
   // memory in chunks sized to the body (RapidJSON's default first chunk is 64 KiB, which 2,000 concurrent
   // streams turned into 125 MiB). Held by pointer so the document's view of it survives a move.
-  std::unique_ptr<rapidjson::MemoryPoolAllocator<>> pool =
-      std::make_unique<rapidjson::MemoryPoolAllocator<>>(kDocumentChunk);
-  rapidjson::Document doc{pool.get()};
+  std::unique_ptr<rapidjson::MemoryPoolAllocator<>> pool;
+  rapidjson::Document doc;
 
   static constexpr std::size_t kDocumentChunk = 1024;
+  ClientRequest() : ClientRequest(kDocumentChunk) {}
+  /// `chunk`: the pool's chunk size (inspect_request sizes it to the body).
+  explicit ClientRequest(std::size_t chunk)
+      : pool(std::make_unique<rapidjson::MemoryPoolAllocator<>>(chunk)), doc(pool.get()) {}
 };
 
 /// Deepest nesting of arrays/objects a body may have. JSON libraries recurse per level, so an

@@ -365,6 +365,14 @@ struct Response {
     event.clear();
   }
 
+  // Up to `left` body bytes from `in` at `at`.
+  void take_body(const std::string& in, std::size_t& at) {
+    std::size_t take = std::min(left, in.size() - at);
+    body_bytes(in.data() + at, take);
+    at += take;
+    left -= take;
+  }
+
   // Consumes what it can of `in` from `at`; returns false on a malformed response.
   bool feed(const std::string& in, std::size_t& at) {
     while (at < in.size() && state != State::done) {
@@ -389,10 +397,7 @@ struct Response {
           break;
         }
         case State::length: {
-          std::size_t take = std::min(left, in.size() - at);
-          body_bytes(in.data() + at, take);
-          at += take;
-          left -= take;
+          take_body(in, at);
           if (!left) {
             if (!event.empty()) end_event();
             state = State::done;
@@ -408,10 +413,7 @@ struct Response {
           break;
         }
         case State::chunk_data: {
-          std::size_t take = std::min(left, in.size() - at);
-          body_bytes(in.data() + at, take);
-          at += take;
-          left -= take;
+          take_body(in, at);
           if (!left) state = State::chunk_crlf;
           break;
         }
