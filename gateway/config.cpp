@@ -337,10 +337,14 @@ void read_server(Reader& r, const YAML::Node& n, ServerConfig& s) {
 }
 
 void read_log(Reader& r, const YAML::Node& n, LogConfig& l) {
-  if (!r.check_map(n, "log", {"level", "format", "access_log"})) return;
+  if (!r.check_map(n, "log", {"level", "format", "access_log", "access_buffer", "access_flush"})) return;
   r.string_at(n, "level", "log", l.level);
   r.string_at(n, "format", "log", l.format);
   r.bool_at(n, "access_log", "log", l.access_log);
+  r.size_at(n, "access_buffer", "log", l.access_buffer);
+  r.duration_at(n, "access_flush", "log", l.access_flush);
+  if (l.access_buffer > (16u << 20)) r.error("log.access_buffer", "must be at most 16MiB");
+  if (l.access_flush.count() <= 0) r.error("log.access_flush", "must be longer than 0");
   static const std::set<std::string> levels{"trace", "debug", "info", "warn", "error", "off"};
   if (!levels.count(l.level)) r.error("log.level", "must be one of trace, debug, info, warn, error, off");
   if (l.format != "json" && l.format != "text") r.error("log.format", "must be json or text");

@@ -36,6 +36,10 @@ struct LogConfig {
   std::string level = "info";   // trace|debug|info|warn|error|off
   std::string format = "json";  // json|text
   bool access_log = true;
+  // Access lines are gathered per worker and written together when this many bytes are waiting, or after
+  // access_flush at the latest (like nginx's `access_log ... buffer=64k flush=1s`); 0: each line at once.
+  std::uint64_t access_buffer = 0;
+  Millis access_flush{1'000};
 };
 
 enum class Dialect { openai, vllm, sglang, llamacpp, tgi, qubrid, simulator };

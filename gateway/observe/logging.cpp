@@ -6,16 +6,49 @@
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <unistd.h>
+
 #include <atomic>
+#include <cerrno>
 #include <ctime>
+#include <mutex>
 
 namespace sluice::observe {
 namespace {
 
 std::atomic<bool> g_access_enabled{true};
-std::shared_ptr<spdlog::logger> g_access;
+std::atomic<std::size_t> g_access_buffer{0};
+std::mutex g_stdout;  // taken per write(2) of gathered lines, never per request when buffering
 
 using Writer = rapidjson::Writer<rapidjson::StringBuffer>;
+
+void write_stdout(const std::string& text) {
+  std::lock_guard lock(g_stdout);
+  std::size_t at = 0;
+  while (at < text.size()) {
+    ssize_t n = ::write(STDOUT_FILENO, text.data() + at, text.size() - at);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return;  // stdout is gone: the lines are dropped, the gateway goes on
+    at += static_cast<std::size_t>(n);
+  }
+}
+
+/// One worker's access lines not yet written; written by the thread that gathered them.
+struct AccessLines {
+  std::string text;
+  rapidjson::StringBuffer json;  // reused for each record
+  void flush() {
+    if (text.empty()) return;
+    write_stdout(text);
+    text.clear();
+  }
+  ~AccessLines() { flush(); }
+};
+
+AccessLines& lines() {
+  thread_local AccessLines l;
+  return l;
+}
 
 void put(Writer& w, const char* key, std::string_view v) {
   w.Key(key);
@@ -60,14 +93,13 @@ void setup_logging(const LogConfig& cfg) {
   logger->flush_on(spdlog::level::info);
   spdlog::set_default_logger(logger);
 
-  g_access = std::make_shared<spdlog::logger>("access", std::make_shared<spdlog::sinks::stdout_sink_mt>());
-  g_access->set_pattern("%v");
-  g_access->flush_on(spdlog::level::info);
   g_access_enabled = cfg.access_log;
+  g_access_buffer = static_cast<std::size_t>(cfg.access_buffer);
 }
 
-std::string access_json(const AccessRecord& r) {
-  rapidjson::StringBuffer sb;
+namespace {
+
+void write_access(const AccessRecord& r, rapidjson::StringBuffer& sb) {
   Writer w(sb);
   w.StartObject();
   put(w, "type", "access");
@@ -121,12 +153,28 @@ std::string access_json(const AccessRecord& r) {
   if (!r.error.empty()) put(w, "error", r.error);
   if (!r.rate_limit.empty()) put(w, "rate_limit", r.rate_limit);
   w.EndObject();
+}
+
+}  // namespace
+
+std::string access_json(const AccessRecord& r) {
+  rapidjson::StringBuffer sb;
+  write_access(r, sb);
   return std::string(sb.GetString(), sb.GetSize());
 }
 
 void log_access(const AccessRecord& r) {
-  if (!g_access_enabled || !g_access) return;
-  g_access->info(access_json(r));
+  if (!g_access_enabled) return;
+  auto& l = lines();
+  l.json.Clear();
+  write_access(r, l.json);
+  l.text.append(l.json.GetString(), l.json.GetSize());
+  l.text.push_back('\n');
+  if (l.text.size() >= g_access_buffer.load(std::memory_order_relaxed)) l.flush();
+}
+
+void flush_access_log() {
+  lines().flush();
 }
 
 }  // namespace sluice::observe

@@ -8,7 +8,7 @@
 
 namespace sluice::observe {
 
-/// Configures the default logger (stderr) and the access logger (stdout).
+/// Configures the default logger (stderr) and the access log (stdout, one JSON line per request).
 void setup_logging(const LogConfig& cfg);
 
 /// What one request did, for the access log.
@@ -41,7 +41,12 @@ struct AccessRecord {
 /// Serialises a record as one JSON object (no newline).
 std::string access_json(const AccessRecord& r);
 
-/// Writes the record to the access log (when enabled).
+/// Writes the record to the access log (when enabled): at once, or gathered with the calling thread's other
+/// lines when `log.access_buffer` is set.
 void log_access(const AccessRecord& r);
+
+/// Writes the calling thread's gathered access lines (each worker does so every `log.access_flush`, and as
+/// it stops).
+void flush_access_log();
 
 }  // namespace sluice::observe

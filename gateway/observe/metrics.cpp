@@ -13,11 +13,57 @@
 #include <fstream>
 #include <iterator>
 #include <sstream>
+#include <atomic>
+#include <map>
 #include <mutex>
+#include <unordered_map>
 
 namespace sluice::observe {
 
+namespace {
+
+std::uint64_t next_id() {
+  static std::atomic<std::uint64_t> ids{0};
+  return ++ids;
+}
+
+using Label = std::pair<const char*, std::string_view>;
+
+/// Family::Add builds a label map and looks it up under the family's mutex (shared by every worker) on
+/// each call. Each thread finds a label set's child that way once, then in a table of its own: the request
+/// path records its metrics without a lock or an allocation. Children are never removed, so the pointers
+/// stay valid for the life of their registry.
+struct ChildTable {
+  std::unordered_map<std::string, void*> children;
+  std::string key;  // reused: built for each lookup
+};
+
+template <class T, class... Extra>
+T& child(std::uint64_t owner, prometheus::Family<T>& family, std::initializer_list<Label> labels,
+         const Extra&... extra) {
+  thread_local ChildTable table;
+  auto& key = table.key;
+  key.clear();
+  const void* f = &family;
+  key.append(reinterpret_cast<const char*>(&owner), sizeof owner);
+  key.append(reinterpret_cast<const char*>(&f), sizeof f);
+  for (const auto& [name, value] : labels) {
+    const auto size = static_cast<std::uint32_t>(value.size());  // length-prefixed: no value can forge another
+    key.append(reinterpret_cast<const char*>(&size), sizeof size);
+    key.append(value);
+  }
+  if (auto it = table.children.find(key); it != table.children.end()) return *static_cast<T*>(it->second);
+  std::map<std::string, std::string> map;
+  for (const auto& [name, value] : labels) map.emplace(name, std::string(value));
+  T& made = family.Add(map, extra...);
+  table.children.emplace(key, &made);
+  return made;
+}
+
+}  // namespace
+
 struct Metrics::Impl {
+  const std::uint64_t id = next_id();  // tells apart the children of each Metrics in the per-thread tables
   std::shared_ptr<prometheus::Registry> registry = std::make_shared<prometheus::Registry>();
   prometheus::Family<prometheus::Counter>& requests = prometheus::BuildCounter()
                                                           .Name("sluice_requests_total")
@@ -152,63 +198,65 @@ struct Metrics::Impl {
                                    .Add({});
 
   // Request durations of LLM work range from milliseconds (cache hits, errors) to minutes (long generations).
-  static prometheus::Histogram::BucketBoundaries duration_buckets() {
-    return {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600};
+  static const prometheus::Histogram::BucketBoundaries& duration_buckets() {
+    static const prometheus::Histogram::BucketBoundaries b{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600};
+    return b;
   }
-  static prometheus::Histogram::BucketBoundaries ttft_buckets() {
-    return {0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60};
+  static const prometheus::Histogram::BucketBoundaries& ttft_buckets() {
+    static const prometheus::Histogram::BucketBoundaries b{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60};
+    return b;
   }
-  static prometheus::Histogram::BucketBoundaries tpot_buckets() {
-    return {0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1, 2};
+  static const prometheus::Histogram::BucketBoundaries& tpot_buckets() {
+    static const prometheus::Histogram::BucketBoundaries b{0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1, 2};
+    return b;
   }
-  static prometheus::Histogram::BucketBoundaries speed_buckets() {
-    return {1, 5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 1000, 2000};
+  static const prometheus::Histogram::BucketBoundaries& speed_buckets() {
+    static const prometheus::Histogram::BucketBoundaries b{1, 5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 1000, 2000};
+    return b;
   }
-  static prometheus::Histogram::BucketBoundaries overhead_buckets() {
-    return {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1};
+  static const prometheus::Histogram::BucketBoundaries& overhead_buckets() {
+    static const prometheus::Histogram::BucketBoundaries b{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1};
+    return b;
   }
 };
 
 Metrics::Metrics() : impl_(std::make_unique<Impl>()) {}
 Metrics::~Metrics() = default;
 
-static std::string s(std::string_view v) {
-  return std::string(v);
-}
-
 void Metrics::request_done(std::string_view endpoint, std::string_view model, std::string_view backend,
                            std::string_view key, int code, double seconds) {
-  impl_->requests
-      .Add({{"endpoint", s(endpoint)},
-            {"model", s(model)},
-            {"backend", s(backend)},
-            {"key", s(key)},
-            {"code", std::to_string(code)}})
+  char code_text[12];
+  const int code_len = std::snprintf(code_text, sizeof code_text, "%d", code);
+  child(impl_->id, impl_->requests,
+        {{"endpoint", endpoint},
+         {"model", model},
+         {"backend", backend},
+         {"key", key},
+         {"code", std::string_view(code_text, static_cast<std::size_t>(code_len))}})
       .Increment();
-  impl_->duration
-      .Add({{"endpoint", s(endpoint)}, {"model", s(model)}, {"backend", s(backend)}},
-           Impl::duration_buckets())
+  child(impl_->id, impl_->duration, {{"endpoint", endpoint}, {"model", model}, {"backend", backend}},
+        Impl::duration_buckets())
       .Observe(seconds);
 }
 
 void Metrics::tokens(std::string_view model, std::string_view backend, std::string_view key,
                      std::uint64_t input, std::uint64_t output) {
-  impl_->token_count.Add({{"model", s(model)}, {"backend", s(backend)}, {"key", s(key)}, {"type", "input"}})
+  child(impl_->id, impl_->token_count, {{"model", model}, {"backend", backend}, {"key", key}, {"type", "input"}})
       .Increment(static_cast<double>(input));
-  impl_->token_count.Add({{"model", s(model)}, {"backend", s(backend)}, {"key", s(key)}, {"type", "output"}})
+  child(impl_->id, impl_->token_count, {{"model", model}, {"backend", backend}, {"key", key}, {"type", "output"}})
       .Increment(static_cast<double>(output));
 }
 
 void Metrics::time_to_first_token(std::string_view model, std::string_view backend, double seconds) {
-  impl_->ttft.Add({{"model", s(model)}, {"backend", s(backend)}}, Impl::ttft_buckets()).Observe(seconds);
+  child(impl_->id, impl_->ttft, {{"model", model}, {"backend", backend}}, Impl::ttft_buckets()).Observe(seconds);
 }
 
 void Metrics::upstream_error(std::string_view backend, std::string_view reason) {
-  impl_->upstream_errors.Add({{"backend", s(backend)}, {"reason", s(reason)}}).Increment();
+  child(impl_->id, impl_->upstream_errors, {{"backend", backend}, {"reason", reason}}).Increment();
 }
 
 void Metrics::client_disconnect(std::string_view phase) {
-  impl_->disconnects.Add({{"phase", s(phase)}}).Increment();
+  child(impl_->id, impl_->disconnects, {{"phase", phase}}).Increment();
 }
 
 void Metrics::active_streams(int delta) {
@@ -216,35 +264,35 @@ void Metrics::active_streams(int delta) {
 }
 
 void Metrics::fallback(std::string_view model, std::string_view from, std::string_view to) {
-  impl_->fallbacks.Add({{"model", s(model)}, {"from", s(from)}, {"to", s(to)}}).Increment();
+  child(impl_->id, impl_->fallbacks, {{"model", model}, {"from", from}, {"to", to}}).Increment();
 }
 
 void Metrics::backend_up(std::string_view backend, bool is_up) {
-  impl_->up.Add({{"backend", s(backend)}}).Set(is_up ? 1 : 0);
+  child(impl_->id, impl_->up, {{"backend", backend}}).Set(is_up ? 1 : 0);
 }
 
 void Metrics::inflight(std::string_view model, std::string_view backend, int delta) {
-  impl_->in_flight.Add({{"model", s(model)}, {"backend", s(backend)}}).Increment(delta);
+  child(impl_->id, impl_->in_flight, {{"model", model}, {"backend", backend}}).Increment(delta);
 }
 
 void Metrics::estimated_tokens(std::string_view model, std::string_view backend, std::uint64_t output) {
-  impl_->estimated.Add({{"model", s(model)}, {"backend", s(backend)}}).Increment(static_cast<double>(output));
+  child(impl_->id, impl_->estimated, {{"model", model}, {"backend", backend}}).Increment(static_cast<double>(output));
 }
 
 void Metrics::token_pacing(std::string_view model, std::string_view backend, double seconds_per_token) {
-  impl_->tpot.Add({{"model", s(model)}, {"backend", s(backend)}}, Impl::tpot_buckets())
+  child(impl_->id, impl_->tpot, {{"model", model}, {"backend", backend}}, Impl::tpot_buckets())
       .Observe(seconds_per_token);
   if (seconds_per_token > 0)
-    impl_->decode_speed.Add({{"model", s(model)}, {"backend", s(backend)}}, Impl::speed_buckets())
+    child(impl_->id, impl_->decode_speed, {{"model", model}, {"backend", backend}}, Impl::speed_buckets())
         .Observe(1.0 / seconds_per_token);
 }
 
 void Metrics::rate_limited(std::string_view key, std::string_view limit) {
-  impl_->rate_limited.Add({{"key", s(key)}, {"limit", s(limit)}}).Increment();
+  child(impl_->id, impl_->rate_limited, {{"key", key}, {"limit", limit}}).Increment();
 }
 
 void Metrics::budget_remaining(std::string_view key, std::uint64_t tokens) {
-  impl_->budget_left.Add({{"key", s(key)}}).Set(static_cast<double>(tokens));
+  child(impl_->id, impl_->budget_left, {{"key", key}}).Set(static_cast<double>(tokens));
 }
 
 void Metrics::redis_state(bool is_up, std::uint64_t outages) {
@@ -255,11 +303,11 @@ void Metrics::redis_state(bool is_up, std::uint64_t outages) {
 }
 
 void Metrics::redis_error(std::string_view op) {
-  impl_->redis_errors.Add({{"op", s(op)}}).Increment();
+  child(impl_->id, impl_->redis_errors, {{"op", op}}).Increment();
 }
 
 void Metrics::cache_lookup(std::string_view result) {
-  impl_->cache_lookups.Add({{"result", s(result)}}).Increment();
+  child(impl_->id, impl_->cache_lookups, {{"result", result}}).Increment();
 }
 
 void Metrics::cache_stored(std::uint64_t bytes, std::size_t evicted) {
@@ -268,7 +316,7 @@ void Metrics::cache_stored(std::uint64_t bytes, std::size_t evicted) {
 }
 
 void Metrics::coalesced(std::string_view model) {
-  impl_->coalesced.Add({{"model", s(model)}}).Increment();
+  child(impl_->id, impl_->coalesced, {{"model", model}}).Increment();
 }
 
 void Metrics::client_connections(int delta) {
@@ -276,11 +324,11 @@ void Metrics::client_connections(int delta) {
 }
 
 void Metrics::client_rejected(std::string_view reason) {
-  impl_->client_rejections.Add({{"reason", s(reason)}}).Increment();
+  child(impl_->id, impl_->client_rejections, {{"reason", reason}}).Increment();
 }
 
 void Metrics::queued(std::string_view backend, int delta) {
-  impl_->queue_depth.Add({{"backend", s(backend)}}).Increment(delta);
+  child(impl_->id, impl_->queue_depth, {{"backend", backend}}).Increment(delta);
 }
 
 void Metrics::declare(const Config& config) {
@@ -317,7 +365,7 @@ void Metrics::declare(const Config& config) {
 }
 
 void Metrics::overhead(std::string_view endpoint, double seconds) {
-  impl_->overhead_family.Add({{"endpoint", s(endpoint)}}, Impl::overhead_buckets()).Observe(seconds);
+  child(impl_->id, impl_->overhead_family, {{"endpoint", endpoint}}, Impl::overhead_buckets()).Observe(seconds);
 }
 
 namespace {

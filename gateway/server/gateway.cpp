@@ -11,6 +11,7 @@
 #include <thread>
 #include <unordered_set>
 
+#include "observe/logging.hpp"
 #include "openai/dialect.hpp"
 #include "server/routes.hpp"
 #include "simulator/simulator.hpp"
@@ -64,6 +65,17 @@ std::string peer_of(const tcp::socket& s) {
   error_code ec;
   auto ep = s.remote_endpoint(ec);
   return ec ? std::string("?") : ep.address().to_string() + ":" + std::to_string(ep.port());
+}
+
+// Gathered access lines reach stdout within `every`, however quiet the worker is.
+asio::awaitable<void> flush_access_lines(asio::io_context& ctx, Millis every) {
+  asio::steady_timer t(ctx);
+  for (;;) {
+    t.expires_after(every);
+    auto [ec] = co_await t.async_wait(use_nothrow);
+    observe::flush_access_log();
+    if (ec) co_return;
+  }
 }
 
 // After an error reply on a connection that may still carry unread request bytes, read and discard
@@ -559,7 +571,13 @@ void Gateway::start() {
   for (auto& w : d.workers)
     if (w->local.redis) asio::post(w->ctx, [r = w->local.redis.get()] { r->start(); });
   asio::co_spawn(home, d.admin_accept_loop(), asio::detached);
-  for (auto& w : d.workers) w->thread = std::thread([&ctx = w->ctx] { ctx.run(); });
+  if (d.config.log.access_log && d.config.log.access_buffer > 0)
+    for (auto& w : d.workers) asio::co_spawn(w->ctx, flush_access_lines(w->ctx, d.config.log.access_flush), asio::detached);
+  for (auto& w : d.workers)
+    w->thread = std::thread([&ctx = w->ctx] {
+      ctx.run();
+      observe::flush_access_log();  // what this worker gathered last
+    });
   spdlog::info("sluice {} listening on {}:{} (admin {}:{}), {} worker(s), {} backend(s), {} model(s)",
                SLUICE_VERSION, d.config.server.listen.host, d.port, d.config.server.admin_listen.host,
                d.admin_port, n, d.urls.size(), d.config.models.size());

@@ -857,7 +857,7 @@ std::string sluice_config(std::uint16_t port, std::uint16_t admin, std::uint16_t
   };
   return "server:\n  listen: 127.0.0.1:" + std::to_string(port) + "\n  admin_listen: 127.0.0.1:" +
          std::to_string(admin) + "\n  workers: 1\n  max_connections: 20000\n" +
-         "log: { level: info, format: json }\n"
+         "log: { level: info, format: json, access_buffer: 64KiB, access_flush: 1s }\n"  // as nginx: buffer=64k
          "cache: { max_bytes: 64MiB, default_ttl: 10m, scope: key }\n"
          "backends:\n" +
          backend("fast", fast) + backend("slow", slow) +

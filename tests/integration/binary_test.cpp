@@ -169,6 +169,60 @@ TEST(Binary, ShippedConfigAnswersTheReadmeCurlOffline) {
   EXPECT_EQ(gw.child.err().find("sk-sluice-demo"), std::string::npos);
 }
 
+namespace {
+
+std::size_t access_lines(const std::string& out) {
+  std::size_t n = 0;
+  for (auto at = out.find("\"type\":\"access\""); at != std::string::npos; at = out.find("\"type\":\"access\"", at + 1))
+    ++n;
+  return n;
+}
+
+std::string buffered_access_config(const TempDir& dir, const std::string& flush) {
+  auto yaml = replace_all(read_file(shipped_config_on_free_ports(dir)), "  format: json\n",
+                          "  format: json\n  access_buffer: 64KiB\n  access_flush: " + flush + "\n");
+  return dir.write("buffered.yaml", yaml);
+}
+
+const std::string kQuickChat = R"({"model":"demo","messages":[{"role":"user","content":"Hello!"}],"simulator":{"ttft":0}})";
+
+}  // namespace
+
+// log.access_buffer gathers a worker's lines; they reach stdout within access_flush however quiet it is.
+TEST(Binary, BufferedAccessLogIsWrittenWithinTheFlushInterval) {
+  TempDir dir;
+  RunningGateway gw(buffered_access_config(dir, "300ms"));
+  ASSERT_NE(gw.port, 0) << gw.child.err();
+  for (int i = 0; i < 10; ++i) ASSERT_EQ(post_json(gw.port, "/v1/chat/completions", kQuickChat, "sk-sluice-demo").status, 200);
+  EXPECT_TRUE(wait_until([&] { return access_lines(gw.child.out()) == 10; }, 10s)) << gw.child.out();
+  gw.child.signal(SIGTERM);
+  EXPECT_EQ(gw.child.wait_exit(), 0);
+  // Whole lines only: every line of stdout is one JSON object.
+  auto out = gw.child.out();
+  std::size_t lines = 0;
+  for (std::size_t at = 0; at < out.size();) {
+    auto end = out.find('\n', at);
+    ASSERT_NE(end, std::string::npos) << "unterminated line: " << out.substr(at);
+    EXPECT_EQ(out[at], '{');
+    EXPECT_EQ(out[end - 1], '}');
+    ++lines;
+    at = end + 1;
+  }
+  EXPECT_EQ(lines, 10u);
+}
+
+// Lines still gathered when the gateway stops are written before it exits.
+TEST(Binary, BufferedAccessLogIsWrittenWhenTheGatewayStops) {
+  TempDir dir;
+  RunningGateway gw(buffered_access_config(dir, "10m"));
+  ASSERT_NE(gw.port, 0) << gw.child.err();
+  for (int i = 0; i < 12; ++i) ASSERT_EQ(post_json(gw.port, "/v1/chat/completions", kQuickChat, "sk-sluice-demo").status, 200);
+  EXPECT_EQ(access_lines(gw.child.out()), 0u);  // 12 lines are far from 64 KiB, and 10 minutes from now
+  gw.child.signal(SIGTERM);
+  EXPECT_EQ(gw.child.wait_exit(), 0);
+  EXPECT_EQ(access_lines(gw.child.out()), 12u) << gw.child.out();
+}
+
 TEST(Binary, SigtermLetsAnOpenStreamFinish) {
   TempDir dir;
   auto yaml = read_file(shipped_config_on_free_ports(dir));

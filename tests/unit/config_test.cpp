@@ -168,6 +168,7 @@ TEST(ConfigTest, Defaults) {
   EXPECT_EQ(c.log.level, "info");
   EXPECT_EQ(c.log.format, "json");
   EXPECT_TRUE(c.log.access_log);
+  EXPECT_EQ(c.log.access_buffer, 0u);  // each access line written at once unless asked otherwise
   EXPECT_EQ(c.store, "memory");
   EXPECT_TRUE(c.auth_required);
   EXPECT_EQ(c.cache.max_bytes, 256ull << 20);
@@ -280,6 +281,12 @@ TEST(ConfigTest, BadSizeAndNumbers) {
   load_error(std::string(kMinimal) + "server: { workers: -1 }\n", "server.workers");
   load_error(std::string(kMinimal) + "server: { workers: many }\n", "server.workers");
   load_error(std::string(kMinimal) + "log: { access_log: maybe }\n", "log.access_log");
+  auto buffered = load_ok(std::string(kMinimal) + "log: { access_buffer: 64KiB, access_flush: 2s }\n");
+  EXPECT_EQ(buffered.log.access_buffer, 64u << 10);
+  EXPECT_EQ(buffered.log.access_flush, 2s);
+  load_error(std::string(kMinimal) + "log: { access_buffer: lots }\n", "log.access_buffer");
+  load_error(std::string(kMinimal) + "log: { access_buffer: 1GiB }\n", "log.access_buffer");
+  load_error(std::string(kMinimal) + "log: { access_flush: 0s }\n", "log.access_flush");
   load_error(std::string(kMinimal) + "log: { level: verbose }\n", "log.level");
 }
 
