@@ -6,6 +6,88 @@
 
 namespace sluice {
 
+namespace {
+
+// "HTTP/1.1 200 ", as Beast writes it.
+std::string_view status_line_start(unsigned version, unsigned code) {
+  thread_local char buf[13];
+  buf[0] = 'H', buf[1] = 'T', buf[2] = 'T', buf[3] = 'P', buf[4] = '/';
+  buf[5] = static_cast<char>('0' + version / 10);
+  buf[6] = '.';
+  buf[7] = static_cast<char>('0' + version % 10);
+  buf[8] = ' ';
+  buf[9] = static_cast<char>('0' + code / 100 % 10);
+  buf[10] = static_cast<char>('0' + code / 10 % 10);
+  buf[11] = static_cast<char>('0' + code % 10);
+  buf[12] = ' ';
+  return {buf, sizeof buf};
+}
+
+}  // namespace
+
+WireHead WireHead::response(unsigned version, unsigned status) {
+  WireHead h;
+  h.text_.reserve(512);
+  h.text_ += status_line_start(version, status);
+  auto reason = http::obsolete_reason(static_cast<http::status>(status));
+  h.text_.append(reason.data(), reason.size());
+  h.text_ += "\r\n";
+  return h;
+}
+
+WireHead WireHead::request(std::string_view method, std::string_view target) {
+  WireHead h;
+  h.text_.reserve(512);
+  h.text_.append(method);
+  h.text_ += ' ';
+  h.text_.append(target);
+  h.text_ += " HTTP/1.1\r\n";
+  return h;
+}
+
+WireHead& WireHead::field(std::string_view name, std::string_view value) {
+  text_.append(name);
+  text_ += ": ";
+  text_.append(value);
+  text_ += "\r\n";
+  return *this;
+}
+
+WireHead& WireHead::connection(unsigned version, bool keep_alive) {
+  if (version >= 11 && !keep_alive) return field("Connection", "close");
+  if (version < 11 && keep_alive) return field("Connection", "keep-alive");
+  return *this;
+}
+
+std::string WireHead::finish(std::optional<std::size_t> content_length) {
+  if (content_length) {
+    char n[24];
+    std::snprintf(n, sizeof n, "%zu", *content_length);
+    field("Content-Length", n);
+  }
+  text_ += "\r\n";
+  return std::move(text_);
+}
+
+std::string wire_head(const StringResponse& res) {
+  std::string out;
+  out.reserve(512);
+  out += status_line_start(res.version(), res.result_int());
+  auto reason = res.reason();
+  out.append(reason.data(), reason.size());
+  out += "\r\n";
+  for (const auto& f : res) {
+    auto name = f.name_string();
+    auto value = f.value();
+    out.append(name.data(), name.size());
+    out += ": ";
+    out.append(value.data(), value.size());
+    out += "\r\n";
+  }
+  out += "\r\n";
+  return out;
+}
+
 StringResponse json_response(http::status status, std::string body, unsigned version, bool keep_alive) {
   StringResponse res{status, version};
   res.set(http::field::server, "sluice");

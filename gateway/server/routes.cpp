@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <array>
+#include <boost/asio/write.hpp>
 #include <random>
 
 #include "duration.hpp"
@@ -42,7 +44,9 @@ struct Reply {
       for (const auto& [name, value] : *extra) res.set(name, value);
     if (services.draining) res.keep_alive(false);
     stream.expires_after(std::chrono::seconds(30));
-    auto [ec, n] = co_await http::async_write(stream, res, use_nothrow);
+    const std::string head = wire_head(res);
+    const std::array<asio::const_buffer, 2> out{asio::buffer(head), asio::buffer(res.body())};
+    auto [ec, n] = co_await asio::async_write(stream, out, use_nothrow);
     log.status = res.result_int();
     log.bytes_out += n;
     co_return !ec && res.keep_alive();

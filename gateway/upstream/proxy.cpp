@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
 
+#include <array>
 #include <boost/asio/write.hpp>
 #include <cerrno>
 #include <cstring>
@@ -95,37 +96,50 @@ int client_status_for_backend(int status) {
 
 /// The response head of a relayed stream (chunked for HTTP/1.1 clients; HTTP/1.0 ones get it delimited by
 /// closing the connection).
-http::response<http::empty_body> stream_head(const ForwardRequest& fr, const std::string& overhead_ms) {
+std::string stream_head(const ForwardRequest& fr, const std::string& overhead_ms) {
   const bool chunked = fr.client_version >= 11;
-  http::response<http::empty_body> head{http::status::ok, fr.client_version};
-  head.set(http::field::server, "sluice");
-  head.set(http::field::content_type, "text/event-stream");
-  head.set(http::field::cache_control, "no-cache");
-  head.set("x-accel-buffering", "no");
-  head.set("x-request-id", fr.request_id);
-  head.set("x-sluice-overhead-ms", overhead_ms);
+  auto head = WireHead::response(fr.client_version, 200);
+  head.field("Server", "sluice")
+      .field("Content-Type", "text/event-stream")
+      .field("Cache-Control", "no-cache")
+      .field("x-accel-buffering", "no")
+      .field("x-request-id", fr.request_id)
+      .field("x-sluice-overhead-ms", overhead_ms);
   if (fr.headers)
-    for (const auto& [name, value] : *fr.headers) head.set(name, value);
-  head.keep_alive(chunked && fr.client_keep_alive);
-  if (chunked) head.chunked(true);
-  return head;
+    for (const auto& [name, value] : *fr.headers) head.field(name, value);
+  head.connection(fr.client_version, chunked && fr.client_keep_alive);
+  if (chunked) head.field("Transfer-Encoding", "chunked");
+  return head.finish(std::nullopt);
 }
 
-/// A whole JSON (or replayed SSE) answer for the client.
-StringResponse whole_answer(const ForwardRequest& fr, std::string body, bool sse, const std::string& overhead_ms) {
-  StringResponse res{http::status::ok, fr.client_version};
-  res.set(http::field::server, "sluice");
-  res.set(http::field::content_type, sse ? "text/event-stream" : "application/json");
-  if (sse) res.set(http::field::cache_control, "no-cache");
-  res.set("x-request-id", fr.request_id);
-  res.set("x-sluice-overhead-ms", overhead_ms);
+/// A whole JSON (or replayed SSE) answer for the client: its head and body, written together.
+struct WholeAnswer {
+  std::string head;
+  std::string body;
+};
+
+WholeAnswer whole_answer(const ForwardRequest& fr, std::string body, bool sse, const std::string& overhead_ms) {
+  auto head = WireHead::response(fr.client_version, 200);
+  head.field("Server", "sluice").field("Content-Type", sse ? "text/event-stream" : "application/json");
+  if (sse) head.field("Cache-Control", "no-cache");
+  head.field("x-request-id", fr.request_id).field("x-sluice-overhead-ms", overhead_ms);
   if (fr.headers)
-    for (const auto& [name, value] : *fr.headers) res.set(name, value);
-  res.keep_alive(fr.client_keep_alive);
-  res.body() = std::move(body);
-  res.prepare_payload();
-  return res;
+    for (const auto& [name, value] : *fr.headers) head.field(name, value);
+  head.connection(fr.client_version, fr.client_keep_alive);
+  return {head.finish(body.size()), std::move(body)};
 }
+
+/// Writes a head and a body in one gathered write.
+asio::awaitable<std::tuple<error_code, std::size_t>> write_answer(beast::tcp_stream& client, const WholeAnswer& a) {
+  const std::array<asio::const_buffer, 2> out{asio::buffer(a.head), asio::buffer(a.body)};
+  co_return co_await asio::async_write(client, out, use_nothrow);
+}
+
+/// The request as it goes upstream: its head, built for the backend, and the client's (rewritten) body.
+struct UpstreamRequest {
+  std::string head;
+  const std::string* body;
+};
 
 /// Writes gathered buffers to a client (as one chunk when `chunked`), dropping a client that stops reading for
 /// `idle`. False when the write failed.
@@ -175,7 +189,7 @@ void token_written(ForwardResult& r, Clock::time_point started) {
 class Exchange {
  public:
   Exchange(beast::tcp_stream& client, BackendPool& pool, const ForwardRequest& fr,
-           const StringRequest& upstream_req, WatchState& st, ForwardResult& result)
+           const UpstreamRequest& upstream_req, WatchState& st, ForwardResult& result)
       : client_(client),
         pool_(pool),
         fr_(fr),
@@ -247,7 +261,7 @@ class Exchange {
   beast::tcp_stream& client_;
   BackendPool& pool_;
   const ForwardRequest& fr_;
-  const StringRequest& req_;
+  const UpstreamRequest& req_;
   WatchState& st_;
   ForwardResult& r_;
   const BackendTimeouts& t_;
@@ -283,7 +297,8 @@ asio::awaitable<void> Exchange::run(Stream& up, Connection& conn, bool reused, b
     arm(lowest, t_.first_token, "first_token");
   else
     arm(lowest, t_.total, "total");
-  auto [wec, wn] = co_await http::async_write(up, req_, use_nothrow);
+  const std::array<asio::const_buffer, 2> request{asio::buffer(req_.head), asio::buffer(*req_.body)};
+  auto [wec, wn] = co_await asio::async_write(up, request, use_nothrow);
   if (client_left("waiting")) co_return;
   if (wec) {
     if (reused && wec != beast::error::timeout)
@@ -342,18 +357,16 @@ asio::awaitable<void> Exchange::relay_stream(Stream& up, Connection& conn, Parse
   auto& lowest = conn.lowest();
   // HTTP/1.0 clients get the stream unchunked, delimited by closing the connection.
   const bool chunked = fr_.client_version >= 11;
-  auto head = stream_head(fr_, overhead_ms(Clock::now()));
-  http::response_serializer<http::empty_body> sr{head};
   r_.stream = true;
   if (!st_.client_gone) {
+    auto head = stream_head(fr_, overhead_ms(Clock::now()));
     client_.expires_after(t_.idle);
-    auto [hec, hn] = co_await http::async_write_header(client_, sr, use_nothrow);
+    auto [hec, hn] = co_await asio::async_write(client_, asio::buffer(head), use_nothrow);
     response_started(hn);
     if (hec && client_write_failed()) co_return;
   } else if (client_left("waiting")) {
     co_return;
   }
-  head.clear();  // its fields are sent: their memory goes back now, not when the stream ends
 
   struct StreamGauge {  // sluice_active_streams counts this relay while it runs
     observe::Metrics* m;
@@ -640,7 +653,7 @@ asio::awaitable<void> Exchange::relay_body(Stream& up, Connection& conn, Parser&
     co_return;
   }
   client_.expires_after(t_.idle);
-  auto [wec, wn] = co_await http::async_write(client_, res, use_nothrow);
+  auto [wec, wn] = co_await write_answer(client_, res);
   response_started(wn);
   if (wec) {
     client_write_failed();
@@ -649,21 +662,17 @@ asio::awaitable<void> Exchange::relay_body(Stream& up, Connection& conn, Parser&
   r_.client_keep_alive = fr_.client_keep_alive;
 }
 
-StringRequest build_upstream_request(const BackendPool& pool, const ForwardRequest& fr) {
-  StringRequest req{http::verb::post, pool.url().target(openai::to_string(fr.endpoint)), 11};
-  req.set(http::field::host, pool.url().host_header());
-  req.set(http::field::user_agent, "sluice/" SLUICE_VERSION);
-  req.set(http::field::content_type, "application/json");
-  req.set(http::field::accept, "application/json, text/event-stream");
-  req.set(http::field::accept_encoding, "identity");  // Sluice relays bytes; it does not decompress
+UpstreamRequest build_upstream_request(const BackendPool& pool, const ForwardRequest& fr) {
+  auto head = WireHead::request("POST", pool.url().target(openai::to_string(fr.endpoint)));
+  head.field("Host", pool.url().host_header())
+      .field("User-Agent", "sluice/" SLUICE_VERSION)
+      .field("Content-Type", "application/json")
+      .field("Accept", "application/json, text/event-stream")
+      .field("Accept-Encoding", "identity");  // Sluice relays bytes; it does not decompress
   // The client's own key never goes upstream; the backend's key comes from config.
-  if (!pool.backend().api_key.empty())
-    req.set(http::field::authorization, "Bearer " + pool.backend().api_key);
-  req.set("x-request-id", fr.request_id);
-  req.keep_alive(true);
-  req.body() = fr.body;
-  req.prepare_payload();
-  return req;
+  if (!pool.backend().api_key.empty()) head.field("Authorization", "Bearer " + pool.backend().api_key);
+  head.field("x-request-id", fr.request_id);
+  return {head.finish(fr.body.size()), &fr.body};
 }
 
 template <class Stream>
@@ -716,7 +725,7 @@ asio::awaitable<ForwardResult> forward(beast::tcp_stream& client, BackendPool& p
   // The client has gone and no follower needs the answer.
   auto abandoned = [&] { return st->client_gone && !(fr.flight && fr.flight->followers() > 0); };
 
-  const StringRequest upstream_req = build_upstream_request(pool, fr);
+  const UpstreamRequest upstream_req = build_upstream_request(pool, fr);
   Exchange exchange(client, pool, fr, upstream_req, *st, result);
   // At most one retry, and only when a pooled connection proves to have been closed by the backend.
   for (int attempt = 0; attempt < 2 && !abandoned(); ++attempt) {
@@ -820,9 +829,8 @@ asio::awaitable<ForwardResult> follow(beast::tcp_stream& client, Flight& flight,
       if (!fr.stream) continue;  // a whole answer waits for the completion
       if (!head_sent) {
         auto head = stream_head(fr, overhead());
-        http::response_serializer<http::empty_body> sr{head};
         client.expires_after(idle);
-        auto [hec, hn] = co_await http::async_write_header(client, sr, use_nothrow);
+        auto [hec, hn] = co_await asio::async_write(client, asio::buffer(head), use_nothrow);
         head_sent = true;
         r.stream = true;
         r.status = 200;
@@ -943,7 +951,7 @@ asio::awaitable<ForwardResult> follow(beast::tcp_stream& client, Flight& flight,
   }
   auto res = whole_answer(fr, std::move(*body), fr.stream, overhead());
   client.expires_after(idle);
-  auto [wec, wn] = co_await http::async_write(client, res, use_nothrow);
+  auto [wec, wn] = co_await write_answer(client, res);
   r.status = 200;
   r.bytes_out += wn;
   r.ttfb_ms = ms_since(fr.started);

@@ -1,0 +1,76 @@
+// Sluice writes its busiest heads itself (WireHead, wire_head): byte for byte what Beast's serializer writes.
+#include "server/http_io.hpp"
+
+#include <gtest/gtest.h>
+
+#include <sstream>
+
+namespace sluice {
+namespace {
+
+template <bool IsRequest>
+std::string beast_head(const http::header<IsRequest>& h) {
+  std::ostringstream os;
+  os << h;
+  return os.str();
+}
+
+TEST(WireHead, ResponseMatchesBeastForEachVersionAndConnection) {
+  for (unsigned version : {10u, 11u})
+    for (bool keep_alive : {false, true}) {
+      StringResponse res{http::status::ok, version};
+      res.set(http::field::server, "sluice");
+      res.set(http::field::content_type, "application/json");
+      res.set("x-request-id", "req_0123");
+      res.set("x-ratelimit-remaining-requests", "59");
+      res.keep_alive(keep_alive);
+      res.body() = R"({"ok":true})";
+      res.prepare_payload();
+
+      auto mine = WireHead::response(version, 200);
+      mine.field("Server", "sluice")
+          .field("Content-Type", "application/json")
+          .field("x-request-id", "req_0123")
+          .field("x-ratelimit-remaining-requests", "59")
+          .connection(version, keep_alive);
+      EXPECT_EQ(mine.finish(res.body().size()), beast_head(res.base())) << version << " " << keep_alive;
+      EXPECT_EQ(wire_head(res), beast_head(res.base())) << version << " " << keep_alive;
+    }
+}
+
+TEST(WireHead, ErrorStatusesCarryTheirReasonPhrase) {
+  for (auto status : {http::status::too_many_requests, http::status::bad_gateway, http::status::not_found,
+                      http::status::payload_too_large}) {
+    auto res = error_response({static_cast<int>(status), "no", "invalid_request_error", std::nullopt, std::nullopt},
+                              11, true);
+    EXPECT_EQ(wire_head(res), beast_head(res.base()));
+    auto mine = WireHead::response(11, static_cast<unsigned>(status)).finish(std::nullopt);
+    EXPECT_EQ(mine.substr(0, mine.find("\r\n")), "HTTP/1.1 " + std::to_string(static_cast<unsigned>(status)) + " " +
+                                                     std::string(http::obsolete_reason(status)));
+  }
+}
+
+TEST(WireHead, ChunkedStreamHeadEndsWithTransferEncoding) {
+  http::response<http::empty_body> res{http::status::ok, 11};
+  res.set(http::field::content_type, "text/event-stream");
+  res.chunked(true);
+  auto mine = WireHead::response(11, 200);
+  mine.field("Content-Type", "text/event-stream").connection(11, true).field("Transfer-Encoding", "chunked");
+  EXPECT_EQ(mine.finish(std::nullopt), beast_head(res.base()));
+}
+
+TEST(WireHead, RequestMatchesBeast) {
+  StringRequest req{http::verb::post, "/v1/chat/completions", 11};
+  req.set(http::field::host, "gpu-1:8000");
+  req.set(http::field::accept_encoding, "identity");
+  req.set("x-request-id", "req_1");
+  req.keep_alive(true);
+  req.body() = "{}";
+  req.prepare_payload();
+  auto mine = WireHead::request("POST", "/v1/chat/completions");
+  mine.field("Host", "gpu-1:8000").field("Accept-Encoding", "identity").field("x-request-id", "req_1");
+  EXPECT_EQ(mine.finish(2), beast_head(req.base()));
+}
+
+}  // namespace
+}  // namespace sluice
