@@ -42,15 +42,71 @@ double ms_since(Clock::time_point t) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
 }
 
-/// Shared between an exchange and the coroutine watching its client for a hang-up.
-struct WatchState {
+constexpr Clock::time_point kNever = Clock::time_point::max();
+// An exchange that has not ended this long after it began gets its client watched for a hang-up. Most
+// LLM requests last far longer; an answer served faster than this is done before a hang-up could matter.
+constexpr Millis kWatchClientAfter{50};
+
+/// Shared between an exchange, its watchdog timer and the coroutine watching its client for a hang-up.
+struct WatchState : std::enable_shared_from_this<WatchState> {
+  explicit WatchState(const asio::any_io_executor& ex) : dog(ex) {}
   bool active = true;
   bool client_gone = false;
   tcp::socket* client = nullptr;
   beast::tcp_stream* upstream = nullptr;
   Flight* flight = nullptr;              // led by this request: followers may still need the upstream answer
   asio::steady_timer* wake = nullptr;    // a follower's wait, ended when its client leaves
+
+  // One timer per exchange instead of one per socket operation (Beast's stream timeouts arm and cancel a
+  // timer around every read and write: two timer operations per SSE event). Reads and writes only move
+  // these deadlines; the timer wakes at the earliest of them and ends whatever is past its own.
+  asio::steady_timer dog;
+  Clock::time_point armed = kNever;        // when the timer is set to fire
+  Clock::time_point upstream_by = kNever;  // the backend must answer (the current phase's deadline)
+  Clock::time_point client_by = kNever;    // a client write in progress must finish
+  Clock::time_point watch_from = kNever;   // start watching the client for a hang-up
+  bool upstream_expired = false;           // the upstream connection was closed for its deadline
+  bool watching = false;                   // watch_client runs
 };
+
+asio::awaitable<void> watch_client(std::shared_ptr<WatchState> st);
+
+void watchdog_fired(WatchState& st);
+
+// Sets the timer for the earliest deadline, unless it already fires no later than that (it then looks again).
+void rearm(WatchState& st) {
+  const auto next = std::min({st.upstream_by, st.client_by, st.watch_from});
+  if (!st.active || next == kNever || next >= st.armed) return;
+  st.armed = next;
+  st.dog.expires_at(next);
+  st.dog.async_wait([self = st.shared_from_this()](error_code ec) {
+    if (!ec) watchdog_fired(*self);
+  });
+}
+
+void watchdog_fired(WatchState& st) {
+  st.armed = kNever;
+  if (!st.active) return;
+  const auto now = Clock::now();
+  if (now >= st.watch_from) {
+    st.watch_from = kNever;
+    st.watching = true;
+    asio::co_spawn(st.dog.get_executor(), watch_client(st.shared_from_this()), asio::detached);
+  }
+  if (now >= st.upstream_by) {
+    st.upstream_by = kNever;
+    if (st.upstream) {
+      st.upstream_expired = true;
+      st.upstream->close();  // the pending read or write ends; the exchange reports the phase's timeout
+    }
+  }
+  if (now >= st.client_by) {
+    st.client_by = kNever;
+    error_code ignored;
+    st.client->cancel(ignored);  // a client that stopped reading: its write ends, and so does its answer
+  }
+  rearm(st);
+}
 
 // Waits for the client socket to become readable while its answer is pending. A hang-up (EOF or
 // error) closes the upstream connection at once, which is how backends learn to stop generating;
@@ -141,11 +197,10 @@ struct UpstreamRequest {
   const std::string* body;
 };
 
-/// Writes gathered buffers to a client (as one chunk when `chunked`), dropping a client that stops reading for
-/// `idle`. False when the write failed.
+/// Writes gathered buffers to a client (as one chunk when `chunked`); the caller bounds how long it may take.
+/// False when the write failed.
 asio::awaitable<bool> write_gathered(beast::tcp_stream& client, const std::vector<asio::const_buffer>& data,
-                                     bool chunked, Millis idle, ForwardResult& r) {
-  client.expires_after(idle);
+                                     bool chunked, ForwardResult& r) {
   error_code ec;
   std::size_t n = 0;
   if (chunked) {
@@ -203,17 +258,28 @@ class Exchange {
   asio::awaitable<void> run(Stream& up, Connection& conn, bool reused, bool& stale, bool& reusable);
 
  private:
-  // Arms the upstream deadline for the next operation: the phase's timeout, capped by the total.
-  void arm(beast::tcp_stream& s, Millis phase, const char* name) {
+  // Sets the upstream deadline for the next operation: the phase's timeout, capped by the total.
+  void arm(Millis phase, const char* name) {
     auto now = Clock::now();
     if (now + phase >= deadline_) {
-      s.expires_at(deadline_);
+      st_.upstream_by = deadline_;
       phase_ = "total";
     } else {
-      s.expires_after(phase);
+      st_.upstream_by = now + phase;
       phase_ = name;
     }
+    rearm(st_);
   }
+  // An upstream operation's error, as the timeout it is when the watchdog closed the connection.
+  error_code upstream_error(error_code ec) const {
+    return ec && st_.upstream_expired ? error_code(beast::error::timeout) : ec;
+  }
+  // Bounds a client write: a client that stops reading for the idle timeout is dropped.
+  void client_write_begins() {
+    st_.client_by = Clock::now() + t_.idle;
+    rearm(st_);
+  }
+  void client_write_ends() { st_.client_by = kNever; }
 
   void fail(int status, std::string reason, std::string message) {
     r_.error = reason;
@@ -284,21 +350,26 @@ class Exchange {
 
 template <class Stream>
 asio::awaitable<void> Exchange::run(Stream& up, Connection& conn, bool reused, bool& stale, bool& reusable) {
-  auto& lowest = conn.lowest();
   sent_at_ = Clock::now();
   struct Waited {  // however this exchange ends, its time counts as time waiting on the backend
     ForwardResult& r;
+    WatchState& st;
     Clock::time_point since;
-    ~Waited() { r.backend_seconds += std::chrono::duration<double>(Clock::now() - since).count(); }
-  } waited{r_, sent_at_};
+    ~Waited() {
+      r.backend_seconds += std::chrono::duration<double>(Clock::now() - since).count();
+      st.upstream_by = kNever;  // the connection may go back to the pool: no deadline follows it there
+    }
+  } waited{r_, st_, sent_at_};
+  st_.upstream_expired = false;
   // A streamed answer sends its header with the first token; a whole answer only when generation is
   // done, so for it only the total deadline applies.
   if (fr_.stream)
-    arm(lowest, t_.first_token, "first_token");
+    arm(t_.first_token, "first_token");
   else
-    arm(lowest, t_.total, "total");
+    arm(t_.total, "total");
   const std::array<asio::const_buffer, 2> request{asio::buffer(req_.head), asio::buffer(*req_.body)};
   auto [wec, wn] = co_await asio::async_write(up, request, use_nothrow);
+  wec = upstream_error(wec);
   if (client_left("waiting")) co_return;
   if (wec) {
     if (reused && wec != beast::error::timeout)
@@ -314,6 +385,7 @@ asio::awaitable<void> Exchange::run(Stream& up, Connection& conn, bool reused, b
   p.body_limit(boost::none);  // bounded below: kMaxUpstreamBody, kMaxPendingEvent
   p.header_limit(64 * 1024);
   auto [hec, hn] = co_await http::async_read_header(up, conn.buffer, p, use_nothrow);
+  hec = upstream_error(hec);
   if (client_left("waiting")) co_return;
   if (hec) {
     bool nothing_read = hn == 0 && conn.buffer.size() == 0;
@@ -348,20 +420,22 @@ asio::awaitable<void> Exchange::run(Stream& up, Connection& conn, bool reused, b
 
 asio::awaitable<bool> Exchange::write_client(const std::vector<asio::const_buffer>& data, bool chunked) {
   if (st_.client_gone) co_return !client_left("streaming");  // nobody to write to; go on for followers
-  const bool written = co_await write_gathered(client_, data, chunked, t_.idle, r_);
+  client_write_begins();
+  const bool written = co_await write_gathered(client_, data, chunked, r_);
+  client_write_ends();
   co_return written || !client_write_failed();
 }
 
 template <class Stream, class Parser>
 asio::awaitable<void> Exchange::relay_stream(Stream& up, Connection& conn, Parser& p, bool& reusable) {
-  auto& lowest = conn.lowest();
   // HTTP/1.0 clients get the stream unchunked, delimited by closing the connection.
   const bool chunked = fr_.client_version >= 11;
   r_.stream = true;
   if (!st_.client_gone) {
     auto head = stream_head(fr_, overhead_ms(Clock::now()));
-    client_.expires_after(t_.idle);
+    client_write_begins();
     auto [hec, hn] = co_await asio::async_write(client_, asio::buffer(head), use_nothrow);
+    client_write_ends();
     response_started(hn);
     if (hec && client_write_failed()) co_return;
   } else if (client_left("waiting")) {
@@ -405,16 +479,17 @@ asio::awaitable<void> Exchange::relay_stream(Stream& up, Connection& conn, Parse
     body.data = buf.data() + pending;
     body.size = buf.size() - pending;
     if (first_event)
-      arm(lowest, t_.first_token, "first_token");
+      arm(t_.first_token, "first_token");
     else if (seen_done)  // the answer is whole: only the end of the HTTP body is awaited, briefly
-      arm(lowest, std::min<Millis>(t_.idle, kDoneGrace), "idle");
+      arm(std::min<Millis>(t_.idle, kDoneGrace), "idle");
     else
-      arm(lowest, t_.idle, "idle");
+      arm(t_.idle, "idle");
     // Beast reads as much as the connection's buffer has room for: it grows with the bursts too.
     if (filled && conn.buffer.capacity() < kBurstBuffer) conn.buffer.reserve(conn.buffer.capacity() * 2);
     const std::size_t held = conn.buffer.size();
     const std::size_t room = std::max<std::size_t>(512, conn.buffer.capacity() - held);  // Beast's read size
     auto [ec, n] = co_await http::async_read_some(up, conn.buffer, p, use_nothrow);
+    ec = upstream_error(ec);
     if (ec == http::error::need_buffer) ec = {};
     if (!ec) n += drain_buffered(conn, p);
     std::size_t got = (buf.size() - pending) - p.get().body().size;
@@ -539,9 +614,10 @@ asio::awaitable<void> Exchange::relay_stream(Stream& up, Connection& conn, Parse
     if (!co_await write_client(asio::buffer(msg), chunked)) co_return;
   }
   if (chunked) {
-    client_.expires_after(t_.idle);
+    client_write_begins();
     auto last = http::make_chunk_last();
     auto [lec, ln] = co_await asio::async_write(client_, last, use_nothrow);
+    client_write_ends();
     r_.bytes_out += ln;
     if (lec) client_left("streaming");
   }
@@ -551,7 +627,6 @@ asio::awaitable<void> Exchange::relay_stream(Stream& up, Connection& conn, Parse
 template <class Stream, class Parser>
 asio::awaitable<void> Exchange::relay_body(Stream& up, Connection& conn, Parser& p, bool& reusable,
                                            bool sse_answer) {
-  auto& lowest = conn.lowest();
   std::string body;
   std::size_t used = 0;  // bytes of `body` read so far; the rest is room, grown by doubling (zeroed once)
   // Sized by Content-Length when the backend sends one (the usual case): resize zero-fills, and a 64 KiB
@@ -566,9 +641,10 @@ asio::awaitable<void> Exchange::relay_body(Stream& up, Connection& conn, Parser&
       body.resize(body.empty() && expected ? expected + 1 : std::max(body.size() * 2, used + kStreamBufferStart));
     p.get().body().data = body.data() + used;
     p.get().body().size = body.size() - used;
-    arm(lowest, used == 0 ? t_.first_token : t_.idle, used == 0 ? "first_token" : "idle");
+    arm(used == 0 ? t_.first_token : t_.idle, used == 0 ? "first_token" : "idle");
     // Piece by piece, so the idle deadline (not first_token) applies once the answer has begun.
     auto [ec, n] = co_await http::async_read_some(up, conn.buffer, p, use_nothrow);
+    ec = upstream_error(ec);
     if (!ec) drain_buffered(conn, p);
     used = body.size() - p.get().body().size;
     if (client_left("waiting")) co_return;
@@ -652,8 +728,9 @@ asio::awaitable<void> Exchange::relay_body(Stream& up, Connection& conn, Parser&
     client_left("waiting");
     co_return;
   }
-  client_.expires_after(t_.idle);
+  client_write_begins();
   auto [wec, wn] = co_await write_answer(client_, res);
+  client_write_ends();
   response_started(wn);
   if (wec) {
     client_write_failed();
@@ -718,10 +795,12 @@ asio::awaitable<bool> probe(BackendPool& pool, const std::string& path, Millis t
 asio::awaitable<ForwardResult> forward(beast::tcp_stream& client, BackendPool& pool,
                                        const ForwardRequest& fr) {
   ForwardResult result;
-  auto st = std::make_shared<WatchState>();
+  auto st = std::make_shared<WatchState>(client.get_executor());
   st->client = &client.socket();
   st->flight = fr.flight;
-  asio::co_spawn(client.get_executor(), watch_client(st), asio::detached);
+  client.expires_never();  // the exchange's watchdog bounds its client writes, not a timer per write
+  st->watch_from = Clock::now() + kWatchClientAfter;
+  rearm(*st);
   // The client has gone and no follower needs the answer.
   auto abandoned = [&] { return st->client_gone && !(fr.flight && fr.flight->followers() > 0); };
 
@@ -775,8 +854,11 @@ asio::awaitable<ForwardResult> forward(beast::tcp_stream& client, BackendPool& p
     result.error = "client_disconnected";
   }
   st->active = false;
-  error_code ignored;
-  client.socket().cancel(ignored);  // ends the watcher's wait
+  st->dog.cancel();
+  if (st->watching) {
+    error_code ignored;
+    client.socket().cancel(ignored);  // ends the watcher's wait
+  }
   co_return result;
 }
 
@@ -785,9 +867,10 @@ asio::awaitable<ForwardResult> follow(beast::tcp_stream& client, Flight& flight,
   ForwardResult r;
   const auto executor = client.get_executor();
   auto sub = std::make_shared<Flight::Subscriber>(executor);
-  auto st = std::make_shared<WatchState>();
+  auto st = std::make_shared<WatchState>(executor);
   st->client = &client.socket();
   st->wake = &sub->timer;
+  st->watching = true;
   asio::co_spawn(executor, watch_client(st), asio::detached);
   // However this ends (torn down at shutdown too): out of the flight, and the watcher's wake-up disarmed.
   struct Leave {
@@ -869,7 +952,8 @@ asio::awaitable<ForwardResult> follow(beast::tcp_stream& client, Flight& flight,
           ++r.generated_chunks;
         }
       }
-      if (!gather.empty() && !co_await write_gathered(client, gather, chunked, idle, r)) {
+      client.expires_after(idle);
+      if (!gather.empty() && !co_await write_gathered(client, gather, chunked, r)) {
         write_failed = true;
         break;
       }
@@ -910,7 +994,8 @@ asio::awaitable<ForwardResult> follow(beast::tcp_stream& client, Flight& flight,
       r.error = timed_out ? "total" : "upstream_failed";
     }
     std::vector<asio::const_buffer> last{asio::buffer(tail)};
-    if (!co_await write_gathered(client, last, chunked, idle, r)) {
+    client.expires_after(idle);
+    if (!co_await write_gathered(client, last, chunked, r)) {
       r.client_gone = true;
       r.disconnect_phase = "streaming";
       co_return r;

@@ -1,6 +1,9 @@
 // The SSE relay against a test upstream: byte-exact forwarding whatever the splits, promptness, failures.
 #include <gtest/gtest.h>
 
+#include <sys/socket.h>
+
+#include <atomic>
 #include <thread>
 
 #include "harness.hpp"
@@ -165,6 +168,36 @@ TEST(SseRelay, StalledStreamHitsIdleDeadline) {
   ASSERT_EQ(events.size(), 3u) << r.body;
   EXPECT_NE(events[1].find("\"code\":\"upstream_timeout\""), std::string::npos) << events[1];
   EXPECT_EQ(events[2], "[DONE]");
+}
+
+// A client that stops reading a stream is dropped after the idle timeout: its write cannot hold the relay,
+// the backend's connection is closed (it stops generating), and the metric says the client left mid-stream.
+TEST(SseRelay, AClientThatStopsReadingIsDroppedAfterTheIdleTimeout) {
+  std::atomic<bool> upstream_cut{false};
+  ScriptedUpstream upstream([&](UpstreamConn& c) {
+    if (c.read_request().empty()) return;
+    c.write_sse_header();
+    const std::string event =
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"" + std::string(2000, 'x') + "\"}}]}\n\n";
+    const auto until = std::chrono::steady_clock::now() + 20s;
+    while (std::chrono::steady_clock::now() < until)
+      if (!c.write_chunk(event)) {  // the gateway closed the connection
+        upstream_cut = true;
+        return;
+      }
+  });
+  TestGateway gw(relay_config(upstream.url(), "{ idle: 300ms }"));
+  HttpClient c(gw.port());
+  int small = 4096;
+  ASSERT_EQ(setsockopt(c.fd(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small), 0);
+  ASSERT_TRUE(c.send_raw(raw_post("/v1/chat/completions", chat_body())));
+  ASSERT_EQ(c.read_head().status, 200);
+  // ...and reads nothing more.
+  EXPECT_TRUE(wait_until([&] { return upstream_cut.load(); }, 20s));
+  EXPECT_TRUE(wait_until(
+      [&] { return metric_value(gw.admin_port(), "sluice_client_disconnects_total{phase=\"streaming\"}") == 1; },
+      10s));
+  EXPECT_TRUE(wait_until([&] { return metric_value(gw.admin_port(), "sluice_active_streams") == 0; }, 10s));
 }
 
 TEST(SseRelay, TheClientGetsTheFormItAskedForWhateverTheBackendSends) {
