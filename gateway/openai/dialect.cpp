@@ -212,6 +212,12 @@ namespace {
 struct ChunkScan {
   enum class Verdict { valid, invalid, unsure } verdict = Verdict::invalid;
   bool generated = false, finished = false, usage = false, telemetry = false;
+  // The top-level "usage" object's token counts, read as usage_from_doc reads them (the first of each member;
+  // 0 for a value that is not a number). `counts_plain` is false when a count is not a plain integer (a
+  // fraction, a sign, an exponent, many digits): RapidJSON then reads the chunk.
+  bool top_usage = false, counts_plain = true;
+  std::optional<std::uint64_t> prompt_tokens, completion_tokens;
+  std::optional<bool> choices_empty;  // the top-level "choices" is [] (an include_usage chunk)
 };
 
 bool is_space(char c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; }
@@ -223,7 +229,11 @@ ChunkScan scan_chunk(std::string_view json) {
   const char* const end = p + json.size();
   bool in_object[kMaxJsonDepth + 1];
   int depth = 0;
-  enum class Watch { none, text, tool_calls, finish_reason, usage, metrics, telemetry } watch = Watch::none;
+  enum class Watch {
+    none, text, tool_calls, finish_reason, usage, metrics, telemetry, top_usage, top_choices, prompt, completion
+  } watch = Watch::none;
+  int usage_depth = 0;  // while inside the top-level usage object: its depth (2)
+  bool usage_keyed = false;
   auto skip = [&] {
     while (p < end && is_space(*p)) ++p;
   };
@@ -299,6 +309,36 @@ value:
     case Watch::usage: out.usage |= *p == '{'; break;
     case Watch::metrics: out.usage = out.telemetry = true; break;
     case Watch::telemetry: out.telemetry = true; break;
+    case Watch::top_usage:
+      usage_keyed = true;  // the first top-level "usage" is the one usage_from_doc reads, whatever it holds
+      out.usage |= *p == '{';
+      if (*p == '{') {
+        out.top_usage = true;
+        usage_depth = depth + 1;
+      }
+      break;
+    case Watch::top_choices:
+      out.choices_empty = *p == '[' && [&] {
+        const char* q = p + 1;
+        while (q < end && is_space(*q)) ++q;
+        return q < end && *q == ']';
+      }();
+      break;
+    case Watch::prompt:
+    case Watch::completion: {
+      auto& count = watch == Watch::prompt ? out.prompt_tokens : out.completion_tokens;
+      std::uint64_t n = 0;
+      const char* q = p;
+      while (q < end && *q >= '0' && *q <= '9' && q - p < 16) n = n * 10 + static_cast<std::uint64_t>(*q++ - '0');
+      const bool is_number = *p == '-' || (*p >= '0' && *p <= '9');
+      if (!is_number)
+        count = 0;  // not a number: usage_from_doc counts 0
+      else if (q - p > 15 || q == p || (q < end && (*q == '.' || *q == 'e' || *q == 'E')) || (*p == '0' && q - p > 1))
+        out.counts_plain = false;
+      else
+        count = n;
+      break;
+    }
   }
   watch = Watch::none;
   switch (*p) {
@@ -310,6 +350,7 @@ value:
       skip();
       if (p < end && *p == (in_object[depth] ? '}' : ']')) {
         ++p;
+        if (depth == usage_depth) usage_depth = 0;  // "usage":{}
         --depth;
         goto after;
       }
@@ -337,7 +378,16 @@ key:
   {
     const char* name = p + 1;
     if (!string()) return out;
-    watch = classify(std::string_view(name, static_cast<std::size_t>(p - 1 - name)));
+    const std::string_view key(name, static_cast<std::size_t>(p - 1 - name));
+    watch = classify(key);
+    if (depth == 1 && key == "usage" && !usage_keyed)
+      watch = Watch::top_usage;
+    else if (depth == 1 && key == "choices" && !out.choices_empty)
+      watch = Watch::top_choices;
+    else if (depth == usage_depth && key == "prompt_tokens" && !out.prompt_tokens)
+      watch = Watch::prompt;
+    else if (depth == usage_depth && key == "completion_tokens" && !out.completion_tokens)
+      watch = Watch::completion;
   }
   skip();
   if (p == end || *p != ':') return out;
@@ -358,6 +408,7 @@ after:
   }
   if (*p == (in_object[depth] ? '}' : ']')) {
     ++p;
+    if (depth == usage_depth) usage_depth = 0;  // the top-level usage object ends
     --depth;
     goto after;
   }
@@ -376,6 +427,12 @@ std::optional<ChunkInfo> inspect_stream_chunk(std::string_view data) {
   ChunkInfo info;
   info.generated = scan.generated;
   info.finished = scan.finished;
+  if (scan.usage && scan.top_usage && scan.counts_plain && !scan.telemetry) {
+    // The usual usage chunk or whole answer: its counts were read on the way, no document needed.
+    info.usage = Usage{scan.prompt_tokens.value_or(0), scan.completion_tokens.value_or(0)};
+    info.usage_only = scan.choices_empty.value_or(false);
+    return info;
+  }
   if (scan.usage || scan.telemetry) read_usage_and_telemetry(data, scan.usage, info);
   return info;
 }

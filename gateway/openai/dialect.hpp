@@ -40,10 +40,11 @@ ChunkInfo inspect_chunk(std::string_view data);
 /// True when `json` is one well-formed JSON object (validated without building a document, nesting bounded).
 bool is_json_object(std::string_view json);
 
-/// The relay's check of one stream chunk: nullopt when it is not a JSON object (is_json_object), else what
-/// inspect_chunk tells. One pass over the bytes for the common chunk (no document, no copy, no allocation);
-/// usage and telemetry are still read with RapidJSON, and a chunk with a \u escape, an exponent or a long
-/// number is checked by RapidJSON as well, so the verdict is always the same as is_json_object's.
+/// The relay's check of one stream chunk or whole answer: nullopt when it is not a JSON object
+/// (is_json_object), else what inspect_chunk tells. One pass over the bytes (no document, no copy, no
+/// allocation), which also reads the usual top-level usage object's counts; telemetry and unusual usage
+/// shapes are still read with RapidJSON, and a chunk with a \u escape, an exponent or a long number is
+/// checked by RapidJSON as well, so the verdict is always the same as is_json_object's.
 std::optional<ChunkInfo> inspect_stream_chunk(std::string_view data);
 
 }  // namespace sluice::openai

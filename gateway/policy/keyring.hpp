@@ -1,5 +1,6 @@
 #pragma once
 // Client keys: stored only as SHA-256 digests, compared in constant time, each with the models it may use.
+#include <functional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -32,7 +33,13 @@ class Keyring {
 
  private:
   std::vector<KeyEntry> entries_;
-  std::unordered_map<std::string, std::size_t> by_digest_;  // raw 32-byte digest → entry
+  // Looked up with the digest of what a request presents, without copying it into a string. The digest is
+  // SHA-256 output, so its first bytes already make a good hash.
+  struct DigestHash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view digest) const;
+  };
+  std::unordered_map<std::string, std::size_t, DigestHash, std::equal_to<>> by_digest_;  // raw digest → entry
 };
 
 /// True when `text` matches `pattern`, where `*` stands for any run of characters.

@@ -22,7 +22,7 @@ double seconds_since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
 }
 
-using Headers = std::vector<std::pair<std::string, std::string>>;
+using Headers = upstream::ExtraHeaders;
 
 struct Reply {
   beast::tcp_stream& stream;
@@ -73,14 +73,16 @@ std::string models_json(const std::vector<std::string>& names, std::int64_t crea
 // x-ratelimit-{limit,remaining,reset}-{requests,tokens}, as OpenAI sends them, for the limits that exist.
 Headers rate_limit_headers(const policy::Admission& a) {
   Headers h;
-  auto add = [&](const char* what, const policy::WindowView& v) {
+  h.reserve(8);  // six here, and the cache's
+  auto add = [&](std::string_view limit, std::string_view remaining, std::string_view reset,
+                 const policy::WindowView& v) {
     if (!v.limit) return;
-    h.emplace_back(std::string("x-ratelimit-limit-") + what, std::to_string(v.limit));
-    h.emplace_back(std::string("x-ratelimit-remaining-") + what, std::to_string(v.remaining));
-    h.emplace_back(std::string("x-ratelimit-reset-") + what, format_duration(Millis(v.reset_ms)));
+    h.emplace_back(limit, std::to_string(v.limit));
+    h.emplace_back(remaining, std::to_string(v.remaining));
+    h.emplace_back(reset, format_duration(Millis(v.reset_ms)));
   };
-  add("requests", a.requests);
-  add("tokens", a.tokens);
+  add("x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests", a.requests);
+  add("x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens", a.tokens);
   return h;
 }
 

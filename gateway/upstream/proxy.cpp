@@ -688,7 +688,9 @@ asio::awaitable<void> Exchange::relay_body(Stream& up, Connection& conn, Parser&
     r_.backend_at_fault = status >= 500;
     co_return;
   }
-  if (!sse_answer && !openai::is_json_object(body)) {
+  // One pass validates the answer and reads its usage (a document only for unusual shapes).
+  std::optional<openai::ChunkInfo> checked;
+  if (!sse_answer && !(checked = openai::inspect_stream_chunk(body))) {
     reusable = false;  // whatever it is speaking, it is not the protocol Sluice expects
     fail(502, "protocol", "the backend's answer is not a JSON object");
     co_return;
@@ -706,8 +708,11 @@ asio::awaitable<void> Exchange::relay_body(Stream& up, Connection& conn, Parser&
     }
     body = std::move(*joined);
   }
-  if (auto reshaped = openai::normalize_completion(body, fr_.model)) body = std::move(*reshaped);
-  auto info = openai::inspect_chunk(body);  // one parse for usage and telemetry
+  if (auto reshaped = openai::normalize_completion(body, fr_.model)) {
+    body = std::move(*reshaped);
+    checked.reset();
+  }
+  const auto info = checked ? *checked : openai::inspect_chunk(body);
   r_.usage = info.usage;
   r_.telemetry = info.telemetry;
   r_.complete = true;

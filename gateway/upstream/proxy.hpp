@@ -3,6 +3,7 @@
 #include <chrono>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -18,6 +19,9 @@
 namespace sluice::upstream {
 
 /// What the relay needs to forward one request.
+/// Response headers Sluice adds (rate limits, cache): names are string literals, values are the request's own.
+using ExtraHeaders = std::vector<std::pair<std::string_view, std::string>>;
+
 struct ForwardRequest {
   openai::Endpoint endpoint = openai::Endpoint::chat_completions;
   std::string body;  // exactly what goes upstream
@@ -37,7 +41,7 @@ struct ForwardRequest {
   /// upstream request goes on after the client leaves while followers still read.
   Flight* flight = nullptr;
   /// Extra response headers for the client (the rate-limit headers).
-  const std::vector<std::pair<std::string, std::string>>* headers = nullptr;
+  const ExtraHeaders* headers = nullptr;
 };
 
 /// How the exchange went, for the caller's metrics, access log and error reply.

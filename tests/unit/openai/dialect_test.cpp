@@ -327,6 +327,24 @@ TEST(InspectStreamChunkTest, TellsWhatInspectChunkTellsForEveryShapeAbove) {
            R"({"choices":[{"delta":{"content":"caf\u00e9"}}]})",          // \u: RapidJSON decides
            R"({"choices":[{"delta":{"content":"x"}}],"n":1.5e3})",        // exponent: RapidJSON decides
            R"({"a":[1,-2,3.25,0,-0.5,true,false,null,{},[],"s\"\\\/\b\f\n\r\t"]})",
+           // Usage counts read on the way must be what usage_from_doc reads, whatever the shape.
+           R"({"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":16,"total_tokens":28,"prompt_tokens_details":null}})",
+           R"({"choices":[],"usage":{}})",
+           R"({"choices":[],"usage":{},"x":{"prompt_tokens":9}})",
+           R"({"choices":[],"usage":{"completion_tokens":4}})",
+           R"({"choices":[],"usage":{"prompt_tokens":"7","completion_tokens":null}})",
+           R"({"choices":[],"usage":{"prompt_tokens":-3,"completion_tokens":2}})",
+           R"({"choices":[],"usage":{"prompt_tokens":3.9,"completion_tokens":2.0}})",
+           R"({"choices":[],"usage":{"prompt_tokens":0,"completion_tokens":123456789012345}})",
+           R"({"choices":[],"usage":{"prompt_tokens":1,"prompt_tokens":2,"completion_tokens":3,"completion_tokens":4}})",
+           R"({"choices":[],"usage":{"details":{"prompt_tokens":99},"prompt_tokens":5,"completion_tokens":6}})",
+           R"({"usage":{"prompt_tokens":1,"completion_tokens":1},"usage":{"prompt_tokens":2,"completion_tokens":2},"choices":[]})",
+           R"({"usage":null,"choices":[],"usage":{"prompt_tokens":2,"completion_tokens":2}})",
+           R"({"choices":[{"usage":{"prompt_tokens":8}}]})",
+           R"({"choices":[ ],"usage":{"prompt_tokens":1,"completion_tokens":1}})",
+           R"({"choices":[],"choices":[{}],"usage":{"prompt_tokens":1,"completion_tokens":1}})",
+           R"({"choices":[{}],"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1}})",
+           R"({"choices":{},"usage":{"prompt_tokens":1,"completion_tokens":1}})",
        }) {
     auto slow = inspect_chunk(chunk);
     auto fast = inspect_stream_chunk(chunk);
