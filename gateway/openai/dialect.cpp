@@ -6,6 +6,7 @@
 #include <rapidjson/writer.h>
 
 #include <chrono>
+#include <cstring>
 
 #include "openai/json.hpp"
 #include "openai/request.hpp"
@@ -242,6 +243,18 @@ ChunkScan scan_chunk(std::string_view json) {
   auto string = [&]() -> bool {
     ++p;
     while (p < end) {
+      // Eight bytes at a time while none of them is a quote, a backslash or a control character.
+      constexpr std::uint64_t kOnes = 0x0101010101010101ull, kHighs = 0x8080808080808080ull;
+      while (end - p >= 8) {
+        std::uint64_t v;
+        std::memcpy(&v, p, sizeof v);
+        const std::uint64_t quote = v ^ (kOnes * '"'), backslash = v ^ (kOnes * '\\');
+        const std::uint64_t special = ((quote - kOnes) & ~quote) | ((backslash - kOnes) & ~backslash) |
+                                      ((v - kOnes * 0x20) & ~v);  // a zero byte in either, or a byte below 0x20
+        if (special & kHighs) break;
+        p += 8;
+      }
+      if (p == end) break;
       const auto c = static_cast<unsigned char>(*p);
       if (c == '"') {
         ++p;

@@ -197,17 +197,27 @@ struct UpstreamRequest {
   const std::string* body;
 };
 
-/// Writes gathered buffers to a client (as one chunk when `chunked`); the caller bounds how long it may take.
-/// False when the write failed.
-asio::awaitable<bool> write_gathered(beast::tcp_stream& client, const std::vector<asio::const_buffer>& data,
-                                     bool chunked, ForwardResult& r) {
-  error_code ec;
-  std::size_t n = 0;
-  if (chunked) {
-    auto chunk = http::make_chunk(data);  // header, data and CRLF gathered: no copy
-    std::tie(ec, n) = co_await asio::async_write(client, chunk, use_nothrow);
-  } else
-    std::tie(ec, n) = co_await asio::async_write(client, data, use_nothrow);
+/// Writes gathered buffers to a client (as one chunk when `chunked`) in one write: after `head` (a response
+/// head not sent yet) and, when `last`, followed by the end of the chunked body. The caller bounds how long
+/// it may take. False when the write failed.
+/// `out` is the caller's, reused from write to write: no allocation per write once it has grown.
+asio::awaitable<bool> write_gathered(beast::tcp_stream& client, std::vector<asio::const_buffer>& out,
+                                     const std::vector<asio::const_buffer>& data, bool chunked, ForwardResult& r,
+                                     std::string_view head = {}, bool last = false) {
+  static constexpr std::string_view kCrlf = "\r\n", kLastChunk = "0\r\n\r\n";
+  out.clear();
+  if (!head.empty()) out.emplace_back(head.data(), head.size());
+  char size_line[24];
+  std::size_t size = 0;
+  for (const auto& b : data) size += b.size();
+  if (chunked && size > 0) {
+    const int len = std::snprintf(size_line, sizeof size_line, "%zx\r\n", size);
+    out.emplace_back(size_line, static_cast<std::size_t>(len));
+  }
+  if (size > 0) out.insert(out.end(), data.begin(), data.end());
+  if (chunked && size > 0) out.emplace_back(kCrlf.data(), kCrlf.size());
+  if (chunked && last) out.emplace_back(kLastChunk.data(), kLastChunk.size());
+  auto [ec, n] = co_await asio::async_write(client, out, use_nothrow);
   r.bytes_out += n;
   co_return !ec;
 }
@@ -314,7 +324,8 @@ class Exchange {
     return client_left("streaming");
   }
 
-  asio::awaitable<bool> write_client(const std::vector<asio::const_buffer>& data, bool chunked);
+  // Writes to the client, after the stream's head when it is still waiting (`head_`); `last` ends the body.
+  asio::awaitable<bool> write_client(const std::vector<asio::const_buffer>& data, bool chunked, bool last = false);
   asio::awaitable<bool> write_client(asio::const_buffer data, bool chunked) {
     const std::vector<asio::const_buffer> one{data};
     co_return co_await write_client(one, chunked);
@@ -334,6 +345,9 @@ class Exchange {
   Clock::time_point deadline_;
   const char* phase_ = "first_token";
   Clock::time_point sent_at_;
+  std::string head_;    // a stream's response head, held to go out with its first events
+  std::vector<asio::const_buffer> wire_;  // what each client write gathers
+  bool ended_ = false;  // the chunked body's end went out with the last events
 
  public:
   /// Time in Sluice so far: since the request arrived, less the time waiting on backends (this
@@ -418,11 +432,19 @@ asio::awaitable<void> Exchange::run(Stream& up, Connection& conn, bool reused, b
     co_await relay_body(up, conn, p, reusable, sse_answer);
 }
 
-asio::awaitable<bool> Exchange::write_client(const std::vector<asio::const_buffer>& data, bool chunked) {
-  if (st_.client_gone) co_return !client_left("streaming");  // nobody to write to; go on for followers
+asio::awaitable<bool> Exchange::write_client(const std::vector<asio::const_buffer>& data, bool chunked, bool last) {
+  // Nobody to write to; go on for followers.
+  if (st_.client_gone) co_return !client_left(head_.empty() ? "streaming" : "waiting");
   client_write_begins();
-  const bool written = co_await write_gathered(client_, data, chunked, r_);
+  const bool with_head = !head_.empty();
+  const bool written = co_await write_gathered(client_, wire_, data, chunked, r_, head_, last);
   client_write_ends();
+  if (with_head) {
+    response_started(0);  // its bytes are counted with the rest of this write
+    head_.clear();
+    head_.shrink_to_fit();
+  }
+  if (written && last) ended_ = true;
   co_return written || !client_write_failed();
 }
 
@@ -432,12 +454,18 @@ asio::awaitable<void> Exchange::relay_stream(Stream& up, Connection& conn, Parse
   const bool chunked = fr_.client_version >= 11;
   r_.stream = true;
   if (!st_.client_gone) {
-    auto head = stream_head(fr_, overhead_ms(Clock::now()));
-    client_write_begins();
-    auto [hec, hn] = co_await asio::async_write(client_, asio::buffer(head), use_nothrow);
-    client_write_ends();
-    response_started(hn);
-    if (hec && client_write_failed()) co_return;
+    head_ = stream_head(fr_, overhead_ms(Clock::now()));
+    // When the first events came in with the backend's head they go out with this one, in one write; else the
+    // head goes now (a backend may take seconds to its first token, and the client hears of it at once).
+    if (conn.buffer.size() == 0) {
+      client_write_begins();
+      auto [hec, hn] = co_await asio::async_write(client_, asio::buffer(head_), use_nothrow);
+      client_write_ends();
+      head_.clear();
+      head_.shrink_to_fit();
+      response_started(hn);
+      if (hec && client_write_failed()) co_return;
+    }
   } else if (client_left("waiting")) {
     co_return;
   }
@@ -542,7 +570,9 @@ asio::awaitable<void> Exchange::relay_stream(Stream& up, Connection& conn, Parse
           std::min(cut, pending - static_cast<std::size_t>(parser.total() - parser.boundary()));
       if (ready > from) gather.emplace_back(buf.data() + from, ready - from);
       if (ready > 0) {
-        if (!gather.empty() && !co_await write_client(gather, chunked)) break;
+        // The backend's body has ended with [DONE] in this read: the client's ends in the same write.
+        const bool last = chunked && failure.empty() && !ec && p.is_done() && seen_done && ready == pending;
+        if ((!gather.empty() || last) && !co_await write_client(gather, chunked, last)) break;
         // Time to first token: request received → first generated text (content, reasoning, tool call)
         // written to the client; a keep-alive comment or a role-only chunk does not count.
         if (generated) token_written(r_, fr_.started);
@@ -613,13 +643,12 @@ asio::awaitable<void> Exchange::relay_stream(Stream& up, Connection& conn, Parse
                                                       : "upstream_timeout"));
     if (!co_await write_client(asio::buffer(msg), chunked)) co_return;
   }
-  if (chunked) {
-    client_write_begins();
-    auto last = http::make_chunk_last();
-    auto [lec, ln] = co_await asio::async_write(client_, last, use_nothrow);
-    client_write_ends();
-    r_.bytes_out += ln;
-    if (lec) client_left("streaming");
+  if (chunked && !ended_) {
+    const std::vector<asio::const_buffer> nothing;
+    if (!co_await write_client(nothing, chunked, true)) co_return;
+  } else if (!head_.empty()) {  // an HTTP/1.0 stream that ended before any event
+    const std::vector<asio::const_buffer> nothing;
+    if (!co_await write_client(nothing, chunked)) co_return;
   }
   r_.client_keep_alive = chunked && fr_.client_keep_alive && !r_.client_gone;
 }
@@ -900,7 +929,7 @@ asio::awaitable<ForwardResult> follow(beast::tcp_stream& client, Flight& flight,
   std::size_t next = 0;  // this follower's cursor in the flight's events
   bool head_sent = false, write_failed = false, timed_out = false;
   std::vector<const FlightEvent*> fresh;
-  std::vector<asio::const_buffer> gather;
+  std::vector<asio::const_buffer> gather, wire;
   std::deque<std::string> reframed;  // multi-line payloads, re-framed (a deque: gathered buffers stay valid)
   Flight::State state = Flight::State::running;
   auto overhead = [&] {
@@ -958,7 +987,7 @@ asio::awaitable<ForwardResult> follow(beast::tcp_stream& client, Flight& flight,
         }
       }
       client.expires_after(idle);
-      if (!gather.empty() && !co_await write_gathered(client, gather, chunked, r)) {
+      if (!gather.empty() && !co_await write_gathered(client, wire, gather, chunked, r)) {
         write_failed = true;
         break;
       }
@@ -1000,7 +1029,7 @@ asio::awaitable<ForwardResult> follow(beast::tcp_stream& client, Flight& flight,
     }
     std::vector<asio::const_buffer> last{asio::buffer(tail)};
     client.expires_after(idle);
-    if (!co_await write_gathered(client, last, chunked, r)) {
+    if (!co_await write_gathered(client, wire, last, chunked, r)) {
       r.client_gone = true;
       r.disconnect_phase = "streaming";
       co_return r;

@@ -170,6 +170,34 @@ TEST(SseRelay, StalledStreamHitsIdleDeadline) {
   EXPECT_EQ(events[2], "[DONE]");
 }
 
+// A backend that answers its head at once and thinks before its first token: the client has its 200 and
+// headers at once too (its SDK's read timeout and the operator's TTFB see the gateway answer), and then the
+// events as they come.
+TEST(SseRelay, TheHeadIsNotHeldBackWhileTheBackendThinks) {
+  std::atomic<bool> release{false};
+  ScriptedUpstream upstream([&](UpstreamConn& c) {
+    if (c.read_request().empty()) return;
+    c.write_sse_header();
+    for (int i = 0; i < 2000 && !release; ++i) std::this_thread::sleep_for(10ms);
+    c.write_chunk("data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"late\"},\"finish_reason\":\"stop\"}]}\n\n"
+                  "data: [DONE]\n\n");
+    c.write("0\r\n\r\n");
+    c.wait_closed(2s);
+  });
+  TestGateway gw(relay_config(upstream.url()));
+  HttpClient c(gw.port());
+  ASSERT_TRUE(c.send_raw(raw_post("/v1/chat/completions", chat_body())));
+  auto head = c.read_head();  // while the backend still holds its first token
+  EXPECT_EQ(head.status, 200);
+  EXPECT_FALSE(release.load());
+  release = true;
+  std::string body;
+  for (int i = 0; i < 100 && body.find("0\r\n\r\n") == std::string::npos; ++i) body += c.read_some(100ms);
+  EXPECT_NE(body.find("\"late\""), std::string::npos) << body;
+  EXPECT_NE(body.find("data: [DONE]"), std::string::npos) << body;
+  EXPECT_NE(body.find("0\r\n\r\n"), std::string::npos) << body;
+}
+
 // A client that stops reading a stream is dropped after the idle timeout: its write cannot hold the relay,
 // the backend's connection is closed (it stops generating), and the metric says the client left mid-stream.
 TEST(SseRelay, AClientThatStopsReadingIsDroppedAfterTheIdleTimeout) {
