@@ -186,7 +186,10 @@ WholeAnswer whole_answer(const ForwardRequest& fr, std::string body, bool sse, c
 }
 
 /// Writes a head and a body in one gathered write.
-asio::awaitable<std::tuple<error_code, std::size_t>> write_answer(beast::tcp_stream& client, const WholeAnswer& a) {
+/// (To the socket itself where the exchange's watchdog bounds the write; through Beast's stream where its own
+/// timer does.)
+template <class Stream>
+asio::awaitable<std::tuple<error_code, std::size_t>> write_answer(Stream& client, const WholeAnswer& a) {
   const std::array<asio::const_buffer, 2> out{asio::buffer(a.head), asio::buffer(a.body)};
   co_return co_await asio::async_write(client, out, use_nothrow);
 }
@@ -201,7 +204,8 @@ struct UpstreamRequest {
 /// head not sent yet) and, when `last`, followed by the end of the chunked body. The caller bounds how long
 /// it may take. False when the write failed.
 /// `out` is the caller's, reused from write to write: no allocation per write once it has grown.
-asio::awaitable<bool> write_gathered(beast::tcp_stream& client, std::vector<asio::const_buffer>& out,
+template <class Stream>
+asio::awaitable<bool> write_gathered(Stream& client, std::vector<asio::const_buffer>& out,
                                      const std::vector<asio::const_buffer>& data, bool chunked, ForwardResult& r,
                                      std::string_view head = {}, bool last = false) {
   static constexpr std::string_view kCrlf = "\r\n", kLastChunk = "0\r\n\r\n";
@@ -437,7 +441,7 @@ asio::awaitable<bool> Exchange::write_client(const std::vector<asio::const_buffe
   if (st_.client_gone) co_return !client_left(head_.empty() ? "streaming" : "waiting");
   client_write_begins();
   const bool with_head = !head_.empty();
-  const bool written = co_await write_gathered(client_, wire_, data, chunked, r_, head_, last);
+  const bool written = co_await write_gathered(client_.socket(), wire_, data, chunked, r_, head_, last);
   client_write_ends();
   if (with_head) {
     response_started(0);  // its bytes are counted with the rest of this write
@@ -459,7 +463,7 @@ asio::awaitable<void> Exchange::relay_stream(Stream& up, Connection& conn, Parse
     // head goes now (a backend may take seconds to its first token, and the client hears of it at once).
     if (conn.buffer.size() == 0) {
       client_write_begins();
-      auto [hec, hn] = co_await asio::async_write(client_, asio::buffer(head_), use_nothrow);
+      auto [hec, hn] = co_await asio::async_write(client_.socket(), asio::buffer(head_), use_nothrow);
       client_write_ends();
       head_.clear();
       head_.shrink_to_fit();
@@ -763,7 +767,7 @@ asio::awaitable<void> Exchange::relay_body(Stream& up, Connection& conn, Parser&
     co_return;
   }
   client_write_begins();
-  auto [wec, wn] = co_await write_answer(client_, res);
+  auto [wec, wn] = co_await write_answer(client_.socket(), res);
   client_write_ends();
   response_started(wn);
   if (wec) {
@@ -865,7 +869,7 @@ asio::awaitable<ForwardResult> forward(beast::tcp_stream& client, BackendPool& p
     if (conn->secure)
       co_await exchange.run(*conn->secure, *conn, reused, stale, reusable);
     else
-      co_await exchange.run(*conn->plain, *conn, reused, stale, reusable);
+      co_await exchange.run(conn->plain->socket(), *conn, reused, stale, reusable);
     if (auto* live = pool.live()) live->upstreams.erase(st->upstream);
     st->upstream = nullptr;
     if (pool.live() && pool.live()->cutting) {  // ended by a drain that ran out of time: no failover, no pool
