@@ -8,7 +8,10 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <charconv>
+#include <cmath>
 #include <cerrno>
 #include <ctime>
 #include <mutex>
@@ -36,7 +39,6 @@ void write_stdout(const std::string& text) {
 /// One worker's access lines not yet written; written by the thread that gathered them.
 struct AccessLines {
   std::string text;
-  rapidjson::StringBuffer json;  // reused for each record
   void flush() {
     if (text.empty()) return;
     write_stdout(text);
@@ -99,76 +101,116 @@ void setup_logging(const LogConfig& cfg) {
 
 namespace {
 
-void write_access(const AccessRecord& r, rapidjson::StringBuffer& sb) {
-  Writer w(sb);
-  w.StartObject();
-  put(w, "type", "access");
-  put(w, "request_id", r.request_id);
-  put(w, "method", r.method);
-  put(w, "path", r.path);
-  put(w, "client", r.client);
-  if (!r.model.empty()) put(w, "model", r.model);
-  if (!r.backend.empty()) put(w, "backend", r.backend);
-  if (!r.key.empty()) put(w, "key", r.key);
-  w.Key("status");
-  w.Int(r.status);
-  w.Key("stream");
-  w.Bool(r.stream);
-  w.Key("bytes_in");
-  w.Uint64(r.bytes_in);
-  w.Key("bytes_out");
-  w.Uint64(r.bytes_out);
-  if (r.prompt_tokens) {
-    w.Key("prompt_tokens");
-    w.Uint64(*r.prompt_tokens);
+// The access line is written by hand: it is built for every request, and RapidJSON's writer (its level stack,
+// its shortest-form doubles) cost more than the rest of the line. Strings are escaped as JSON requires.
+class Line {
+ public:
+  explicit Line(std::string& out) : out_(out) {}
+  void str(std::string_view key, std::string_view v) {
+    name(key);
+    quote(v);
   }
-  if (r.completion_tokens) {
-    w.Key("completion_tokens");
-    w.Uint64(*r.completion_tokens);
+  void uint(std::string_view key, std::uint64_t v) {
+    name(key);
+    char buf[24];
+    auto r = std::to_chars(buf, buf + sizeof buf, v);
+    out_.append(buf, static_cast<std::size_t>(r.ptr - buf));
   }
-  if (r.usage_estimated) {
-    w.Key("usage_estimated");
-    w.Bool(true);
+  void boolean(std::string_view key, bool v) {
+    name(key);
+    out_ += v ? "true" : "false";
   }
-  if (r.attempts > 1) {
-    w.Key("attempts");
-    w.Uint(r.attempts);
-  }
-  if (r.backend_tokens_per_second) {
-    w.Key("backend_tokens_per_second");
-    w.Double(*r.backend_tokens_per_second);
-  }
-  if (r.ttfb_ms) {
-    w.Key("ttfb_ms");
-    w.Double(*r.ttfb_ms);
-  }
-  for (auto [name, value] : {std::pair{"ttft_ms", r.ttft_ms}, std::pair{"tpot_ms", r.tpot_ms},
-                             std::pair{"overhead_ms", r.overhead_ms}})
-    if (value) {
-      w.Key(name);
-      w.Double(*value);
+  // Milliseconds to the microsecond; any other figure in its shortest exact form. Never NaN or inf (null).
+  void real(std::string_view key, double v, bool millis) {
+    name(key);
+    if (!std::isfinite(v)) {
+      out_ += "null";
+      return;
     }
-  w.Key("duration_ms");
-  w.Double(r.duration_ms);
-  if (!r.error.empty()) put(w, "error", r.error);
-  if (!r.rate_limit.empty()) put(w, "rate_limit", r.rate_limit);
-  w.EndObject();
+    char buf[64];
+    auto r = millis ? std::to_chars(buf, buf + sizeof buf, v, std::chars_format::fixed, 3)
+                    : std::to_chars(buf, buf + sizeof buf, v);
+    out_.append(buf, static_cast<std::size_t>(r.ptr - buf));
+  }
+  void end() { out_ += '}'; }
+
+ private:
+  void name(std::string_view key) {
+    out_ += first_ ? "{\"" : ",\"";
+    first_ = false;
+    out_ += key;
+    out_ += "\":";
+  }
+  void quote(std::string_view v) {
+    static constexpr char kHex[] = "0123456789abcdef";
+    out_ += '"';
+    std::size_t from = 0;
+    for (std::size_t i = 0; i < v.size(); ++i) {
+      const auto c = static_cast<unsigned char>(v[i]);
+      if (c >= 0x20 && c != '"' && c != '\\') continue;
+      out_.append(v.data() + from, i - from);
+      from = i + 1;
+      switch (c) {
+        case '"': out_ += "\\\""; break;
+        case '\\': out_ += "\\\\"; break;
+        case '\n': out_ += "\\n"; break;
+        case '\r': out_ += "\\r"; break;
+        case '\t': out_ += "\\t"; break;
+        default:
+          out_ += "\\u00";
+          out_ += kHex[c >> 4];
+          out_ += kHex[c & 15];
+      }
+    }
+    out_.append(v.data() + from, v.size() - from);
+    out_ += '"';
+  }
+
+  std::string& out_;
+  bool first_ = true;
+};
+
+void write_access(const AccessRecord& r, std::string& out) {
+  Line w(out);
+  w.str("type", "access");
+  w.str("request_id", r.request_id);
+  w.str("method", r.method);
+  w.str("path", r.path);
+  w.str("client", r.client);
+  if (!r.model.empty()) w.str("model", r.model);
+  if (!r.backend.empty()) w.str("backend", r.backend);
+  if (!r.key.empty()) w.str("key", r.key);
+  w.uint("status", static_cast<std::uint64_t>(std::max(r.status, 0)));
+  w.boolean("stream", r.stream);
+  w.uint("bytes_in", r.bytes_in);
+  w.uint("bytes_out", r.bytes_out);
+  if (r.prompt_tokens) w.uint("prompt_tokens", *r.prompt_tokens);
+  if (r.completion_tokens) w.uint("completion_tokens", *r.completion_tokens);
+  if (r.usage_estimated) w.boolean("usage_estimated", true);
+  if (r.attempts > 1) w.uint("attempts", r.attempts);
+  if (r.backend_tokens_per_second) w.real("backend_tokens_per_second", *r.backend_tokens_per_second, false);
+  if (r.ttfb_ms) w.real("ttfb_ms", *r.ttfb_ms, true);
+  if (r.ttft_ms) w.real("ttft_ms", *r.ttft_ms, true);
+  if (r.tpot_ms) w.real("tpot_ms", *r.tpot_ms, true);
+  if (r.overhead_ms) w.real("overhead_ms", *r.overhead_ms, true);
+  w.real("duration_ms", r.duration_ms, true);
+  if (!r.error.empty()) w.str("error", r.error);
+  if (!r.rate_limit.empty()) w.str("rate_limit", r.rate_limit);
+  w.end();
 }
 
 }  // namespace
 
 std::string access_json(const AccessRecord& r) {
-  rapidjson::StringBuffer sb;
-  write_access(r, sb);
-  return std::string(sb.GetString(), sb.GetSize());
+  std::string out;
+  write_access(r, out);
+  return out;
 }
 
 void log_access(const AccessRecord& r) {
   if (!g_access_enabled) return;
   auto& l = lines();
-  l.json.Clear();
-  write_access(r, l.json);
-  l.text.append(l.json.GetString(), l.json.GetSize());
+  write_access(r, l.text);
   l.text.push_back('\n');
   if (l.text.size() >= g_access_buffer.load(std::memory_order_relaxed)) l.flush();
 }
