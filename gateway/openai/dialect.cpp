@@ -5,6 +5,7 @@
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
 
+#include <bit>
 #include <chrono>
 #include <cstring>
 
@@ -223,6 +224,8 @@ struct ChunkScan {
 
 bool is_space(char c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; }
 
+static_assert(std::endian::native == std::endian::little, "scan_chunk reads strings as little-endian words");
+
 ChunkScan scan_chunk(std::string_view json) {
   using V = ChunkScan::Verdict;
   ChunkScan out;
@@ -242,36 +245,43 @@ ChunkScan scan_chunk(std::string_view json) {
   bool unsure = false;
   auto string = [&]() -> bool {
     ++p;
-    while (p < end) {
-      // Eight bytes at a time while none of them is a quote, a backslash or a control character.
+    for (;;) {
+      // To the next quote, backslash or control character: eight bytes at a time, then the tail.
       constexpr std::uint64_t kOnes = 0x0101010101010101ull, kHighs = 0x8080808080808080ull;
+      bool found = false;
       while (end - p >= 8) {
         std::uint64_t v;
         std::memcpy(&v, p, sizeof v);
         const std::uint64_t quote = v ^ (kOnes * '"'), backslash = v ^ (kOnes * '\\');
-        const std::uint64_t special = ((quote - kOnes) & ~quote) | ((backslash - kOnes) & ~backslash) |
-                                      ((v - kOnes * 0x20) & ~v);  // a zero byte in either, or a byte below 0x20
-        if (special & kHighs) break;
+        // The high bit of each byte that is a quote, a backslash or below 0x20; exact up to the first one.
+        const std::uint64_t special =
+            (((quote - kOnes) & ~quote) | ((backslash - kOnes) & ~backslash) | ((v - kOnes * 0x20) & ~v)) & kHighs;
+        if (special) {
+          p += std::countr_zero(special) / 8;  // little-endian: the lowest byte comes first in memory
+          found = true;
+          break;
+        }
         p += 8;
       }
-      if (p == end) break;
+      if (!found) {
+        while (p < end && static_cast<unsigned char>(*p) >= 0x20 && *p != '"' && *p != '\\') ++p;
+        if (p == end) return false;
+      }
       const auto c = static_cast<unsigned char>(*p);
       if (c == '"') {
         ++p;
         return true;
       }
       if (c < 0x20) return false;
-      if (c == '\\') {
-        if (++p == end) return false;
-        switch (*p) {
-          case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't': break;
-          case 'u': unsure = true; break;
-          default: return false;
-        }
+      // A backslash: one escape.
+      if (++p == end) return false;
+      switch (*p) {
+        case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't': break;
+        case 'u': unsure = true; break;
+        default: return false;
       }
       ++p;
     }
-    return false;
   };
   auto number = [&]() -> bool {
     const char* start = p;
