@@ -368,9 +368,7 @@ struct Gateway::Impl {
         }
         break;
       }
-      // The read buffer is not needed while the request is answered (a stream may take minutes, and thousands
-      // of them run at once): its memory goes back now; the next request's read takes a fresh one.
-      if (buffer.size() == 0) buffer.shrink_to_fit();
+      ctx.read_buffer = &buffer;
       bool keep = co_await handle_client_request(stream, parser.get(), ctx, services, w.local);
       if (!keep) break;
     }

@@ -52,6 +52,27 @@ struct Reply {
     co_return !ec && res.keep_alive();
   }
 
+  // A 200 answer Sluice has in hand (a cache hit): its head built as wire bytes, like the relay's.
+  asio::awaitable<bool> send_answer(const std::string& body, bool sse) {
+    char overhead[32];
+    std::snprintf(overhead, sizeof overhead, "%.3f", seconds_since(ctx.started) * 1000);
+    const bool keep = keep_alive && !services.draining;
+    auto h = WireHead::response(version, 200);
+    h.field("Server", "sluice").field("Content-Type", sse ? "text/event-stream" : "application/json");
+    if (sse) h.field("Cache-Control", "no-cache");
+    h.field("x-request-id", log.request_id).field("x-sluice-overhead-ms", overhead);
+    if (extra)
+      for (const auto& [name, value] : *extra) h.field(name, value);
+    h.connection(version, keep);
+    const std::string head = h.finish(body.size());
+    stream.expires_after(std::chrono::seconds(30));
+    const std::array<asio::const_buffer, 2> out{asio::buffer(head), asio::buffer(body)};
+    auto [ec, n] = co_await asio::async_write(stream, out, use_nothrow);
+    log.status = 200;
+    log.bytes_out += n;
+    co_return !ec && keep;
+  }
+
   asio::awaitable<bool> error(const openai::ApiError& e) {
     if (log.error.empty()) log.error = e.code.value_or(std::string(openai::default_error_type(e.status)));
     auto res = error_response(e, version, keep_alive);
@@ -373,6 +394,7 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, StringReq
   fr.started = ctx.started;
   fr.metrics = &services.metrics;
   fr.headers = &extra_headers;
+  fr.client_read_buffer = ctx.read_buffer;
 
   // Response cache: an exact repeat is answered here, as JSON or as a replayed stream, whichever was asked.
   std::string cache_key;
@@ -405,16 +427,12 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, StringReq
           extra_headers.emplace_back(
               "age", std::to_string(std::chrono::duration_cast<std::chrono::seconds>(now - hit->stored).count()));
           reply.extra = &extra_headers;
-          auto res = json_response(http::status::ok, std::move(*body), reply.version, reply.keep_alive);
-          if (client_req.stream) {
-            res.set(http::field::content_type, "text/event-stream");
-            res.set(http::field::cache_control, "no-cache");
-          }
           log.backend = "cache";
           log.prompt_tokens = hit->prompt_tokens;
           log.completion_tokens = hit->completion_tokens;
           services.metrics.tokens(model.name, "cache", log.key, hit->prompt_tokens, hit->completion_tokens);
-          keep = co_await reply.send(res);
+          const bool sse = client_req.stream;
+          keep = co_await reply.send_answer(*body, sse);
           co_return finish(keep);
         }
       }

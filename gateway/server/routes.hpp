@@ -117,6 +117,7 @@ struct RequestContext {
   std::uint64_t bytes_in = 0;
   std::string method;  // known once the request line is parsed (for errors before routing)
   std::string path;
+  beast::flat_buffer* read_buffer = nullptr;  // the connection's; a stream lets its memory go while it runs
 };
 
 /// Serves one client request on `stream`. Returns whether the connection may serve another.

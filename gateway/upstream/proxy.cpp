@@ -243,6 +243,11 @@ std::size_t drain_buffered(Connection& conn, Parser& p) {
   return parsed;
 }
 
+/// A stream does not need the client connection's read buffer while it runs: its memory goes back.
+void release_read_buffer(const ForwardRequest& fr) {
+  if (fr.client_read_buffer && fr.client_read_buffer->size() == 0) fr.client_read_buffer->shrink_to_fit();
+}
+
 /// Generated text reached the client now: the first time is the time to first token.
 void token_written(ForwardResult& r, Clock::time_point started) {
   auto now = Clock::now();
@@ -457,6 +462,7 @@ asio::awaitable<void> Exchange::relay_stream(Stream& up, Connection& conn, Parse
   // HTTP/1.0 clients get the stream unchunked, delimited by closing the connection.
   const bool chunked = fr_.client_version >= 11;
   r_.stream = true;
+  release_read_buffer(fr_);
   if (!st_.client_gone) {
     head_ = stream_head(fr_, overhead_ms(Clock::now()));
     // When the first events came in with the backend's head they go out with this one, in one write; else the
@@ -949,6 +955,7 @@ asio::awaitable<ForwardResult> follow(beast::tcp_stream& client, Flight& flight,
       next += fresh.size();
       if (!fr.stream) continue;  // a whole answer waits for the completion
       if (!head_sent) {
+        release_read_buffer(fr);
         auto head = stream_head(fr, overhead());
         client.expires_after(idle);
         auto [hec, hn] = co_await asio::async_write(client, asio::buffer(head), use_nothrow);

@@ -40,6 +40,9 @@ struct ForwardRequest {
   /// Coalescing: the flight this request leads. Its events are published there as they arrive, and the
   /// upstream request goes on after the client leaves while followers still read.
   Flight* flight = nullptr;
+  /// The client connection's read buffer: a relayed stream gives its memory back while it runs (it may take
+  /// minutes, and thousands run at once); the next request's read takes a fresh one.
+  beast::flat_buffer* client_read_buffer = nullptr;
   /// Extra response headers for the client (the rate-limit headers).
   const ExtraHeaders* headers = nullptr;
 };
