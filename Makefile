@@ -8,7 +8,7 @@ JOBS      ?= $(shell nproc)
 DEB_PACKAGES := g++ cmake ninja-build ccache make pkg-config openssl curl \
   libboost1.81-dev libssl-dev rapidjson-dev libspdlog-dev libfmt-dev \
   prometheus-cpp-dev libyaml-cpp-dev libcli11-dev libhiredis-dev \
-  libgtest-dev libgmock-dev redis-server prometheus
+  libjemalloc-dev libgtest-dev libgmock-dev redis-server prometheus
 
 # The fuzz targets (`make fuzz`): clang with libFuzzer and the sanitizer runtimes (bookworm ships compiler-rt
 # as libclang-rt-14-dev), llvm-14 for symbolised reports, and the libraries the parsers link.
