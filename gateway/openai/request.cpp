@@ -6,7 +6,11 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
+#include <utility>
+#include <vector>
 
+#include "openai/errors.hpp"
 #include "openai/json.hpp"
 
 namespace sluice::openai {
@@ -209,6 +213,114 @@ rapidjson::Value default_value(const std::string& text, rapidjson::Document::All
   return rapidjson::Value(text.c_str(), static_cast<rapidjson::SizeType>(text.size()), alloc);
 }
 
+// Where the top-level members a rewrite touches sit in the client's bytes.
+struct TopSpans {
+  std::optional<std::pair<std::size_t, std::size_t>> model, stream, stream_options;  // value [begin, end)
+  std::size_t close = 0;  // the object's closing brace
+};
+
+bool json_space(char c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; }
+
+// Reads the top level of a body inspect_request accepted (one JSON object, no duplicate members). False when
+// a member name is escaped: its bytes would not be its name, so only the document can be trusted then.
+bool top_spans(std::string_view json, TopSpans& out) {
+  std::size_t i = 0;
+  const std::size_t n = json.size();
+  auto skip_space = [&] {
+    while (i < n && json_space(json[i])) ++i;
+  };
+  auto skip_string = [&] {  // from the opening quote to just past the closing one
+    for (++i; i < n && json[i] != '"'; ++i)
+      if (json[i] == '\\') ++i;
+    ++i;
+  };
+  skip_space();
+  if (i >= n || json[i] != '{') return false;
+  ++i;
+  for (;;) {
+    skip_space();
+    if (i >= n) return false;
+    if (json[i] == '}') {
+      out.close = i;
+      return true;
+    }
+    if (json[i] == ',') {
+      ++i;
+      continue;
+    }
+    if (json[i] != '"') return false;
+    const std::size_t key_begin = i + 1;
+    skip_string();
+    const std::string_view key = json.substr(key_begin, i - 1 - key_begin);
+    if (key.find('\\') != std::string_view::npos) return false;
+    skip_space();
+    if (i >= n || json[i] != ':') return false;
+    ++i;
+    skip_space();
+    const std::size_t value_begin = i;
+    if (i < n && json[i] == '"') {
+      skip_string();
+    } else if (i < n && (json[i] == '{' || json[i] == '[')) {
+      int depth = 0;
+      for (; i < n; ++i) {
+        if (json[i] == '"') {
+          skip_string();
+          --i;
+        } else if (json[i] == '{' || json[i] == '[') {
+          ++depth;
+        } else if ((json[i] == '}' || json[i] == ']') && --depth == 0) {
+          ++i;
+          break;
+        }
+      }
+    } else {
+      while (i < n && json[i] != ',' && json[i] != '}' && !json_space(json[i])) ++i;
+    }
+    const auto span = std::make_pair(value_begin, i);
+    if (key == "model") out.model = span;
+    else if (key == "stream") out.stream = span;
+    else if (key == "stream_options") out.stream_options = span;
+  }
+}
+
+// The usual rewrites (the model's upstream name, an explicit `stream`, stream_options for usage) made in the
+// client's own bytes: its formatting and numbers are kept as sent, and no document is copied or written.
+// nullopt when the rewrite needs the document (defaults, a cap, existing stream_options, escaped names).
+std::optional<std::string> splice_request(std::string_view original, bool model_changes, std::string_view model,
+                                          bool stream_missing, bool stream, bool usage_missing) {
+  TopSpans at;
+  if (!top_spans(original, at) || (usage_missing && at.stream_options)) return std::nullopt;
+  if (model_changes && !at.model) return std::nullopt;
+  struct Edit {
+    std::size_t begin, end;
+    std::string text;
+  };
+  std::vector<Edit> edits;
+  edits.reserve(3);
+  if (model_changes) edits.push_back({at.model->first, at.model->second, json_quote(model)});
+  std::string added;
+  const char* stream_text = stream ? "true" : "false";
+  if (stream_missing) {
+    if (at.stream)
+      edits.push_back({at.stream->first, at.stream->second, stream_text});  // a null: replaced in place
+    else
+      added += std::string(",\"stream\":") + stream_text;
+  }
+  if (usage_missing) added += ",\"stream_options\":{\"include_usage\":true}";
+  if (!added.empty()) edits.push_back({at.close, at.close, std::move(added)});
+  std::sort(edits.begin(), edits.end(), [](const Edit& a, const Edit& b) { return a.begin < b.begin; });
+  std::string out;
+  out.reserve(original.size() + 96 + model.size());
+  std::size_t from = 0;
+  for (const auto& e : edits) {
+    out.append(original.substr(from, e.begin - from));
+    out += e.text;
+    from = e.end;
+  }
+  out.append(original.substr(from));
+  return out;
+}
+
 }  // namespace
 
 std::string rewrite_request(const ClientRequest& req, std::string_view original, const Rewrite& rw) {
@@ -224,6 +336,10 @@ std::string rewrite_request(const ClientRequest& req, std::string_view original,
                                        needs_cap(doc, "max_completion_tokens", rw.max_tokens_cap));
   if (!model_changes && !stream_missing && !usage_missing && !defaults_missing && !cap)
     return std::string(original);
+  if (!defaults_missing && !cap)
+    if (auto spliced = splice_request(original, model_changes, rw.upstream_model, stream_missing, req.stream,
+                                      usage_missing))
+      return std::move(*spliced);
 
   // Work on a copy: the same client request may be rewritten again for another target.
   rapidjson::Document out;

@@ -1,6 +1,8 @@
 // Fuzzes client request bodies: inspection for every endpoint, then (for a body that passes) the rewrites a
 // request goes through on its way upstream, the prompt estimate and the completion limit. Whatever the
 // client sent, what Sluice forwards must be a JSON object that Sluice itself would accept again.
+#include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -35,6 +37,31 @@ int depth_of(const rapidjson::Value& root) {
   return deepest;
 }
 
+// Two JSON values are the same, numbers to within RapidJSON's own reading of long numbers: a rewrite through
+// the document writes a double back in its shortest form, which the default reader may take an ulp apart.
+bool same_value(const rapidjson::Value& a, const rapidjson::Value& b) {
+  if (a.IsNumber() && b.IsNumber()) {
+    if (a.IsUint64() && b.IsUint64()) return a.GetUint64() == b.GetUint64();
+    if (a.IsInt64() && b.IsInt64()) return a.GetInt64() == b.GetInt64();
+    const double x = a.GetDouble(), y = b.GetDouble();
+    return x == y || std::fabs(x - y) <= 1e-12 * std::max(std::fabs(x), std::fabs(y));
+  }
+  if (a.GetType() != b.GetType()) return false;
+  if (a.IsArray()) {
+    if (a.Size() != b.Size()) return false;
+    for (rapidjson::SizeType i = 0; i < a.Size(); ++i)
+      if (!same_value(a[i], b[i])) return false;
+    return true;
+  }
+  if (a.IsObject()) {  // member by member, in order (a nested object may repeat a name, and both ways keep order)
+    if (a.MemberCount() != b.MemberCount()) return false;
+    for (auto x = a.MemberBegin(), y = b.MemberBegin(); x != a.MemberEnd(); ++x, ++y)
+      if (x->name != y->name || !same_value(x->value, y->value)) return false;
+    return true;
+  }
+  return a == b;
+}
+
 // Sluice refuses bodies that are not UTF-8, so what it forwards must be UTF-8 too.
 void check_rewrite(const ClientRequest& req, std::string_view body, const Rewrite& rw) {
   std::string out = rewrite_request(req, body, rw);
@@ -58,6 +85,18 @@ void check_rewrite(const ClientRequest& req, std::string_view body, const Rewrit
   if (rw.defaults)
     for (const auto& [k, v] : *rw.defaults)
       SLUICE_FUZZ_CHECK(r2.doc.HasMember(k.c_str()), "every default is present after the rewrite");
+  // Whether made in the client's bytes or through the document: every member the rewrite does not own is
+  // the client's, unchanged.
+  for (const auto& m : req.doc.GetObject()) {
+    const std::string_view k(m.name.GetString(), m.name.GetStringLength());
+    if (k == "model" || k == "stream" || k == "stream_options") continue;
+    if (rw.max_tokens_cap && (k == "max_tokens" || k == "max_completion_tokens")) continue;
+    auto it = r2.doc.FindMember(m.name);
+    SLUICE_FUZZ_CHECK(it != r2.doc.MemberEnd() && same_value(it->value, m.value),
+                      "the rewrite keeps the client's members");
+  }
+  if (!rw.defaults)
+    SLUICE_FUZZ_CHECK(r2.doc.MemberCount() <= req.doc.MemberCount() + 2, "the rewrite adds only what it owns");
   if (rw.max_tokens_cap) {
     auto limit = completion_limit(r2, 0);
     auto n = r2.doc.FindMember("n");

@@ -304,6 +304,44 @@ TEST(RewriteRequestTest, KeepsUnknownAndNestedFieldsIntact) {
   EXPECT_STREQ(out["messages"][1]["content"][0]["text"].GetString(), "caf\xC3\xA9 \"quoted\" \\ \n");
 }
 
+// The usual rewrites are made in the client's bytes: its spacing and number spellings are what the backend
+// sees, and nothing but the members the rewrite owns changes.
+TEST(RewriteRequestTest, UsualRewritesKeepTheClientsBytes) {
+  const std::string body =
+      "{ \"model\" : \"llama\",\n  \"messages\":[{\"role\":\"user\",\"content\":\"} {\\\"model\\\":\\\"x\\\"}\"}],"
+      " \"temperature\": 0.70, \"meta\": {\"model\": \"inner\", \"stream\": [1, {\"a\": \"]\"}]} }  ";
+  auto req = accept(Endpoint::chat_completions, body);
+  const auto out = rewrite_request(req, body, Rewrite{.upstream_model = "org/\"quoted\" model"});
+  EXPECT_EQ(out,
+            "{ \"model\" : \"org/\\\"quoted\\\" model\",\n  \"messages\":[{\"role\":\"user\",\"content\":\"} "
+            "{\\\"model\\\":\\\"x\\\"}\"}], \"temperature\": 0.70, \"meta\": {\"model\": \"inner\", \"stream\": [1, "
+            "{\"a\": \"]\"}]} ,\"stream\":false}  ");
+  auto doc = parse(out);
+  EXPECT_STREQ(doc["model"].GetString(), "org/\"quoted\" model");
+  EXPECT_STREQ(doc["meta"]["model"].GetString(), "inner");
+  EXPECT_FALSE(doc["stream"].GetBool());
+
+  // A stream: null is replaced where it stands; include_usage adds stream_options.
+  const std::string streaming = R"({"stream":null,"model":"m","prompt":"p"})";
+  auto sreq = accept(Endpoint::completions, streaming);
+  EXPECT_EQ(rewrite_request(sreq, streaming, Rewrite{.upstream_model = "up"}),
+            R"({"stream":false,"model":"up","prompt":"p"})");
+  const std::string asked = R"({"model":"m","prompt":"p","stream":true})";
+  auto areq = accept(Endpoint::completions, asked);
+  EXPECT_EQ(rewrite_request(areq, asked, Rewrite{.upstream_model = "m", .include_usage = true}),
+            R"({"model":"m","prompt":"p","stream":true,"stream_options":{"include_usage":true}})");
+}
+
+// An escaped member name is not its bytes: the rewrite then goes through the document, and is still right.
+TEST(RewriteRequestTest, EscapedMemberNamesAreRewrittenThroughTheDocument) {
+  const std::string body = R"({"model":"m","messages":[{"role":"user","content":"hi"}]})";
+  auto req = accept(Endpoint::chat_completions, body);
+  auto out = parse(rewrite_request(req, body, Rewrite{.upstream_model = "up"}));
+  EXPECT_STREQ(out["model"].GetString(), "up");
+  EXPECT_FALSE(out["stream"].GetBool());
+  EXPECT_EQ(out.MemberCount(), 3u);
+}
+
 TEST(RewriteRequestTest, EmbeddingsNeverGetAStreamField) {
   const std::string body = R"({"model":"embed","input":["a","b"],"encoding_format":"float"})";
   auto req = accept(Endpoint::embeddings, body);
