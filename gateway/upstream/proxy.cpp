@@ -200,18 +200,14 @@ struct UpstreamRequest {
   const std::string* body;
 };
 
-/// Writes gathered buffers to a client (as one chunk when `chunked`) in one write: after `head` (a response
-/// head not sent yet) and, when `last`, followed by the end of the chunked body. The caller bounds how long
-/// it may take. False when the write failed.
+/// Gathers into `out` what one client write sends: `head` (a response head not sent yet), then `data` (as one
+/// chunk when `chunked`, its size line written into `size_line`), then, when `last`, the end of the chunked body.
 /// `out` is the caller's, reused from write to write: no allocation per write once it has grown.
-template <class Stream>
-asio::awaitable<bool> write_gathered(Stream& client, std::vector<asio::const_buffer>& out,
-                                     const std::vector<asio::const_buffer>& data, bool chunked, ForwardResult& r,
-                                     std::string_view head = {}, bool last = false) {
+void gather_write(std::vector<asio::const_buffer>& out, char (&size_line)[24], std::string_view head,
+                  const std::vector<asio::const_buffer>& data, bool chunked, bool last) {
   static constexpr std::string_view kCrlf = "\r\n", kLastChunk = "0\r\n\r\n";
   out.clear();
   if (!head.empty()) out.emplace_back(head.data(), head.size());
-  char size_line[24];
   std::size_t size = 0;
   for (const auto& b : data) size += b.size();
   if (chunked && size > 0) {
@@ -221,6 +217,15 @@ asio::awaitable<bool> write_gathered(Stream& client, std::vector<asio::const_buf
   if (size > 0) out.insert(out.end(), data.begin(), data.end());
   if (chunked && size > 0) out.emplace_back(kCrlf.data(), kCrlf.size());
   if (chunked && last) out.emplace_back(kLastChunk.data(), kLastChunk.size());
+}
+
+/// Writes gathered buffers to a client (as one chunk when `chunked`) in one write; the caller bounds how long
+/// it may take. False when the write failed.
+template <class Stream>
+asio::awaitable<bool> write_gathered(Stream& client, std::vector<asio::const_buffer>& out,
+                                     const std::vector<asio::const_buffer>& data, bool chunked, ForwardResult& r) {
+  char size_line[24];
+  gather_write(out, size_line, {}, data, chunked, false);
   auto [ec, n] = co_await asio::async_write(client, out, use_nothrow);
   r.bytes_out += n;
   co_return !ec;
@@ -356,6 +361,7 @@ class Exchange {
   Clock::time_point sent_at_;
   std::string head_;    // a stream's response head, held to go out with its first events
   std::vector<asio::const_buffer> wire_;  // what each client write gathers
+  char size_line_[24];                    // the chunk size line of the write in progress
   bool ended_ = false;  // the chunked body's end went out with the last events
 
  public:
@@ -446,7 +452,10 @@ asio::awaitable<bool> Exchange::write_client(const std::vector<asio::const_buffe
   if (st_.client_gone) co_return !client_left(head_.empty() ? "streaming" : "waiting");
   client_write_begins();
   const bool with_head = !head_.empty();
-  const bool written = co_await write_gathered(client_.socket(), wire_, data, chunked, r_, head_, last);
+  gather_write(wire_, size_line_, head_, data, chunked, last);
+  auto [ec, n] = co_await asio::async_write(client_.socket(), wire_, use_nothrow);
+  r_.bytes_out += n;
+  const bool written = !ec;
   client_write_ends();
   if (with_head) {
     response_started(0);  // its bytes are counted with the rest of this write
@@ -533,6 +542,16 @@ asio::awaitable<void> Exchange::relay_stream(Stream& up, Connection& conn, Parse
     std::size_t got = (buf.size() - pending) - p.get().body().size;
     // Filled: the body buffer ran out of room, or the read took all the connection's buffer could hold.
     filled = p.get().body().size == 0 || n + conn.buffer.size() >= held + room;
+    // A burst already read but larger than the body buffer: the buffer grows (up to kBurstBuffer) and takes
+    // the rest now, so it goes to the client in one write instead of one per doubling.
+    while (!ec && !p.is_done() && p.get().body().size == 0 && conn.buffer.size() > 0 && buf.size() < kBurstBuffer) {
+      buf.resize(buf.size() * 2);
+      auto& more = p.get().body();
+      more.data = buf.data() + pending + got;
+      more.size = buf.size() - pending - got;
+      if (drain_buffered(conn, p) == 0) break;
+      got = (buf.size() - pending) - p.get().body().size;
+    }
     if (got > 0) {
       events.clear();
       parser.feed(std::string_view(buf.data() + pending, got), events);
