@@ -2,6 +2,7 @@
 
 #include <openssl/rand.h>
 
+#include <cstring>
 #include <random>
 
 namespace sluice {
@@ -46,10 +47,18 @@ WireHead WireHead::request(std::string_view method, std::string_view target) {
 }
 
 WireHead& WireHead::field(std::string_view name, std::string_view value) {
-  text_.append(name);
-  text_ += ": ";
-  text_.append(value);
-  text_ += "\r\n";
+  // One size change and four copies (four appends each checked the capacity and the length).
+  const std::size_t at = text_.size();
+  text_.resize(at + name.size() + value.size() + 4);
+  char* p = text_.data() + at;
+  std::memcpy(p, name.data(), name.size());
+  p += name.size();
+  *p++ = ':';
+  *p++ = ' ';
+  std::memcpy(p, value.data(), value.size());
+  p += value.size();
+  *p++ = '\r';
+  *p = '\n';
   return *this;
 }
 

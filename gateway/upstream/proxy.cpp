@@ -185,11 +185,8 @@ WholeAnswer whole_answer(const ForwardRequest& fr, std::string body, bool sse, c
   return {head.finish(body.size()), std::move(body)};
 }
 
-/// Writes a head and a body in one gathered write.
-/// (To the socket itself where the exchange's watchdog bounds the write; through Beast's stream where its own
-/// timer does.)
-template <class Stream>
-asio::awaitable<std::tuple<error_code, std::size_t>> write_answer(Stream& client, const WholeAnswer& a) {
+/// Writes a head and a body in one gathered write (a follower's answer, bounded by Beast's stream timer).
+asio::awaitable<std::tuple<error_code, std::size_t>> write_answer(beast::tcp_stream& client, const WholeAnswer& a) {
   const std::array<asio::const_buffer, 2> out{asio::buffer(a.head), asio::buffer(a.body)};
   co_return co_await asio::async_write(client, out, use_nothrow);
 }
@@ -792,7 +789,8 @@ asio::awaitable<void> Exchange::relay_body(Stream& up, Connection& conn, Parser&
     co_return;
   }
   client_write_begins();
-  auto [wec, wn] = co_await write_answer(client_.socket(), res);
+  const std::array<asio::const_buffer, 2> out{asio::buffer(res.head), asio::buffer(res.body)};
+  auto [wec, wn] = co_await asio::async_write(client_.socket(), out, use_nothrow);
   client_write_ends();
   response_started(wn);
   if (wec) {
