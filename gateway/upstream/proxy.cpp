@@ -295,6 +295,12 @@ class Exchange {
   error_code upstream_error(error_code ec) const {
     return ec && st_.upstream_expired ? error_code(beast::error::timeout) : ec;
   }
+  // The same after a read, which also ends the backend's deadline until the next read sets one: a slow
+  // client write in between is the client's deadline, not the backend's.
+  error_code upstream_read(error_code ec) {
+    st_.upstream_by = kNever;
+    return upstream_error(ec);
+  }
   // Bounds a client write: a client that stops reading for the idle timeout is dropped.
   void client_write_begins() {
     st_.client_by = Clock::now() + t_.idle;
@@ -411,7 +417,7 @@ asio::awaitable<void> Exchange::run(Stream& up, Connection& conn, bool reused, b
   p.body_limit(boost::none);  // bounded below: kMaxUpstreamBody, kMaxPendingEvent
   p.header_limit(64 * 1024);
   auto [hec, hn] = co_await http::async_read_header(up, conn.buffer, p, use_nothrow);
-  hec = upstream_error(hec);
+  hec = upstream_read(hec);
   if (client_left("waiting")) co_return;
   if (hec) {
     bool nothing_read = hn == 0 && conn.buffer.size() == 0;
@@ -533,7 +539,7 @@ asio::awaitable<void> Exchange::relay_stream(Stream& up, Connection& conn, Parse
     const std::size_t held = conn.buffer.size();
     const std::size_t room = std::max<std::size_t>(512, conn.buffer.capacity() - held);  // Beast's read size
     auto [ec, n] = co_await http::async_read_some(up, conn.buffer, p, use_nothrow);
-    ec = upstream_error(ec);
+    ec = upstream_read(ec);
     if (ec == http::error::need_buffer) ec = {};
     if (!ec) n += drain_buffered(conn, p);
     std::size_t got = (buf.size() - pending) - p.get().body().size;
@@ -699,7 +705,7 @@ asio::awaitable<void> Exchange::relay_body(Stream& up, Connection& conn, Parser&
     arm(used == 0 ? t_.first_token : t_.idle, used == 0 ? "first_token" : "idle");
     // Piece by piece, so the idle deadline (not first_token) applies once the answer has begun.
     auto [ec, n] = co_await http::async_read_some(up, conn.buffer, p, use_nothrow);
-    ec = upstream_error(ec);
+    ec = upstream_read(ec);
     if (!ec) drain_buffered(conn, p);
     used = body.size() - p.get().body().size;
     if (client_left("waiting")) co_return;
