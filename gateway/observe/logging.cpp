@@ -10,11 +10,13 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <charconv>
 #include <cmath>
-#include <cerrno>
 #include <ctime>
 #include <mutex>
+
+#include "openai/errors.hpp"
 
 namespace sluice::observe {
 namespace {
@@ -102,13 +104,13 @@ void setup_logging(const LogConfig& cfg) {
 namespace {
 
 // The access line is written by hand: it is built for every request, and RapidJSON's writer (its level stack,
-// its shortest-form doubles) cost more than the rest of the line. Strings are escaped as JSON requires.
+// its shortest-form doubles) cost more than the rest of the line.
 class Line {
  public:
   explicit Line(std::string& out) : out_(out) {}
   void str(std::string_view key, std::string_view v) {
     name(key);
-    quote(v);
+    openai::append_json_string(out_, v);
   }
   void uint(std::string_view key, std::uint64_t v) {
     name(key);
@@ -140,30 +142,6 @@ class Line {
     first_ = false;
     out_ += key;
     out_ += "\":";
-  }
-  void quote(std::string_view v) {
-    static constexpr char kHex[] = "0123456789abcdef";
-    out_ += '"';
-    std::size_t from = 0;
-    for (std::size_t i = 0; i < v.size(); ++i) {
-      const auto c = static_cast<unsigned char>(v[i]);
-      if (c >= 0x20 && c != '"' && c != '\\') continue;
-      out_.append(v.data() + from, i - from);
-      from = i + 1;
-      switch (c) {
-        case '"': out_ += "\\\""; break;
-        case '\\': out_ += "\\\\"; break;
-        case '\n': out_ += "\\n"; break;
-        case '\r': out_ += "\\r"; break;
-        case '\t': out_ += "\\t"; break;
-        default:
-          out_ += "\\u00";
-          out_ += kHex[c >> 4];
-          out_ += kHex[c & 15];
-      }
-    }
-    out_.append(v.data() + from, v.size() - from);
-    out_ += '"';
   }
 
   std::string& out_;

@@ -31,6 +31,10 @@ std::string_view default_error_type(int status);
 /// `text` as a JSON string literal, quotes included.
 std::string json_quote(std::string_view text);
 
+/// Appends `text` to `out` as a JSON string literal (quotes and backslashes escaped, control characters as
+/// \n, \t, ... or \u00XX; other bytes as they are).
+void append_json_string(std::string& out, std::string_view text);
+
 /// Serialises to {"error":{"message":...,"type":...,"param":...,"code":...}}.
 std::string error_json(const ApiError& e);
 

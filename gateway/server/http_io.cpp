@@ -78,6 +78,22 @@ std::string WireHead::finish(std::optional<std::size_t> content_length) {
   return std::move(text_);
 }
 
+std::string answer_head(unsigned version, bool keep_alive, bool sse, std::string_view request_id,
+                        std::string_view overhead_ms, const ExtraHeaders* extra, std::optional<std::size_t> length) {
+  const bool stream = !length;
+  const bool chunked = stream && version >= 11;
+  auto head = WireHead::response(version, 200);
+  head.field("Server", "sluice").field("Content-Type", sse ? "text/event-stream" : "application/json");
+  if (sse) head.field("Cache-Control", "no-cache");
+  if (stream) head.field("x-accel-buffering", "no");
+  head.field("x-request-id", request_id).field("x-sluice-overhead-ms", overhead_ms);
+  if (extra)
+    for (const auto& [name, value] : *extra) head.field(name, value);
+  head.connection(version, keep_alive && (!stream || chunked));  // an unchunked stream ends with the connection
+  if (chunked) head.field("Transfer-Encoding", "chunked");
+  return head.finish(length);
+}
+
 std::string wire_head(const StringResponse& res) {
   std::string out;
   out.reserve(512);

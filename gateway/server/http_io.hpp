@@ -13,6 +13,8 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "openai/errors.hpp"
 
@@ -49,6 +51,14 @@ class WireHead {
  private:
   std::string text_;
 };
+
+/// Response headers Sluice adds (rate limits, cache): names are string literals, values are the request's own.
+using ExtraHeaders = std::vector<std::pair<std::string_view, std::string>>;
+
+/// The head of a 200 answer Sluice sends a client: its id and overhead, the extra headers, and `length` for a
+/// whole answer; without one, a relayed stream (chunked on HTTP/1.1, else delimited by closing the connection).
+std::string answer_head(unsigned version, bool keep_alive, bool sse, std::string_view request_id,
+                        std::string_view overhead_ms, const ExtraHeaders* extra, std::optional<std::size_t> length);
 
 /// A Beast response's head exactly as Beast's serializer would write it.
 std::string wire_head(const StringResponse& res);

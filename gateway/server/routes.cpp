@@ -22,7 +22,7 @@ double seconds_since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
 }
 
-using Headers = upstream::ExtraHeaders;
+using Headers = ExtraHeaders;
 
 struct Reply {
   beast::tcp_stream& stream;
@@ -57,14 +57,7 @@ struct Reply {
     char overhead[32];
     std::snprintf(overhead, sizeof overhead, "%.3f", seconds_since(ctx.started) * 1000);
     const bool keep = keep_alive && !services.draining;
-    auto h = WireHead::response(version, 200);
-    h.field("Server", "sluice").field("Content-Type", sse ? "text/event-stream" : "application/json");
-    if (sse) h.field("Cache-Control", "no-cache");
-    h.field("x-request-id", log.request_id).field("x-sluice-overhead-ms", overhead);
-    if (extra)
-      for (const auto& [name, value] : *extra) h.field(name, value);
-    h.connection(version, keep);
-    const std::string head = h.finish(body.size());
+    const std::string head = answer_head(version, keep, sse, log.request_id, overhead, extra, body.size());
     stream.expires_after(std::chrono::seconds(30));
     const std::array<asio::const_buffer, 2> out{asio::buffer(head), asio::buffer(body)};
     auto [ec, n] = co_await asio::async_write(stream, out, use_nothrow);

@@ -153,19 +153,8 @@ int client_status_for_backend(int status) {
 /// The response head of a relayed stream (chunked for HTTP/1.1 clients; HTTP/1.0 ones get it delimited by
 /// closing the connection).
 std::string stream_head(const ForwardRequest& fr, const std::string& overhead_ms) {
-  const bool chunked = fr.client_version >= 11;
-  auto head = WireHead::response(fr.client_version, 200);
-  head.field("Server", "sluice")
-      .field("Content-Type", "text/event-stream")
-      .field("Cache-Control", "no-cache")
-      .field("x-accel-buffering", "no")
-      .field("x-request-id", fr.request_id)
-      .field("x-sluice-overhead-ms", overhead_ms);
-  if (fr.headers)
-    for (const auto& [name, value] : *fr.headers) head.field(name, value);
-  head.connection(fr.client_version, chunked && fr.client_keep_alive);
-  if (chunked) head.field("Transfer-Encoding", "chunked");
-  return head.finish(std::nullopt);
+  return answer_head(fr.client_version, fr.client_keep_alive, true, fr.request_id, overhead_ms, fr.headers,
+                     std::nullopt);
 }
 
 /// A whole JSON (or replayed SSE) answer for the client: its head and body, written together.
@@ -175,14 +164,9 @@ struct WholeAnswer {
 };
 
 WholeAnswer whole_answer(const ForwardRequest& fr, std::string body, bool sse, const std::string& overhead_ms) {
-  auto head = WireHead::response(fr.client_version, 200);
-  head.field("Server", "sluice").field("Content-Type", sse ? "text/event-stream" : "application/json");
-  if (sse) head.field("Cache-Control", "no-cache");
-  head.field("x-request-id", fr.request_id).field("x-sluice-overhead-ms", overhead_ms);
-  if (fr.headers)
-    for (const auto& [name, value] : *fr.headers) head.field(name, value);
-  head.connection(fr.client_version, fr.client_keep_alive);
-  return {head.finish(body.size()), std::move(body)};
+  auto head = answer_head(fr.client_version, fr.client_keep_alive, sse, fr.request_id, overhead_ms, fr.headers,
+                          body.size());
+  return {std::move(head), std::move(body)};
 }
 
 /// Writes a head and a body in one gathered write (a follower's answer, bounded by Beast's stream timer).

@@ -19,9 +19,6 @@
 namespace sluice::upstream {
 
 /// What the relay needs to forward one request.
-/// Response headers Sluice adds (rate limits, cache): names are string literals, values are the request's own.
-using ExtraHeaders = std::vector<std::pair<std::string_view, std::string>>;
-
 struct ForwardRequest {
   openai::Endpoint endpoint = openai::Endpoint::chat_completions;
   std::string body;  // exactly what goes upstream
