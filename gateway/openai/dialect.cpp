@@ -8,6 +8,9 @@
 #include <bit>
 #include <chrono>
 #include <cstring>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "openai/json.hpp"
 #include "openai/request.hpp"
@@ -224,7 +227,91 @@ struct ChunkScan {
 
 bool is_space(char c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; }
 
+// The first byte at or after p that is not JSON whitespace. Most places have none: one compare.
+[[gnu::always_inline]] inline const char* skip_space(const char* p, const char* end) {
+  while (p < end && static_cast<unsigned char>(*p) <= ' ' && is_space(*p)) ++p;
+  return p;
+}
+
 static_assert(std::endian::native == std::endian::little, "scan_chunk reads strings as little-endian words");
+
+// A string from its opening quote: the byte after its closing quote, or nullptr when malformed; `unsure`
+// set for a \u escape. The cursor goes in and out by value so the caller keeps it in a register.
+[[gnu::always_inline]] inline const char* scan_string(const char* p, const char* end, bool& unsure) {
+  ++p;
+  for (;;) {
+    // To the next quote, backslash or control character: sixteen (SSE2) or eight bytes at a time, then the tail.
+    bool found = false;
+#if defined(__SSE2__)
+    const __m128i quotes = _mm_set1_epi8('"'), backslashes = _mm_set1_epi8('\\'), controls = _mm_set1_epi8(0x1f);
+    while (end - p >= 16) {
+      const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+      // A byte below 0x20 is one whose unsigned minimum with 0x1f is itself.
+      const __m128i special = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quotes), _mm_cmpeq_epi8(v, backslashes)),
+                                           _mm_cmpeq_epi8(_mm_min_epu8(v, controls), v));
+      if (const auto mask = static_cast<unsigned>(_mm_movemask_epi8(special))) {
+        p += std::countr_zero(mask);
+        found = true;
+        break;
+      }
+      p += 16;
+    }
+#endif
+    constexpr std::uint64_t kOnes = 0x0101010101010101ull, kHighs = 0x8080808080808080ull;
+    while (!found && end - p >= 8) {
+      std::uint64_t v;
+      std::memcpy(&v, p, sizeof v);
+      const std::uint64_t quote = v ^ (kOnes * '"'), backslash = v ^ (kOnes * '\\');
+      // The high bit of each byte that is a quote, a backslash or below 0x20; exact up to the first one.
+      const std::uint64_t special =
+          (((quote - kOnes) & ~quote) | ((backslash - kOnes) & ~backslash) | ((v - kOnes * 0x20) & ~v)) & kHighs;
+      if (special) {
+        p += std::countr_zero(special) / 8;  // little-endian: the lowest byte comes first in memory
+        found = true;
+        break;
+      }
+      p += 8;
+    }
+    if (!found) {
+      while (p < end && static_cast<unsigned char>(*p) >= 0x20 && *p != '"' && *p != '\\') ++p;
+      if (p == end) return nullptr;
+    }
+    const auto c = static_cast<unsigned char>(*p);
+    if (c == '"') return p + 1;
+    if (c < 0x20) return nullptr;
+    // A backslash: one escape.
+    if (++p == end) return nullptr;
+    switch (*p) {
+      case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't': break;
+      case 'u': unsure = true; break;
+      default: return nullptr;
+    }
+    ++p;
+  }
+}
+
+// A number from its first byte: the byte after it, or nullptr when malformed; `unsure` set where
+// RapidJSON's own limits decide (an exponent, more digits than a double holds exactly).
+[[gnu::always_inline]] inline const char* scan_number(const char* p, const char* end, bool& unsure) {
+  const char* start = p;
+  if (*p == '-') ++p;
+  if (p == end || *p < '0' || *p > '9') return nullptr;
+  if (*p == '0') ++p;
+  else
+    while (p < end && *p >= '0' && *p <= '9') ++p;
+  if (p < end && *p == '.') {
+    if (++p == end || *p < '0' || *p > '9') return nullptr;
+    while (p < end && *p >= '0' && *p <= '9') ++p;
+  }
+  if (p < end && (*p == 'e' || *p == 'E')) {
+    unsure = true;  // RapidJSON's range decides
+    if (++p < end && (*p == '+' || *p == '-')) ++p;
+    if (p == end || *p < '0' || *p > '9') return nullptr;
+    while (p < end && *p >= '0' && *p <= '9') ++p;
+  }
+  if (p - start > 15) unsure = true;  // beyond double's exact digits: RapidJSON decides
+  return p;
+}
 
 ChunkScan scan_chunk(std::string_view json) {
   using V = ChunkScan::Verdict;
@@ -238,91 +325,45 @@ ChunkScan scan_chunk(std::string_view json) {
   } watch = Watch::none;
   int usage_depth = 0;  // while inside the top-level usage object: its depth (2)
   bool usage_keyed = false;
-  auto skip = [&] {
-    while (p < end && is_space(*p)) ++p;
-  };
-  // A string from its opening quote; false when malformed, `unsure` set for a \u escape.
   bool unsure = false;
-  auto string = [&]() -> bool {
-    ++p;
-    for (;;) {
-      // To the next quote, backslash or control character: eight bytes at a time, then the tail.
-      constexpr std::uint64_t kOnes = 0x0101010101010101ull, kHighs = 0x8080808080808080ull;
-      bool found = false;
-      while (end - p >= 8) {
-        std::uint64_t v;
-        std::memcpy(&v, p, sizeof v);
-        const std::uint64_t quote = v ^ (kOnes * '"'), backslash = v ^ (kOnes * '\\');
-        // The high bit of each byte that is a quote, a backslash or below 0x20; exact up to the first one.
-        const std::uint64_t special =
-            (((quote - kOnes) & ~quote) | ((backslash - kOnes) & ~backslash) | ((v - kOnes * 0x20) & ~v)) & kHighs;
-        if (special) {
-          p += std::countr_zero(special) / 8;  // little-endian: the lowest byte comes first in memory
-          found = true;
-          break;
-        }
-        p += 8;
-      }
-      if (!found) {
-        while (p < end && static_cast<unsigned char>(*p) >= 0x20 && *p != '"' && *p != '\\') ++p;
-        if (p == end) return false;
-      }
-      const auto c = static_cast<unsigned char>(*p);
-      if (c == '"') {
-        ++p;
-        return true;
-      }
-      if (c < 0x20) return false;
-      // A backslash: one escape.
-      if (++p == end) return false;
-      switch (*p) {
-        case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't': break;
-        case 'u': unsure = true; break;
-        default: return false;
-      }
-      ++p;
-    }
-  };
-  auto number = [&]() -> bool {
-    const char* start = p;
-    if (*p == '-') ++p;
-    if (p == end || *p < '0' || *p > '9') return false;
-    if (*p == '0') ++p;
-    else
-      while (p < end && *p >= '0' && *p <= '9') ++p;
-    if (p < end && *p == '.') {
-      if (++p == end || *p < '0' || *p > '9') return false;
-      while (p < end && *p >= '0' && *p <= '9') ++p;
-    }
-    if (p < end && (*p == 'e' || *p == 'E')) {
-      unsure = true;  // RapidJSON's range decides
-      if (++p < end && (*p == '+' || *p == '-')) ++p;
-      if (p == end || *p < '0' || *p > '9') return false;
-      while (p < end && *p >= '0' && *p <= '9') ++p;
-    }
-    if (p - start > 15) unsure = true;  // beyond double's exact digits: RapidJSON decides
-    return true;
-  };
   auto literal = [&](std::string_view word) -> bool {
     if (static_cast<std::size_t>(end - p) < word.size() || std::string_view(p, word.size()) != word) return false;
     p += word.size();
     return true;
   };
   auto classify = [](std::string_view key) {
-    if (key == "content" || key == "reasoning_content" || key == "reasoning" || key == "text") return Watch::text;
-    if (key == "tool_calls") return Watch::tool_calls;
-    if (key == "finish_reason") return Watch::finish_reason;
-    if (key == "usage") return Watch::usage;
-    if (key == "metrics") return Watch::metrics;
-    if (key == "timings" || (key.size() > 7 && key.substr(key.size() - 7) == "metrics")) return Watch::telemetry;
+    // By length first: most member names ("id", "object", "index", "delta", ...) are settled by one compare;
+    // a longer one may still end in "metrics" ("x_metrics", vLLM's "request_metrics").
+    switch (key.size()) {
+      case 4: return key == "text" ? Watch::text : Watch::none;
+      case 5: return key == "usage" ? Watch::usage : Watch::none;
+      case 7:
+        if (key == "content") return Watch::text;
+        if (key == "metrics") return Watch::metrics;
+        return key == "timings" ? Watch::telemetry : Watch::none;
+      case 9:
+        if (key == "reasoning") return Watch::text;
+        break;  // "x_metrics"
+      case 10:
+        if (key == "tool_calls") return Watch::tool_calls;
+        break;
+      case 13:
+        if (key == "finish_reason") return Watch::finish_reason;
+        break;
+      case 17:
+        if (key == "reasoning_content") return Watch::text;
+        break;
+      default: break;
+    }
+    if (key.size() > 7 && key.substr(key.size() - 7) == "metrics") return Watch::telemetry;
     return Watch::none;
   };
 
-  skip();
+  p = skip_space(p, end);
   if (p == end || *p != '{') return out;
   // value: p at the first byte of a value
 value:
-  skip();
+  p = skip_space(p, end);
   if (p == end) return out;
   switch (watch) {  // the member just keyed, seen at its value's first byte
     case Watch::none: break;
@@ -369,8 +410,7 @@ value:
     case '[':
       if (++depth > kMaxJsonDepth) return out;
       in_object[depth] = *p == '{';
-      ++p;
-      skip();
+      p = skip_space(p + 1, end);
       if (p < end && *p == (in_object[depth] ? '}' : ']')) {
         ++p;
         if (depth == usage_depth) usage_depth = 0;  // "usage":{}
@@ -380,7 +420,7 @@ value:
       if (in_object[depth]) goto key;
       goto value;
     case '"':
-      if (!string()) return out;
+      if (!(p = scan_string(p, end, unsure))) return out;
       goto after;
     case 't':
       if (!literal("true")) return out;
@@ -392,15 +432,15 @@ value:
       if (!literal("null")) return out;
       goto after;
     default:
-      if (!number()) return out;
+      if (!(p = scan_number(p, end, unsure))) return out;
       goto after;
   }
 key:
-  skip();
+  p = skip_space(p, end);
   if (p == end || *p != '"') return out;
   {
     const char* name = p + 1;
-    if (!string()) return out;
+    if (!(p = scan_string(p, end, unsure))) return out;
     const std::string_view key(name, static_cast<std::size_t>(p - 1 - name));
     watch = classify(key);
     if (depth == 1 && key == "usage" && !usage_keyed)
@@ -412,12 +452,12 @@ key:
     else if (depth == usage_depth && key == "completion_tokens" && !out.completion_tokens)
       watch = Watch::completion;
   }
-  skip();
+  p = skip_space(p, end);
   if (p == end || *p != ':') return out;
   ++p;
   goto value;
 after:
-  skip();
+  p = skip_space(p, end);
   if (depth == 0) {
     if (p != end) return out;  // one value only (a NUL or anything else after it is not JSON)
     out.verdict = unsure ? V::unsure : V::valid;

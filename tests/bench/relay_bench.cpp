@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "../integration/harness.hpp"
+#include "openai/dialect.hpp"
 #include "openai/sse_parser.hpp"
 #include "policy/limiter.hpp"
 #include "simulator/simulator.hpp"
@@ -80,8 +81,9 @@ void parser_row() {
   std::string stream;
   while (stream.size() < (64u << 20)) stream += ev;
   openai::SseParser parser;
-  std::vector<openai::SseEvent> events;
-  std::size_t count = 0;
+  std::vector<openai::SseEventView> events;  // the relay's form: views, no copy
+  std::size_t count = 0, checked = 0, generated = 0;
+  double check_s = 0;
   auto t0 = Clock::now();
   for (std::size_t off = 0; off < stream.size(); off += 16384) {
     events.clear();
@@ -92,6 +94,22 @@ void parser_row() {
   std::printf("\nSSE parser: %zu events, %.0f MiB in %.3f s = %.0f MiB/s, %.2f M events/s\n", count,
               static_cast<double>(stream.size()) / (1 << 20), s,
               static_cast<double>(stream.size()) / (1 << 20) / s, static_cast<double>(count) / s / 1e6);
+  // The relay's check of each event (inspect_stream_chunk: validation and accounting in one pass), alone.
+  openai::SseParser again;
+  for (std::size_t off = 0; off < stream.size(); off += 16384) {
+    events.clear();
+    again.feed(std::string_view(stream).substr(off, 16384), events);
+    auto t1 = Clock::now();
+    for (const auto& e : events) {
+      auto info = openai::inspect_stream_chunk(e.data);
+      checked += info.has_value();
+      generated += info && info->generated;
+    }
+    check_s += std::chrono::duration<double>(Clock::now() - t1).count();
+  }
+  std::printf("Chunk check: %zu of %zu events valid (%zu with text) in %.3f s = %.0f ns per event, %.0f MiB/s\n",
+              checked, count, generated, check_s, check_s * 1e9 / static_cast<double>(count),
+              static_cast<double>(stream.size()) / (1 << 20) / check_s);
 }
 
 // The in-memory limiter alone: one admission and its settlement, for a key with every limit set.
@@ -134,6 +152,11 @@ const char* kGenerousLimits =
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc > 1 && std::string_view(argv[1]) == "--micro") {  // the in-process figures alone, no servers
+    parser_row();
+    limiter_row();
+    return 0;
+  }
   int clients = argc > 1 ? std::atoi(argv[1]) : 16;
   int per_client = argc > 2 ? std::atoi(argv[2]) : 200;
 

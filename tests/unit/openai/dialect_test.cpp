@@ -385,6 +385,27 @@ TEST(InspectStreamChunkTest, RefusesExactlyWhatIsJsonObjectRefuses) {
   }
 }
 
+// The string scan reads 16 or 8 bytes at a time: a special byte at every offset of every length, near the end
+// of the chunk and far from it, must still be seen.
+TEST(InspectStreamChunkTest, SeesEverySpecialByteWhereverItFallsInAString) {
+  for (std::size_t len = 0; len <= 40; ++len) {
+    for (std::size_t at = 0; at <= len; ++at) {
+      for (std::string_view special : {"\\\"", "\\n", "\\u0041", "\\", "\x01", "\x1f", "\t", "\"", "\x7f", "\xc3\xa9"}) {
+        std::string text(len, 'a');
+        text.insert(at, special);
+        for (const std::string& chunk : {"{\"choices\":[{\"delta\":{\"content\":\"" + text + "\"}}]}",
+                                         "{\"" + text + "\":1}", "{\"a\":\"" + text + "\"}"}) {
+          auto fast = inspect_stream_chunk(chunk);
+          ASSERT_EQ(fast.has_value(), is_json_object(chunk)) << chunk;
+          if (fast && chunk.starts_with("{\"choices\"")) {
+            EXPECT_EQ(fast->generated, inspect_chunk(chunk).generated) << chunk;
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST(DefaultHealthPathTest, InferenceServersUseHealth) {
   for (auto d : {Dialect::vllm, Dialect::sglang, Dialect::llamacpp, Dialect::tgi, Dialect::simulator}) {
     EXPECT_EQ(default_health_path(d, "/v1"), "/health") << static_cast<int>(d);
