@@ -9,6 +9,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <charconv>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -226,7 +227,7 @@ Metrics::~Metrics() = default;
 void Metrics::request_done(std::string_view endpoint, std::string_view model, std::string_view backend,
                            std::string_view key, int code, double seconds) {
   char code_text[12];
-  const int code_len = std::snprintf(code_text, sizeof code_text, "%d", code);
+  const auto code_len = std::to_chars(code_text, code_text + sizeof code_text, code).ptr - code_text;
   child(impl_->id, impl_->requests,
         {{"endpoint", endpoint},
          {"model", model},

@@ -2,6 +2,7 @@
 
 #include <openssl/rand.h>
 
+#include <charconv>
 #include <cstring>
 #include <random>
 
@@ -71,8 +72,8 @@ WireHead& WireHead::connection(unsigned version, bool keep_alive) {
 std::string WireHead::finish(std::optional<std::size_t> content_length) {
   if (content_length) {
     char n[24];
-    std::snprintf(n, sizeof n, "%zu", *content_length);
-    field("Content-Length", n);
+    const char* end = std::to_chars(n, n + sizeof n, *content_length).ptr;
+    field("Content-Length", std::string_view(n, static_cast<std::size_t>(end - n)));
   }
   text_ += "\r\n";
   return std::move(text_);

@@ -7,12 +7,16 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/buffers_suffix.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http.hpp>
+#include <charconv>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -31,6 +35,13 @@ inline constexpr auto use_nothrow = asio::as_tuple(asio::use_awaitable);
 
 using StringRequest = http::request<http::string_body>;
 using StringResponse = http::response<http::string_body>;
+
+/// `v` with three decimals, as printf's "%.3f" writes it (x-sluice-overhead-ms), into `buf`; no locale, no printf.
+inline std::string_view fixed3(char (&buf)[32], double v) {
+  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v, std::chars_format::fixed, 3);
+  if (ec != std::errc{}) return "0.000";  // beyond 10^28 ms: not a duration
+  return {buf, static_cast<std::size_t>(end - buf)};
+}
 
 /// An HTTP/1.x message head built directly as the bytes that go on the wire. Beast's serializer walks its
 /// list of fields through a chain of buffer views (about 30 pieces for a small answer); on Sluice's busiest
@@ -74,6 +85,29 @@ std::string new_request_id();
 
 /// A request id a client may supply: 1..128 visible ASCII characters; anything else is replaced.
 bool acceptable_request_id(std::string_view id);
+
+namespace detail {
+inline tcp::socket& plain_socket(tcp::socket& s) { return s; }
+inline tcp::socket& plain_socket(beast::tcp_stream& s) { return s.socket(); }
+}  // namespace detail
+
+/// Writes `buffers` to a plain TCP connection (a socket, or a Beast stream whose timer then bounds the wait):
+/// first whatever the socket takes at once, without suspending the coroutine, and only when the socket's buffer
+/// is full the rest asynchronously. A peer that reads leaves room, so the common write costs one send(2) and no
+/// trip through the event loop. {error, bytes written}, as async_write with use_nothrow gives.
+template <class Stream, class Buffers>
+asio::awaitable<std::tuple<error_code, std::size_t>> write_all(Stream& s, const Buffers& buffers) {
+  tcp::socket& sock = detail::plain_socket(s);
+  error_code ec;
+  if (!sock.non_blocking()) sock.non_blocking(true, ec);  // a full buffer answers would_block, never waits
+  std::size_t n = ec ? 0 : sock.write_some(buffers, ec);
+  if (ec == asio::error::would_block || ec == asio::error::try_again) ec = {};
+  if (ec || n == asio::buffer_size(buffers)) co_return std::tuple<error_code, std::size_t>{ec, n};
+  beast::buffers_suffix<Buffers> rest(buffers);
+  rest.consume(n);
+  auto [later_ec, later_n] = co_await asio::async_write(s, rest, use_nothrow);
+  co_return std::tuple<error_code, std::size_t>{later_ec, n + later_n};
+}
 
 /// Closes a socket with RST rather than FIN (what a crashed peer looks like).
 void reset_socket(tcp::socket& s);

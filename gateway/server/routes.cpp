@@ -38,15 +38,14 @@ struct Reply {
   asio::awaitable<bool> send(StringResponse& res) {
     res.set("x-request-id", log.request_id);
     char overhead[32];  // an answer Sluice gives itself is all overhead
-    std::snprintf(overhead, sizeof overhead, "%.3f", seconds_since(ctx.started) * 1000);
-    res.set("x-sluice-overhead-ms", overhead);
+    res.set("x-sluice-overhead-ms", fixed3(overhead, seconds_since(ctx.started) * 1000));
     if (extra)
       for (const auto& [name, value] : *extra) res.set(name, value);
     if (services.draining) res.keep_alive(false);
     stream.expires_after(std::chrono::seconds(30));
     const std::string head = wire_head(res);
     const std::array<asio::const_buffer, 2> out{asio::buffer(head), asio::buffer(res.body())};
-    auto [ec, n] = co_await asio::async_write(stream, out, use_nothrow);
+    auto [ec, n] = co_await write_all(stream, out);
     log.status = res.result_int();
     log.bytes_out += n;
     co_return !ec && res.keep_alive();
@@ -55,12 +54,12 @@ struct Reply {
   // A 200 answer Sluice has in hand (a cache hit): its head built as wire bytes, like the relay's.
   asio::awaitable<bool> send_answer(const std::string& body, bool sse) {
     char overhead[32];
-    std::snprintf(overhead, sizeof overhead, "%.3f", seconds_since(ctx.started) * 1000);
+    const std::string_view spent = fixed3(overhead, seconds_since(ctx.started) * 1000);
     const bool keep = keep_alive && !services.draining;
-    const std::string head = answer_head(version, keep, sse, log.request_id, overhead, extra, body.size());
+    const std::string head = answer_head(version, keep, sse, log.request_id, spent, extra, body.size());
     stream.expires_after(std::chrono::seconds(30));
     const std::array<asio::const_buffer, 2> out{asio::buffer(head), asio::buffer(body)};
-    auto [ec, n] = co_await asio::async_write(stream, out, use_nothrow);
+    auto [ec, n] = co_await write_all(stream, out);
     log.status = 200;
     log.bytes_out += n;
     co_return !ec && keep;

@@ -4,10 +4,13 @@
 #include <sys/socket.h>
 
 #include <array>
+#include <charconv>
 #include <boost/asio/write.hpp>
 #include <cerrno>
 #include <cstring>
 #include <deque>
+#include <tuple>
+#include <type_traits>
 #include <vector>
 
 #include "openai/sse_parser.hpp"
@@ -172,7 +175,7 @@ WholeAnswer whole_answer(const ForwardRequest& fr, std::string body, bool sse, c
 /// Writes a head and a body in one gathered write (a follower's answer, bounded by Beast's stream timer).
 asio::awaitable<std::tuple<error_code, std::size_t>> write_answer(beast::tcp_stream& client, const WholeAnswer& a) {
   const std::array<asio::const_buffer, 2> out{asio::buffer(a.head), asio::buffer(a.body)};
-  co_return co_await asio::async_write(client, out, use_nothrow);
+  co_return co_await write_all(client, out);
 }
 
 /// The request as it goes upstream: its head, built for the backend, and the client's (rewritten) body.
@@ -192,8 +195,10 @@ void gather_write(std::vector<asio::const_buffer>& out, char (&size_line)[24], s
   std::size_t size = 0;
   for (const auto& b : data) size += b.size();
   if (chunked && size > 0) {
-    const int len = std::snprintf(size_line, sizeof size_line, "%zx\r\n", size);
-    out.emplace_back(size_line, static_cast<std::size_t>(len));
+    char* end = std::to_chars(size_line, size_line + sizeof size_line - 2, size, 16).ptr;
+    *end++ = '\r';
+    *end++ = '\n';
+    out.emplace_back(size_line, static_cast<std::size_t>(end - size_line));
   }
   if (size > 0) out.insert(out.end(), data.begin(), data.end());
   if (chunked && size > 0) out.emplace_back(kCrlf.data(), kCrlf.size());
@@ -359,8 +364,7 @@ class Exchange {
         fr_.backend_seconds_before + std::chrono::duration<double>(upstream_done - sent_at_).count();
     double ms = std::max(0.0, ms_since(fr_.started) - waited * 1000.0);
     char buf[32];
-    std::snprintf(buf, sizeof buf, "%.3f", ms);
-    return buf;
+    return std::string(fixed3(buf, ms));
   }
 };
 
@@ -384,7 +388,12 @@ asio::awaitable<void> Exchange::run(Stream& up, Connection& conn, bool reused, b
   else
     arm(t_.total, "total");
   const std::array<asio::const_buffer, 2> request{asio::buffer(req_.head), asio::buffer(*req_.body)};
-  auto [wec, wn] = co_await asio::async_write(up, request, use_nothrow);
+  error_code wec;
+  if constexpr (std::is_same_v<Stream, tcp::socket>) {
+    std::tie(wec, std::ignore) = co_await write_all(up, request);
+  } else {
+    std::tie(wec, std::ignore) = co_await asio::async_write(up, request, use_nothrow);
+  }
   wec = upstream_error(wec);
   if (client_left("waiting")) co_return;
   if (wec) {
@@ -440,7 +449,7 @@ asio::awaitable<bool> Exchange::write_client(const std::vector<asio::const_buffe
   client_write_begins();
   const bool with_head = !head_.empty();
   gather_write(wire_, size_line_, head_, data, chunked, last);
-  auto [ec, n] = co_await asio::async_write(client_.socket(), wire_, use_nothrow);
+  auto [ec, n] = co_await write_all(client_.socket(), wire_);
   r_.bytes_out += n;
   const bool written = !ec;
   client_write_ends();
@@ -465,7 +474,8 @@ asio::awaitable<void> Exchange::relay_stream(Stream& up, Connection& conn, Parse
     // head goes now (a backend may take seconds to its first token, and the client hears of it at once).
     if (conn.buffer.size() == 0) {
       client_write_begins();
-      auto [hec, hn] = co_await asio::async_write(client_.socket(), asio::buffer(head_), use_nothrow);
+      const asio::const_buffer head = asio::buffer(head_);
+      auto [hec, hn] = co_await write_all(client_.socket(), head);
       client_write_ends();
       head_.clear();
       head_.shrink_to_fit();
@@ -780,7 +790,7 @@ asio::awaitable<void> Exchange::relay_body(Stream& up, Connection& conn, Parser&
   }
   client_write_begins();
   const std::array<asio::const_buffer, 2> out{asio::buffer(res.head), asio::buffer(res.body)};
-  auto [wec, wn] = co_await asio::async_write(client_.socket(), out, use_nothrow);
+  auto [wec, wn] = co_await write_all(client_.socket(), out);
   client_write_ends();
   response_started(wn);
   if (wec) {
@@ -951,8 +961,7 @@ asio::awaitable<ForwardResult> follow(beast::tcp_stream& client, Flight& flight,
   Flight::State state = Flight::State::running;
   auto overhead = [&] {
     char buf[32];
-    std::snprintf(buf, sizeof buf, "%.3f", ms_since(fr.started));
-    return std::string(buf);
+    return std::string(fixed3(buf, ms_since(fr.started)));
   };
   for (;;) {
     fresh.clear();
