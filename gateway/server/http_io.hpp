@@ -9,6 +9,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/buffers_suffix.hpp>
+#include <boost/beast/core/read_size.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http.hpp>
@@ -17,6 +18,7 @@
 #include <string>
 #include <string_view>
 #include <tuple>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -107,6 +109,79 @@ asio::awaitable<std::tuple<error_code, std::size_t>> write_all(Stream& s, const 
   rest.consume(n);
   auto [later_ec, later_n] = co_await asio::async_write(s, rest, use_nothrow);
   co_return std::tuple<error_code, std::size_t>{later_ec, n + later_n};
+}
+
+/// http::async_read_some, for a backend connection: parses what `buffer` holds into `parser`, reading more
+/// while the parser needs more. On a plain socket it reads as nginx does: it waits for the socket to become
+/// readable and then reads it without a further trip through the event loop, and when a read took all the room
+/// it had (`more`: the socket may hold the rest of a burst) the next one tries the socket before waiting.
+/// Other streams (TLS) go through Beast. {error, bytes parsed}.
+template <class Stream, class Parser>
+asio::awaitable<std::tuple<error_code, std::size_t>> read_some_now(Stream& s, beast::flat_buffer& buffer,
+                                                                   Parser& parser, bool& more) {
+  if constexpr (!std::is_same_v<Stream, tcp::socket>) {
+    co_return co_await http::async_read_some(s, buffer, parser, use_nothrow);
+  } else {
+    error_code ec;
+    std::size_t parsed = 0;
+    if (!s.non_blocking()) s.non_blocking(true, ec);  // an empty socket answers would_block, never blocks
+    bool fresh = buffer.size() > 0;                     // bytes the parser has not been offered yet
+    while (!ec) {
+      if (fresh) {
+        const std::size_t used = parser.put(buffer.data(), ec);
+        buffer.consume(used);
+        parsed += used;
+        if (ec != http::error::need_more) break;
+        ec = {};
+      }
+      const std::size_t room = beast::read_size(buffer, 65536);  // as Beast sizes its reads
+      if (room == 0) {
+        ec = http::error::buffer_overflow;
+        break;
+      }
+      if (!more) {
+        auto [waited] = co_await s.async_wait(tcp::socket::wait_read, use_nothrow);
+        if ((ec = waited)) break;
+      }
+      const std::size_t n = s.read_some(buffer.prepare(room), ec);
+      more = !ec && n == room;
+      if (ec == asio::error::would_block || ec == asio::error::try_again) {
+        ec = {};
+        fresh = false;
+        continue;
+      }
+      buffer.commit(n);
+      if (ec == asio::error::eof) {  // as Beast: the end of a body delimited by the close, else a cut message
+        if (parser.got_some()) {
+          ec = {};
+          parser.put_eof(ec);
+        } else {
+          ec = http::error::end_of_stream;
+        }
+        break;
+      }
+      fresh = true;
+    }
+    co_return std::tuple<error_code, std::size_t>{ec, parsed};
+  }
+}
+
+/// http::async_read_header, read as read_some_now reads.
+template <class Stream, class Parser>
+asio::awaitable<std::tuple<error_code, std::size_t>> read_header_now(Stream& s, beast::flat_buffer& buffer,
+                                                                     Parser& parser, bool& more) {
+  if constexpr (!std::is_same_v<Stream, tcp::socket>) {
+    co_return co_await http::async_read_header(s, buffer, parser, use_nothrow);
+  } else {
+    std::size_t parsed = 0;
+    error_code ec;
+    while (!ec && !parser.is_header_done()) {
+      auto [read_ec, n] = co_await read_some_now(s, buffer, parser, more);
+      ec = read_ec;
+      parsed += n;
+    }
+    co_return std::tuple<error_code, std::size_t>{ec, parsed};
+  }
 }
 
 /// Closes a socket with RST rather than FIN (what a crashed peer looks like).
