@@ -13,6 +13,9 @@ namespace {
 // commonly drop idle keep-alive connections after 5–75 s.
 constexpr auto kMaxIdle = std::chrono::seconds(30);
 constexpr auto kTrustIdle = std::chrono::seconds(1);  // idle for less: reused without a liveness peek
+// A host name's addresses are resolved again after this long (Envoy's default DNS refresh), and at once after
+// a connect to them failed.
+constexpr auto kResolvedFor = std::chrono::seconds(5);
 
 // True when the peer has not closed (or reset) an idle connection: nothing must be readable.
 bool still_open(tcp::socket& s) {
@@ -62,28 +65,37 @@ void BackendPool::release(std::unique_ptr<Connection> c) {
 
 asio::awaitable<std::unique_ptr<Connection>> BackendPool::connect(std::string& reason, std::string& detail) {
   auto c = std::make_unique<Connection>();
-  auto deadline = std::chrono::steady_clock::now() + backend_.timeouts.connect;
-  // Resolution has no timeout of its own: a timer cancels it. The handler owns what it touches,
-  // since it may run after this frame is gone.
-  auto resolver = std::make_shared<tcp::resolver>(ex_);
-  auto timed_out = std::make_shared<bool>(false);
-  asio::steady_timer timer(ex_);
-  timer.expires_at(deadline);
-  timer.async_wait([resolver, timed_out](error_code ec) {
-    if (!ec) {
-      *timed_out = true;
-      resolver->cancel();
+  const auto now = std::chrono::steady_clock::now();
+  auto deadline = now + backend_.timeouts.connect;
+  // An IP address is taken as it is: no resolver, whose thread each new connection would otherwise wait on.
+  if (endpoints_.empty() && url_.host_is_ip()) endpoints_ = {tcp::endpoint(asio::ip::make_address(url_.host), url_.port)};
+  if (endpoints_.empty() || (!url_.host_is_ip() && now - resolved_at_ >= kResolvedFor)) {
+    // Resolution has no timeout of its own: a timer cancels it. The handler owns what it touches,
+    // since it may run after this frame is gone.
+    auto resolver = std::make_shared<tcp::resolver>(ex_);
+    auto timed_out = std::make_shared<bool>(false);
+    asio::steady_timer timer(ex_);
+    timer.expires_at(deadline);
+    timer.async_wait([resolver, timed_out](error_code ec) {
+      if (!ec) {
+        *timed_out = true;
+        resolver->cancel();
+      }
+    });
+    const std::string port = std::to_string(url_.port);  // named: GCC 12 mishandles temporaries in co_await
+    auto [rec, results] =
+        co_await resolver->async_resolve(url_.host, port, tcp::resolver::numeric_service, use_nothrow);
+    timer.cancel();
+    if (rec) {
+      reason = *timed_out ? "timeout" : "resolve";
+      detail = "cannot resolve " + url_.host + ": " + rec.message();
+      co_return nullptr;
     }
-  });
-  const std::string port = std::to_string(url_.port);  // named: GCC 12 mishandles temporaries in co_await
-  auto [rec, endpoints] =
-      co_await resolver->async_resolve(url_.host, port, tcp::resolver::numeric_service, use_nothrow);
-  timer.cancel();
-  if (rec) {
-    reason = *timed_out ? "timeout" : "resolve";
-    detail = "cannot resolve " + url_.host + ": " + rec.message();
-    co_return nullptr;
+    endpoints_.clear();
+    for (const auto& entry : results) endpoints_.push_back(entry.endpoint());
+    resolved_at_ = now;
   }
+  const std::vector<tcp::endpoint> endpoints = endpoints_;  // a copy: another connect may refresh them meanwhile
   if (url_.tls)
     c->secure.emplace(ex_, *tls_);
   else
@@ -92,6 +104,7 @@ asio::awaitable<std::unique_ptr<Connection>> BackendPool::connect(std::string& r
   tcp_layer.expires_at(deadline);
   auto [cec, ep] = co_await tcp_layer.async_connect(endpoints, use_nothrow);
   if (cec) {
+    if (!url_.host_is_ip()) endpoints_.clear();  // the next connect asks DNS again
     reason = cec == beast::error::timeout ? "timeout" : "connect";
     detail = "cannot connect to " + url_.host_header() + ": " + cec.message();
     co_return nullptr;

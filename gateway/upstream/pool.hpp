@@ -65,6 +65,9 @@ class BackendPool {
   std::shared_ptr<ssl::context> tls_;
   std::vector<std::unique_ptr<Connection>> idle_;
   LiveExchanges* live_;
+  // Where new connections go: the URL's IP address, or its host name's addresses resolved at resolved_at_.
+  std::vector<tcp::endpoint> endpoints_;
+  std::chrono::steady_clock::time_point resolved_at_{};
 };
 
 }  // namespace sluice::upstream

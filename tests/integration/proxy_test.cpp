@@ -285,6 +285,29 @@ TEST(Proxy, StalePooledConnectionIsReplacedTransparently) {
   EXPECT_EQ(upstream.requests().size(), 3u);
 }
 
+// A backend named by host name: resolved once, its addresses kept for the next connections (which no longer
+// wait on the resolver's thread), and every new connection still reaches it.
+TEST(Proxy, ABackendNamedByHostNameIsReachedOnEveryNewConnection) {
+  ScriptedUpstream* up = nullptr;
+  ScriptedUpstream upstream([&up](UpstreamConn& c) {  // one answer per connection, then it closes
+    auto req = c.read_request();
+    if (req.empty()) return;
+    up->record(req);
+    std::string body = R"({"object":"chat.completion","choices":[]})";
+    c.write("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: " +
+            std::to_string(body.size()) + "\r\n\r\n" + body);
+  });
+  up = &upstream;
+  TestGateway gw(scripted_config("http://localhost:" + std::to_string(upstream.port()) + "/v1"));
+  for (int i = 0; i < 3; ++i) {
+    auto r = post_json(gw.port(), "/v1/chat/completions", chat("m", false));
+    ASSERT_EQ(r.status, 200) << r.body;
+    ASSERT_TRUE(wait_until([&] { return upstream.connections() == i + 1; }));
+  }
+  EXPECT_EQ(upstream.requests().size(), 3u);
+  EXPECT_NE(header_of(upstream.requests().front(), "host").find("localhost:"), std::string::npos);
+}
+
 TEST(Proxy, UnreachableBackendIs502) {
   std::uint16_t dead_port;
   {
