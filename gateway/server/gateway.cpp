@@ -163,6 +163,7 @@ struct Gateway::Impl {
   std::atomic<unsigned> connections{0};
   std::atomic<unsigned> refusing{0};          // connections being told "503 too many connections"
   static constexpr unsigned kMaxRefusing = 64;  // beyond this, refused connections are reset instead
+  static constexpr int kAcceptBatch = 64;       // connections accepted at once after a wake-up
   Fleet fleet;
   Services services{
       config,
@@ -232,11 +233,12 @@ struct Gateway::Impl {
   }
 
   asio::awaitable<void> accept_loop() {
+    error_code nb;
+    acceptor->non_blocking(true, nb);  // the accepts after the first of a wake-up answer would_block, never wait
     for (;;) {
       auto& w = *workers[next_worker];
       next_worker = (next_worker + 1) % workers.size();
       auto [ec, accepted] = co_await acceptor->async_accept(w.ctx, use_nothrow);
-      tcp::socket sock(std::move(accepted));
       if (ec) {
         if (!acceptor->is_open() || draining) co_return;
         {  // EMFILE, ENFILE, ENOBUFS...: back off instead of spinning
@@ -245,19 +247,35 @@ struct Gateway::Impl {
         }
         continue;
       }
-      if (connections.load() >= config.server.max_connections) {
-        metrics.client_rejected("max_connections");
-        // Told why with a 503, unless so many are being refused at once that even that would cost too much.
-        if (refusing.load() < kMaxRefusing) {
-          ++refusing;  // counted here, not when the worker gets to it, so a burst cannot overshoot the cap
-          asio::co_spawn(w.ctx, refuse_session(std::move(sock)), asio::detached);
-        }
-        else
-          reset_socket(sock);
-        continue;
+      admit(w, std::move(accepted));
+      // Then every connection already waiting (up to a batch), as nginx's multi_accept: one per trip through a
+      // busy event loop would leave new clients queued behind every stream's events.
+      for (int i = 0; !nb && i < kAcceptBatch && acceptor->is_open(); ++i) {
+        auto& next = *workers[next_worker];
+        error_code aec;
+        tcp::socket sock = acceptor->accept(next.ctx, aec);
+        if (aec) break;  // would_block: none waiting (any other error, the next async accept sees too)
+        next_worker = (next_worker + 1) % workers.size();
+        admit(next, std::move(sock));
       }
-      asio::co_spawn(w.ctx, client_session(w, std::move(sock)), asio::detached);
     }
+  }
+
+  // A connection just accepted for worker `w`: its session, or a refusal when over max_connections.
+  void admit(Worker& w, tcp::socket sock) {
+    if (connections.load() >= config.server.max_connections) {
+      metrics.client_rejected("max_connections");
+      // Told why with a 503, unless so many are being refused at once that even that would cost too much.
+      if (refusing.load() < kMaxRefusing) {
+        ++refusing;  // counted here, not when the worker gets to it, so a burst cannot overshoot the cap
+        asio::co_spawn(w.ctx, refuse_session(std::move(sock)), asio::detached);
+      } else {
+        reset_socket(sock);
+      }
+      return;
+    }
+    ++connections;  // here, not when the session starts: a batch of accepts cannot overshoot the cap
+    asio::co_spawn(w.ctx, client_session(w, std::move(sock)), asio::detached);
   }
 
   // A connection over max_connections: a 503 before its request is read, then a brief lingering close.
@@ -280,8 +298,7 @@ struct Gateway::Impl {
     co_await lingering_close(stream);
   }
 
-  asio::awaitable<void> client_session(Worker& w, tcp::socket sock) {
-    ++connections;
+  asio::awaitable<void> client_session(Worker& w, tcp::socket sock) {  // counted in `connections` by admit()
     metrics.client_connections(1);
     error_code ec;
     sock.set_option(tcp::no_delay(true), ec);

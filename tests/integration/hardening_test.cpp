@@ -233,6 +233,27 @@ TEST(Hardening, ConnectionsOverTheLimitAreToldWhyWithA503) {
   EXPECT_EQ(post_json(gw.port(), "/v1/chat/completions", chat("demo", false)).status, 200);
 }
 
+// Connections that arrive together are accepted together (a batch per wake-up), and the cap still holds
+// exactly: each is counted when it is accepted, not when its session first runs.
+TEST(Hardening, ABurstOfConnectionsCannotOvershootTheLimit) {
+  TestGateway gw(limits_config("max_connections: 8, idle_timeout: 60s"));
+  std::vector<std::unique_ptr<HttpClient>> burst;
+  for (int i = 0; i < 40; ++i) burst.push_back(std::make_unique<HttpClient>(gw.port()));
+  ASSERT_TRUE(wait_until([&] {
+    return metric_value(gw.admin_port(), "sluice_client_rejections_total{reason=\"max_connections\"}") == 32;
+  }));
+  EXPECT_EQ(metric_value(gw.admin_port(), "sluice_client_connections"), 8);
+  int served = 0, refused = 0;
+  for (auto& c : burst) {
+    if (!c->send_raw(raw_post("/v1/chat/completions", chat("demo", false)))) continue;
+    auto r = c->read_response();
+    served += r.status == 200;
+    refused += r.status == 503 && error_code_of(r.body) == "too_many_connections";
+  }
+  EXPECT_EQ(served, 8);
+  EXPECT_EQ(refused, 32);
+}
+
 // ---- backend side ----
 
 // One scripted backend that misbehaves as the request's message names, then reports whether Sluice closed
