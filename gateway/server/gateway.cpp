@@ -9,6 +9,7 @@
 #include <future>
 #include <mutex>
 #include <thread>
+#include <utility>
 #include <unordered_set>
 
 #include "observe/logging.hpp"
@@ -235,10 +236,14 @@ struct Gateway::Impl {
   asio::awaitable<void> accept_loop() {
     error_code nb;
     acceptor->non_blocking(true, nb);  // the accepts after the first of a wake-up answer would_block, never wait
+    // A connection reset while it waited is an error to skip, not one Asio's synchronous accept waits out.
+    error_code opt;
+    acceptor->set_option(asio::socket_base::enable_connection_aborted(true), opt);
     for (;;) {
       auto& w = *workers[next_worker];
       next_worker = (next_worker + 1) % workers.size();
       auto [ec, accepted] = co_await acceptor->async_accept(w.ctx, use_nothrow);
+      if (ec == asio::error::connection_aborted) continue;  // the client gave up while it waited
       if (ec) {
         if (!acceptor->is_open() || draining) co_return;
         {  // EMFILE, ENFILE, ENOBUFS...: back off instead of spinning
@@ -261,6 +266,21 @@ struct Gateway::Impl {
     }
   }
 
+  // One place in `connections`, taken when a connection is accepted and given back when its session's frame
+  // goes, whether the session ran, ended by an exception, or never started (its io_context stopped first).
+  class Slot {
+   public:
+    explicit Slot(std::atomic<unsigned>& n) : n_(&n) { ++*n_; }
+    Slot(Slot&& o) noexcept : n_(std::exchange(o.n_, nullptr)) {}
+    Slot& operator=(Slot&&) = delete;
+    ~Slot() {
+      if (n_) --*n_;
+    }
+
+   private:
+    std::atomic<unsigned>* n_;
+  };
+
   // A connection just accepted for worker `w`: its session, or a refusal when over max_connections.
   void admit(Worker& w, tcp::socket sock) {
     if (connections.load() >= config.server.max_connections) {
@@ -274,8 +294,8 @@ struct Gateway::Impl {
       }
       return;
     }
-    ++connections;  // here, not when the session starts: a batch of accepts cannot overshoot the cap
-    asio::co_spawn(w.ctx, client_session(w, std::move(sock)), asio::detached);
+    // Counted here, not when the session starts: a batch of accepts cannot overshoot the cap.
+    asio::co_spawn(w.ctx, client_session(w, std::move(sock), Slot(connections)), asio::detached);
   }
 
   // A connection over max_connections: a 503 before its request is read, then a brief lingering close.
@@ -298,7 +318,7 @@ struct Gateway::Impl {
     co_await lingering_close(stream);
   }
 
-  asio::awaitable<void> client_session(Worker& w, tcp::socket sock) {  // counted in `connections` by admit()
+  asio::awaitable<void> client_session(Worker& w, tcp::socket sock, [[maybe_unused]] Slot slot) {
     metrics.client_connections(1);
     error_code ec;
     sock.set_option(tcp::no_delay(true), ec);
@@ -311,14 +331,12 @@ struct Gateway::Impl {
     struct Leave {
       Worker& w;
       SessionHandle& h;
-      std::atomic<unsigned>& connections;
       observe::Metrics& metrics;
       ~Leave() {
         w.sessions.erase(&h);
-        --connections;
         metrics.client_connections(-1);
       }
-    } leave{w, handle, connections, metrics};
+    } leave{w, handle, metrics};
     const auto& sc = config.server;
     bool lingering = false;
 

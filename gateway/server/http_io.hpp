@@ -5,6 +5,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
@@ -111,21 +112,28 @@ asio::awaitable<std::tuple<error_code, std::size_t>> write_all(Stream& s, const 
   co_return std::tuple<error_code, std::size_t>{later_ec, n + later_n};
 }
 
+/// How a backend socket was last read (read_some_now): `more` when the last read took all the room it had (the
+/// socket may hold the rest of a burst), and how many reads in a row went without giving the thread back.
+struct ReadState {
+  bool more = false;
+  unsigned in_a_row = 0;
+  static constexpr unsigned kMaxInARow = 16;  // then the relay yields once, so its worker's other work goes on
+};
+
 /// http::async_read_some, for a backend connection: parses what `buffer` holds into `parser`, reading more
 /// while the parser needs more. On a plain socket it reads as nginx does: it waits for the socket to become
 /// readable and then reads it without a further trip through the event loop, and when a read took all the room
-/// it had (`more`: the socket may hold the rest of a burst) the next one tries the socket before waiting.
-/// Other streams (TLS) go through Beast. {error, bytes parsed}.
+/// it had the next one tries the socket before waiting (yielding to the worker's other work every
+/// ReadState::kMaxInARow such reads). Other streams (TLS) go through Beast. {error, bytes parsed}.
 template <class Stream, class Parser>
 asio::awaitable<std::tuple<error_code, std::size_t>> read_some_now(Stream& s, beast::flat_buffer& buffer,
-                                                                   Parser& parser, bool& more) {
+                                                                   Parser& parser, ReadState& state) {
   if constexpr (!std::is_same_v<Stream, tcp::socket>) {
     co_return co_await http::async_read_some(s, buffer, parser, use_nothrow);
   } else {
     error_code ec;
     std::size_t parsed = 0;
-    if (!s.non_blocking()) s.non_blocking(true, ec);  // an empty socket answers would_block, never blocks
-    bool fresh = buffer.size() > 0;                     // bytes the parser has not been offered yet
+    bool fresh = buffer.size() > 0;  // bytes the parser has not been offered yet
     while (!ec) {
       if (fresh) {
         const std::size_t used = parser.put(buffer.data(), ec);
@@ -139,12 +147,20 @@ asio::awaitable<std::tuple<error_code, std::size_t>> read_some_now(Stream& s, be
         ec = http::error::buffer_overflow;
         break;
       }
-      if (!more) {
+      if (!state.more) {
+        state.in_a_row = 0;
         auto [waited] = co_await s.async_wait(tcp::socket::wait_read, use_nothrow);
         if ((ec = waited)) break;
+      } else if (++state.in_a_row >= ReadState::kMaxInARow) {
+        state.in_a_row = 0;
+        co_await asio::post(s.get_executor(), asio::use_awaitable);
+      }
+      if (!s.non_blocking()) {  // an empty socket answers would_block, never blocks
+        s.non_blocking(true, ec);
+        if (ec) break;
       }
       const std::size_t n = s.read_some(buffer.prepare(room), ec);
-      more = !ec && n == room;
+      state.more = !ec && n == room;
       if (ec == asio::error::would_block || ec == asio::error::try_again) {
         ec = {};
         fresh = false;
@@ -169,14 +185,14 @@ asio::awaitable<std::tuple<error_code, std::size_t>> read_some_now(Stream& s, be
 /// http::async_read_header, read as read_some_now reads.
 template <class Stream, class Parser>
 asio::awaitable<std::tuple<error_code, std::size_t>> read_header_now(Stream& s, beast::flat_buffer& buffer,
-                                                                     Parser& parser, bool& more) {
+                                                                     Parser& parser, ReadState& state) {
   if constexpr (!std::is_same_v<Stream, tcp::socket>) {
     co_return co_await http::async_read_header(s, buffer, parser, use_nothrow);
   } else {
     std::size_t parsed = 0;
     error_code ec;
     while (!ec && !parser.is_header_done()) {
-      auto [read_ec, n] = co_await read_some_now(s, buffer, parser, more);
+      auto [read_ec, n] = co_await read_some_now(s, buffer, parser, state);
       ec = read_ec;
       parsed += n;
     }

@@ -21,7 +21,7 @@ struct Connection {
   std::optional<beast::tcp_stream> plain;
   std::optional<ssl::stream<beast::tcp_stream>> secure;
   beast::flat_buffer buffer;  // bytes read past the previous response (must be empty to reuse)
-  bool more = false;          // the last read took all the room it had: the socket may hold more (read_some_now)
+  ReadState reading;          // how the socket was last read (read_some_now)
   std::chrono::steady_clock::time_point idle_since;
 
   beast::tcp_stream& lowest() { return secure ? secure->next_layer() : *plain; }

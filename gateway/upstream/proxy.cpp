@@ -409,8 +409,8 @@ asio::awaitable<void> Exchange::run(Stream& up, Connection& conn, bool reused, b
   http::response_parser<http::buffer_body> p;
   p.body_limit(boost::none);  // bounded below: kMaxUpstreamBody, kMaxPendingEvent
   p.header_limit(64 * 1024);
-  conn.more = false;  // the backend has only just been asked
-  auto [hec, hn] = co_await read_header_now(up, conn.buffer, p, conn.more);
+  conn.reading.more = false;  // the backend has only just been asked
+  auto [hec, hn] = co_await read_header_now(up, conn.buffer, p, conn.reading);
   hec = upstream_read(hec);
   if (client_left("waiting")) co_return;
   if (hec) {
@@ -533,7 +533,7 @@ asio::awaitable<void> Exchange::relay_stream(Stream& up, Connection& conn, Parse
     if (filled && conn.buffer.capacity() < kBurstBuffer) conn.buffer.reserve(conn.buffer.capacity() * 2);
     const std::size_t held = conn.buffer.size();
     const std::size_t room = std::max<std::size_t>(512, conn.buffer.capacity() - held);  // Beast's read size
-    auto [ec, n] = co_await read_some_now(up, conn.buffer, p, conn.more);
+    auto [ec, n] = co_await read_some_now(up, conn.buffer, p, conn.reading);
     ec = upstream_read(ec);
     if (ec == http::error::need_buffer) ec = {};
     if (!ec) n += drain_buffered(conn, p);
@@ -699,7 +699,7 @@ asio::awaitable<void> Exchange::relay_body(Stream& up, Connection& conn, Parser&
     p.get().body().size = body.size() - used;
     arm(used == 0 ? t_.first_token : t_.idle, used == 0 ? "first_token" : "idle");
     // Piece by piece, so the idle deadline (not first_token) applies once the answer has begun.
-    auto [ec, n] = co_await read_some_now(up, conn.buffer, p, conn.more);
+    auto [ec, n] = co_await read_some_now(up, conn.buffer, p, conn.reading);
     ec = upstream_read(ec);
     if (!ec) drain_buffered(conn, p);
     used = body.size() - p.get().body().size;
