@@ -61,6 +61,19 @@ ScriptedUpstream::Handler json_backend(ScriptedUpstream*& self, std::string body
   };
 }
 
+// Answers one request per connection, then closes it (saying so in the answer when `says_close`).
+ScriptedUpstream::Handler one_answer_per_connection(ScriptedUpstream*& self, bool says_close) {
+  return [&self, says_close](UpstreamConn& c) {
+    auto req = c.read_request();
+    if (req.empty()) return;
+    self->record(req);
+    std::string body = R"({"object":"chat.completion","choices":[]})";
+    c.write(std::string("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n") +
+            (says_close ? "Connection: close\r\n" : "") + "Content-Length: " + std::to_string(body.size()) +
+            "\r\n\r\n" + body);
+  };
+}
+
 std::string scripted_config(const std::string& url, const std::string& timeouts = "") {
   return test_config_yaml("backends:\n  - { name: up, dialect: vllm, url: \"" + url +
                           "\", api_key: backend-secret, health: { enabled: false }" +
@@ -268,14 +281,7 @@ TEST(Proxy, UpstreamConnectionsAreReused) {
 TEST(Proxy, StalePooledConnectionIsReplacedTransparently) {
   // The backend closes every connection after one answer (while it idles in the pool).
   ScriptedUpstream* up = nullptr;
-  ScriptedUpstream upstream([&up](UpstreamConn& c) {
-    auto req = c.read_request();
-    if (req.empty()) return;
-    up->record(req);
-    std::string body = R"({"object":"chat.completion","choices":[]})";
-    c.write("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " +
-            std::to_string(body.size()) + "\r\n\r\n" + body);
-  });
+  ScriptedUpstream upstream(one_answer_per_connection(up, false));
   up = &upstream;
   TestGateway gw(scripted_config(upstream.url()));
   for (int i = 0; i < 3; ++i) {
@@ -289,14 +295,7 @@ TEST(Proxy, StalePooledConnectionIsReplacedTransparently) {
 // wait on the resolver's thread), and every new connection still reaches it.
 TEST(Proxy, ABackendNamedByHostNameIsReachedOnEveryNewConnection) {
   ScriptedUpstream* up = nullptr;
-  ScriptedUpstream upstream([&up](UpstreamConn& c) {  // one answer per connection, then it closes
-    auto req = c.read_request();
-    if (req.empty()) return;
-    up->record(req);
-    std::string body = R"({"object":"chat.completion","choices":[]})";
-    c.write("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: " +
-            std::to_string(body.size()) + "\r\n\r\n" + body);
-  });
+  ScriptedUpstream upstream(one_answer_per_connection(up, true));  // then it closes
   up = &upstream;
   TestGateway gw(scripted_config("http://localhost:" + std::to_string(upstream.port()) + "/v1"));
   for (int i = 0; i < 3; ++i) {
