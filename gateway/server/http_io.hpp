@@ -94,22 +94,27 @@ inline tcp::socket& plain_socket(tcp::socket& s) { return s; }
 inline tcp::socket& plain_socket(beast::tcp_stream& s) { return s.socket(); }
 }  // namespace detail
 
-/// Writes `buffers` to a plain TCP connection (a socket, or a Beast stream whose timer then bounds the wait):
-/// first whatever the socket takes at once, without suspending the coroutine, and only when the socket's buffer
-/// is full the rest asynchronously. A peer that reads leaves room, so the common write costs one send(2) and no
-/// trip through the event loop. {error, bytes written}, as async_write with use_nothrow gives.
+/// Writes `buffers` to a connection. On a plain one (a socket, or a Beast stream whose timer then bounds the
+/// wait) it first sends whatever the socket takes at once, without suspending the coroutine, and only when the
+/// socket's buffer is full the rest asynchronously: a peer that reads leaves room, so the common write costs one
+/// send(2) and no trip through the event loop. Other streams (TLS) get async_write. {error, bytes written}, as
+/// async_write with use_nothrow gives.
 template <class Stream, class Buffers>
 asio::awaitable<std::tuple<error_code, std::size_t>> write_all(Stream& s, const Buffers& buffers) {
-  tcp::socket& sock = detail::plain_socket(s);
-  error_code ec;
-  if (!sock.non_blocking()) sock.non_blocking(true, ec);  // a full buffer answers would_block, never waits
-  std::size_t n = ec ? 0 : sock.write_some(buffers, ec);
-  if (ec == asio::error::would_block || ec == asio::error::try_again) ec = {};
-  if (ec || n == asio::buffer_size(buffers)) co_return std::tuple<error_code, std::size_t>{ec, n};
-  beast::buffers_suffix<Buffers> rest(buffers);
-  rest.consume(n);
-  auto [later_ec, later_n] = co_await asio::async_write(s, rest, use_nothrow);
-  co_return std::tuple<error_code, std::size_t>{later_ec, n + later_n};
+  if constexpr (!std::is_same_v<Stream, tcp::socket> && !std::is_same_v<Stream, beast::tcp_stream>) {
+    co_return co_await asio::async_write(s, buffers, use_nothrow);
+  } else {
+    tcp::socket& sock = detail::plain_socket(s);
+    error_code ec;
+    if (!sock.non_blocking()) sock.non_blocking(true, ec);  // a full buffer answers would_block, never waits
+    std::size_t n = ec ? 0 : sock.write_some(buffers, ec);
+    if (ec == asio::error::would_block || ec == asio::error::try_again) ec = {};
+    if (ec || n == asio::buffer_size(buffers)) co_return std::tuple<error_code, std::size_t>{ec, n};
+    beast::buffers_suffix<Buffers> rest(buffers);
+    rest.consume(n);
+    auto [later_ec, later_n] = co_await asio::async_write(s, rest, use_nothrow);
+    co_return std::tuple<error_code, std::size_t>{later_ec, n + later_n};
+  }
 }
 
 /// How a backend socket was last read (read_some_now): `more` when the last read took all the room it had (the
@@ -182,22 +187,18 @@ asio::awaitable<std::tuple<error_code, std::size_t>> read_some_now(Stream& s, be
   }
 }
 
-/// http::async_read_header, read as read_some_now reads.
+/// http::async_read_header, read as read_some_now reads (on any stream: Beast's own is the same loop).
 template <class Stream, class Parser>
 asio::awaitable<std::tuple<error_code, std::size_t>> read_header_now(Stream& s, beast::flat_buffer& buffer,
                                                                      Parser& parser, ReadState& state) {
-  if constexpr (!std::is_same_v<Stream, tcp::socket>) {
-    co_return co_await http::async_read_header(s, buffer, parser, use_nothrow);
-  } else {
-    std::size_t parsed = 0;
-    error_code ec;
-    while (!ec && !parser.is_header_done()) {
-      auto [read_ec, n] = co_await read_some_now(s, buffer, parser, state);
-      ec = read_ec;
-      parsed += n;
-    }
-    co_return std::tuple<error_code, std::size_t>{ec, parsed};
+  std::size_t parsed = 0;
+  error_code ec;
+  while (!ec && !parser.is_header_done()) {
+    auto [read_ec, n] = co_await read_some_now(s, buffer, parser, state);
+    ec = read_ec;
+    parsed += n;
   }
+  co_return std::tuple<error_code, std::size_t>{ec, parsed};
 }
 
 /// Closes a socket with RST rather than FIN (what a crashed peer looks like).

@@ -42,7 +42,13 @@ std::shared_ptr<ssl::context> make_client_tls_context(const BackendConfig& backe
 
 BackendPool::BackendPool(asio::any_io_executor ex, const BackendConfig& backend, BaseUrl url,
                          std::shared_ptr<ssl::context> tls, LiveExchanges* live)
-    : ex_(std::move(ex)), backend_(backend), url_(std::move(url)), tls_(std::move(tls)), live_(live) {}
+    : ex_(std::move(ex)), backend_(backend), url_(std::move(url)), tls_(std::move(tls)), live_(live) {
+  // An IP address is taken as it is: no resolver, whose thread each new connection would otherwise wait on.
+  if (url_.host_is_ip()) {
+    fixed_endpoints_ = true;
+    endpoints_ = {tcp::endpoint(asio::ip::make_address(url_.host), url_.port)};
+  }
+}
 
 std::unique_ptr<Connection> BackendPool::take_idle() {
   auto now = std::chrono::steady_clock::now();
@@ -67,9 +73,7 @@ asio::awaitable<std::unique_ptr<Connection>> BackendPool::connect(std::string& r
   auto c = std::make_unique<Connection>();
   const auto now = std::chrono::steady_clock::now();
   auto deadline = now + backend_.timeouts.connect;
-  // An IP address is taken as it is: no resolver, whose thread each new connection would otherwise wait on.
-  if (endpoints_.empty() && url_.host_is_ip()) endpoints_ = {tcp::endpoint(asio::ip::make_address(url_.host), url_.port)};
-  if (endpoints_.empty() || (!url_.host_is_ip() && now - resolved_at_ >= kResolvedFor)) {
+  if (!fixed_endpoints_ && (endpoints_.empty() || now - resolved_at_ >= kResolvedFor)) {
     // Resolution has no timeout of its own: a timer cancels it. The handler owns what it touches,
     // since it may run after this frame is gone.
     auto resolver = std::make_shared<tcp::resolver>(ex_);
@@ -104,7 +108,7 @@ asio::awaitable<std::unique_ptr<Connection>> BackendPool::connect(std::string& r
   tcp_layer.expires_at(deadline);
   auto [cec, ep] = co_await tcp_layer.async_connect(endpoints, use_nothrow);
   if (cec) {
-    if (!url_.host_is_ip()) endpoints_.clear();  // the next connect asks DNS again
+    if (!fixed_endpoints_) endpoints_.clear();  // the next connect asks DNS again
     reason = cec == beast::error::timeout ? "timeout" : "connect";
     detail = "cannot connect to " + url_.host_header() + ": " + cec.message();
     co_return nullptr;

@@ -68,6 +68,7 @@ class BackendPool {
   // Where new connections go: the URL's IP address, or its host name's addresses resolved at resolved_at_.
   std::vector<tcp::endpoint> endpoints_;
   std::chrono::steady_clock::time_point resolved_at_{};
+  bool fixed_endpoints_ = false;  // the URL names an IP address: endpoints_ never change
 };
 
 }  // namespace sluice::upstream

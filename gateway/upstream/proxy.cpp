@@ -10,7 +10,6 @@
 #include <cstring>
 #include <deque>
 #include <tuple>
-#include <type_traits>
 #include <vector>
 
 #include "openai/sse_parser.hpp"
@@ -212,7 +211,7 @@ asio::awaitable<bool> write_gathered(Stream& client, std::vector<asio::const_buf
                                      const std::vector<asio::const_buffer>& data, bool chunked, ForwardResult& r) {
   char size_line[24];
   gather_write(out, size_line, {}, data, chunked, false);
-  auto [ec, n] = co_await asio::async_write(client, out, use_nothrow);
+  auto [ec, n] = co_await write_all(client, out);
   r.bytes_out += n;
   co_return !ec;
 }
@@ -388,12 +387,7 @@ asio::awaitable<void> Exchange::run(Stream& up, Connection& conn, bool reused, b
   else
     arm(t_.total, "total");
   const std::array<asio::const_buffer, 2> request{asio::buffer(req_.head), asio::buffer(*req_.body)};
-  error_code wec;
-  if constexpr (std::is_same_v<Stream, tcp::socket>) {
-    std::tie(wec, std::ignore) = co_await write_all(up, request);
-  } else {
-    std::tie(wec, std::ignore) = co_await asio::async_write(up, request, use_nothrow);
-  }
+  auto [wec, wn] = co_await write_all(up, request);
   wec = upstream_error(wec);
   if (client_left("waiting")) co_return;
   if (wec) {
@@ -474,14 +468,8 @@ asio::awaitable<void> Exchange::relay_stream(Stream& up, Connection& conn, Parse
     // When the first events came in with the backend's head they go out with this one, in one write; else the
     // head goes now (a backend may take seconds to its first token, and the client hears of it at once).
     if (conn.buffer.size() == 0) {
-      client_write_begins();
-      const asio::const_buffer head = asio::buffer(head_);
-      auto [hec, hn] = co_await write_all(client_.socket(), head);
-      client_write_ends();
-      head_.clear();
-      head_.shrink_to_fit();
-      response_started(hn);
-      if (hec && client_write_failed()) co_return;
+      const std::vector<asio::const_buffer> nothing;
+      if (!co_await write_client(nothing, chunked)) co_return;
     }
   } else if (client_left("waiting")) {
     co_return;
