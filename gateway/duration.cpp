@@ -92,4 +92,24 @@ std::string format_duration(std::chrono::milliseconds d) {
   return out;
 }
 
+std::string_view fixed3(char (&buf)[32], double v) {
+  if (std::isfinite(v) && std::fabs(v) < 1e15) {
+    const double scaled = v * 1000.0;
+    const auto thousandths = static_cast<std::int64_t>(scaled < 0 ? scaled - 0.5 : scaled + 0.5);
+    char* p = buf;
+    if (thousandths < 0) *p++ = '-';
+    const auto u = static_cast<std::uint64_t>(thousandths < 0 ? -thousandths : thousandths);
+    p = std::to_chars(p, buf + sizeof buf, u / 1000).ptr;
+    const auto f = static_cast<unsigned>(u % 1000);
+    p[0] = '.';
+    p[1] = static_cast<char>('0' + f / 100);
+    p[2] = static_cast<char>('0' + f / 10 % 10);
+    p[3] = static_cast<char>('0' + f % 10);
+    return {buf, static_cast<std::size_t>(p + 4 - buf)};
+  }
+  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v, std::chars_format::fixed, 3);
+  if (ec != std::errc{}) return "0.000";  // beyond 10^28 ms: not a duration
+  return {buf, static_cast<std::size_t>(end - buf)};
+}
+
 }  // namespace sluice

@@ -1,5 +1,6 @@
 #pragma once
 // OpenAI's error shape: {"error":{"message","type","param","code"}}, and mapping of backend errors into it.
+#include <cstddef>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -34,6 +35,13 @@ std::string json_quote(std::string_view text);
 /// Appends `text` to `out` as a JSON string literal (quotes and backslashes escaped, control characters as
 /// \n, \t, ... or \u00XX; other bytes as they are).
 void append_json_string(std::string& out, std::string_view text);
+
+/// The most bytes write_json_string writes for `size` bytes of text: every byte as \u00XX, and the quotes.
+constexpr std::size_t json_string_bound(std::size_t size) { return 6 * size + 2; }
+
+/// Writes `text` as a JSON string literal at `out` (room for json_string_bound(text.size()) bytes) and returns
+/// the end of what it wrote.
+char* write_json_string(char* out, std::string_view text);
 
 /// Serialises to {"error":{"message":...,"type":...,"param":...,"code":...}}.
 std::string error_json(const ApiError& e);

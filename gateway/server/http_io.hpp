@@ -39,13 +39,6 @@ inline constexpr auto use_nothrow = asio::as_tuple(asio::use_awaitable);
 using StringRequest = http::request<http::string_body>;
 using StringResponse = http::response<http::string_body>;
 
-/// `v` with three decimals, as printf's "%.3f" writes it (x-sluice-overhead-ms), into `buf`; no locale, no printf.
-inline std::string_view fixed3(char (&buf)[32], double v) {
-  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v, std::chars_format::fixed, 3);
-  if (ec != std::errc{}) return "0.000";  // beyond 10^28 ms: not a duration
-  return {buf, static_cast<std::size_t>(end - buf)};
-}
-
 /// An HTTP/1.x message head built directly as the bytes that go on the wire. Beast's serializer walks its
 /// list of fields through a chain of buffer views (about 30 pieces for a small answer); on Sluice's busiest
 /// paths the head is built in one string and written with the body in one gathered write.

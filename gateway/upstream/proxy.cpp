@@ -12,6 +12,7 @@
 #include <tuple>
 #include <vector>
 
+#include "duration.hpp"
 #include "openai/sse_parser.hpp"
 #include "openai/stream_convert.hpp"
 

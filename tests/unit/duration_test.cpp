@@ -2,6 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <cstdio>
+#include <random>
+
 namespace sluice {
 namespace {
 
@@ -81,6 +85,28 @@ TEST(FormatDurationTest, RoundTripsThroughParse) {
     auto text = format_duration(milliseconds(ms));
     EXPECT_EQ(parse_duration(text), milliseconds(ms)) << text;
   }
+}
+
+TEST(Fixed3Test, WritesWhatPrintfWrites) {
+  // Away from exact ties (where the last digit may round either way) the figures are printf's, digit for digit.
+  std::mt19937_64 rng(7);
+  std::uniform_real_distribution<double> ms(0, 1e6), small(0, 2);
+  for (int i = 0; i < 20000; ++i) {
+    const double v = (i % 2 ? ms(rng) : small(rng)) * (i % 7 == 0 ? -1 : 1);
+    const double frac = std::fabs(v * 1000) - std::floor(std::fabs(v * 1000));
+    if (std::fabs(frac - 0.5) < 1e-6) continue;
+    char want[64], buf[32];
+    std::snprintf(want, sizeof want, "%.3f", v);
+    std::string_view w(want);
+    if (w == "-0.000") w = "0.000";  // fixed3 writes no sign on a zero
+    EXPECT_EQ(fixed3(buf, v), w) << v;
+  }
+  char buf[32];
+  EXPECT_EQ(fixed3(buf, 0), "0.000");
+  EXPECT_EQ(fixed3(buf, 1234.5678), "1234.568");
+  EXPECT_EQ(fixed3(buf, 0.0004), "0.000");
+  EXPECT_EQ(fixed3(buf, 55.25), "55.250");
+  EXPECT_EQ(fixed3(buf, 2.5e15), "2500000000000000.000");  // past the integer path: to_chars
 }
 
 }  // namespace

@@ -81,6 +81,27 @@ TEST(JsonQuoteTest, Escapes) {
   EXPECT_EQ(std::string(d[0].GetString(), d[0].GetStringLength()), nasty);
 }
 
+// Runs without escapes are found eight bytes at a time: a byte that needs one is escaped wherever it falls.
+TEST(JsonQuoteTest, EscapesEverySpecialByteWhereverItFalls) {
+  for (const char special : {'"', '\\', '\0', '\x01', '\n', '\x1F'}) {
+    for (std::size_t len = 1; len <= 40; ++len) {
+      for (std::size_t at = 0; at < len; ++at) {
+        std::string text(len, 'x');
+        text[at] = special;
+        text[len - 1 - at] = '\xE9';  // a byte past ASCII nearby must pass as it is
+        text[at] = special;
+        const std::string quoted = json_quote(text);
+        auto d = parse("[" + quoted + "]");
+        ASSERT_EQ(std::string(d[0].GetString(), d[0].GetStringLength()), text) << len << " " << at;
+        for (char c : quoted) ASSERT_GE(static_cast<unsigned char>(c), 0x20) << len << " " << at;
+        std::string appended = "ab";
+        append_json_string(appended, text);
+        ASSERT_EQ(appended, "ab" + quoted);
+      }
+    }
+  }
+}
+
 TEST(NormalizeBackendErrorTest, OpenAiBodyIsKept) {
   auto e = normalize_backend_error(
       429,
