@@ -1,10 +1,13 @@
 #include "openai/request.hpp"
 
 #include <rapidjson/error/en.h>
+#include <rapidjson/reader.h>
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
 
 #include <algorithm>
+#include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <optional>
 #include <utility>
@@ -12,6 +15,10 @@
 
 #include "openai/errors.hpp"
 #include "openai/json.hpp"
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 namespace sluice::openai {
 
@@ -41,27 +48,114 @@ ApiError missing(const char* field) {
                          "missing_required_parameter");
 }
 
-// True when a string in `v` (a value or a member name) holds a UTF-16 surrogate. The body's bytes are
-// checked as UTF-8 while parsing, but RapidJSON decodes a lone "\udc00" escape into bytes that are not
-// (ED B0 80), and a rewrite would write them out raw. Recursive: the depth is bounded before parsing.
-bool has_surrogate(const rapidjson::Value& v) {
-  auto in = [](const rapidjson::Value& s) {
-    const char* p = s.GetString();
-    const char* end = p + s.GetStringLength();
-    // In UTF-8, ED A0..BF starts U+D800..U+DFFF; every other code point's bytes passed validation.
-    while ((p = static_cast<const char*>(std::memchr(p, '\xED', static_cast<std::size_t>(end - p)))))
-      if (++p < end && static_cast<unsigned char>(*p) >= 0xA0) return true;
-    return false;
-  };
-  if (v.IsString()) return in(v);
-  if (v.IsArray())
-    for (const auto& e : v.GetArray())
-      if (has_surrogate(e)) return true;
-  if (v.IsObject())
-    for (const auto& m : v.GetObject())
-      if (in(m.name) || has_surrogate(m.value)) return true;
+// True when a decoded string holds a UTF-16 surrogate. The body's bytes are checked as UTF-8 before parsing,
+// but RapidJSON decodes a lone "\udc00" escape into bytes that are not (ED B0 80), and a rewrite would write
+// them out raw.
+bool has_surrogate(const char* p, std::size_t n) {
+  const char* end = p + n;
+  // In UTF-8, ED A0..BF starts U+D800..U+DFFF; every other code point's bytes passed validation.
+  while ((p = static_cast<const char*>(std::memchr(p, '\xED', static_cast<std::size_t>(end - p)))))
+    if (++p < end && static_cast<unsigned char>(*p) >= 0xA0) return true;
   return false;
 }
+
+enum class Bytes { utf8, nul, invalid };
+
+// Whether `s` is UTF-8 as RFC 3629 has it (no overlong forms, no surrogates, nothing past U+10FFFF), as
+// RapidJSON's validating reader checks it, and free of NUL bytes. ASCII goes sixteen (SSE2) or eight bytes at
+// a time: it is nearly all of a prompt.
+Bytes check_bytes(std::string_view s) {
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  const auto* const end = p + s.size();
+  while (p < end) {
+#if defined(__SSE2__)
+    const __m128i zero = _mm_setzero_si128();
+    while (end - p >= 16) {
+      const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+      // The high bit of a byte that is not ASCII, or of one that is NUL.
+      if (_mm_movemask_epi8(_mm_or_si128(v, _mm_cmpeq_epi8(v, zero)))) break;
+      p += 16;
+    }
+#endif
+    constexpr std::uint64_t kOnes = 0x0101010101010101ull, kHighs = 0x8080808080808080ull;
+    while (end - p >= 8) {
+      std::uint64_t v;
+      std::memcpy(&v, p, sizeof v);
+      if (((v | ((v - kOnes) & ~v)) & kHighs) != 0) break;  // a byte past ASCII, or a NUL
+      p += 8;
+    }
+    const auto stop = std::min(end, p + 8);
+    for (; p < stop; ++p) {
+      const unsigned c = *p;
+      if (c == 0) return Bytes::nul;
+      if (c < 0x80) continue;
+      unsigned more = 0, lo = 0x80, hi = 0xBF;  // continuation bytes, and the range of the first of them
+      if (c >= 0xC2 && c <= 0xDF) {
+        more = 1;
+      } else if (c >= 0xE0 && c <= 0xEF) {
+        more = 2;
+        if (c == 0xE0) lo = 0xA0;       // overlong
+        else if (c == 0xED) hi = 0x9F;  // surrogates
+      } else if (c >= 0xF0 && c <= 0xF4) {
+        more = 3;
+        if (c == 0xF0) lo = 0x90;       // overlong
+        else if (c == 0xF4) hi = 0x8F;  // past U+10FFFF
+      } else {
+        return Bytes::invalid;
+      }
+      if (static_cast<std::size_t>(end - p) <= more || p[1] < lo || p[1] > hi) return Bytes::invalid;
+      for (unsigned i = 2; i <= more; ++i)
+        if ((p[i] & 0xC0) != 0x80) return Bytes::invalid;
+      p += more;
+    }
+  }
+  return Bytes::utf8;
+}
+
+// Sits between RapidJSON's reader and the document, checking as the body is read what would otherwise take
+// walks of the finished document: nesting depth, non-finite numbers, decoded surrogates, and the names of
+// the top-level members (for repeats).
+class CheckedDocument {
+ public:
+  enum class Fault { none, too_deep, infinite, surrogate };
+  using Ch = char;
+  CheckedDocument(rapidjson::Document& doc, std::vector<std::string_view>& names) : doc_(doc), names_(names) {}
+
+  bool Null() { return doc_.Null(); }
+  bool Bool(bool b) { return doc_.Bool(b); }
+  bool Int(int i) { return doc_.Int(i); }
+  bool Uint(unsigned u) { return doc_.Uint(u); }
+  bool Int64(std::int64_t i) { return doc_.Int64(i); }
+  bool Uint64(std::uint64_t u) { return doc_.Uint64(u); }
+  // RapidJSON 1.1 reads a literal just above DBL_MAX (1.7976934348623157e308) as inf or NaN, and its Writer
+  // then stops at that number, leaving a rewrite cut short.
+  bool Double(double d) { return std::isfinite(d) ? doc_.Double(d) : fail(Fault::infinite); }
+  bool RawNumber(const char* s, rapidjson::SizeType n, bool copy) { return doc_.RawNumber(s, n, copy); }
+  bool String(const char* s, rapidjson::SizeType n, bool copy) {
+    return has_surrogate(s, n) ? fail(Fault::surrogate) : doc_.String(s, n, copy);
+  }
+  bool Key(const char* s, rapidjson::SizeType n, bool copy) {
+    if (has_surrogate(s, n)) return fail(Fault::surrogate);
+    if (depth_ == 1) names_.emplace_back(s, n);
+    return doc_.Key(s, n, copy);
+  }
+  bool StartObject() { return ++depth_ > kMaxJsonDepth ? fail(Fault::too_deep) : doc_.StartObject(); }
+  bool EndObject(rapidjson::SizeType n) { return --depth_, doc_.EndObject(n); }
+  bool StartArray() { return ++depth_ > kMaxJsonDepth ? fail(Fault::too_deep) : doc_.StartArray(); }
+  bool EndArray(rapidjson::SizeType n) { return --depth_, doc_.EndArray(n); }
+
+  Fault fault() const { return fault_; }
+
+ private:
+  bool fail(Fault f) {
+    fault_ = f;
+    return false;
+  }
+  rapidjson::Document& doc_;
+  std::vector<std::string_view>& names_;
+  int depth_ = 0;
+  Fault fault_ = Fault::none;
+};
 
 }  // namespace
 
@@ -87,17 +181,11 @@ bool json_depth_within(std::string_view json, int max_depth) {
 }
 
 std::variant<ClientRequest, ApiError> inspect_request(Endpoint endpoint, std::string_view body) {
-  // Chunks of about what the document will need (its strings are copies of the body's, plus ~24 bytes a value).
+  // One pool for the body's bytes, parsed in place, and the values the document builds over them (~24 bytes
+  // a value): chunks of about what that takes.
   ClientRequest req(std::clamp<std::size_t>(body.size() * 2, ClientRequest::kDocumentChunk, 64u << 10));
   req.endpoint = endpoint;
   auto& doc = req.doc;
-  if (!json_depth_within(body))
-    return invalid_request("the JSON body nests deeper than " + std::to_string(kMaxJsonDepth) + " levels",
-                           std::nullopt, "invalid_json");
-  // RapidJSON takes a NUL byte for the end of the input: `{...}\0<anything>` would pass, and go upstream
-  // whole when nothing needs rewriting. JSON has no raw NUL anywhere.
-  if (body.find('\0') != std::string_view::npos)
-    return invalid_request("the JSON body contains a NUL byte", std::nullopt, "invalid_json");
   // RapidJSON skips a leading byte-order mark, or any of its three bytes alone, without a word; the body
   // would then go upstream with them (and Python's json refuses even a whole BOM).
   if (!body.empty() &&
@@ -105,36 +193,64 @@ std::variant<ClientRequest, ApiError> inspect_request(Endpoint endpoint, std::st
        static_cast<unsigned char>(body[0]) == 0xBF))
     return invalid_request("the JSON body starts with a byte-order mark or invalid UTF-8", std::nullopt,
                            "invalid_json");
-  // Invalid UTF-8 is refused here rather than passed to a backend that may choke on it mid-generation.
+  // Invalid UTF-8 is refused here rather than passed to a backend that may choke on it mid-generation. A NUL
+  // would end RapidJSON's input: `{...}\0<anything>` would pass, and go upstream whole when nothing needs
+  // rewriting. JSON has no raw NUL anywhere.
+  switch (check_bytes(body)) {
+    case Bytes::utf8:
+      break;
+    case Bytes::nul:
+      return invalid_request("the JSON body contains a NUL byte", std::nullopt, "invalid_json");
+    case Bytes::invalid:
+      return invalid_request("the JSON body is not valid UTF-8", std::nullopt, "invalid_json");
+  }
+  // Parsed in place, in a copy the document keeps: its strings point into it rather than being copied again.
   // Not kParseFullPrecisionFlag: RapidJSON 1.1's full-precision reader indexes past its table of powers of
   // ten for numbers beyond the double range, and one `"temperature":1.8642975318642975e-341` crashed the
   // worker. The default reader is exact for the numbers clients send (up to 15 digits, integers to 2^64).
-  doc.Parse<rapidjson::kParseIterativeFlag | rapidjson::kParseValidateEncodingFlag>(body.data(), body.size());
-  if (doc.HasParseError()) {
+  auto* text = static_cast<char*>(req.pool->Malloc(body.size() + 1));
+  std::memcpy(text, body.data(), body.size());
+  text[body.size()] = '\0';
+  thread_local rapidjson::Reader reader;  // keeps its state stack from one request to the next
+  thread_local std::vector<std::string_view> names;  // the top-level members', sorted below
+  names.clear();
+  CheckedDocument::Fault fault = CheckedDocument::Fault::none;
+  auto parse = [&](rapidjson::Document& d) {
+    CheckedDocument checked(d, names);
+    rapidjson::InsituStringStream in(text);
+    const bool ok = !reader.Parse<rapidjson::kParseInsituFlag | rapidjson::kParseIterativeFlag>(in, checked)
+                         .IsError();
+    fault = checked.fault();
+    return ok;
+  };
+  doc.Populate(parse);
+  switch (fault) {
+    case CheckedDocument::Fault::none:
+      break;
+    case CheckedDocument::Fault::too_deep:
+      return invalid_request("the JSON body nests deeper than " + std::to_string(kMaxJsonDepth) + " levels",
+                             std::nullopt, "invalid_json");
+    // A number beyond the double range reads as inf, and a rewrite would send JSON cut short at it.
+    case CheckedDocument::Fault::infinite:
+      return invalid_request("a number in the JSON body is too large", std::nullopt, "invalid_json");
+    case CheckedDocument::Fault::surrogate:
+      return invalid_request("the JSON body escapes a lone UTF-16 surrogate, which is not a character",
+                             std::nullopt, "invalid_json");
+  }
+  if (reader.HasParseError()) {
     return invalid_request(std::string("we could not parse the JSON body of your request (") +
-                               rapidjson::GetParseError_En(doc.GetParseError()) + " at offset " +
-                               std::to_string(doc.GetErrorOffset()) + ")",
+                               rapidjson::GetParseError_En(reader.GetParseErrorCode()) + " at offset " +
+                               std::to_string(reader.GetErrorOffset()) + ")",
                            std::nullopt, "invalid_json");
   }
   if (!doc.IsObject())
     return invalid_request("the request body must be a JSON object", std::nullopt, "invalid_json");
-  // A number beyond the double range reads as inf, and a rewrite would send JSON cut short at it.
-  if (!finite_numbers(doc))
-    return invalid_request("a number in the JSON body is too large", std::nullopt, "invalid_json");
-  if (has_surrogate(doc))
-    return invalid_request("the JSON body escapes a lone UTF-16 surrogate, which is not a character",
-                           std::nullopt, "invalid_json");
   // A repeated member would let Sluice act on one value while the backend (which keeps the last) acts on
-  // another.
-  {
-    std::vector<std::string_view> names;  // sorted, so a body with many members costs n log n, not n²
-    names.reserve(doc.MemberCount());
-    for (const auto& m : doc.GetObject()) names.emplace_back(m.name.GetString(), m.name.GetStringLength());
-    std::sort(names.begin(), names.end());
-    if (auto dup = std::adjacent_find(names.begin(), names.end()); dup != names.end())
-      return invalid_request("the member '" + std::string(*dup) + "' appears more than once",
-                             std::string(*dup), "duplicate_parameter");
-  }
+  // another. Sorted, so a body with many members costs n log n, not n².
+  std::sort(names.begin(), names.end());
+  if (auto dup = std::adjacent_find(names.begin(), names.end()); dup != names.end())
+    return invalid_request("the member '" + std::string(*dup) + "' appears more than once", std::string(*dup),
+                           "duplicate_parameter");
 
   const auto* model = member(doc, "model");
   if (!model) return missing("model");

@@ -27,9 +27,10 @@ struct ClientRequest {
   bool stream = false;           // the client asked for a stream
   bool stream_explicit = false;  // `stream` was present in the body
   bool include_usage = false;    // stream_options.include_usage was true
-  // The parsed body, for rewriting; it lives as long as the request (a stream's minutes). Its pool takes
-  // memory in chunks sized to the body (RapidJSON's default first chunk is 64 KiB, which 2,000 concurrent
-  // streams turned into 125 MiB). Held by pointer so the document's view of it survives a move.
+  // The parsed body, for rewriting; it lives as long as the request (a stream's minutes). Its pool holds a
+  // copy of the body, parsed in place (the document's strings point into it), and the document's values, in
+  // chunks sized to the body (RapidJSON's default first chunk is 64 KiB, which 2,000 concurrent streams
+  // turned into 125 MiB). Held by pointer so the document's view of it survives a move.
   std::unique_ptr<rapidjson::MemoryPoolAllocator<>> pool;
   rapidjson::Document doc;
 

@@ -105,6 +105,40 @@ void check_rewrite(const ClientRequest& req, std::string_view body, const Rewrit
   }
 }
 
+// The verdict on the JSON itself, as Sluice reached it before it checked bytes and depth while parsing in
+// place: RapidJSON's validating reader over the body as it came, then the limits Sluice adds.
+bool reference_accepts_json(std::string_view body) {
+  if (body.find('\0') != std::string_view::npos) return false;
+  if (!body.empty() && (static_cast<unsigned char>(body[0]) == 0xEF || static_cast<unsigned char>(body[0]) == 0xBB ||
+                        static_cast<unsigned char>(body[0]) == 0xBF))
+    return false;
+  if (!json_depth_within(body)) return false;
+  rapidjson::Document d;
+  d.Parse<rapidjson::kParseIterativeFlag | rapidjson::kParseValidateEncodingFlag>(body.data(), body.size());
+  if (d.HasParseError() || !d.IsObject()) return false;
+  auto surrogate = [](const rapidjson::Value& s) {
+    const std::string_view t(s.GetString(), s.GetStringLength());
+    for (std::size_t i = 0; i + 1 < t.size(); ++i)
+      if (static_cast<unsigned char>(t[i]) == 0xED && static_cast<unsigned char>(t[i + 1]) >= 0xA0) return true;
+    return false;
+  };
+  std::vector<const rapidjson::Value*> todo{&d};
+  while (!todo.empty()) {
+    const auto* v = todo.back();
+    todo.pop_back();
+    if (v->IsDouble() && !std::isfinite(v->GetDouble())) return false;
+    if (v->IsString() && surrogate(*v)) return false;
+    if (v->IsArray())
+      for (const auto& e : v->GetArray()) todo.push_back(&e);
+    if (v->IsObject())
+      for (const auto& m : v->GetObject()) {
+        if (surrogate(m.name)) return false;
+        todo.push_back(&m.value);
+      }
+  }
+  return true;
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -118,8 +152,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                                                                          {"user", "1e400"},
                                                                          {"top_k", "1.7976934348623157e308"}};
 
+  const bool json_ok = reference_accepts_json(body);
   for (auto endpoint : {Endpoint::chat_completions, Endpoint::completions, Endpoint::embeddings}) {
     auto result = inspect_request(endpoint, body);
+    const auto* refused = std::get_if<ApiError>(&result);
+    SLUICE_FUZZ_CHECK(json_ok == !(refused && refused->code == "invalid_json"),
+                      "the body is refused as JSON exactly when RapidJSON's validating reader refuses it");
     if (auto* e = std::get_if<ApiError>(&result)) {
       SLUICE_FUZZ_CHECK(e->status == 400, "a refused body is a 400");
       SLUICE_FUZZ_CHECK(!e->message.empty(), "a refusal says why");

@@ -5,6 +5,7 @@
 
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace sluice::openai {
 namespace {
@@ -438,6 +439,34 @@ TEST(InspectRequestTest, LoneSurrogateEscapesAreRefusedLikeInvalidUtf8) {
   auto req = accept(Endpoint::completions, body);
   EXPECT_STREQ(parse(rewrite_request(req, body, "up"))["prompt"].GetString(),
                "\xF0\x9F\x98\x80 \xC3\xA9\xE4\xB8\x96 \xC3\xA9");
+}
+
+// Bodies are checked as UTF-8 sixteen or eight bytes at a time while they are ASCII: every well-formed
+// sequence passes, and every ill-formed one is refused, wherever in a block it falls (RapidJSON's validating
+// reader, which did this before, refuses the same ones).
+TEST(InspectRequestTest, Utf8IsCheckedWhereverASequenceFallsInTheBody) {
+  const std::vector<std::string> good{"\xC3\xA9", "\xDF\xBF", "\xE0\xA0\x80", "\xE4\xB8\x96", "\xED\x9F\xBF",
+                                      "\xEE\x80\x80", "\xF0\x90\x80\x80", "\xF0\x9F\x98\x80", "\xF4\x8F\xBF\xBF"};
+  const std::vector<std::string> bad{
+      "\x80",         "\xBF",         "\xC0\x80",         "\xC1\xBF",         "\xC3",     "\xC3\x41",
+      "\xE0\x80\x80",  "\xE0\x9F\xBF",  "\xED\xA0\x80",     "\xED\xBF\xBF",     "\xE4\xB8", "\xE4\x41\x96",
+      "\xF0\x80\x80\x80", "\xF0\x8F\xBF\xBF", "\xF4\x90\x80\x80", "\xF5\x80\x80\x80", "\xF8",     "\xFF",
+      "\xF0\x9F\x98"};
+  const std::string head = R"({"model":"m","prompt":")";
+  for (std::size_t pad = 0; pad < 40; ++pad) {
+    const std::string before(pad, 'a');
+    for (const auto& seq : good) {
+      const std::string body = head + before + seq + R"(z"})";
+      auto req = accept(Endpoint::completions, body);
+      EXPECT_EQ(parse(rewrite_request(req, body, "up"))["prompt"].GetString(), before + seq + "z") << pad;
+    }
+    for (const auto& seq : bad) {
+      EXPECT_EQ(reject(Endpoint::completions, head + before + seq + R"(z"})").code, "invalid_json")
+          << pad << " " << seq.size();
+      // At the very end of the body, where a sequence may be cut short by the end itself.
+      EXPECT_EQ(reject(Endpoint::completions, head + before + R"("})" + seq).code, "invalid_json") << pad;
+    }
+  }
 }
 
 // Found by fuzzing (tests/fuzz/corpus/fuzz_request/bom_*.json): RapidJSON skipped a leading BOM, and even
