@@ -362,7 +362,7 @@ struct Gateway::Impl {
       parser.header_limit(sc.max_header_bytes);
       parser.body_limit(sc.max_body_bytes);
       stream.expires_after(sc.header_timeout);
-      auto [hec, hn] = co_await http::async_read_header(stream, buffer, parser, use_nothrow);
+      auto [hec, hn] = co_await read_buffered(stream, buffer, parser, true);
       ctx.bytes_in = hn;
       if (parser.is_header_done()) {
         ctx.method = std::string(parser.get().method_string());
@@ -377,7 +377,7 @@ struct Gateway::Impl {
       error_code rec = hec;
       if (!rec) {
         stream.expires_after(sc.body_timeout);  // a large body on a slow link gets longer than a header
-        auto [bec, bn] = co_await http::async_read(stream, buffer, parser, use_nothrow);
+        auto [bec, bn] = co_await read_buffered(stream, buffer, parser, false);
         rec = bec;
         ctx.bytes_in += bn;
       }

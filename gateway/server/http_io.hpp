@@ -194,6 +194,45 @@ asio::awaitable<std::tuple<error_code, std::size_t>> read_header_now(Stream& s, 
   co_return std::tuple<error_code, std::size_t>{ec, parsed};
 }
 
+/// http::async_read_header (`header_only`) or http::async_read for a client request, without Beast's composed
+/// operation and its trip through the event loop: what `buffer` holds (nearly always the whole request, read by
+/// the session's wait for it) is parsed at once, and the stream is read, under its own deadline, only while the
+/// parser needs more. {error, bytes parsed}, with Beast's errors for the same cases.
+template <class Stream, class Parser>
+asio::awaitable<std::tuple<error_code, std::size_t>> read_buffered(Stream& s, beast::flat_buffer& buffer,
+                                                                   Parser& parser, bool header_only) {
+  if (!header_only) parser.eager(true);  // as http::async_read: the body in the same pass as the header
+  error_code ec;
+  std::size_t parsed = 0;
+  while (header_only ? !parser.is_header_done() : !parser.is_done()) {
+    if (buffer.size() > 0) {
+      const std::size_t used = parser.put(buffer.data(), ec);
+      buffer.consume(used);
+      parsed += used;
+      if (ec && ec != http::error::need_more) break;
+      if (!ec && used > 0) continue;
+      ec = {};
+    }
+    const std::size_t room = beast::read_size(buffer, 65536);  // as Beast sizes its reads
+    if (room == 0) {
+      ec = http::error::buffer_overflow;
+      break;
+    }
+    auto [read_ec, n] = co_await s.async_read_some(buffer.prepare(room), use_nothrow);
+    buffer.commit(n);
+    if (read_ec == asio::error::eof) {  // as Beast: the end of a body delimited by the close, else a cut message
+      if (parser.got_some()) {
+        parser.put_eof(ec);
+      } else {
+        ec = http::error::end_of_stream;
+      }
+      break;
+    }
+    if ((ec = read_ec)) break;
+  }
+  co_return std::tuple<error_code, std::size_t>{ec, parsed};
+}
+
 /// Closes a socket with RST rather than FIN (what a crashed peer looks like).
 void reset_socket(tcp::socket& s);
 
