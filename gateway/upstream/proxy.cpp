@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstring>
 #include <deque>
+#include <memory>
 #include <tuple>
 #include <vector>
 
@@ -31,6 +32,26 @@ constexpr std::size_t kReadChunk = 16u << 10;
 // while reads keep filling them (a fast backend's burst then takes one read, one parse, one client write).
 constexpr std::size_t kStreamBufferStart = 1u << 10;
 constexpr std::size_t kBurstBuffer = 64u << 10;
+
+// A stream relay's bytes: grown by doubling, keeping only the bytes still in use, and never zero-filled (a
+// vector's resize wrote every new byte: 31 KiB, for a 64-token burst, that the next read overwrote anyway).
+class RelayBuffer {
+ public:
+  explicit RelayBuffer(std::size_t n) : bytes_(std::make_unique_for_overwrite<char[]>(n)), size_(n) {}
+  char* data() { return bytes_.get(); }
+  std::size_t size() const { return size_; }
+  /// Twice the room, with the first `keep` bytes as they were.
+  void grow(std::size_t keep) {
+    auto bigger = std::make_unique_for_overwrite<char[]>(size_ * 2);
+    std::memcpy(bigger.get(), bytes_.get(), keep);
+    bytes_ = std::move(bigger);
+    size_ *= 2;
+  }
+
+ private:
+  std::unique_ptr<char[]> bytes_;
+  std::size_t size_;
+};
 
 // A backend may quote the credentials it was sent ("Incorrect API key provided: …", an echoed header):
 // they are cut out of its error before it reaches a client or a log line.
@@ -486,9 +507,10 @@ asio::awaitable<void> Exchange::relay_stream(Stream& up, Connection& conn, Parse
     }
   } gauge{fr_.metrics};
   openai::SseParser parser;
+  openai::StreamChunkChecker check_chunk;
   std::vector<openai::SseEventView> events;
   std::vector<asio::const_buffer> gather;  // the bytes to forward, around any event that is dropped
-  std::vector<char> buf(kStreamBufferStart);
+  RelayBuffer buf(kStreamBufferStart);
   bool filled = false;  // the last read filled the room it had: more is probably waiting
   std::size_t pending = 0;  // bytes in buf not yet forwarded
   bool seen_done = false;
@@ -507,7 +529,7 @@ asio::awaitable<void> Exchange::relay_stream(Stream& up, Connection& conn, Parse
         r_.error = "protocol";
         break;
       }
-      buf.resize(buf.size() * 2);
+      buf.grow(pending);
     }
     auto& body = p.get().body();
     body.data = buf.data() + pending;
@@ -532,7 +554,7 @@ asio::awaitable<void> Exchange::relay_stream(Stream& up, Connection& conn, Parse
     // A burst already read but larger than the body buffer: the buffer grows (up to kBurstBuffer) and takes
     // the rest now, so it goes to the client in one write instead of one per doubling.
     while (!ec && !p.is_done() && p.get().body().size == 0 && conn.buffer.size() > 0 && buf.size() < kBurstBuffer) {
-      buf.resize(buf.size() * 2);
+      buf.grow(pending + got);
       auto& more = p.get().body();
       more.data = buf.data() + pending + got;
       more.size = buf.size() - pending - got;
@@ -555,7 +577,7 @@ asio::awaitable<void> Exchange::relay_stream(Stream& up, Connection& conn, Parse
           continue;
         }
         // A chunk a client's SDK could not parse ends the stream here, told in-band, instead of reaching it.
-        auto checked = openai::inspect_stream_chunk(e.data);
+        auto checked = check_chunk(e.data);
         if (e.event.empty() && !checked) {
           failure = "the backend sent a stream event that is not a JSON object";
           r_.error = "protocol";
