@@ -5,6 +5,7 @@
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
 
+#include <algorithm>
 #include <bit>
 #include <chrono>
 #include <cstring>
@@ -214,16 +215,8 @@ namespace {
 // One pass over a chunk: validates it as a JSON object and notes the members the relay's accounting reads.
 // `unsure` hands the chunk to RapidJSON (a \u escape, an exponent or a number of more than 15 digits, where
 // RapidJSON's own limits decide); for every other input the verdict is the grammar's, which is RapidJSON's.
-struct ChunkScan {
-  enum class Verdict { valid, invalid, unsure } verdict = Verdict::invalid;
-  bool generated = false, finished = false, usage = false, telemetry = false;
-  // The top-level "usage" object's token counts, read as usage_from_doc reads them (the first of each member;
-  // 0 for a value that is not a number). `counts_plain` is false when a count is not a plain integer (a
-  // fraction, a sign, an exponent, many digits): RapidJSON then reads the chunk.
-  bool top_usage = false, counts_plain = true;
-  std::optional<std::uint64_t> prompt_tokens, completion_tokens;
-  std::optional<bool> choices_empty;  // the top-level "choices" is [] (an include_usage chunk)
-};
+using detail::ChunkScan;
+using detail::ScanCheckpoint;
 
 bool is_space(char c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; }
 
@@ -313,7 +306,11 @@ static_assert(std::endian::native == std::endian::little, "scan_chunk reads stri
   return p;
 }
 
-ChunkScan scan_chunk(std::string_view json) {
+// `cp` (for a stream's events, in order): where the chunk starts with the checkpoint's prefix, the scan resumes
+// from the state it saved; else the state at the chunk's first generated-text value is saved in it. The state
+// there depends on the bytes before it alone (no look-ahead reaches past a key's colon), so a resumed scan
+// ends exactly as a whole one would.
+ChunkScan scan_chunk(std::string_view json, ScanCheckpoint* cp = nullptr) {
   using V = ChunkScan::Verdict;
   ChunkScan out;
   const char* p = json.data();
@@ -326,6 +323,7 @@ ChunkScan scan_chunk(std::string_view json) {
   int usage_depth = 0;  // while inside the top-level usage object: its depth (2)
   bool usage_keyed = false;
   bool unsure = false;
+  bool checked = cp == nullptr;  // the checkpoint was used or saved: once a chunk
   auto literal = [&](std::string_view word) -> bool {
     if (static_cast<std::size_t>(end - p) < word.size() || std::string_view(p, word.size()) != word) return false;
     p += word.size();
@@ -359,12 +357,39 @@ ChunkScan scan_chunk(std::string_view json) {
     return Watch::none;
   };
 
+  if (cp && cp->offset > 0 && json.size() > cp->offset && std::memcmp(json.data(), cp->prefix, cp->offset) == 0) {
+    out = cp->out;
+    depth = cp->depth;
+    std::copy(cp->in_object, cp->in_object + depth + 1, in_object);
+    usage_depth = cp->usage_depth;
+    usage_keyed = cp->usage_keyed;
+    unsure = cp->unsure;
+    watch = Watch::text;
+    p = json.data() + cp->offset;
+    checked = true;
+    goto value_begins;
+  }
   p = skip_space(p, end);
   if (p == end || *p != '{') return out;
   // value: p at the first byte of a value
 value:
   p = skip_space(p, end);
   if (p == end) return out;
+  if (watch == Watch::text && !checked) {
+    checked = true;
+    const auto at = static_cast<std::size_t>(p - json.data());
+    if (at <= ScanCheckpoint::kMaxPrefix && depth <= ScanCheckpoint::kMaxDepth) {
+      cp->offset = at;
+      std::memcpy(cp->prefix, json.data(), at);
+      cp->out = out;
+      std::copy(in_object, in_object + depth + 1, cp->in_object);
+      cp->depth = depth;
+      cp->usage_depth = usage_depth;
+      cp->usage_keyed = usage_keyed;
+      cp->unsure = unsure;
+    }
+  }
+value_begins:
   switch (watch) {  // the member just keyed, seen at its value's first byte
     case Watch::none: break;
     case Watch::text: out.generated |= *p == '"' && p + 1 < end && p[1] != '"'; break;
@@ -480,8 +505,9 @@ after:
 
 }  // namespace
 
-std::optional<ChunkInfo> inspect_stream_chunk(std::string_view data) {
-  auto scan = scan_chunk(data);
+namespace {
+
+std::optional<ChunkInfo> chunk_info(const ChunkScan& scan, std::string_view data) {
   if (scan.verdict == ChunkScan::Verdict::invalid) return std::nullopt;
   if (scan.verdict == ChunkScan::Verdict::unsure) {
     if (!is_json_object(data)) return std::nullopt;
@@ -498,6 +524,16 @@ std::optional<ChunkInfo> inspect_stream_chunk(std::string_view data) {
   }
   if (scan.usage || scan.telemetry) read_usage_and_telemetry(data, scan.usage, info);
   return info;
+}
+
+}  // namespace
+
+std::optional<ChunkInfo> inspect_stream_chunk(std::string_view data) {
+  return chunk_info(scan_chunk(data), data);
+}
+
+std::optional<ChunkInfo> StreamChunkChecker::operator()(std::string_view data) {
+  return chunk_info(scan_chunk(data, &checkpoint_), data);
 }
 
 }  // namespace sluice::openai

@@ -1,5 +1,7 @@
 #pragma once
 // Where backends differ from OpenAI's wire format, in one place. Pure functions over bytes.
+#include <cstddef>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -46,5 +48,43 @@ bool is_json_object(std::string_view json);
 /// shapes are still read with RapidJSON, and a chunk with a \u escape, an exponent or a long number is
 /// checked by RapidJSON as well, so the verdict is always the same as is_json_object's.
 std::optional<ChunkInfo> inspect_stream_chunk(std::string_view data);
+
+namespace detail {
+// What one scan of a chunk found (dialect.cpp).
+struct ChunkScan {
+  enum class Verdict { valid, invalid, unsure } verdict = Verdict::invalid;
+  bool generated = false, finished = false, usage = false, telemetry = false;
+  // The top-level "usage" object's token counts, read as usage_from_doc reads them (the first of each member;
+  // 0 for a value that is not a number). `counts_plain` is false when a count is not a plain integer (a
+  // fraction, a sign, an exponent, many digits): RapidJSON then reads the chunk.
+  bool top_usage = false, counts_plain = true;
+  std::optional<std::uint64_t> prompt_tokens, completion_tokens;
+  std::optional<bool> choices_empty;  // the top-level "choices" is [] (an include_usage chunk)
+};
+
+// The scan's state where a chunk's first generated-text value begins, with the bytes before it.
+struct ScanCheckpoint {
+  static constexpr std::size_t kMaxPrefix = 256;
+  static constexpr int kMaxDepth = 8;
+  std::size_t offset = 0;  // the value's first byte; 0: no checkpoint yet
+  char prefix[kMaxPrefix];
+  ChunkScan out;
+  bool in_object[kMaxDepth + 1];
+  int depth = 0, usage_depth = 0;
+  bool usage_keyed = false, unsure = false;
+};
+}  // namespace detail
+
+/// inspect_stream_chunk for the events of one stream, in order, with the same verdicts. A backend repeats
+/// each token event's envelope byte for byte ({"id":…,"choices":[{"index":0,"delta":{"content": and only
+/// the text differs): where an event starts with the bytes the previous one had before its text, the scan
+/// resumes from the state it had there instead of reading them again. No allocation.
+class StreamChunkChecker {
+ public:
+  std::optional<ChunkInfo> operator()(std::string_view data);
+
+ private:
+  detail::ScanCheckpoint checkpoint_;
+};
 
 }  // namespace sluice::openai

@@ -159,6 +159,31 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   } else {
     SLUICE_FUZZ_CHECK(!is_json_object(body), "inspect_stream_chunk refuses only what is not a JSON object");
   }
+  // A stream's checker, over the lines of the input as one stream's events (each twice, so the second is
+  // resumed where it can be): every verdict is the one the event gets alone.
+  {
+    StreamChunkChecker check;
+    std::size_t from = 0;
+    while (from <= body.size()) {
+      std::size_t nl = body.find('\n', from);
+      if (nl == std::string_view::npos) nl = body.size();
+      const std::string_view event = body.substr(from, nl - from);
+      const auto alone = inspect_stream_chunk(event);
+      for (int twice = 0; twice < 2; ++twice) {
+        const auto streamed = check(event);
+        SLUICE_FUZZ_CHECK(streamed.has_value() == alone.has_value(), "a stream's checker: the same verdict");
+        if (alone) {
+          SLUICE_FUZZ_CHECK(streamed->generated == alone->generated && streamed->finished == alone->finished &&
+                                streamed->usage_only == alone->usage_only,
+                            "a stream's checker: the same accounting");
+          SLUICE_FUZZ_CHECK(same_usage(streamed->usage, alone->usage), "a stream's checker: the same usage");
+          SLUICE_FUZZ_CHECK(same_telemetry(streamed->telemetry, alone->telemetry),
+                            "a stream's checker: the same telemetry");
+        }
+      }
+      from = nl + 1;
+    }
+  }
   {
     rapidjson::Document d;
     d.Parse<rapidjson::kParseIterativeFlag>(body.data(), body.size());

@@ -4,6 +4,7 @@
 #include <rapidjson/document.h>
 
 #include <string>
+#include <vector>
 #include <string_view>
 
 namespace sluice::openai {
@@ -403,6 +404,77 @@ TEST(InspectStreamChunkTest, SeesEverySpecialByteWhereverItFallsInAString) {
         }
       }
     }
+  }
+}
+
+// Whether each event is scanned whole or resumed from the previous one's envelope, a stream's checker must
+// say exactly what inspect_stream_chunk says of every event on its own.
+void expect_same_as_alone(StreamChunkChecker& check, std::string_view chunk) {
+  auto alone = inspect_stream_chunk(chunk);
+  auto streamed = check(chunk);
+  ASSERT_EQ(streamed.has_value(), alone.has_value()) << chunk;
+  if (!alone) return;
+  EXPECT_EQ(streamed->generated, alone->generated) << chunk;
+  EXPECT_EQ(streamed->finished, alone->finished) << chunk;
+  EXPECT_EQ(streamed->usage_only, alone->usage_only) << chunk;
+  ASSERT_EQ(streamed->usage.has_value(), alone->usage.has_value()) << chunk;
+  if (alone->usage) {
+    EXPECT_EQ(streamed->usage->prompt_tokens, alone->usage->prompt_tokens) << chunk;
+    EXPECT_EQ(streamed->usage->completion_tokens, alone->usage->completion_tokens) << chunk;
+  }
+  EXPECT_EQ(streamed->telemetry.tokens_per_second, alone->telemetry.tokens_per_second) << chunk;
+}
+
+TEST(StreamChunkCheckerTest, ResumedEventsGetTheVerdictsOfWholeOnes) {
+  const std::string head =
+      R"({"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":)";
+  std::vector<std::string> events{
+      head + R"("",)" + R"("role":"assistant"},"finish_reason":null}]})",
+      head + R"(" Hello"},"finish_reason":null}]})",
+      head + R"(" world"},"finish_reason":null}]})",
+      head + R"(""},"finish_reason":null}]})",                     // empty text: not generated
+      head + R"(null},"finish_reason":null}]})",                   // no text
+      head + R"(" caf\u00e9"},"finish_reason":null}]})",           // \u after the envelope: RapidJSON decides
+      head + R"(" x"},"finish_reason":"stop"}]})",                 // a finish after the text
+      head + R"(" x"},"finish_reason":null}],"usage":{"prompt_tokens":3,"completion_tokens":4}})",
+      head + R"(" x"},"finish_reason":null}]}  )",                 // trailing space
+      head + R"(" x"},"finish_reason":null}]}x)",                  // garbage after the object
+      head + R"(" x"},"finish_reason":null}])",                    // cut short
+      head + R"(" x"})",                                           // cut shorter
+      head + R"(")",                                               // the envelope and one byte of the text
+      head,                                                        // the envelope alone
+      head.substr(0, head.size() - 1),                             // less than the envelope
+      head + R"(" x"},"finish_reason":null}]})",
+      R"({"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":9}})",
+      head + R"(" again"},"finish_reason":null}]})",
+      // A different envelope (another id) is scanned whole and becomes the one resumed from.
+      R"({"id":"chatcmpl-2","choices":[{"index":0,"delta":{"content":"y"}}]})",
+      R"({"id":"chatcmpl-2","choices":[{"index":0,"delta":{"content":"z"}}],"usage":{"prompt_tokens":1,"completion_tokens":2}})",
+      R"({"id":"chatcmpl-2","choices":[{"index":0,"delta":{"content":"z"}}]],"x":1})",
+      // The envelope's own state carries over: a \u in the id (unsure), usage before the text, nesting.
+      R"({"id":"c\u0031","choices":[{"delta":{"content":"a"}}]})",
+      R"({"id":"c\u0031","choices":[{"delta":{"content":"b"}}]})",
+      R"({"id":"c\ud800","choices":[{"delta":{"content":"a"}}]})",  // a lone surrogate: RapidJSON refuses
+      R"({"id":"c\ud800","choices":[{"delta":{"content":"b"}}]})",
+      R"({"usage":{"prompt_tokens":5,"completion_tokens":6},"choices":[{"delta":{"content":"a"}}]})",
+      R"({"usage":{"prompt_tokens":5,"completion_tokens":6},"choices":[{"delta":{"content":"b"}}]})",
+      R"({"choices":[],"usage":{"prompt_tokens":5,"text":"t","completion_tokens":6}})",
+      R"({"choices":[],"usage":{"prompt_tokens":5,"text":"u","completion_tokens":7}})",
+      R"({"a":[[[[[[[[{"content":"x"}]]]]]]]]})",
+      R"({"a":[[[[[[[[{"content":"y"}]]]]]]]]})",
+      R"({"a":[[[[[[[{"content":"x"}]]]]]]]})",
+      R"({"a":[[[[[[[{"content":"y"}]]]]]]]})",
+      R"({"a":[[[[[[[{"content":"y"}]]]]]]]]})",
+      R"({"a":[[[[[[[{"content":"y"}]]]]]]})",
+  };
+  StreamChunkChecker check;
+  for (int round = 0; round < 2; ++round)
+    for (const auto& e : events) expect_same_as_alone(check, e);
+  // Every way of cutting the usual event short, after the envelope has been seen.
+  const std::string whole = head + R"(" tok"},"logprobs":null,"finish_reason":null}]})";
+  for (std::size_t n = 0; n <= whole.size(); ++n) {
+    expect_same_as_alone(check, whole);
+    expect_same_as_alone(check, std::string_view(whole).substr(0, n));
   }
 }
 
