@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <charconv>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -17,7 +18,6 @@
 #include <atomic>
 #include <map>
 #include <mutex>
-#include <unordered_map>
 
 namespace sluice::observe {
 
@@ -34,30 +34,89 @@ using Label = std::pair<const char*, std::string_view>;
 /// each call. Each thread finds a label set's child that way once, then in a table of its own: the request
 /// path records its metrics without a lock or an allocation. Children are never removed, so the pointers
 /// stay valid for the life of their registry.
-struct ChildTable {
-  std::unordered_map<std::string, void*> children;
+class ChildTable {
+ public:
+  /// The child under `key`, or nullptr.
+  void* find(std::string_view key, std::uint64_t hash) const {
+    for (std::size_t i = hash & (slots_.size() - 1);; i = (i + 1) & (slots_.size() - 1)) {
+      const Slot& s = slots_[i];
+      if (!s.child) return nullptr;
+      if (s.hash == hash && s.key == key) return s.child;
+    }
+  }
+  void add(std::string_view key, std::uint64_t hash, void* child) {
+    if (2 * (used_ + 1) > slots_.size()) grow();
+    place(Slot{hash, std::string(key), child});
+    ++used_;
+  }
   std::string key;  // reused: built for each lookup
+
+ private:
+  struct Slot {
+    std::uint64_t hash = 0;
+    std::string key;
+    void* child = nullptr;
+  };
+  void place(Slot&& s) {
+    std::size_t i = s.hash & (slots_.size() - 1);
+    while (slots_[i].child) i = (i + 1) & (slots_.size() - 1);
+    slots_[i] = std::move(s);
+  }
+  void grow() {
+    std::vector<Slot> old(slots_.size() * 2);
+    old.swap(slots_);
+    for (auto& s : old)
+      if (s.child) place(std::move(s));
+  }
+  std::vector<Slot> slots_ = std::vector<Slot>(64);  // open addressing, a power of two, at most half full
+  std::size_t used_ = 0;
 };
+
+// The key's bytes, eight at a time. Not a defence against chosen collisions (a collision costs a compare, never
+// a wrong child): label values are the config's names and Sluice's own words.
+std::uint64_t hash_key(std::string_view key) {
+  std::uint64_t h = 0x243F6A8885A308D3ull ^ key.size();
+  std::size_t i = 0;
+  for (; i + 8 <= key.size(); i += 8) {
+    std::uint64_t w;
+    std::memcpy(&w, key.data() + i, 8);
+    h = (h ^ w) * 0x9E3779B97F4A7C15ull;
+    h ^= h >> 29;
+  }
+  std::uint64_t w = 0;
+  std::memcpy(&w, key.data() + i, key.size() - i);
+  h = (h ^ w) * 0x9E3779B97F4A7C15ull;
+  return h ^ (h >> 32);
+}
 
 template <class T, class... Extra>
 T& child(std::uint64_t owner, prometheus::Family<T>& family, std::initializer_list<Label> labels,
          const Extra&... extra) {
   thread_local ChildTable table;
-  auto& key = table.key;
-  key.clear();
+  // The key: owner, family, then each value with its length (so no value can forge another), written in one go.
   const void* f = &family;
-  key.append(reinterpret_cast<const char*>(&owner), sizeof owner);
-  key.append(reinterpret_cast<const char*>(&f), sizeof f);
+  std::size_t size = sizeof owner + sizeof f;
+  for (const auto& label : labels) size += sizeof(std::uint32_t) + label.second.size();
+  auto& key = table.key;
+  key.resize(size);
+  char* p = key.data();
+  auto put = [&p](const void* bytes, std::size_t n) {
+    std::memcpy(p, bytes, n);
+    p += n;
+  };
+  put(&owner, sizeof owner);
+  put(&f, sizeof f);
   for (const auto& [name, value] : labels) {
-    const auto size = static_cast<std::uint32_t>(value.size());  // length-prefixed: no value can forge another
-    key.append(reinterpret_cast<const char*>(&size), sizeof size);
-    key.append(value);
+    const auto n = static_cast<std::uint32_t>(value.size());
+    put(&n, sizeof n);
+    put(value.data(), value.size());
   }
-  if (auto it = table.children.find(key); it != table.children.end()) return *static_cast<T*>(it->second);
+  const std::uint64_t hash = hash_key(key);
+  if (void* found = table.find(key, hash)) return *static_cast<T*>(found);
   std::map<std::string, std::string> map;
   for (const auto& [name, value] : labels) map.emplace(name, std::string(value));
   T& made = family.Add(map, extra...);
-  table.children.emplace(key, &made);
+  table.add(key, hash, &made);
   return made;
 }
 
