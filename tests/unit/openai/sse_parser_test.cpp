@@ -444,5 +444,23 @@ TEST(SseParserViews, TheCopyingFormAgreesWithTheViews) {
   }
 }
 
+// Line ends are found sixteen bytes at a time: an LF, a CRLF or a lone CR ends a line wherever it falls, and
+// the byte before it is still the line's.
+TEST(SseParserTest, LineEndsAreFoundWhereverTheyFall) {
+  for (std::size_t len = 0; len <= 40; ++len) {
+    const std::string text(len, 'x');
+    for (std::string_view eol : {"\n", "\r\n", "\r"}) {
+      for (std::string_view field : {"data: ", "data:", "event: e\ndata: "}) {
+        const std::string stream = std::string(field) + text + std::string(eol) + std::string(eol) + "data: next\n\n";
+        const Events got = parse_all(stream);
+        ASSERT_EQ(got.size(), 2u) << len << " " << eol.size();
+        EXPECT_EQ(got[0].data, text) << len;
+        EXPECT_EQ(got[0].event, field.size() > 6 ? "e" : "") << len;
+        EXPECT_EQ(got[1].data, "next") << len;
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace sluice::openai
