@@ -310,7 +310,14 @@ static_assert(std::endian::native == std::endian::little, "scan_chunk reads stri
 // from the state it saved; else the state at the chunk's first generated-text value is saved in it. The state
 // there depends on the bytes before it alone (no look-ahead reaches past a key's colon), so a resumed scan
 // ends exactly as a whole one would.
-ChunkScan scan_chunk(std::string_view json, ScanCheckpoint* cp = nullptr) {
+// Where a chunk's first generated text (a string) ended, for the checkpoint's record of what follows it.
+struct AfterText {
+  const char* at = nullptr;    // the byte after the string's closing quote; nullptr: no such string
+  bool generated = false;      // `generated` up to there (the scan goes on from false, to tell the rest's part)
+  bool unsure = false;
+};
+
+ChunkScan scan_chunk(std::string_view json, ScanCheckpoint* cp, AfterText& after_text) {
   using V = ChunkScan::Verdict;
   ChunkScan out;
   const char* p = json.data();
@@ -324,6 +331,8 @@ ChunkScan scan_chunk(std::string_view json, ScanCheckpoint* cp = nullptr) {
   bool usage_keyed = false;
   bool unsure = false;
   bool checked = cp == nullptr;  // the checkpoint was used or saved: once a chunk
+  bool resumed = false;          // from the checkpoint
+  bool at_text = false;          // p is at the checkpoint's value
   auto literal = [&](std::string_view word) -> bool {
     if (static_cast<std::size_t>(end - p) < word.size() || std::string_view(p, word.size()) != word) return false;
     p += word.size();
@@ -366,7 +375,7 @@ ChunkScan scan_chunk(std::string_view json, ScanCheckpoint* cp = nullptr) {
     unsure = cp->unsure;
     watch = Watch::text;
     p = json.data() + cp->offset;
-    checked = true;
+    checked = resumed = at_text = true;
     goto value_begins;
   }
   p = skip_space(p, end);
@@ -387,6 +396,8 @@ value:
       cp->usage_depth = usage_depth;
       cp->usage_keyed = usage_keyed;
       cp->unsure = unsure;
+      cp->suffix_size = 0;  // a new envelope: what followed the old one's text says nothing of this one
+      at_text = true;
     }
   }
 value_begins:
@@ -430,6 +441,7 @@ value_begins:
     }
   }
   watch = Watch::none;
+  at_text = at_text && *p == '"';  // only a string's end is recorded
   switch (*p) {
     case '{':
     case '[':
@@ -446,6 +458,19 @@ value_begins:
       goto value;
     case '"':
       if (!(p = scan_string(p, end, unsure))) return out;
+      if (at_text) {  // the checkpoint's text value has ended
+        at_text = false;
+        if (resumed && cp->suffix_size > 0 && unsure == cp->unsure_after_text &&
+            static_cast<std::size_t>(end - p) == cp->suffix_size && std::memcmp(p, cp->suffix, cp->suffix_size) == 0) {
+          // The same state and the same bytes to the end as the last chunk: the same conclusion.
+          const bool generated = out.generated || cp->suffix_generated;
+          out = cp->final_out;
+          out.generated = generated;
+          return out;
+        }
+        after_text = AfterText{p, out.generated, unsure};
+        out.generated = false;
+      }
       goto after;
     case 't':
       if (!literal("true")) return out;
@@ -529,11 +554,27 @@ std::optional<ChunkInfo> chunk_info(const ChunkScan& scan, std::string_view data
 }  // namespace
 
 std::optional<ChunkInfo> inspect_stream_chunk(std::string_view data) {
-  return chunk_info(scan_chunk(data), data);
+  AfterText unused;
+  return chunk_info(scan_chunk(data, nullptr, unused), data);
 }
 
 std::optional<ChunkInfo> StreamChunkChecker::operator()(std::string_view data) {
-  return chunk_info(scan_chunk(data, &checkpoint_), data);
+  AfterText after_text;
+  ChunkScan scan = scan_chunk(data, &checkpoint_, after_text);
+  if (after_text.at) {  // scanned past the checkpoint's text: what followed it is kept for the next chunk
+    auto& cp = checkpoint_;
+    const auto rest = static_cast<std::size_t>(data.data() + data.size() - after_text.at);
+    cp.suffix_size = 0;
+    if (rest > 0 && rest <= ScanCheckpoint::kMaxSuffix) {
+      cp.suffix_size = rest;
+      std::memcpy(cp.suffix, after_text.at, rest);
+      cp.final_out = scan;
+      cp.suffix_generated = scan.generated;
+      cp.unsure_after_text = after_text.unsure;
+    }
+    scan.generated = scan.generated || after_text.generated;
+  }
+  return chunk_info(scan, data);
 }
 
 }  // namespace sluice::openai

@@ -72,13 +72,21 @@ struct ScanCheckpoint {
   bool in_object[kMaxDepth + 1];
   int depth = 0, usage_depth = 0;
   bool usage_keyed = false, unsure = false;
+  // After that value (a string): the rest of the chunk, and what the scan concluded from there.
+  static constexpr std::size_t kMaxSuffix = 160;
+  std::size_t suffix_size = 0;  // 0: none
+  char suffix[kMaxSuffix];
+  ChunkScan final_out;            // the whole chunk's verdict and accounting, but for `generated`
+  bool suffix_generated = false;  // the rest set `generated` itself
+  bool unsure_after_text = false;
 };
 }  // namespace detail
 
 /// inspect_stream_chunk for the events of one stream, in order, with the same verdicts. A backend repeats
 /// each token event's envelope byte for byte ({"id":…,"choices":[{"index":0,"delta":{"content": and only
 /// the text differs): where an event starts with the bytes the previous one had before its text, the scan
-/// resumes from the state it had there instead of reading them again. No allocation.
+/// resumes from the state it had there instead of reading them again, and where it also ends with the bytes
+/// the previous one had after its text, the previous verdict stands. No allocation.
 class StreamChunkChecker {
  public:
   std::optional<ChunkInfo> operator()(std::string_view data);

@@ -445,6 +445,15 @@ TEST(StreamChunkCheckerTest, ResumedEventsGetTheVerdictsOfWholeOnes) {
       head,                                                        // the envelope alone
       head.substr(0, head.size() - 1),                             // less than the envelope
       head + R"(" x"},"finish_reason":null}]})",
+      // The same bytes after the text as the last event: its verdict stands, but for the text's own part.
+      head + R"(""},"finish_reason":null}]})",                     // empty: not generated this time
+      head + R"(" \ud800"},"finish_reason":null}]})",              // a lone surrogate in the text: refused
+      head + R"(" b"},"finish_reason":null}]})",
+      head + R"(" b"},"finish_reason":null}]})",
+      head + R"(" b\n"},"finish_reason":null}]})",
+      head + R"(" b"},"finish_reason":null}]}])",                  // one byte more after the text
+      head + R"(" b"},"finish_reason":null}])",                    // one byte less
+      head + R"(" b"},"finish_reason":nul}]})",                    // as long, not the same
       R"({"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":9}})",
       head + R"(" again"},"finish_reason":null}]})",
       // A different envelope (another id) is scanned whole and becomes the one resumed from.
