@@ -64,7 +64,7 @@ struct ChunkScan {
 
 // The scan's state where a chunk's first generated-text value begins, with the bytes before it.
 struct ScanCheckpoint {
-  static constexpr std::size_t kMaxPrefix = 256;
+  static constexpr std::size_t kMaxPrefix = 224;  // room for OpenAI's and vLLM's envelopes (about 150-200 bytes)
   static constexpr int kMaxDepth = 8;
   std::size_t offset = 0;  // the value's first byte; 0: no checkpoint yet
   char prefix[kMaxPrefix];
@@ -73,7 +73,7 @@ struct ScanCheckpoint {
   int depth = 0, usage_depth = 0;
   bool usage_keyed = false, unsure = false;
   // After that value (a string): the rest of the chunk, and what the scan concluded from there.
-  static constexpr std::size_t kMaxSuffix = 160;
+  static constexpr std::size_t kMaxSuffix = 96;
   std::size_t suffix_size = 0;  // 0: none
   char suffix[kMaxSuffix];
   ChunkScan final_out;            // the whole chunk's verdict and accounting, but for `generated`
