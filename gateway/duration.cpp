@@ -93,7 +93,7 @@ std::string format_duration(std::chrono::milliseconds d) {
 }
 
 std::string_view fixed3(char (&buf)[32], double v) {
-  if (std::isfinite(v) && std::fabs(v) < 1e15) {
+  if (std::isfinite(v) && std::fabs(v) < 1e12) {  // v * 1000 + 0.5 exact enough below 2^53
     const double scaled = v * 1000.0;
     const auto thousandths = static_cast<std::int64_t>(scaled < 0 ? scaled - 0.5 : scaled + 0.5);
     char* p = buf;

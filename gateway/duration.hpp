@@ -17,9 +17,10 @@ std::optional<std::uint64_t> parse_size(std::string_view text);
 /// Formats a duration as OpenAI's rate-limit headers do: "1s", "6m0s", "250ms".
 std::string format_duration(std::chrono::milliseconds d);
 
-/// `v` with three decimals, as printf's "%.3f" writes it (x-sluice-overhead-ms, the access log's
-/// milliseconds), into `buf`; no locale, no printf. Integer arithmetic below 10^15: a double-to-text
-/// conversion cost more than the rest of the access line.
+/// `v` with three decimals (x-sluice-overhead-ms, the access log's milliseconds) into `buf`: what printf's
+/// "%.3f" writes, but where `v` lies within rounding of a tie (1.0005 may end in 1 rather than 0); no locale,
+/// no printf. Integer arithmetic below 10^12: a double-to-text conversion cost more than the rest of the
+/// access line.
 std::string_view fixed3(char (&buf)[32], double v);
 
 }  // namespace sluice

@@ -369,12 +369,14 @@ ChunkScan scan_chunk(std::string_view json, ScanCheckpoint* cp, AfterText& after
   if (cp && cp->offset > 0 && json.size() > cp->offset && std::memcmp(json.data(), cp->prefix, cp->offset) == 0) {
     out = cp->out;
     depth = cp->depth;
-    std::copy(cp->in_object, cp->in_object + depth + 1, in_object);
+    std::copy(cp->in_object + 1, cp->in_object + depth + 1, in_object + 1);  // [0] is never used
     usage_depth = cp->usage_depth;
     usage_keyed = cp->usage_keyed;
     unsure = cp->unsure;
     watch = Watch::text;
-    p = json.data() + cp->offset;
+    // The value may start later in this chunk than in the one the checkpoint came from: ": \"b\"" after ":\"a\"".
+    p = skip_space(json.data() + cp->offset, end);
+    if (p == end) return out;
     checked = resumed = at_text = true;
     goto value_begins;
   }
@@ -391,7 +393,7 @@ value:
       cp->offset = at;
       std::memcpy(cp->prefix, json.data(), at);
       cp->out = out;
-      std::copy(in_object, in_object + depth + 1, cp->in_object);
+      std::copy(in_object + 1, in_object + depth + 1, cp->in_object + 1);
       cp->depth = depth;
       cp->usage_depth = usage_depth;
       cp->usage_keyed = usage_keyed;

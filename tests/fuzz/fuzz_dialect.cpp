@@ -160,16 +160,21 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     SLUICE_FUZZ_CHECK(!is_json_object(body), "inspect_stream_chunk refuses only what is not a JSON object");
   }
   // A stream's checker, over the lines of the input as one stream's events (each twice, so the second is
-  // resumed where it can be): every verdict is the one the event gets alone.
+  // resumed where it can be, then with a space after a colon): every verdict is the one the event gets alone.
   {
     StreamChunkChecker check;
     std::size_t from = 0;
     while (from <= body.size()) {
       std::size_t nl = body.find('\n', from);
       if (nl == std::string_view::npos) nl = body.size();
-      const std::string_view event = body.substr(from, nl - from);
-      const auto alone = inspect_stream_chunk(event);
-      for (int twice = 0; twice < 2; ++twice) {
+      const std::string_view line = body.substr(from, nl - from);
+      // Then the same event with a space after a member's colon: a checkpoint's value may start later.
+      std::vector<std::string> variants{std::string(line), std::string(line)};
+      for (std::size_t at = line.find("\":"), k = 0; at != std::string_view::npos && k < 4;
+           at = line.find("\":", at + 2), ++k)
+        variants.push_back(std::string(line.substr(0, at + 2)) + " " + std::string(line.substr(at + 2)));
+      for (const std::string& event : variants) {
+        const auto alone = inspect_stream_chunk(event);
         const auto streamed = check(event);
         SLUICE_FUZZ_CHECK(streamed.has_value() == alone.has_value(), "a stream's checker: the same verdict");
         if (alone) {

@@ -454,6 +454,10 @@ TEST(StreamChunkCheckerTest, ResumedEventsGetTheVerdictsOfWholeOnes) {
       head + R"(" b"},"finish_reason":null}]}])",                  // one byte more after the text
       head + R"(" b"},"finish_reason":null}])",                    // one byte less
       head + R"(" b"},"finish_reason":nul}]})",                    // as long, not the same
+      head + R"( " c"},"finish_reason":null}]})",                  // space before the text: it starts later
+      head + R"(
+	"c"},"finish_reason":null}]})",
+      head + R"( )",                                               // nothing but space after the envelope
       R"({"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":9}})",
       head + R"(" again"},"finish_reason":null}]})",
       // A different envelope (another id) is scanned whole and becomes the one resumed from.
