@@ -250,14 +250,10 @@ static_assert(std::endian::native == std::endian::little, "scan_chunk reads stri
       p += 16;
     }
 #endif
-    constexpr std::uint64_t kOnes = 0x0101010101010101ull, kHighs = 0x8080808080808080ull;
     while (!found && end - p >= 8) {
       std::uint64_t v;
       std::memcpy(&v, p, sizeof v);
-      const std::uint64_t quote = v ^ (kOnes * '"'), backslash = v ^ (kOnes * '\\');
-      // The high bit of each byte that is a quote, a backslash or below 0x20; exact up to the first one.
-      const std::uint64_t special =
-          (((quote - kOnes) & ~quote) | ((backslash - kOnes) & ~backslash) | ((v - kOnes * 0x20) & ~v)) & kHighs;
+      const std::uint64_t special = json_special_bytes(v);
       if (special) {
         p += std::countr_zero(special) / 8;  // little-endian: the lowest byte comes first in memory
         found = true;

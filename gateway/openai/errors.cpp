@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include "openai/json.hpp"
+
 namespace sluice::openai {
 
 std::string_view default_error_type(int status) {
@@ -24,14 +26,10 @@ char* write_json_string(char* out, std::string_view text) {
   for (;;) {
     // The run of bytes that need no escape (nearly always the whole string): eight bytes at a time.
     const char* run = p;
-    constexpr std::uint64_t kOnes = 0x0101010101010101ull, kHighs = 0x8080808080808080ull;
     while (end - p >= 8) {
       std::uint64_t v;
       std::memcpy(&v, p, sizeof v);
-      const std::uint64_t quote = v ^ (kOnes * '"'), backslash = v ^ (kOnes * '\\');
-      // The high bit of each byte that is a quote, a backslash or below 0x20; exact up to the first one.
-      if ((((quote - kOnes) & ~quote) | ((backslash - kOnes) & ~backslash) | ((v - kOnes * 0x20) & ~v)) & kHighs)
-        break;
+      if (json_special_bytes(v)) break;
       p += 8;
     }
     while (p < end && static_cast<unsigned char>(*p) >= 0x20 && *p != '"' && *p != '\\') ++p;

@@ -3,6 +3,7 @@
 #include <rapidjson/document.h>
 
 #include <cmath>
+#include <cstdint>
 #include <string_view>
 
 namespace sluice::openai {
@@ -12,6 +13,14 @@ inline const rapidjson::Value* member(const rapidjson::Value& obj, const char* n
   if (!obj.IsObject()) return nullptr;
   auto it = obj.FindMember(name);
   return it == obj.MemberEnd() ? nullptr : &it->value;
+}
+
+/// Eight bytes of a JSON string (little-endian): the high bit of each byte that is a quote, a backslash or below
+/// 0x20, the bytes a string scan stops at; exact up to the first one (a later bit may be a borrow's).
+inline std::uint64_t json_special_bytes(std::uint64_t v) {
+  constexpr std::uint64_t kOnes = 0x0101010101010101ull, kHighs = 0x8080808080808080ull;
+  const std::uint64_t quote = v ^ (kOnes * '"'), backslash = v ^ (kOnes * '\\');
+  return (((quote - kOnes) & ~quote) | ((backslash - kOnes) & ~backslash) | ((v - kOnes * 0x20) & ~v)) & kHighs;
 }
 
 /// A cheap pre-check that needs no parse: true when, at some place `"field"` (given with its quotes) is
