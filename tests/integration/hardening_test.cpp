@@ -6,6 +6,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <csignal>
+
 #include <mutex>
 #include <set>
 #include <thread>
@@ -54,15 +56,6 @@ bool closed_by_peer(int fd, std::chrono::milliseconds limit) {
         return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
       },
       limit);
-}
-
-int open_fds() {
-  int n = 0;
-  if (DIR* d = opendir("/proc/self/fd")) {
-    while (readdir(d)) ++n;
-    closedir(d);
-  }
-  return n;
 }
 
 // ---- client side ----
@@ -406,6 +399,31 @@ struct Fault {
   bool sluice_closes;  // Sluice must close the backend connection (the script left it open)
 };
 
+// The access line the gateway wrote for `request_id` (its stdout gathers one JSON object per line), parsed
+// into `line`; false when there is none yet.
+bool access_line_of(Child& gateway, const std::string& request_id, rapidjson::Document& line) {
+  const std::string out = gateway.out();
+  const std::string needle = "\"request_id\":\"" + request_id + "\"";
+  const auto at = out.find(needle);
+  if (request_id.empty() || at == std::string::npos) return false;
+  const auto begin = out.rfind('\n', at);
+  const auto end = out.find('\n', at);
+  if (end == std::string::npos) return false;
+  const auto from = begin == std::string::npos ? 0 : begin + 1;
+  line.Parse(out.substr(from, end - from).c_str());
+  return line.IsObject();
+}
+
+int open_fds_of(pid_t pid) {
+  int n = 0;
+  if (DIR* d = opendir(("/proc/" + std::to_string(pid) + "/fd").c_str())) {
+    while (readdir(d)) ++n;
+    closedir(d);
+  }
+  return n;
+}
+
+// The real binary, with its access log on, against each fault in turn.
 TEST(Hardening, EveryBackendFaultEndsWellFormedCountedAndWithoutLeaks) {
   FaultyBackend backend;
   int refused_port;
@@ -413,22 +431,35 @@ TEST(Hardening, EveryBackendFaultEndsWellFormedCountedAndWithoutLeaks) {
     ScriptedUpstream gone([](UpstreamConn&) {});
     refused_port = gone.port();
   }
-  TestGateway gw(test_config_yaml(
+  TempDir dir;
+  const std::string config = dir.write(
+      "faults.yaml",
+      "server: { listen: 127.0.0.1:0, admin_listen: 127.0.0.1:0, workers: 1, drain_timeout: 10s }\n"
+      "log: { level: info, format: json, access_log: true }\n"
       "backends:\n"
       "  - { name: fast, dialect: vllm, url: \"" +
-      backend.url() +
-      "\", health: { enabled: false }, outlier: { consecutive_failures: 0 }, timeouts: { first_token: 500ms, idle: 500ms, total: 20s } }\n"
-      "  - { name: patient, dialect: vllm, url: \"" +
-      backend.url() +
-      "\", health: { enabled: false }, outlier: { consecutive_failures: 0 }, timeouts: { first_token: 30s, idle: 30s, total: 60s } }\n"
-      "  - { name: gone, dialect: vllm, url: \"http://127.0.0.1:" +
-      std::to_string(refused_port) +
-      "/v1\", health: { enabled: false }, outlier: { consecutive_failures: 0 } }\n"
-      "models:\n"
-      "  - { name: fast, targets: [ { backend: fast } ] }\n"
-      "  - { name: patient, targets: [ { backend: patient } ] }\n"
-      "  - { name: gone, targets: [ { backend: gone } ] }\n"));
-  const int fds_before = open_fds();
+          backend.url() +
+          "\", health: { enabled: false }, outlier: { consecutive_failures: 0 }, timeouts: { first_token: 500ms, idle: 500ms, total: 20s } }\n"
+          "  - { name: patient, dialect: vllm, url: \"" +
+          backend.url() +
+          "\", health: { enabled: false }, outlier: { consecutive_failures: 0 }, timeouts: { first_token: 30s, idle: 30s, total: 60s } }\n"
+          "  - { name: gone, dialect: vllm, url: \"http://127.0.0.1:" +
+          std::to_string(refused_port) +
+          "/v1\", health: { enabled: false }, outlier: { consecutive_failures: 0 } }\n"
+          "models:\n"
+          "  - { name: fast, targets: [ { backend: fast } ] }\n"
+          "  - { name: patient, targets: [ { backend: patient } ] }\n"
+          "  - { name: gone, targets: [ { backend: gone } ] }\n"
+          "keys:\n"
+          "  - { name: tester, key_sha256: \"f3abf2a6cc4f00987743db5f544ba345b4899ae31f326d8ee9c4816de153c9e0\" }\n");
+  RunningGateway gw(config);
+  ASSERT_NE(gw.port, 0) << gw.child.err();
+  const pid_t pid = gw.child.pid();
+  // The first request opens what stays open (the access log's stream, the worker's resolver); count after it.
+  ASSERT_EQ(post_json(gw.port, "/v1/chat/completions", chat("fast", false, "fault:chunked_json_with_extensions_and_trailer"))
+                .status,
+            200);
+  const int fds_before = open_fds_of(pid);
   const std::vector<Fault> faults = {
       {"refused", "gone", false, 502, "upstream_unreachable", "connect", false},
       {"reset_before_headers", "fast", false, 502, "upstream_error", "reset", false},
@@ -455,9 +486,9 @@ TEST(Hardening, EveryBackendFaultEndsWellFormedCountedAndWithoutLeaks) {
     const std::string backend_name = f.model;
     const std::string series =
         "sluice_upstream_errors_total{backend=\"" + backend_name + "\",reason=\"" + f.reason + "\"}";
-    double errors_before = f.reason.empty() ? 0 : metric_value(gw.admin_port(), series);
+    double errors_before = f.reason.empty() ? 0 : metric_value(gw.admin, series);
     auto started = std::chrono::steady_clock::now();
-    auto r = post_json(gw.port(), "/v1/chat/completions", chat(f.model, f.stream, "fault:" + f.name));
+    auto r = post_json(gw.port, "/v1/chat/completions", chat(f.model, f.stream, "fault:" + f.name));
     double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     ASSERT_EQ(r.status, f.status) << r.body.substr(0, 300);
     EXPECT_LT(took, 10.0) << "the client waited for the backend's own deadline";
@@ -483,27 +514,40 @@ TEST(Hardening, EveryBackendFaultEndsWellFormedCountedAndWithoutLeaks) {
       EXPECT_TRUE(d.IsObject() && d.HasMember("choices")) << r.body;
     }
     if (!f.reason.empty()) {
-      EXPECT_TRUE(wait_until([&] { return metric_value(gw.admin_port(), series) == errors_before + 1; }))
-          << series << " = " << metric_value(gw.admin_port(), series);
+      EXPECT_TRUE(wait_until([&] { return metric_value(gw.admin, series) == errors_before + 1; }))
+          << series << " = " << metric_value(gw.admin, series);
     }
+    // One access line for the request: the status the client got, the backend, and the fault's reason.
+    const std::string id = r.header("x-request-id");
+    rapidjson::Document line;
+    ASSERT_TRUE(wait_until([&] { return access_line_of(gw.child, id, line); }))
+        << "no access line for request " << id;
+    EXPECT_EQ(line["status"].GetInt(), f.status);
+    EXPECT_EQ(line["model"].GetString(), f.model);
+    EXPECT_EQ(line["backend"].GetString(), f.model == "gone" ? std::string("gone") : f.model);
+    EXPECT_EQ(line["stream"].GetBool(), f.stream);
+    const std::string logged_error = line.HasMember("error") ? line["error"].GetString() : "";
+    EXPECT_EQ(logged_error, f.reason);
     if (f.sluice_closes) {
       EXPECT_TRUE(wait_until([&] { return backend.closed(f.name); }, 20s));
     }
   }
   // Nothing is left behind: no stream, no request in flight, no client connection, no socket.
-  EXPECT_TRUE(wait_until([&] { return metric_value(gw.admin_port(), "sluice_active_streams") == 0; }));
-  EXPECT_TRUE(wait_until([&] { return metric_value(gw.admin_port(), "sluice_client_connections") == 0; }));
+  EXPECT_TRUE(wait_until([&] { return metric_value(gw.admin, "sluice_active_streams") == 0; }));
+  EXPECT_TRUE(wait_until([&] { return metric_value(gw.admin, "sluice_client_connections") == 0; }));
   for (const char* m : {"fast", "patient"})
     EXPECT_TRUE(wait_until([&] {
-      return metric_value(gw.admin_port(), std::string("sluice_inflight_requests{backend=\"") + m + "\",model=\"" + m +
+      return metric_value(gw.admin, std::string("sluice_inflight_requests{backend=\"") + m + "\",model=\"" + m +
                                           "\"}") == 0;
     }));
-  EXPECT_TRUE(wait_until([&] { return open_fds() <= fds_before; }, 20s))
-      << open_fds() << " descriptors open, " << fds_before << " before the faults";
-  // And the gateway still serves.
-  EXPECT_EQ(post_json(gw.port(), "/v1/chat/completions", chat("fast", false, "fault:chunked_json_with_extensions_and_trailer"))
+  EXPECT_TRUE(wait_until([&] { return open_fds_of(pid) <= fds_before; }, 20s))
+      << open_fds_of(pid) << " descriptors open, " << fds_before << " before the faults";
+  // And the gateway still serves, then drains and exits cleanly.
+  EXPECT_EQ(post_json(gw.port, "/v1/chat/completions", chat("fast", false, "fault:chunked_json_with_extensions_and_trailer"))
                 .status,
             200);
+  gw.child.signal(SIGTERM);
+  EXPECT_EQ(gw.child.wait_exit(), 0) << gw.child.err();
 }
 
 }  // namespace
