@@ -1,6 +1,9 @@
 #include "server/gateway.hpp"
 
+#include <fcntl.h>
 #include <spdlog/spdlog.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
@@ -25,6 +28,40 @@ namespace sluice::server {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+/// Makes room for every descriptor the gateway may hold, before its threads start.
+///
+/// The soft RLIMIT_NOFILE is raised to the hard one (as Go's runtime does; systemd's soft default of 1024
+/// would otherwise cap a gateway at about 500 streams, each holding a client and a backend socket), with a
+/// warning when even that is short of what max_connections needs.
+///
+/// Then the descriptor table is grown to that size at once. The kernel grows it by doubling when a new
+/// descriptor does not fit, and in a process with more than one thread each growth waits for an RCU grace
+/// period (synchronize_rcu in expand_files): about 10 ms here, during which the worker that accepted stalls
+/// with every stream it relays. Growing it once, while the process is still single-threaded, costs nothing.
+/// The table is kernel memory (about 8 bytes a slot), not resident memory.
+void prepare_descriptors(unsigned max_connections) {
+  rlimit lim{};
+  if (getrlimit(RLIMIT_NOFILE, &lim) != 0) return;
+  if (lim.rlim_cur < lim.rlim_max) {
+    rlimit raised = lim;
+    raised.rlim_cur = lim.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &raised) == 0) lim = raised;
+  }
+  // A client and a backend socket per connection, and room for listeners, pools, Redis and logs.
+  const rlim_t needed = 2 * static_cast<rlim_t>(max_connections) + 256;
+  if (lim.rlim_cur < needed)
+    spdlog::warn("server.max_connections {} may need up to {} file descriptors; the limit (RLIMIT_NOFILE) is {}",
+                 max_connections, static_cast<unsigned long long>(needed),
+                 static_cast<unsigned long long>(lim.rlim_cur));
+  const rlim_t slots = std::min(lim.rlim_cur, needed);
+  const int probe = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (probe < 0) return;
+  // The lowest free descriptor at or above the last slot: never one in use.
+  const int high = ::fcntl(probe, F_DUPFD_CLOEXEC, static_cast<int>(slots - 1));
+  if (high >= 0) ::close(high);
+  ::close(probe);
+}
 
 /// A client connection as the drain logic sees it.
 struct SessionHandle {
@@ -557,6 +594,7 @@ Gateway::~Gateway() {
 
 void Gateway::start() {
   auto& d = *impl_;
+  prepare_descriptors(d.config.server.max_connections);
   d.start_simulators();
   d.prepare_backends();
   d.metrics.declare(d.config);

@@ -917,11 +917,40 @@ struct Options {
   double seconds = 5, warmup = 1;
   int streams = 2000;
   std::vector<std::string> only;
+  std::string rows = "12345";  // which rows to measure (--rows 4: the slow streams alone)
+  bool row(char r) const { return rows.find(r) != std::string::npos; }
 };
 
+void measure_open_loop(Target& t, const Options& o, bool sluice);
+
 void measure(Target& t, const Options& o, bool sluice) {
-  std::fprintf(stderr, "[%s] non-stream saturation\n", t.name.c_str());
-  t.nonstream = Load(t.port, make_request(t.model, false, 16, t.key)).closed(64, o.warmup, o.seconds);
+  if (o.row('1') || o.row('5')) {
+    std::fprintf(stderr, "[%s] non-stream saturation\n", t.name.c_str());
+    t.nonstream = Load(t.port, make_request(t.model, false, 16, t.key)).closed(64, o.warmup, o.seconds);
+  }
+  if (o.row('2')) measure_open_loop(t, o, sluice);
+  if (o.row('3')) {
+    std::fprintf(stderr, "[%s] stream saturation\n", t.name.c_str());
+    Load l(t.port, make_request(t.model, true, 64, t.key));
+    l.expect_tokens = 64;
+    t.stream = l.closed(64, o.warmup, o.seconds);
+  }
+  if (sluice && o.row('5')) {
+    std::fprintf(stderr, "[%s] cache hits\n", t.name.c_str());
+    t.cached = Load(t.port, make_request("bench-cached", false, 16, t.key)).closed(64, o.warmup, o.seconds);
+  }
+  if (o.row('4')) {
+    std::fprintf(stderr, "[%s] %d slow streams\n", t.name.c_str(), o.streams);
+    Load l(t.slow_port, make_request(t.slow_model, true, 200, t.key));
+    l.expect_tokens = 200;
+    if (t.proc.pid > 0) t.slow_before = usage_of(t.proc.pid);
+    t.slow = l.concurrent(o.streams, 2.0, 60);
+    if (t.proc.pid > 0) t.slow_after = usage_of(t.proc.pid);
+  }
+  t.ran = true;
+}
+
+void measure_open_loop(Target& t, const Options& o, bool sluice) {
   std::string before = sluice ? http_get(t.admin, "/metrics") : "";
   std::fprintf(stderr, "[%s] open loop 1,000 req/s\n", t.name.c_str());
   t.open1k = Load(t.port, make_request(t.model, false, 16, t.key)).open(1000, o.warmup, o.seconds);
@@ -936,25 +965,6 @@ void measure(Target& t, const Options& o, bool sluice) {
   }
   std::fprintf(stderr, "[%s] open loop 3,000 req/s\n", t.name.c_str());
   t.open3k = Load(t.port, make_request(t.model, false, 16, t.key)).open(3000, o.warmup, o.seconds);
-  std::fprintf(stderr, "[%s] stream saturation\n", t.name.c_str());
-  {
-    Load l(t.port, make_request(t.model, true, 64, t.key));
-    l.expect_tokens = 64;
-    t.stream = l.closed(64, o.warmup, o.seconds);
-  }
-  if (sluice) {
-    std::fprintf(stderr, "[%s] cache hits\n", t.name.c_str());
-    t.cached = Load(t.port, make_request("bench-cached", false, 16, t.key)).closed(64, o.warmup, o.seconds);
-  }
-  std::fprintf(stderr, "[%s] %d slow streams\n", t.name.c_str(), o.streams);
-  {
-    Load l(t.slow_port, make_request(t.slow_model, true, 200, t.key));
-    l.expect_tokens = 200;
-    if (t.proc.pid > 0) t.slow_before = usage_of(t.proc.pid);
-    t.slow = l.concurrent(o.streams, 2.0, 60);
-    if (t.proc.pid > 0) t.slow_after = usage_of(t.proc.pid);
-  }
-  t.ran = true;
 }
 
 void print_table(const Target& direct, const Target& nginx, const Target& sluice, const Options& o) {
@@ -1035,6 +1045,8 @@ void print_table(const Target& direct, const Target& nginx, const Target& sluice
        has_sluice ? std::optional<bool>(sluice.slow_after.rss_peak_mib <= 64) : std::nullopt);
   line("4", "… CPU seconds", NAN, nginx.slow_after.cpu_s - nginx.slow_before.cpu_s,
        sluice.slow_after.cpu_s - sluice.slow_before.cpu_s, 2, "", {});
+  line("4", "… time to first event p50 ms", percentile(dl.ttfe, .5), percentile(nl.ttfe, .5), percentile(sl.ttfe, .5),
+       2, "", {});
   line("4", "… time to first event p99 ms", percentile(dl.ttfe, .99), percentile(nl.ttfe, .99),
        percentile(sl.ttfe, .99), 2, "≤ nginx", when(percentile(sl.ttfe, .99) <= percentile(nl.ttfe, .99)));
   line("5", "cache hits, 64 conns: req/s (nginx column: sluice row 1)", NAN, sn.rate(), sluice.cached.rate(), 0,
@@ -1052,6 +1064,7 @@ int main(int argc, char** argv) {
     auto next = [&] { return i + 1 < argc ? std::string(argv[++i]) : std::string(); };
     if (a == "--seconds") o.seconds = std::atof(next().c_str());
     else if (a == "--streams") o.streams = std::atoi(next().c_str());
+    else if (a == "--rows") o.rows = next();
     else if (a == "--mock") {  // only the mock backend, on the given ports (for profiling by hand)
       std::uint16_t fast = static_cast<std::uint16_t>(std::atoi(next().c_str()));
       std::uint16_t slow = static_cast<std::uint16_t>(std::atoi(next().c_str()));
@@ -1065,7 +1078,7 @@ int main(int argc, char** argv) {
       for (std::string x; std::getline(list, x, ',');) o.only.push_back(x);
     } else {
       std::fprintf(stderr,
-                   "usage: %s [--seconds S] [--streams N] [--only direct,nginx,sluice]\n"
+                   "usage: %s [--seconds S] [--streams N] [--only direct,nginx,sluice] [--rows 12345]\n"
                    "       %s --mock FAST_PORT SLOW_PORT   (the mock backend alone)\n",
                    argv[0], argv[0]);
       return 2;

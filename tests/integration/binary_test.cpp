@@ -1,6 +1,9 @@
 // The real `sluice` binary: CLI, start-up failures, the shipped default config, and SIGTERM drain.
 #include <gtest/gtest.h>
 
+#include <sys/resource.h>
+
+#include <algorithm>
 #include <csignal>
 #include <filesystem>
 #include <fstream>
@@ -221,6 +224,45 @@ TEST(Binary, BufferedAccessLogIsWrittenWhenTheGatewayStops) {
   gw.child.signal(SIGTERM);
   EXPECT_EQ(gw.child.wait_exit(), 0);
   EXPECT_EQ(access_lines(gw.child.out()), 12u) << gw.child.out();
+}
+
+// A /proc/<pid>/<file> line's first number after `field` ("FDSize:", "Max open files").
+long long proc_number(pid_t pid, const std::string& file, const std::string& field) {
+  std::istringstream in(read_file("/proc/" + std::to_string(pid) + "/" + file));
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind(field, 0) == 0) return std::atoll(line.c_str() + line.find_first_of("0123456789"));
+  return -1;
+}
+
+// Started under a low soft descriptor limit, the gateway raises it to the hard one, and grows its descriptor
+// table for max_connections before any connection arrives (growing it later stalls a worker for an RCU grace
+// period each time). With the hard limit itself too low, it says so.
+TEST(Binary, DescriptorLimitIsRaisedAndTheTableMadeReadyAtStart) {
+  TempDir dir;
+  auto yaml = read_file(shipped_config_on_free_ports(dir));
+  yaml = replace_all(yaml, "server:\n", "server:\n  max_connections: 3000\n");
+  const std::string config = dir.write("fds.yaml", yaml);
+  rlimit ours{};
+  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &ours), 0);
+  ASSERT_GE(ours.rlim_max, 512u) << "this machine's hard descriptor limit is too low for the test";
+  {
+    Child gw({"/bin/sh", "-c", "ulimit -Sn 256 && exec " + kBinary + " serve --config " + config});
+    ASSERT_FALSE(gw.wait_for_stderr("listening on").empty()) << gw.err();
+    EXPECT_EQ(proc_number(gw.pid(), "limits", "Max open files"), static_cast<long long>(ours.rlim_max));
+    const long long wanted = std::min<long long>(static_cast<long long>(ours.rlim_max), 2 * 3000 + 256);
+    EXPECT_GE(proc_number(gw.pid(), "status", "FDSize:"), wanted);
+    EXPECT_EQ(gw.err().find("may need up to"), std::string::npos) << gw.err();
+    gw.signal(SIGTERM);
+    EXPECT_EQ(gw.wait_exit(), 0) << gw.err();
+  }
+  {
+    Child gw({"/bin/sh", "-c", "ulimit -n 500 && exec " + kBinary + " serve --config " + config});
+    EXPECT_NE(gw.wait_for_stderr("may need up to 6256 file descriptors; the limit (RLIMIT_NOFILE) is 500"), "")
+        << gw.err();
+    ASSERT_FALSE(gw.wait_for_stderr("listening on").empty()) << gw.err();
+    gw.signal(SIGTERM);
+    EXPECT_EQ(gw.wait_exit(), 0) << gw.err();
+  }
 }
 
 TEST(Binary, SigtermLetsAnOpenStreamFinish) {
