@@ -8,6 +8,8 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/write.hpp>
+#include <algorithm>
+#include <climits>
 #include <condition_variable>
 #include <future>
 #include <mutex>
@@ -33,14 +35,16 @@ using Clock = std::chrono::steady_clock;
 ///
 /// The soft RLIMIT_NOFILE is raised to the hard one (as Go's runtime does; systemd's soft default of 1024
 /// would otherwise cap a gateway at about 500 streams, each holding a client and a backend socket), with a
-/// warning when even that is short of what max_connections needs.
+/// warning when even that is short of what the config needs: a client and a backend socket per connection,
+/// every worker's idle pooled backend connections, and room for listeners, refusals, probes, Redis and logs.
 ///
 /// Then the descriptor table is grown to that size at once. The kernel grows it by doubling when a new
 /// descriptor does not fit, and in a process with more than one thread each growth waits for an RCU grace
 /// period (synchronize_rcu in expand_files): about 10 ms here, during which the worker that accepted stalls
-/// with every stream it relays. Growing it once, while the process is still single-threaded, costs nothing.
-/// The table is kernel memory (about 8 bytes a slot), not resident memory.
-void prepare_descriptors(unsigned max_connections) {
+/// with every stream it relays. Growing it once, while the process is still single-threaded, waits for
+/// nothing. The table is kernel memory (8 bytes a slot and two bitmaps; charged to the process's memory
+/// cgroup), not resident memory: 256 KiB for the default 10,000 connections.
+void prepare_descriptors(const Config& config, unsigned workers) {
   rlimit lim{};
   if (getrlimit(RLIMIT_NOFILE, &lim) != 0) return;
   if (lim.rlim_cur < lim.rlim_max) {
@@ -48,17 +52,20 @@ void prepare_descriptors(unsigned max_connections) {
     raised.rlim_cur = lim.rlim_max;
     if (setrlimit(RLIMIT_NOFILE, &raised) == 0) lim = raised;
   }
-  // A client and a backend socket per connection, and room for listeners, pools, Redis and logs.
-  const rlim_t needed = 2 * static_cast<rlim_t>(max_connections) + 256;
+  rlim_t idle = 0;
+  for (const auto& b : config.backends) idle += b.max_idle_connections;
+  const rlim_t needed = 2 * static_cast<rlim_t>(config.server.max_connections) + workers * idle + 256;
   if (lim.rlim_cur < needed)
-    spdlog::warn("server.max_connections {} may need up to {} file descriptors; the limit (RLIMIT_NOFILE) is {}",
-                 max_connections, static_cast<unsigned long long>(needed),
-                 static_cast<unsigned long long>(lim.rlim_cur));
+    spdlog::warn(
+        "server.max_connections {} with {} worker(s) may need at least {} file descriptors; the limit "
+        "(RLIMIT_NOFILE) is {}",
+        config.server.max_connections, workers, static_cast<unsigned long long>(needed),
+        static_cast<unsigned long long>(lim.rlim_cur));
   const rlim_t slots = std::min(lim.rlim_cur, needed);
   const int probe = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
   if (probe < 0) return;
   // The lowest free descriptor at or above the last slot: never one in use.
-  const int high = ::fcntl(probe, F_DUPFD_CLOEXEC, static_cast<int>(slots - 1));
+  const int high = ::fcntl(probe, F_DUPFD_CLOEXEC, static_cast<int>(std::min<rlim_t>(slots - 1, INT_MAX)));
   if (high >= 0) ::close(high);
   ::close(probe);
 }
@@ -594,7 +601,9 @@ Gateway::~Gateway() {
 
 void Gateway::start() {
   auto& d = *impl_;
-  prepare_descriptors(d.config.server.max_connections);
+  const unsigned n =
+      d.config.server.workers ? d.config.server.workers : std::max(1u, std::thread::hardware_concurrency());
+  prepare_descriptors(d.config, n);
   d.start_simulators();
   d.prepare_backends();
   d.metrics.declare(d.config);
@@ -611,8 +620,6 @@ void Gateway::start() {
   Millis lease{60'000};
   for (const auto& b : d.config.backends) lease = std::max(lease, b.timeouts.total + b.queue_timeout + Millis{60'000});
   for (const auto& m : d.config.models) d.fleet.budgets[m.name] = std::make_unique<upstream::RetryBudget>();
-  unsigned n =
-      d.config.server.workers ? d.config.server.workers : std::max(1u, std::thread::hardware_concurrency());
   for (unsigned i = 0; i < n; ++i) {
     auto w = std::make_unique<Worker>();
     w->guard.emplace(w->ctx.get_executor());

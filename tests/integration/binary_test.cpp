@@ -226,38 +226,61 @@ TEST(Binary, BufferedAccessLogIsWrittenWhenTheGatewayStops) {
   EXPECT_EQ(access_lines(gw.child.out()), 12u) << gw.child.out();
 }
 
-// A /proc/<pid>/<file> line's first number after `field` ("FDSize:", "Max open files").
+// A /proc/<pid>/<file> line's first number after `field` ("FDSize:", "Max open files"); -1 when absent.
 long long proc_number(pid_t pid, const std::string& file, const std::string& field) {
   std::istringstream in(read_file("/proc/" + std::to_string(pid) + "/" + file));
-  for (std::string line; std::getline(in, line);)
-    if (line.rfind(field, 0) == 0) return std::atoll(line.c_str() + line.find_first_of("0123456789"));
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind(field, 0) != 0) continue;
+    const auto digit = line.find_first_of("0123456789", field.size());
+    return digit == std::string::npos ? -1 : std::atoll(line.c_str() + digit);
+  }
   return -1;
 }
 
+// The binary serving `config` under a shell's `ulimit` arguments.
+Child gateway_under_ulimit(const std::string& ulimit_args, const std::string& config) {
+  return Child({"/bin/sh", "-c", "ulimit " + ulimit_args + " && exec \"$@\"", "sh", kBinary, "serve", "--config",
+                config});
+}
+
 // Started under a low soft descriptor limit, the gateway raises it to the hard one, and grows its descriptor
-// table for max_connections before any connection arrives (growing it later stalls a worker for an RCU grace
-// period each time). With the hard limit itself too low, it says so.
+// table for its connections before any arrives (growing it later stalls a worker for an RCU grace period each
+// time). With the hard limit itself too low, it says so.
 TEST(Binary, DescriptorLimitIsRaisedAndTheTableMadeReadyAtStart) {
-  TempDir dir;
-  auto yaml = read_file(shipped_config_on_free_ports(dir));
-  yaml = replace_all(yaml, "server:\n", "server:\n  max_connections: 3000\n");
-  const std::string config = dir.write("fds.yaml", yaml);
   rlimit ours{};
   ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &ours), 0);
-  ASSERT_GE(ours.rlim_max, 512u) << "this machine's hard descriptor limit is too low for the test";
+  ASSERT_GE(ours.rlim_max, 2048u) << "this machine's hard descriptor limit is too low for the test";
+  // Two workers, one backend keeping up to 10 idle connections per worker. What the gateway needs: 2 per
+  // connection, the idle pools, 256 more; kept under this machine's hard limit.
+  const long long idle = 2 * 10;
+  const long long connections = std::min<long long>(3000, (static_cast<long long>(ours.rlim_max) - idle - 256) / 2);
+  const long long needed = 2 * connections + idle + 256;
+  TempDir dir;
+  const std::string config = dir.write(
+      "fds.yaml", "server: { listen: 127.0.0.1:0, admin_listen: 127.0.0.1:0, workers: 2, max_connections: " +
+                      std::to_string(connections) +
+                      " }\n"
+                      "log: { level: info, format: text }\n"
+                      "auth: none\n"
+                      "backends:\n"
+                      "  - { name: sim, dialect: simulator, max_idle_connections: 10 }\n"
+                      "models:\n"
+                      "  - { name: demo, targets: [ { backend: sim } ] }\n");
   {
-    Child gw({"/bin/sh", "-c", "ulimit -Sn 256 && exec " + kBinary + " serve --config " + config});
+    Child gw = gateway_under_ulimit("-Sn 256", config);
     ASSERT_FALSE(gw.wait_for_stderr("listening on").empty()) << gw.err();
+    EXPECT_NE(gw.err().find("2 worker(s)"), std::string::npos) << gw.err();
     EXPECT_EQ(proc_number(gw.pid(), "limits", "Max open files"), static_cast<long long>(ours.rlim_max));
-    const long long wanted = std::min<long long>(static_cast<long long>(ours.rlim_max), 2 * 3000 + 256);
-    EXPECT_GE(proc_number(gw.pid(), "status", "FDSize:"), wanted);
-    EXPECT_EQ(gw.err().find("may need up to"), std::string::npos) << gw.err();
+    EXPECT_GE(proc_number(gw.pid(), "status", "FDSize:"), needed);
+    EXPECT_EQ(gw.err().find("file descriptors"), std::string::npos) << gw.err();
     gw.signal(SIGTERM);
     EXPECT_EQ(gw.wait_exit(), 0) << gw.err();
   }
   {
-    Child gw({"/bin/sh", "-c", "ulimit -n 500 && exec " + kBinary + " serve --config " + config});
-    EXPECT_NE(gw.wait_for_stderr("may need up to 6256 file descriptors; the limit (RLIMIT_NOFILE) is 500"), "")
+    Child gw = gateway_under_ulimit("-n 500", config);
+    EXPECT_NE(gw.wait_for_stderr("may need at least " + std::to_string(needed) +
+                                 " file descriptors; the limit (RLIMIT_NOFILE) is 500"),
+              "")
         << gw.err();
     ASSERT_FALSE(gw.wait_for_stderr("listening on").empty()) << gw.err();
     gw.signal(SIGTERM);
