@@ -33,6 +33,13 @@ namespace http = boost::beast::http;
 using tcp = asio::ip::tcp;
 using boost::system::error_code;
 
+/// `ec == e`, with the common case (no error at all) decided without comparing error categories: the relay
+/// asks this several times per event.
+template <class E>
+inline bool failed_with(const error_code& ec, E e) {
+  return ec && ec == e;
+}
+
 /// Completion token for expected network failures: `auto [ec, n] = co_await op(..., use_nothrow);`
 inline constexpr auto use_nothrow = asio::as_tuple(asio::use_awaitable);
 
@@ -87,6 +94,30 @@ inline tcp::socket& plain_socket(tcp::socket& s) { return s; }
 inline tcp::socket& plain_socket(beast::tcp_stream& s) { return s.socket(); }
 }  // namespace detail
 
+/// The part of write_all that never suspends: sends what a plain socket takes at once. {error, bytes written}
+/// when that ends the write (all of it sent, or an error); nullopt when the socket's buffer filled first, with
+/// `sent` bytes gone (write_rest sends the others). A caller on a hot path uses it to skip write_all's frame.
+template <class Buffers>
+std::optional<std::tuple<error_code, std::size_t>> write_now(tcp::socket& sock, const Buffers& buffers,
+                                                             std::size_t& sent) {
+  error_code ec;
+  if (!sock.non_blocking()) sock.non_blocking(true, ec);  // a full buffer answers would_block, never waits
+  sent = ec ? 0 : sock.write_some(buffers, ec);
+  if (failed_with(ec, asio::error::would_block) || failed_with(ec, asio::error::try_again)) ec = {};
+  if (ec || sent == asio::buffer_size(buffers)) return std::tuple<error_code, std::size_t>{ec, sent};
+  return std::nullopt;
+}
+
+/// What write_now left of `buffers` (all but its first `sent` bytes), written asynchronously. {error, bytes
+/// written in all}.
+template <class Stream, class Buffers>
+asio::awaitable<std::tuple<error_code, std::size_t>> write_rest(Stream& s, const Buffers& buffers, std::size_t sent) {
+  beast::buffers_suffix<Buffers> rest(buffers);
+  rest.consume(sent);
+  auto [ec, n] = co_await asio::async_write(s, rest, use_nothrow);
+  co_return std::tuple<error_code, std::size_t>{ec, sent + n};
+}
+
 /// Writes `buffers` to a connection. On a plain one (a socket, or a Beast stream whose timer then bounds the
 /// wait) it first sends whatever the socket takes at once, without suspending the coroutine, and only when the
 /// socket's buffer is full the rest asynchronously: a peer that reads leaves room, so the common write costs one
@@ -97,16 +128,9 @@ asio::awaitable<std::tuple<error_code, std::size_t>> write_all(Stream& s, const 
   if constexpr (!std::is_same_v<Stream, tcp::socket> && !std::is_same_v<Stream, beast::tcp_stream>) {
     co_return co_await asio::async_write(s, buffers, use_nothrow);
   } else {
-    tcp::socket& sock = detail::plain_socket(s);
-    error_code ec;
-    if (!sock.non_blocking()) sock.non_blocking(true, ec);  // a full buffer answers would_block, never waits
-    std::size_t n = ec ? 0 : sock.write_some(buffers, ec);
-    if (ec == asio::error::would_block || ec == asio::error::try_again) ec = {};
-    if (ec || n == asio::buffer_size(buffers)) co_return std::tuple<error_code, std::size_t>{ec, n};
-    beast::buffers_suffix<Buffers> rest(buffers);
-    rest.consume(n);
-    auto [later_ec, later_n] = co_await asio::async_write(s, rest, use_nothrow);
-    co_return std::tuple<error_code, std::size_t>{later_ec, n + later_n};
+    std::size_t sent = 0;
+    if (auto done = write_now(detail::plain_socket(s), buffers, sent)) co_return *done;
+    co_return co_await write_rest(s, buffers, sent);
   }
 }
 
@@ -139,7 +163,7 @@ asio::awaitable<std::tuple<error_code, std::size_t>> read_some_now(Stream& s, be
         const std::size_t used = parser.put(buffer.data(), ec);
         buffer.consume(used);
         parsed += used;
-        if (ec != http::error::need_more) break;
+        if (!failed_with(ec, http::error::need_more)) break;
         ec = {};
       }
       const std::size_t room = beast::read_size(buffer, 65536);  // as Beast sizes its reads
@@ -165,13 +189,13 @@ asio::awaitable<std::tuple<error_code, std::size_t>> read_some_now(Stream& s, be
         n = s.read_some(buffer.prepare(room), ec);
       }
       state.more = !ec && n == room;
-      if (ec == asio::error::would_block || ec == asio::error::try_again) {
+      if (failed_with(ec, asio::error::would_block) || failed_with(ec, asio::error::try_again)) {
         ec = {};
         fresh = false;
         continue;
       }
       buffer.commit(n);
-      if (ec == asio::error::eof) {  // as Beast: the end of a body delimited by the close, else a cut message
+      if (failed_with(ec, asio::error::eof)) {  // as Beast: the end of a body delimited by the close, else a cut message
         if (parser.got_some()) {
           ec = {};
           parser.put_eof(ec);
@@ -226,7 +250,7 @@ asio::awaitable<std::tuple<error_code, std::size_t>> read_buffered(Stream& s, be
     }
     auto [read_ec, n] = co_await s.async_read_some(buffer.prepare(room), use_nothrow);
     buffer.commit(n);
-    if (read_ec == asio::error::eof) {  // as Beast: the end of a body delimited by the close, else a cut message
+    if (failed_with(read_ec, asio::error::eof)) {  // as Beast: the end of a body delimited by the close, else a cut message
       if (parser.got_some()) {
         parser.put_eof(ec);
       } else {
