@@ -16,6 +16,7 @@
 #include "duration.hpp"
 #include "openai/sse_parser.hpp"
 #include "openai/stream_convert.hpp"
+#include "upstream/chunked.hpp"
 
 namespace sluice::upstream {
 
@@ -454,10 +455,21 @@ asio::awaitable<void> Exchange::run(Stream& up, Connection& conn, bool reused, b
   bool is_sse = ctype.size() >= 17 && beast::iequals(ctype.substr(0, 17), "text/event-stream");
   // How the backend answers is read from its Content-Type; the client gets the form it asked for.
   const bool sse_answer = is_sse && head.result_int() / 100 == 2;
-  if (sse_answer && fr_.stream)
-    co_await relay_stream(up, conn, p, reusable);
-  else
+  if (!(sse_answer && fr_.stream)) {
     co_await relay_body(up, conn, p, reusable, sse_answer);
+    co_return;
+  }
+  // A chunked stream from a plain socket has its body decoded by ChunkedBody: every chunk a read brought in
+  // one call, where Beast's parser returns after each. TLS reads go through Beast's own read, which needs its
+  // parser.
+  if constexpr (std::is_same_v<Stream, tcp::socket>) {
+    if (p.chunked()) {
+      ChunkedBody body(p.keep_alive());
+      co_await relay_stream(up, conn, body, reusable);
+      co_return;
+    }
+  }
+  co_await relay_stream(up, conn, p, reusable);
 }
 
 asio::awaitable<bool> Exchange::write_client(const std::vector<asio::const_buffer>& data, bool chunked, bool last) {

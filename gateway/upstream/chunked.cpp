@@ -1,0 +1,126 @@
+#include "upstream/chunked.hpp"
+
+#include <boost/beast/http/error.hpp>
+#include <algorithm>
+#include <cstring>
+
+namespace sluice::upstream {
+
+namespace http = boost::beast::http;
+
+namespace {
+
+int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+}  // namespace
+
+std::size_t ChunkedBody::put(boost::asio::const_buffer input, boost::system::error_code& ec) {
+  const char* const begin = static_cast<const char*>(input.data());
+  const char* const end = begin + input.size();
+  const char* p = begin;
+  bool delivered = false;  // body bytes given in this call
+  ec = {};
+  auto bad = [&] {
+    ec = http::error::bad_chunk;
+    return static_cast<std::size_t>(p - begin);
+  };
+  while (p < end && state_ != State::done) {
+    switch (state_) {
+      case State::data: {
+        if (body_.data == nullptr || body_.size == 0) {
+          ec = http::error::need_buffer;
+          return static_cast<std::size_t>(p - begin);
+        }
+        const std::size_t n =
+            static_cast<std::size_t>(std::min<std::uint64_t>(size_, std::min<std::size_t>(end - p, body_.size)));
+        std::memcpy(body_.data, p, n);
+        body_.data = static_cast<char*>(body_.data) + n;
+        body_.size -= n;
+        size_ -= n;
+        p += n;
+        delivered = true;
+        if (size_ == 0) state_ = State::data_cr;
+        break;
+      }
+      case State::data_cr:
+        if (*p != '\r') return bad();
+        ++p;
+        state_ = State::data_lf;
+        break;
+      case State::data_lf:
+        if (*p != '\n') return bad();
+        ++p;
+        state_ = State::size;
+        size_ = 0;
+        digits_ = 0;
+        line_ = 0;
+        break;
+      case State::size: {
+        const int v = hex_value(*p);
+        if (v < 0) {
+          if (digits_ == 0) return bad();
+          state_ = State::extension;  // this byte starts the extensions (or ends the line)
+          break;
+        }
+        if (digits_ == 16) return bad();  // more than 64 bits
+        size_ = size_ * 16 + static_cast<unsigned>(v);
+        ++digits_;
+        ++line_;
+        ++p;
+        break;
+      }
+      case State::extension:
+        if (*p == '\r') {
+          ++p;
+          state_ = State::size_lf;
+        } else if (*p == '\n' || ++line_ > kMaxLine) {
+          return bad();
+        } else {
+          ++p;
+        }
+        break;
+      case State::size_lf:
+        if (*p != '\n') return bad();
+        ++p;
+        line_ = 0;
+        state_ = size_ == 0 ? State::trailer : State::data;
+        break;
+      case State::trailer:
+        if (*p == '\r') {
+          ++p;
+          state_ = State::trailer_lf;
+        } else if (*p == '\n' || ++line_ > kMaxLine || ++trailers_ > kMaxTrailers) {
+          return bad();
+        } else {
+          ++p;
+        }
+        break;
+      case State::trailer_lf:
+        if (*p != '\n') return bad();
+        ++p;
+        if (line_ == 0) {
+          state_ = State::done;  // the empty line after the last chunk (and its trailers)
+        } else {
+          line_ = 0;
+          state_ = State::trailer;
+        }
+        break;
+      case State::done:
+        break;
+    }
+  }
+  // Nothing for the body yet: the caller reads more before it looks (as Beast says of a partial line).
+  if (!delivered && state_ != State::done) ec = http::error::need_more;
+  return static_cast<std::size_t>(p - begin);
+}
+
+void ChunkedBody::put_eof(boost::system::error_code& ec) const {
+  ec = is_done() ? boost::system::error_code{} : boost::system::error_code(http::error::partial_message);
+}
+
+}  // namespace sluice::upstream
