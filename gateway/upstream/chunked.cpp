@@ -2,6 +2,7 @@
 
 #include <boost/beast/http/error.hpp>
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 
 namespace sluice::upstream {
@@ -67,7 +68,7 @@ std::size_t ChunkedBody::put(boost::asio::const_buffer input, boost::system::err
           state_ = State::extension;  // this byte starts the extensions (or ends the line)
           break;
         }
-        if (digits_ == 16) return bad();  // more than 64 bits
+        if (size_ > (UINT64_MAX >> 4)) return bad();  // more than 64 bits (leading zeros are fine)
         size_ = size_ * 16 + static_cast<unsigned>(v);
         ++digits_;
         ++line_;

@@ -40,7 +40,7 @@ class ChunkedBody {
   ChunkedBody& get() { return *this; }
   Value& body() { return body_; }
 
-  static constexpr std::size_t kMaxLine = 4096;       // a size line with its extensions, or one trailer
+  static constexpr std::size_t kMaxLine = 8192;       // a size line with its extensions, or one trailer (Beast: 8 KiB)
   static constexpr std::size_t kMaxTrailers = 65536;  // every trailer line together
 
  private:

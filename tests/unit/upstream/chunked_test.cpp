@@ -167,8 +167,8 @@ TEST(ChunkedBody, FramingThatIsNotChunkedIsRefused) {
            std::string("5\nhello\r\n"),               // LF alone after the size
            std::string("5\r\nhelloX\r\n"),            // data longer than its size
            std::string("5\r\nhello\r\r"),             // CR CR
-           std::string("11111111111111111\r\n"),      // 17 hex digits: over 64 bits
-           std::string("5;") + std::string(5000, 'e') + "\r\n",  // an endless extension
+           std::string("11111111111111111\r\n"),      // 17 significant hex digits: over 64 bits
+           std::string("5;") + std::string(9000, 'e') + "\r\n",  // an endless extension
            std::string("0\r\nX: y\n\r\n"),            // a trailer ended by LF alone
        }) {
     SCOPED_TRACE(wire.substr(0, 40));
