@@ -30,6 +30,10 @@ std::size_t ChunkedBody::put(boost::asio::const_buffer input, boost::system::err
     ec = http::error::bad_chunk;
     return static_cast<std::size_t>(p - begin);
   };
+  if (state_ == State::done) {  // as Beast: a finished parser takes nothing more
+    ec = http::error::stale_parser;
+    return 0;
+  }
   while (p < end && state_ != State::done) {
     switch (state_) {
       case State::data: {
@@ -64,14 +68,14 @@ std::size_t ChunkedBody::put(boost::asio::const_buffer input, boost::system::err
       case State::size: {
         const int v = hex_value(*p);
         if (v < 0) {
-          if (digits_ == 0) return bad();
-          state_ = State::extension;  // this byte starts the extensions (or ends the line)
+          // After the digits: the line's end, or extensions (";name=value", with optional white space first).
+          if (digits_ == 0 || (*p != '\r' && *p != ';' && *p != ' ' && *p != '\t')) return bad();
+          state_ = State::extension;
           break;
         }
-        if (size_ > (UINT64_MAX >> 4)) return bad();  // more than 64 bits (leading zeros are fine)
+        if (size_ > (UINT64_MAX >> 4) || ++line_ > kMaxLine) return bad();  // over 64 bits, or endless zeros
         size_ = size_ * 16 + static_cast<unsigned>(v);
         ++digits_;
-        ++line_;
         ++p;
         break;
       }

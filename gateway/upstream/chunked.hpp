@@ -12,12 +12,14 @@ namespace sluice::upstream {
 /// `http::parser<false, http::buffer_body>` interface the relay and `read_some_now` use (put, is_done,
 /// got_some, put_eof, keep_alive, get().body()), and the same errors: `need_buffer` when the body buffer is
 /// full (or not set), `need_more` when the input ran out before a byte of body, `partial_message` at an early
-/// end, `bad_chunk` for framing that is not chunked encoding.
+/// end, `bad_chunk` for framing that is not chunked encoding, `stale_parser` once done.
 ///
 /// Unlike Beast's parser, which returns after each chunk, one put() decodes every chunk its input holds: a
 /// burst of SSE events read at once costs one call, not one per event. It returns with no error as soon as it
 /// has given the body any bytes and its input runs out, so a reader relays them before it waits for more.
-/// Chunk extensions are skipped and trailers read and dropped (Sluice forwards neither), each line bounded.
+/// After a size's digits only white space, ';' or the line's end may follow; extensions are then skipped (not
+/// checked, as nginx does) and trailers read and dropped (Sluice forwards neither). Lines end in CRLF. Size
+/// lines and trailers are bounded (Beast bounds neither).
 class ChunkedBody {
  public:
   /// What Beast's buffer_body calls its value: where the next body bytes go, and how many fit there.
@@ -40,7 +42,7 @@ class ChunkedBody {
   ChunkedBody& get() { return *this; }
   Value& body() { return body_; }
 
-  static constexpr std::size_t kMaxLine = 8192;       // a size line with its extensions, or one trailer (Beast: 8 KiB)
+  static constexpr std::size_t kMaxLine = 8192;       // a size line with its extensions, or one trailer
   static constexpr std::size_t kMaxTrailers = 65536;  // every trailer line together
 
  private:

@@ -463,7 +463,7 @@ asio::awaitable<void> Exchange::run(Stream& up, Connection& conn, bool reused, b
   // one call, where Beast's parser returns after each. TLS reads go through Beast's own read, which needs its
   // parser.
   if constexpr (std::is_same_v<Stream, tcp::socket>) {
-    if (p.chunked()) {
+    if (p.chunked() && !p.is_done()) {  // (a 204 is done at its head, chunked or not)
       ChunkedBody body(p.keep_alive());
       co_await relay_stream(up, conn, body, reusable);
       co_return;

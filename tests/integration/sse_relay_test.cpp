@@ -135,6 +135,44 @@ TEST(SseRelay, EachEventIsForwardedWithoutWaitingForTheNext) {
   EXPECT_TRUE(in_step.load());
 }
 
+// The same with the chunk framing split across the backend's writes: each write ends right after an event's
+// data, and the CRLF that closes that chunk comes with the next chunk's size line. The relay must forward the
+// event without waiting for the rest of the framing.
+TEST(SseRelay, EventsAreForwardedWhenChunkFramingIsSplitAcrossWrites) {
+  std::atomic<int> seen{0};
+  const std::vector<std::string> events = {"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}\n\n",
+                                           "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"b\"}}]}\n\n",
+                                           "data: [DONE]\n\n"};
+  std::atomic<bool> in_step{true};
+  ScriptedUpstream upstream([&](UpstreamConn& c) {
+    if (c.read_request().empty()) return;
+    c.write_sse_header();
+    for (std::size_t i = 0; i < events.size(); ++i) {
+      char size[16];
+      std::snprintf(size, sizeof size, "%zx\r\n", events[i].size());
+      c.write((i > 0 ? "\r\n" : "") + std::string(size) + events[i]);
+      if (!wait_until([&] { return seen.load() > static_cast<int>(i); }, 10s)) in_step = false;
+    }
+    c.write("\r\n0\r\n\r\n");
+  });
+  TestGateway gw(relay_config(upstream.url()));
+  HttpClient client(gw.port());
+  ASSERT_TRUE(client.send_raw(raw_post("/v1/chat/completions", chat_body())));
+  ASSERT_EQ(client.read_head().status, 200);
+  std::string received;
+  for (std::size_t i = 0; i < events.size(); ++i) {
+    ASSERT_TRUE(wait_until(
+        [&] {
+          received += client.read_some(50ms);
+          return received.find(events[i]) != std::string::npos;
+        },
+        10s))
+        << "event " << i << " was held back until more framing came";
+    seen = static_cast<int>(i) + 1;
+  }
+  EXPECT_TRUE(in_step.load());
+}
+
 TEST(SseRelay, BackendFailureMidStreamEndsWithErrorEventAndDone) {
   ScriptedUpstream upstream([](UpstreamConn& c) {
     if (c.read_request().empty()) return;

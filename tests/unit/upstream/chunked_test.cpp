@@ -16,48 +16,59 @@ using boost::system::error_code;
 
 struct Decoded {
   std::string body;
+  std::string left;  // what was not taken once done: the next message's bytes on a kept connection
   bool done = false;
   bool failed = false;
 };
 
-// Feeds `wire` to `parser` as the relay does: the input in pieces of up to `piece` bytes, each offered until
-// the parser takes no more of it, into a body buffer of `room` bytes emptied whenever it fills.
+// Feeds `wire` to `parser` as the relay does: reads of up to `piece` bytes, each offered until the parser takes
+// no more of it, into a body buffer of `room` bytes emptied whenever it fills. For ChunkedBody (`prompt`), also
+// checks what makes a reader relay events at once: a call that gave body bytes never asks for more input,
+// and one that asks for more has taken all it was given.
 template <class Parser>
-Decoded feed(Parser& parser, const std::string& wire, std::size_t piece, std::size_t room) {
+Decoded feed(Parser& parser, const std::string& wire, std::size_t piece, std::size_t room, bool prompt) {
   Decoded out;
   std::string held;  // bytes read but not yet taken
   std::string buffer(room, '\0');
   std::size_t at = 0;
-  for (int guard = 0; guard < 1'000'000 && !parser.is_done(); ++guard) {
-    if (held.empty() || guard % 2 == 0) {
-      if (at < wire.size()) {
-        const std::size_t n = std::min(piece, wire.size() - at);
-        held.append(wire, at, n);
-        at += n;
-      } else if (held.empty()) {
-        break;
+  for (;;) {
+    if (at < wire.size()) {
+      const std::size_t n = std::min(piece, wire.size() - at);
+      held.append(wire, at, n);
+      at += n;
+    }
+    for (;;) {
+      auto& body = parser.get().body();
+      body.data = buffer.data();
+      body.size = buffer.size();
+      error_code ec;
+      const std::size_t used = parser.put(boost::asio::buffer(held), ec);
+      EXPECT_LE(used, held.size());
+      const std::size_t written = buffer.size() - parser.get().body().size;
+      if (prompt && ec == http::error::need_more) {
+        EXPECT_EQ(written, 0u) << "body bytes held back until more input comes";
+        EXPECT_EQ(used, held.size());
       }
+      held.erase(0, std::min(used, held.size()));
+      out.body.append(buffer.data(), written);
+      if (ec && ec != http::error::need_more && ec != http::error::need_buffer) {
+        out.failed = true;
+        return out;
+      }
+      if (parser.is_done()) {
+        out.done = true;
+        out.left = held + wire.substr(at);
+        return out;
+      }
+      if (ec == http::error::need_more || (used == 0 && written == 0) || held.empty()) break;
     }
-    auto& body = parser.get().body();
-    body.data = buffer.data();
-    body.size = buffer.size();
-    error_code ec;
-    const std::size_t used = parser.put(boost::asio::buffer(held), ec);
-    held.erase(0, used);
-    out.body.append(buffer.data(), buffer.size() - parser.get().body().size);
-    if (ec && ec != http::error::need_more && ec != http::error::need_buffer) {
-      out.failed = true;
-      return out;
-    }
-    if (ec == http::error::need_more && at == wire.size() && used == 0) break;
+    if (at == wire.size()) return out;
   }
-  out.done = parser.is_done();
-  return out;
 }
 
 Decoded with_sluice(const std::string& wire, std::size_t piece, std::size_t room) {
   ChunkedBody parser(true);
-  return feed(parser, wire, piece, room);
+  return feed(parser, wire, piece, room, true);
 }
 
 Decoded with_beast(const std::string& wire, std::size_t piece, std::size_t room) {
@@ -67,7 +78,7 @@ Decoded with_beast(const std::string& wire, std::size_t piece, std::size_t room)
   error_code ec;
   parser.put(boost::asio::buffer(head), ec);
   EXPECT_FALSE(ec) << ec.message();
-  return feed(parser, wire, piece, room);
+  return feed(parser, wire, piece, room, false);
 }
 
 std::string hex(std::size_t n, bool upper) {
@@ -99,6 +110,7 @@ std::string random_wire(std::mt19937& rng, std::string& body) {
   wire += "0\r\n";
   if (std::uniform_int_distribution<int>(0, 3)(rng) == 0) wire += "X-Trailer: one\r\nX-Other: two\r\n";
   wire += "\r\n";
+  if (std::uniform_int_distribution<int>(0, 3)(rng) == 0) wire += "HTTP/1.1 200 OK\r\n";  // the next answer
   return wire;
 }
 
@@ -119,6 +131,7 @@ TEST(ChunkedBody, DecodesWhatBeastDecodesInAnyPiecesIntoAnyBuffer) {
     EXPECT_TRUE(ours.done);
     EXPECT_EQ(ours.body, body);
     EXPECT_EQ(beast.body, body);
+    EXPECT_EQ(ours.left, beast.left);  // what follows the message stays for the connection's next answer
   }
 }
 
@@ -170,6 +183,10 @@ TEST(ChunkedBody, FramingThatIsNotChunkedIsRefused) {
            std::string("11111111111111111\r\n"),      // 17 significant hex digits: over 64 bits
            std::string("5;") + std::string(9000, 'e') + "\r\n",  // an endless extension
            std::string("0\r\nX: y\n\r\n"),            // a trailer ended by LF alone
+           std::string("5G\r\nhello\r\n"),            // a size followed by what is not an extension
+           std::string("0x10\r\n"),                   // not a C literal either
+           std::string(9000, '0') + "\r\n",           // a size line of endless zeros
+           std::string("0\r\nX: ") + std::string(9000, 'y') + "\r\n",  // a trailer line over its bound
        }) {
     SCOPED_TRACE(wire.substr(0, 40));
     ChunkedBody parser(true);
@@ -180,6 +197,29 @@ TEST(ChunkedBody, FramingThatIsNotChunkedIsRefused) {
     parser.put(boost::asio::buffer(wire), ec);
     EXPECT_EQ(ec, http::error::bad_chunk);
   }
+}
+
+TEST(ChunkedBody, TrailersAreBoundedTogetherAndTheEndIsExact) {
+  std::string wire = "3;ext=1\r\nabc\r\n0 ; last\r\n";
+  for (int i = 0; i < 25; ++i) wire += "X-Trailer-" + std::to_string(i) + ": " + std::string(3000, 't') + "\r\n";
+  wire += "\r\n";
+  ChunkedBody parser(true);
+  std::string buffer(64, '\0');
+  parser.body().data = buffer.data();
+  parser.body().size = buffer.size();
+  error_code ec;
+  parser.put(boost::asio::buffer(wire), ec);
+  EXPECT_EQ(ec, http::error::bad_chunk);  // 75 KB of trailers, each line under kMaxLine, is over kMaxTrailers
+
+  ChunkedBody fine(true);
+  fine.body().data = buffer.data();
+  fine.body().size = buffer.size();
+  const std::string message = "3;ext=1\r\nabc\r\n0 ; last\r\nX-T: 1\r\n\r\n";
+  EXPECT_EQ(fine.put(boost::asio::buffer(message + "next"), ec), message.size());  // not a byte past the end
+  EXPECT_FALSE(ec) << ec.message();
+  EXPECT_TRUE(fine.is_done());
+  EXPECT_EQ(fine.put(boost::asio::buffer(std::string("next")), ec), 0u);
+  EXPECT_EQ(ec, http::error::stale_parser);
 }
 
 }  // namespace
