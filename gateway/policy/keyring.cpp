@@ -11,17 +11,9 @@
 #include <memory>
 #include <stdexcept>
 
+#include "hex.hpp"
+
 namespace sluice::policy {
-namespace {
-
-int hex_value(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-}  // namespace
 
 Keyring::Keyring(const std::vector<KeyConfig>& keys) {
   for (const auto& k : keys) {

@@ -15,6 +15,7 @@
 #include <unordered_map>
 #include <utility>
 
+#include "hex.hpp"
 #include "server/http_io.hpp"
 
 namespace sluice::store {
@@ -37,13 +38,6 @@ bool parse_number(std::string_view s, T& out) {
   return ec == std::errc() && end == s.data() + s.size();
 }
 
-int hex_digit(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
 // A URL's user or password with %XX escapes undone; nullopt on a broken escape.
 std::optional<std::string> percent_decode(std::string_view s) {
   std::string out;
@@ -54,7 +48,7 @@ std::optional<std::string> percent_decode(std::string_view s) {
       continue;
     }
     if (i + 2 >= s.size()) return std::nullopt;
-    int hi = hex_digit(s[i + 1]), lo = hex_digit(s[i + 2]);
+    int hi = hex_value(s[i + 1]), lo = hex_value(s[i + 2]);
     if (hi < 0 || lo < 0) return std::nullopt;
     out += static_cast<char>(hi * 16 + lo);
     i += 2;

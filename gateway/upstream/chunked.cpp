@@ -5,20 +5,11 @@
 #include <cstdint>
 #include <cstring>
 
+#include "hex.hpp"
+
 namespace sluice::upstream {
 
 namespace http = boost::beast::http;
-
-namespace {
-
-int hex_value(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-}  // namespace
 
 std::size_t ChunkedBody::put(boost::asio::const_buffer input, boost::system::error_code& ec) {
   const char* const begin = static_cast<const char*>(input.data());
@@ -79,31 +70,24 @@ std::size_t ChunkedBody::put(boost::asio::const_buffer input, boost::system::err
         ++p;
         break;
       }
-      case State::extension:
+      case State::extension:  // skipped up to its CR, as a trailer line is
+      case State::trailer: {
+        const bool trailer = state_ == State::trailer;
         if (*p == '\r') {
           ++p;
-          state_ = State::size_lf;
-        } else if (*p == '\n' || ++line_ > kMaxLine) {
+          state_ = trailer ? State::trailer_lf : State::size_lf;
+        } else if (*p == '\n' || ++line_ > kMaxLine || (trailer && ++trailers_ > kMaxTrailers)) {
           return bad();
         } else {
           ++p;
         }
         break;
+      }
       case State::size_lf:
         if (*p != '\n') return bad();
         ++p;
         line_ = 0;
         state_ = size_ == 0 ? State::trailer : State::data;
-        break;
-      case State::trailer:
-        if (*p == '\r') {
-          ++p;
-          state_ = State::trailer_lf;
-        } else if (*p == '\n' || ++line_ > kMaxLine || ++trailers_ > kMaxTrailers) {
-          return bad();
-        } else {
-          ++p;
-        }
         break;
       case State::trailer_lf:
         if (*p != '\n') return bad();

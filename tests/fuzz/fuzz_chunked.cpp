@@ -13,6 +13,7 @@
 #include <string_view>
 
 #include "fuzz_check.hpp"
+#include "hex.hpp"
 #include "upstream/chunked.hpp"
 
 namespace {
@@ -88,7 +89,7 @@ bool quote_in_size_line(std::string_view w) {
     std::uint64_t size = 0;
     bool digits = false;
     for (char c : line) {
-      const int v = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+      const int v = sluice::hex_value(c);
       if (v < 0) break;
       size = size * 16 + static_cast<unsigned>(v);
       digits = true;

@@ -66,6 +66,14 @@ Decoded feed(Parser& parser, const std::string& wire, std::size_t piece, std::si
   }
 }
 
+// A decoder that writes into `buffer`.
+ChunkedBody decoder_into(std::string& buffer, bool keep_alive = true) {
+  ChunkedBody parser(keep_alive);
+  parser.body().data = buffer.data();
+  parser.body().size = buffer.size();
+  return parser;
+}
+
 Decoded with_sluice(const std::string& wire, std::size_t piece, std::size_t room) {
   ChunkedBody parser(true);
   return feed(parser, wire, piece, room, true);
@@ -137,10 +145,8 @@ TEST(ChunkedBody, DecodesWhatBeastDecodesInAnyPiecesIntoAnyBuffer) {
 
 TEST(ChunkedBody, OnePutTakesEveryChunkItHolds) {
   const std::string wire = "5\r\nhello\r\n1\r\n,\r\n6\r\n world\r\n";
-  ChunkedBody parser(true);
   std::string buffer(64, '\0');
-  parser.body().data = buffer.data();
-  parser.body().size = buffer.size();
+  ChunkedBody parser = decoder_into(buffer);
   error_code ec;
   EXPECT_EQ(parser.put(boost::asio::buffer(wire), ec), wire.size());
   EXPECT_FALSE(ec) << ec.message();  // body bytes came: no need_more, so a reader relays them at once
@@ -189,10 +195,8 @@ TEST(ChunkedBody, FramingThatIsNotChunkedIsRefused) {
            std::string("0\r\nX: ") + std::string(9000, 'y') + "\r\n",  // a trailer line over its bound
        }) {
     SCOPED_TRACE(wire.substr(0, 40));
-    ChunkedBody parser(true);
     std::string buffer(64, '\0');
-    parser.body().data = buffer.data();
-    parser.body().size = buffer.size();
+    ChunkedBody parser = decoder_into(buffer);
     error_code ec;
     parser.put(boost::asio::buffer(wire), ec);
     EXPECT_EQ(ec, http::error::bad_chunk);
@@ -203,17 +207,13 @@ TEST(ChunkedBody, TrailersAreBoundedTogetherAndTheEndIsExact) {
   std::string wire = "3;ext=1\r\nabc\r\n0 ; last\r\n";
   for (int i = 0; i < 25; ++i) wire += "X-Trailer-" + std::to_string(i) + ": " + std::string(3000, 't') + "\r\n";
   wire += "\r\n";
-  ChunkedBody parser(true);
   std::string buffer(64, '\0');
-  parser.body().data = buffer.data();
-  parser.body().size = buffer.size();
+  ChunkedBody parser = decoder_into(buffer);
   error_code ec;
   parser.put(boost::asio::buffer(wire), ec);
   EXPECT_EQ(ec, http::error::bad_chunk);  // 75 KB of trailers, each line under kMaxLine, is over kMaxTrailers
 
-  ChunkedBody fine(true);
-  fine.body().data = buffer.data();
-  fine.body().size = buffer.size();
+  ChunkedBody fine = decoder_into(buffer);
   const std::string message = "3;ext=1\r\nabc\r\n0 ; last\r\nX-T: 1\r\n\r\n";
   EXPECT_EQ(fine.put(boost::asio::buffer(message + "next"), ec), message.size());  // not a byte past the end
   EXPECT_FALSE(ec) << ec.message();
