@@ -557,10 +557,29 @@ std::optional<ChunkInfo> inspect_stream_chunk(std::string_view data) {
 }
 
 std::optional<ChunkInfo> StreamChunkChecker::operator()(std::string_view data) {
+  auto& cp = checkpoint_;
+  // Nearly every token event: the bytes before its text and the bytes after it are the last event's. That is
+  // the case where scan_chunk resumes and lets the last verdict stand, taken here without setting up a scan:
+  // compare both ends, then read the text string between them.
+  if (cp.offset > 0 && cp.suffix_size > 0 && data.size() > cp.offset + cp.suffix_size &&
+      std::memcmp(data.data(), cp.prefix, cp.offset) == 0 &&
+      std::memcmp(data.data() + data.size() - cp.suffix_size, cp.suffix, cp.suffix_size) == 0) {
+    const char* const text_end = data.data() + data.size() - cp.suffix_size;
+    const char* p = skip_space(data.data() + cp.offset, text_end);
+    bool unsure = cp.unsure;
+    if (p < text_end && *p == '"') {
+      const bool text = p + 1 < text_end && p[1] != '"';
+      // Read to the data's end (sixteen bytes at a time): the string must close exactly where the suffix starts.
+      if (scan_string(p, data.data() + data.size(), unsure) == text_end && unsure == cp.unsure_after_text) {
+        ChunkScan scan = cp.final_out;
+        scan.generated = cp.out.generated || text || cp.suffix_generated;
+        return chunk_info(scan, data);
+      }
+    }
+  }
   AfterText after_text;
   ChunkScan scan = scan_chunk(data, &checkpoint_, after_text);
   if (after_text.at) {  // scanned past the checkpoint's text: what followed it is kept for the next chunk
-    auto& cp = checkpoint_;
     const auto rest = static_cast<std::size_t>(data.data() + data.size() - after_text.at);
     cp.suffix_size = 0;
     if (rest > 0 && rest <= ScanCheckpoint::kMaxSuffix) {

@@ -24,6 +24,13 @@ std::size_t line_end(const char* p, std::size_t n) {
             static_cast<unsigned>(_mm_movemask_epi8(_mm_or_si128(_mm_cmpeq_epi8(v, lf), _mm_cmpeq_epi8(v, cr)))))
       return i + static_cast<std::size_t>(std::countr_zero(mask));
   }
+  if (i < n && n >= 16) {
+    // The tail, in one load of the last sixteen bytes: those before i were already found free of line ends.
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + n - 16));
+    const auto mask =
+        static_cast<unsigned>(_mm_movemask_epi8(_mm_or_si128(_mm_cmpeq_epi8(v, lf), _mm_cmpeq_epi8(v, cr))));
+    return mask ? n - 16 + static_cast<std::size_t>(std::countr_zero(mask)) : n;
+  }
 #endif
   for (; i < n; ++i)
     if (p[i] == '\n' || p[i] == '\r') return i;
@@ -86,6 +93,22 @@ void SseParser::feed(std::string_view bytes, std::vector<SseEventView>& out) {
     const char* start = bytes.data() + i;
     const std::size_t rest = n - i;
     const std::size_t j = line_end(start, rest);
+    if (!in_event_ && line_.empty() && j + 1 < rest && start[j] == '\n' && start[j + 1] == '\n' && j >= 5 &&
+        std::memcmp(start, "data:", 5) == 0) {
+      // Nearly every event a relay sees: one data line and the blank line after it, whole in these bytes and
+      // with no field before them. Dispatched here as the two lines would be, without processing each.
+      std::string_view value(start + 5, j - 5);
+      if (!value.empty() && value.front() == ' ') value.remove_prefix(1);
+      SseEventView e;
+      e.data = value;
+      e.begin = boundary_;
+      total_ += j + 2;
+      e.end = total_;
+      boundary_ = total_;
+      out.push_back(e);
+      i += j + 2;
+      continue;
+    }
     if (j == rest) {
       line_.append(start, rest);
       total_ += rest;

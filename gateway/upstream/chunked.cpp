@@ -40,7 +40,14 @@ std::size_t ChunkedBody::put(boost::asio::const_buffer input, boost::system::err
         size_ -= n;
         p += n;
         delivered = true;
-        if (size_ == 0) state_ = State::data_cr;
+        if (size_ == 0) {
+          if (end - p >= 2 && p[0] == '\r' && p[1] == '\n') {  // the usual case: the chunk's CRLF is here too
+            p += 2;
+            start_size_line();
+          } else {
+            state_ = State::data_cr;
+          }
+        }
         break;
       }
       case State::data_cr:
@@ -51,12 +58,22 @@ std::size_t ChunkedBody::put(boost::asio::const_buffer input, boost::system::err
       case State::data_lf:
         if (*p != '\n') return bad();
         ++p;
-        state_ = State::size;
-        size_ = 0;
-        digits_ = 0;
-        line_ = 0;
+        start_size_line();
         break;
       case State::size: {
+        if (digits_ == 0) {
+          // The usual case: a whole size line of a few digits and its CRLF, read in one go. Anything else
+          // (extensions, a line split across reads, many digits) takes the byte-by-byte path below.
+          const char* q = p;
+          std::uint64_t n = 0;
+          for (int v; q < end && q - p < kFastDigits && (v = hex_value(*q)) >= 0; ++q) n = n * 16 + static_cast<unsigned>(v);
+          if (q > p && q - p < kFastDigits && end - q >= 2 && q[0] == '\r' && q[1] == '\n') {
+            p = q + 2;
+            size_ = n;
+            state_ = n == 0 ? State::trailer : State::data;
+            break;
+          }
+        }
         const int v = hex_value(*p);
         if (v < 0) {
           // After the digits: the line's end, or extensions (";name=value", with optional white space first).

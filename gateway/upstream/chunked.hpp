@@ -47,6 +47,13 @@ class ChunkedBody {
 
  private:
   enum class State { size, extension, size_lf, data, data_cr, data_lf, trailer, trailer_lf, done };
+  static constexpr int kFastDigits = 16;  // a size line read in one go has fewer digits (up to 60 bits)
+  void start_size_line() {
+    state_ = State::size;
+    size_ = 0;
+    digits_ = 0;
+    line_ = 0;
+  }
   State state_ = State::size;
   Value body_;
   std::uint64_t size_ = 0;     // the chunk size being read, then what is left of its data

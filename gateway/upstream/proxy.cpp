@@ -528,7 +528,9 @@ asio::awaitable<void> Exchange::relay_stream(Stream& up, Connection& conn, Parse
   } gauge{fr_.metrics};
   openai::SseParser parser;
   openai::StreamChunkChecker check_chunk;
-  std::vector<openai::SseEventView> events;
+  // The events of one read: used between a read and the write after it, never across a suspension, so every
+  // relay on this worker shares one vector (no growth per stream, and no room held by each idle stream).
+  thread_local std::vector<openai::SseEventView> events;
   std::vector<asio::const_buffer> gather;  // the bytes to forward, around any event that is dropped
   RelayBuffer buf(kStreamBufferStart);
   bool filled = false;  // the last read filled the room it had: more is probably waiting
