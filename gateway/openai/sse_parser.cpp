@@ -7,6 +7,9 @@
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 namespace sluice::openai {
 
@@ -14,7 +17,7 @@ namespace {
 
 // The offset of the first line end (LF or CR) in [p, p + n), or n: one pass over the line, sixteen bytes at a
 // time where SSE2 is there, instead of a search for each of the two bytes.
-std::size_t line_end(const char* p, std::size_t n) {
+std::size_t line_end_sse2(const char* p, std::size_t n) {
   std::size_t i = 0;
 #if defined(__SSE2__)
   const __m128i lf = _mm_set1_epi8('\n'), cr = _mm_set1_epi8('\r');
@@ -36,6 +39,32 @@ std::size_t line_end(const char* p, std::size_t n) {
     if (p[i] == '\n' || p[i] == '\r') return i;
   return n;
 }
+
+#if defined(__x86_64__)
+// The same, thirty-two bytes at a time, for CPUs with AVX2 (chosen at run time: the build targets plain x86-64).
+// An SSE event's data line is a JSON chunk of 150-300 bytes, and this is the relay's one pass over all of it.
+[[gnu::target("avx2")]] std::size_t line_end_avx2(const char* p, std::size_t n) {
+  if (n < 32) return line_end_sse2(p, n);
+  const __m256i lf = _mm256_set1_epi8('\n'), cr = _mm256_set1_epi8('\r');
+  std::size_t i = 0;
+  for (;; i += 32) {
+    // The last step loads the last thirty-two bytes, overlapping the one before (those held no line end).
+    const std::size_t at = i + 32 <= n ? i : n - 32;
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + at));
+    if (const auto mask = static_cast<unsigned>(
+            _mm256_movemask_epi8(_mm256_or_si256(_mm256_cmpeq_epi8(v, lf), _mm256_cmpeq_epi8(v, cr)))))
+      return at + static_cast<std::size_t>(std::countr_zero(mask));
+    if (at + 32 >= n) return n;
+  }
+}
+
+std::size_t line_end(const char* p, std::size_t n) {
+  static const bool avx2 = (__builtin_cpu_init(), __builtin_cpu_supports("avx2"));
+  return avx2 ? line_end_avx2(p, n) : line_end_sse2(p, n);
+}
+#else
+std::size_t line_end(const char* p, std::size_t n) { return line_end_sse2(p, n); }
+#endif
 
 }  // namespace
 

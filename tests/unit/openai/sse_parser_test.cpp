@@ -444,10 +444,10 @@ TEST(SseParserViews, TheCopyingFormAgreesWithTheViews) {
   }
 }
 
-// Line ends are found sixteen bytes at a time: an LF, a CRLF or a lone CR ends a line wherever it falls, and
-// the byte before it is still the line's.
+// Line ends are found sixteen or thirty-two bytes at a time (AVX2 where the CPU has it): an LF, a CRLF or a
+// lone CR ends a line wherever it falls, and the byte before it is still the line's.
 TEST(SseParserTest, LineEndsAreFoundWhereverTheyFall) {
-  for (std::size_t len = 0; len <= 40; ++len) {
+  for (std::size_t len = 0; len <= 100; ++len) {
     const std::string text(len, 'x');
     for (std::string_view eol : {"\n", "\r\n", "\r"}) {
       for (std::string_view field : {"data: ", "data:", "event: e\ndata: "}) {
@@ -459,6 +459,37 @@ TEST(SseParserTest, LineEndsAreFoundWhereverTheyFall) {
         EXPECT_EQ(got[1].data, "next") << len;
       }
     }
+  }
+}
+
+// Where the bytes fed end inside or right after a line: the search's last step (an overlapping load of the
+// feed's last bytes) finds a line end there, or none, for every length of feed.
+TEST(SseParserTest, LineEndsAtTheEndOfAFeedAreFoundAndNoneIsInvented) {
+  for (std::size_t len = 0; len <= 100; ++len) {
+    const std::string text(len, 'x');
+    for (std::string_view eol : {"\n", "\r"}) {
+      SseParser ends_the_feed;  // the line end is the feed's last byte
+      std::vector<SseEventView> out;
+      ends_the_feed.feed("data: " + text + std::string(eol), out);
+      EXPECT_TRUE(out.empty()) << len;
+      EXPECT_EQ(ends_the_feed.partial_line_bytes(), 0u) << len;
+      ends_the_feed.feed(eol, out);
+      ASSERT_EQ(out.size(), 1u) << len;
+      EXPECT_EQ(out[0].data, text) << len;
+    }
+    SseParser no_end;  // no line end in the feed at all: the whole feed waits as a partial line
+    std::vector<SseEventView> out;
+    no_end.feed("data: " + text, out);
+    EXPECT_TRUE(out.empty()) << len;
+    EXPECT_EQ(no_end.partial_line_bytes(), 6 + len) << len;
+    no_end.feed("\n\n", out);
+    ASSERT_EQ(out.size(), 1u) << len;
+    EXPECT_EQ(out[0].data, text) << len;
+    SseParser after_one;  // one whole event, then a line without its end
+    out.clear();
+    after_one.feed("data: a\n\ndata: " + text, out);
+    ASSERT_EQ(out.size(), 1u) << len;
+    EXPECT_EQ(after_one.partial_line_bytes(), 6 + len) << len;
   }
 }
 
