@@ -9,6 +9,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <array>
 #include <charconv>
 #include <cstring>
 #include <filesystem>
@@ -117,6 +118,47 @@ T& child(std::uint64_t owner, prometheus::Family<T>& family, std::initializer_li
   for (const auto& [name, value] : labels) map.emplace(name, std::string(value));
   T& made = family.Add(map, extra...);
   table.add(key, hash, &made);
+  return made;
+}
+
+/// The child a call site found last on its thread, with the label values it was found under. A worker's
+/// requests mostly repeat the labels of the one before (the same key, model and backend): comparing a few short
+/// values then costs less than building, hashing and probing the table's key. Used on the request path only.
+class Recent {
+ public:
+  static constexpr std::size_t kMaxLabels = 5;
+  void* find(std::uint64_t owner, const void* family, std::initializer_list<Label> labels) const {
+    if (owner != owner_ || family != family_ || labels.size() != count_) return nullptr;
+    std::size_t i = 0;
+    for (const auto& label : labels)
+      if (values_[i++] != label.second) return nullptr;
+    return child_;
+  }
+  void keep(std::uint64_t owner, const void* family, std::initializer_list<Label> labels, void* child) {
+    if (labels.size() > kMaxLabels) return;
+    owner_ = owner;
+    family_ = family;
+    count_ = labels.size();
+    std::size_t i = 0;
+    for (const auto& label : labels) values_[i++].assign(label.second);
+    child_ = child;
+  }
+
+ private:
+  std::uint64_t owner_ = 0;  // Metrics ids start at 1
+  const void* family_ = nullptr;
+  std::size_t count_ = 0;
+  std::array<std::string, kMaxLabels> values_;
+  void* child_ = nullptr;
+};
+
+/// child(), first asking the call site's Recent.
+template <class T, class... Extra>
+T& child(Recent& recent, std::uint64_t owner, prometheus::Family<T>& family, std::initializer_list<Label> labels,
+         const Extra&... extra) {
+  if (void* found = recent.find(owner, &family, labels)) return *static_cast<T*>(found);
+  T& made = child(owner, family, labels, extra...);
+  recent.keep(owner, &family, labels, &made);
   return made;
 }
 
@@ -287,28 +329,33 @@ void Metrics::request_done(std::string_view endpoint, std::string_view model, st
                            std::string_view key, int code, double seconds) {
   char code_text[12];
   const auto code_len = std::to_chars(code_text, code_text + sizeof code_text, code).ptr - code_text;
-  child(impl_->id, impl_->requests,
+  thread_local Recent recent_request, recent_duration;
+  child(recent_request, impl_->id, impl_->requests,
         {{"endpoint", endpoint},
          {"model", model},
          {"backend", backend},
          {"key", key},
          {"code", std::string_view(code_text, static_cast<std::size_t>(code_len))}})
       .Increment();
-  child(impl_->id, impl_->duration, {{"endpoint", endpoint}, {"model", model}, {"backend", backend}},
+  child(recent_duration, impl_->id, impl_->duration, {{"endpoint", endpoint}, {"model", model}, {"backend", backend}},
         Impl::duration_buckets())
       .Observe(seconds);
 }
 
 void Metrics::tokens(std::string_view model, std::string_view backend, std::string_view key,
                      std::uint64_t input, std::uint64_t output) {
-  child(impl_->id, impl_->token_count, {{"model", model}, {"backend", backend}, {"key", key}, {"type", "input"}})
+  thread_local Recent recent_input, recent_output;
+  child(recent_input, impl_->id, impl_->token_count,
+        {{"model", model}, {"backend", backend}, {"key", key}, {"type", "input"}})
       .Increment(static_cast<double>(input));
-  child(impl_->id, impl_->token_count, {{"model", model}, {"backend", backend}, {"key", key}, {"type", "output"}})
+  child(recent_output, impl_->id, impl_->token_count,
+        {{"model", model}, {"backend", backend}, {"key", key}, {"type", "output"}})
       .Increment(static_cast<double>(output));
 }
 
 void Metrics::time_to_first_token(std::string_view model, std::string_view backend, double seconds) {
-  child(impl_->id, impl_->ttft, {{"model", model}, {"backend", backend}}, Impl::ttft_buckets()).Observe(seconds);
+  thread_local Recent recent;
+  child(recent, impl_->id, impl_->ttft, {{"model", model}, {"backend", backend}}, Impl::ttft_buckets()).Observe(seconds);
 }
 
 void Metrics::upstream_error(std::string_view backend, std::string_view reason) {
@@ -332,7 +379,8 @@ void Metrics::backend_up(std::string_view backend, bool is_up) {
 }
 
 void Metrics::inflight(std::string_view model, std::string_view backend, int delta) {
-  child(impl_->id, impl_->in_flight, {{"model", model}, {"backend", backend}}).Increment(delta);
+  thread_local Recent recent;
+  child(recent, impl_->id, impl_->in_flight, {{"model", model}, {"backend", backend}}).Increment(delta);
 }
 
 void Metrics::estimated_tokens(std::string_view model, std::string_view backend, std::uint64_t output) {
@@ -340,10 +388,11 @@ void Metrics::estimated_tokens(std::string_view model, std::string_view backend,
 }
 
 void Metrics::token_pacing(std::string_view model, std::string_view backend, double seconds_per_token) {
-  child(impl_->id, impl_->tpot, {{"model", model}, {"backend", backend}}, Impl::tpot_buckets())
+  thread_local Recent recent_tpot, recent_speed;
+  child(recent_tpot, impl_->id, impl_->tpot, {{"model", model}, {"backend", backend}}, Impl::tpot_buckets())
       .Observe(seconds_per_token);
   if (seconds_per_token > 0)
-    child(impl_->id, impl_->decode_speed, {{"model", model}, {"backend", backend}}, Impl::speed_buckets())
+    child(recent_speed, impl_->id, impl_->decode_speed, {{"model", model}, {"backend", backend}}, Impl::speed_buckets())
         .Observe(1.0 / seconds_per_token);
 }
 
@@ -425,7 +474,9 @@ void Metrics::declare(const Config& config) {
 }
 
 void Metrics::overhead(std::string_view endpoint, double seconds) {
-  child(impl_->id, impl_->overhead_family, {{"endpoint", endpoint}}, Impl::overhead_buckets()).Observe(seconds);
+  thread_local Recent recent;
+  child(recent, impl_->id, impl_->overhead_family, {{"endpoint", endpoint}}, Impl::overhead_buckets())
+      .Observe(seconds);
 }
 
 namespace {
