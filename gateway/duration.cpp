@@ -70,25 +70,40 @@ std::optional<std::uint64_t> parse_size(std::string_view text) {
 }
 
 std::string format_duration(std::chrono::milliseconds d) {
+  // Numbers with to_chars into one string (short enough to need no allocation): two of these go into every
+  // limited request's headers.
+  std::string out;
+  auto number = [&out](long long n) {
+    char digits[24];
+    out.append(digits, std::to_chars(digits, digits + sizeof digits, n).ptr);
+  };
   auto ms = d.count();
   if (ms < 0) ms = 0;
-  if (ms < 1000) return std::to_string(ms) + "ms";
-  std::string out;
-  auto h = ms / 3'600'000;
-  auto m = (ms / 60'000) % 60;
-  auto s = (ms / 1000) % 60;
-  auto frac = ms % 1000;
-  if (h > 0) out += std::to_string(h) + "h";
-  if (h > 0 || m > 0) out += std::to_string(m) + "m";
-  out += std::to_string(s);
-  if (frac != 0) {
-    char buf[8];
-    std::snprintf(buf, sizeof buf, ".%03lld", static_cast<long long>(frac));
-    std::string f(buf);
-    while (f.back() == '0') f.pop_back();
-    out += f;
+  if (ms < 1000) {
+    number(ms);
+    out += "ms";
+    return out;
   }
-  out += "s";
+  const auto h = ms / 3'600'000;
+  const auto m = (ms / 60'000) % 60;
+  const auto s = (ms / 1000) % 60;
+  const auto frac = ms % 1000;
+  if (h > 0) {
+    number(h);
+    out += 'h';
+  }
+  if (h > 0 || m > 0) {
+    number(m);
+    out += 'm';
+  }
+  number(s);
+  if (frac != 0) {  // ".5", ".25", ".125": three digits, trailing zeros dropped
+    out += '.';
+    out += static_cast<char>('0' + frac / 100);
+    if (frac % 100 != 0) out += static_cast<char>('0' + frac / 10 % 10);
+    if (frac % 10 != 0) out += static_cast<char>('0' + frac % 10);
+  }
+  out += 's';
   return out;
 }
 

@@ -85,6 +85,29 @@ TEST(FormatDurationTest, RoundTripsThroughParse) {
     auto text = format_duration(milliseconds(ms));
     EXPECT_EQ(parse_duration(text), milliseconds(ms)) << text;
   }
+  // Every fraction of a second, under a minute, and with minutes and hours: written as Go writes durations
+  // (what OpenAI's reset headers look like), no trailing zero in a fraction.
+  auto expected = [](long long ms) {
+    if (ms < 1000) return std::to_string(ms) + "ms";
+    const long long h = ms / 3'600'000, m = ms / 60'000 % 60, s = ms / 1000 % 60, frac = ms % 1000;
+    std::string out;
+    if (h > 0) out += std::to_string(h) + "h";
+    if (h > 0 || m > 0) out += std::to_string(m) + "m";
+    out += std::to_string(s);
+    if (frac != 0) {
+      std::string f = std::to_string(1000 + frac).substr(1);
+      while (f.back() == '0') f.pop_back();
+      out += "." + f;
+    }
+    return out + "s";
+  };
+  for (long long ms = 0; ms < 3'000; ++ms) {
+    const auto text = format_duration(milliseconds(ms));
+    EXPECT_EQ(parse_duration(text), milliseconds(ms)) << text;
+    EXPECT_EQ(text, expected(ms));
+    for (long long whole : {59'000LL, 61'000LL, 3'600'000LL, 90'061'000LL})
+      EXPECT_EQ(format_duration(milliseconds(whole + ms)), expected(whole + ms));
+  }
 }
 
 TEST(Fixed3Test, WritesWhatPrintfWrites) {
