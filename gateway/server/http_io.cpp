@@ -144,14 +144,13 @@ std::string new_request_id() {
     next = 0;
   }
   const unsigned char* raw = pool + kIdBytes * next++;
-  static const char* hex = "0123456789abcdef";
-  std::string id = "req_";
-  id.reserve(4 + 2 * kIdBytes);
+  static constexpr char hex[] = "0123456789abcdef";
+  char text[4 + 2 * kIdBytes] = {'r', 'e', 'q', '_'};
   for (std::size_t i = 0; i < kIdBytes; ++i) {
-    id.push_back(hex[raw[i] >> 4]);
-    id.push_back(hex[raw[i] & 15]);
+    text[4 + 2 * i] = hex[raw[i] >> 4];
+    text[5 + 2 * i] = hex[raw[i] & 15];
   }
-  return id;
+  return std::string(text, sizeof text);
 }
 
 bool acceptable_request_id(std::string_view id) {

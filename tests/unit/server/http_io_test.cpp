@@ -3,6 +3,8 @@
 
 #include <gtest/gtest.h>
 
+#include <set>
+
 #include <sstream>
 
 namespace sluice {
@@ -70,6 +72,18 @@ TEST(WireHead, RequestMatchesBeast) {
   auto mine = WireHead::request("POST", "/v1/chat/completions");
   mine.field("Host", "gpu-1:8000").field("Accept-Encoding", "identity").field("x-request-id", "req_1");
   EXPECT_EQ(mine.finish(2), beast_head(req.base()));
+}
+
+// Request ids: "req_" and 24 lowercase hex digits (96 random bits), drawn in batches: none repeats across them.
+TEST(RequestId, IsReqAndTwentyFourHexDigitsAndDoesNotRepeat) {
+  std::set<std::string> seen;
+  for (int i = 0; i < 1000; ++i) {
+    const std::string id = new_request_id();
+    ASSERT_EQ(id.size(), 28u) << id;
+    EXPECT_EQ(id.substr(0, 4), "req_") << id;
+    EXPECT_EQ(id.find_first_not_of("0123456789abcdef", 4), std::string::npos) << id;
+    EXPECT_TRUE(seen.insert(id).second) << id;
+  }
 }
 
 }  // namespace
