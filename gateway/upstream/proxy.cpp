@@ -529,7 +529,8 @@ asio::awaitable<void> Exchange::relay_stream(Stream& up, Connection& conn, Parse
   openai::SseParser parser;
   openai::StreamChunkChecker check_chunk;
   // The events of one read: used between a read and the write after it, never across a suspension, so every
-  // relay on this worker shares one vector (no growth per stream, and no room held by each idle stream).
+  // relay on this worker shares one vector (no growth per stream, and no room held by each idle stream). A relay
+  // always resumes on its worker's one thread, so the address taken here stays that thread's vector.
   thread_local std::vector<openai::SseEventView> events;
   std::vector<asio::const_buffer> gather;  // the bytes to forward, around any event that is dropped
   RelayBuffer buf(kStreamBufferStart);

@@ -491,6 +491,39 @@ TEST(StreamChunkCheckerTest, ResumedEventsGetTheVerdictsOfWholeOnes) {
   }
 }
 
+// Right after an event whose envelope and ending a next event repeats: the text alone decides, and where it
+// does not close exactly where the ending starts, the event is read whole. Each case follows the usual event.
+TEST(StreamChunkCheckerTest, AnEventWithTheLastOnesEndsIsReadByItsTextAlone) {
+  const std::string head =
+      R"({"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":)";
+  const std::string usual = head + R"(" b"},"finish_reason":null}]})";
+  struct Case {
+    std::string event;
+    bool valid, generated;
+  };
+  const std::vector<Case> cases{
+      {head + R"("a\"},"finish_reason":null}]})", false, false},  // the quote escaped: the string runs on
+      {head + R"("a"},"x":{"y":1},"finish_reason":null}]})", true, true},  // closes before it; still ends with it
+      {head + R"("},"finish_reason":null}]})", false, false},             // no closing quote at all
+      {head + "\"b\x01\"},\"finish_reason\":null}]}", false, false},     // a raw control character
+      {head + R"("a\\"},"finish_reason":null}]})", true, true},          // an escaped backslash before the quote
+      {head + R"(""},"finish_reason":null}]})", true, false},              // empty text: valid, nothing generated
+      {head + R"("\u00e9"},"finish_reason":null}]})", true, true},        // a \u escape: RapidJSON decides
+      {head + R"( "c"},"finish_reason":null}]})", true, true},             // space before the text
+  };
+  StreamChunkChecker check;
+  for (const auto& c : cases) {
+    expect_same_as_alone(check, usual);
+    expect_same_as_alone(check, usual);  // the ending is kept: the next event may take the one-step path
+    expect_same_as_alone(check, c.event);
+    const auto alone = inspect_stream_chunk(c.event);
+    EXPECT_EQ(alone.has_value(), c.valid) << c.event;
+    if (alone) {
+      EXPECT_EQ(alone->generated, c.generated) << c.event;
+    }
+  }
+}
+
 TEST(DefaultHealthPathTest, InferenceServersUseHealth) {
   for (auto d : {Dialect::vllm, Dialect::sglang, Dialect::llamacpp, Dialect::tgi, Dialect::simulator}) {
     EXPECT_EQ(default_health_path(d, "/v1"), "/health") << static_cast<int>(d);

@@ -493,5 +493,47 @@ TEST(SseParserTest, LineEndsAtTheEndOfAFeedAreFoundAndNoneIsInvented) {
   }
 }
 
+// An event of one data line and its blank line, whole in a feed, is dispatched in one step; the ranges, data
+// and boundary are the ones the line-by-line path gives, and the two paths mix in one feed.
+TEST(SseParserTest, WholeDataEventsTakenInOneStepKeepTheirRangesAmongOtherLines) {
+  struct Want {
+    std::string event, data;
+    std::uint64_t begin, end;
+  };
+  auto check = [](std::string_view stream, const std::vector<Want>& want) {
+    SseParser whole, bytewise;  // one feed (the one-step path where it applies) and one byte at a time (never)
+    std::vector<SseEventView> a, b;
+    whole.feed(stream, a);
+    std::vector<std::string> kept;  // byte-by-byte views point into the parser's storage or the byte fed
+    for (char c : stream) {
+      std::vector<SseEventView> one;
+      bytewise.feed(std::string_view(&c, 1), one);
+      for (const auto& e : one) {
+        kept.push_back(std::string(e.data));
+        b.push_back(e);
+      }
+    }
+    ASSERT_EQ(a.size(), want.size()) << stream;
+    ASSERT_EQ(b.size(), want.size()) << stream;
+    for (std::size_t i = 0; i < want.size(); ++i) {
+      EXPECT_EQ(a[i].event, want[i].event) << stream;
+      EXPECT_EQ(a[i].data, want[i].data) << stream;
+      EXPECT_EQ(kept[i], want[i].data) << stream;
+      EXPECT_EQ(a[i].begin, want[i].begin) << stream;
+      EXPECT_EQ(a[i].end, want[i].end) << stream;
+      EXPECT_EQ(b[i].begin, want[i].begin) << stream;
+      EXPECT_EQ(b[i].end, want[i].end) << stream;
+    }
+    EXPECT_EQ(whole.boundary(), bytewise.boundary()) << stream;
+    EXPECT_EQ(whole.boundary(), stream.size()) << stream;
+  };
+  check("data:\n\n", {{"", "", 0, 7}});
+  check(": c\ndata: a\n\ndata: b\n\n", {{"", "a", 4, 13}, {"", "b", 13, 22}});
+  check("data: a\n\nevent: x\ndata: b\n\ndata: c\n\n", {{"", "a", 0, 9}, {"x", "b", 9, 27}, {"", "c", 27, 36}});
+  // A CRLF blank line: the event ends at its CR (when it is dispatched), the boundary after its LF.
+  check("data: a\r\n\r\ndata: b\n\n", {{"", "a", 0, 10}, {"", "b", 11, 20}});
+  check("data\n\ndata: b\n\n", {{"", "", 0, 6}, {"", "b", 6, 15}});
+}
+
 }  // namespace
 }  // namespace sluice::openai

@@ -222,5 +222,53 @@ TEST(ChunkedBody, TrailersAreBoundedTogetherAndTheEndIsExact) {
   EXPECT_EQ(ec, http::error::stale_parser);
 }
 
+// The usual chunk (a size line of a few digits and its CRLF, then the data and its CRLF, all in one read) is
+// read in one step; a size line of 16 or more digits, or framing split across reads, takes the byte-by-byte
+// path. Both decode the same, and refuse at the same byte.
+TEST(ChunkedBody, SizeLinesAndDataEndsDecodeTheSameWhicheverPathTheyTake) {
+  for (const std::string& zeros : {std::string(), std::string(14, '0'), std::string(15, '0'), std::string(40, '0')}) {
+    const std::string wire = zeros + "5\r\nhello\r\n0\r\n\r\n";
+    SCOPED_TRACE(zeros.size());
+    for (std::size_t piece : {std::size_t{1}, std::size_t{2}, std::size_t{7}, wire.size()}) {
+      const Decoded got = with_sluice(wire, piece, 64);
+      EXPECT_TRUE(got.done);
+      EXPECT_EQ(got.body, "hello");
+      const Decoded beast = with_beast(wire, piece, 64);
+      EXPECT_EQ(beast.body, "hello");
+    }
+  }
+  std::string buffer(64, '\0');
+  error_code ec;
+  {  // the largest size the one-step read takes (15 digits), and one digit more
+    for (const std::string& size : {std::string(15, 'F'), std::string(16, 'F')}) {
+      ChunkedBody parser = decoder_into(buffer);
+      const std::string line = size + "\r\n";
+      EXPECT_EQ(parser.put(boost::asio::buffer(line), ec), line.size()) << size;
+      EXPECT_EQ(ec, http::error::need_more) << size;  // a size line alone gives the body nothing yet
+      parser.put_eof(ec);
+      EXPECT_EQ(ec, http::error::partial_message);
+    }
+  }
+  {  // a CR after the data and then not an LF: refused at that byte
+    ChunkedBody parser = decoder_into(buffer);
+    EXPECT_EQ(parser.put(boost::asio::buffer(std::string("5\r\nhello\rX")), ec), 9u);
+    EXPECT_EQ(ec, http::error::bad_chunk);
+  }
+  {  // the data's CR in one read, its LF in the next
+    ChunkedBody parser = decoder_into(buffer);
+    EXPECT_EQ(parser.put(boost::asio::buffer(std::string("5\r\nhello\r")), ec), 9u);
+    EXPECT_FALSE(ec) << ec.message();
+    EXPECT_EQ(parser.put(boost::asio::buffer(std::string("\n0\r\n\r\n")), ec), 6u);
+    EXPECT_FALSE(ec) << ec.message();
+    EXPECT_TRUE(parser.is_done());
+  }
+  {  // a chunk and its CRLF exactly: all of it taken, no error (body bytes were given)
+    ChunkedBody parser = decoder_into(buffer);
+    EXPECT_EQ(parser.put(boost::asio::buffer(std::string("5\r\nhello\r\n")), ec), 10u);
+    EXPECT_FALSE(ec) << ec.message();
+    EXPECT_EQ(std::string(buffer.data(), 5), "hello");
+  }
+}
+
 }  // namespace
 }  // namespace sluice::upstream
