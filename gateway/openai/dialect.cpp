@@ -327,7 +327,6 @@ ChunkScan scan_chunk(std::string_view json, ScanCheckpoint* cp, AfterText& after
   bool usage_keyed = false;
   bool unsure = false;
   bool checked = cp == nullptr;  // the checkpoint was used or saved: once a chunk
-  bool resumed = false;          // from the checkpoint
   bool at_text = false;          // p is at the checkpoint's value
   auto literal = [&](std::string_view word) -> bool {
     if (static_cast<std::size_t>(end - p) < word.size() || std::string_view(p, word.size()) != word) return false;
@@ -373,7 +372,7 @@ ChunkScan scan_chunk(std::string_view json, ScanCheckpoint* cp, AfterText& after
     // The value may start later in this chunk than in the one the checkpoint came from: ": \"b\"" after ":\"a\"".
     p = skip_space(json.data() + cp->offset, end);
     if (p == end) return out;
-    checked = resumed = at_text = true;
+    checked = at_text = true;
     goto value_begins;
   }
   p = skip_space(p, end);
@@ -458,14 +457,8 @@ value_begins:
       if (!(p = scan_string(p, end, unsure))) return out;
       if (at_text) {  // the checkpoint's text value has ended
         at_text = false;
-        if (resumed && cp->suffix_size > 0 && unsure == cp->unsure_after_text &&
-            static_cast<std::size_t>(end - p) == cp->suffix_size && std::memcmp(p, cp->suffix, cp->suffix_size) == 0) {
-          // The same state and the same bytes to the end as the last chunk: the same conclusion.
-          const bool generated = out.generated || cp->suffix_generated;
-          out = cp->final_out;
-          out.generated = generated;
-          return out;
-        }
+        // (An event whose bytes from here to its end are the last one's never gets here: StreamChunkChecker
+        // lets the last verdict stand before it scans.)
         after_text = AfterText{p, out.generated, unsure};
         out.generated = false;
       }

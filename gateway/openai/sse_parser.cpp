@@ -18,24 +18,21 @@ namespace {
 // The offset of the first line end (LF or CR) in [p, p + n), or n: one pass over the line, sixteen bytes at a
 // time where SSE2 is there, instead of a search for each of the two bytes.
 std::size_t line_end_sse2(const char* p, std::size_t n) {
-  std::size_t i = 0;
 #if defined(__SSE2__)
-  const __m128i lf = _mm_set1_epi8('\n'), cr = _mm_set1_epi8('\r');
-  for (; i + 16 <= n; i += 16) {
-    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + i));
-    if (const auto mask =
-            static_cast<unsigned>(_mm_movemask_epi8(_mm_or_si128(_mm_cmpeq_epi8(v, lf), _mm_cmpeq_epi8(v, cr)))))
-      return i + static_cast<std::size_t>(std::countr_zero(mask));
-  }
-  if (i < n && n >= 16) {
-    // The tail, in one load of the last sixteen bytes: those before i were already found free of line ends.
-    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + n - 16));
-    const auto mask =
-        static_cast<unsigned>(_mm_movemask_epi8(_mm_or_si128(_mm_cmpeq_epi8(v, lf), _mm_cmpeq_epi8(v, cr))));
-    return mask ? n - 16 + static_cast<std::size_t>(std::countr_zero(mask)) : n;
+  if (n >= 16) {
+    const __m128i lf = _mm_set1_epi8('\n'), cr = _mm_set1_epi8('\r');
+    for (std::size_t i = 0;; i += 16) {
+      // The last step loads the last sixteen bytes, overlapping the one before (those held no line end).
+      const std::size_t at = i + 16 <= n ? i : n - 16;
+      const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + at));
+      if (const auto mask =
+              static_cast<unsigned>(_mm_movemask_epi8(_mm_or_si128(_mm_cmpeq_epi8(v, lf), _mm_cmpeq_epi8(v, cr)))))
+        return at + static_cast<std::size_t>(std::countr_zero(mask));
+      if (at + 16 >= n) return n;
+    }
   }
 #endif
-  for (; i < n; ++i)
+  for (std::size_t i = 0; i < n; ++i)
     if (p[i] == '\n' || p[i] == '\r') return i;
   return n;
 }
@@ -46,9 +43,7 @@ std::size_t line_end_sse2(const char* p, std::size_t n) {
 [[gnu::target("avx2")]] std::size_t line_end_avx2(const char* p, std::size_t n) {
   if (n < 32) return line_end_sse2(p, n);
   const __m256i lf = _mm256_set1_epi8('\n'), cr = _mm256_set1_epi8('\r');
-  std::size_t i = 0;
-  for (;; i += 32) {
-    // The last step loads the last thirty-two bytes, overlapping the one before (those held no line end).
+  for (std::size_t i = 0;; i += 32) {  // as line_end_sse2, the last load overlapping
     const std::size_t at = i + 32 <= n ? i : n - 32;
     const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + at));
     if (const auto mask = static_cast<unsigned>(
