@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "openai/errors.hpp"
+#include "server/drained_read.hpp"
 
 namespace sluice {
 
@@ -144,11 +145,11 @@ struct ReadState {
 
 /// http::async_read_some, for a backend connection: parses what `buffer` holds into `parser`, reading more
 /// while the parser needs more. On a plain socket it reads the socket directly, without Beast's composed
-/// operation: through Asio's own read (which tries the socket once and otherwise waits on the reactor; a wait
-/// for readability instead re-arms the descriptor with an epoll_ctl each time, which cost more kernel time
-/// than the empty read), and when a read took all the room it had, the next one reads the socket at once
-/// (yielding to the worker's other work every ReadState::kMaxInARow such reads). Other streams (TLS) go
-/// through Beast. {error, bytes parsed}.
+/// operation: through async_read_drained (Asio's read, except that after a read which emptied the socket the
+/// next one waits for the reactor without first asking the kernel; a wait for readability instead re-arms the
+/// descriptor with an epoll_ctl each time, which costs more), and when a read took all the room it had, the next
+/// one reads the socket at once (yielding to the worker's other work every ReadState::kMaxInARow such reads).
+/// Other streams (TLS) go through Beast. {error, bytes parsed}.
 template <class Stream, class Parser>
 asio::awaitable<std::tuple<error_code, std::size_t>> read_some_now(Stream& s, beast::flat_buffer& buffer,
                                                                    Parser& parser, ReadState& state) {
@@ -174,7 +175,7 @@ asio::awaitable<std::tuple<error_code, std::size_t>> read_some_now(Stream& s, be
       std::size_t n = 0;
       if (!state.more) {
         state.in_a_row = 0;
-        auto [read_ec, got] = co_await s.async_read_some(buffer.prepare(room), use_nothrow);
+        auto [read_ec, got] = co_await async_read_drained(s, buffer.prepare(room), use_nothrow);
         ec = read_ec;
         n = got;
       } else {

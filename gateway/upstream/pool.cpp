@@ -1,5 +1,7 @@
 #include "upstream/pool.hpp"
 
+#include "server/drained_read.hpp"
+
 #include <sys/socket.h>
 
 #include <boost/asio/connect.hpp>
@@ -114,6 +116,7 @@ asio::awaitable<std::unique_ptr<Connection>> BackendPool::connect(std::string& r
     co_return nullptr;
   }
   tcp_layer.socket().set_option(tcp::no_delay(true));
+  if (!c->secure) enable_drained_reads(tcp_layer.socket());  // TLS reads go through Beast and OpenSSL
   if (c->secure) {
     auto* ssl = c->secure->native_handle();
     if (!url_.host_is_ip()) SSL_set_tlsext_host_name(ssl, url_.host.c_str());  // SNI

@@ -1,0 +1,240 @@
+#pragma once
+// A socket read that remembers, as nginx does, when it emptied the socket, so the next read waits for the
+// reactor instead of first asking the kernel for bytes that are not there.
+//
+// Asio's epoll reactor tries every read on a socket before it waits ("speculatively"), and stops doing so only
+// after a read that ended the stream. Its send does better: a send that wrote less than it was given marks the
+// socket full, and the next send waits for the reactor. A relay reads a backend's socket once per event, and
+// nearly every read takes all there was, so each following read was a recv(2) that answered EAGAIN before the
+// wait: one wasted system call per relayed event.
+//
+// async_read_drained is socket.async_read_some with that rule for reads. Its operation is Asio's own receive
+// operation (the same completion), except that a read which provably emptied the socket reports "done and
+// exhausted", as Asio's reads do at an end of stream: the reactor then waits for the socket's next edge before
+// the next read. "Provably" needs three facts, because an edge-triggered reactor reports a socket once for all
+// that happened to it before it looked:
+//   - the kernel left no bytes behind (TCP_INQ: the count comes with the read);
+//   - no end of stream arrived (TCP_INQ counts a received FIN as one byte left);
+//   - no reset or error arrived before the reactor's last look at the socket (EPOLLERR/EPOLLHUP among the
+//     events it saw; a reset leaves the bytes before it readable, and TCP_INQ does not count it).
+// Whatever arrives after the read raises a new edge, and the reactor turns trying first back on.
+//
+// It reaches into Asio's reactor through its detail namespace (reactor_op, the reactor's start_op, the
+// socket's implementation) and reads the events the reactor saw for the descriptor, which Asio keeps private.
+// So it is used only where all of that is known, Boost 1.81's epoll reactor, and only on sockets whose reads
+// carry the count (enable_drained_reads). Anywhere else, and for a read whose handler has a cancellation slot
+// (this operation registers none), it is socket.async_read_some itself.
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/associated_cancellation_slot.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/version.hpp>
+#include <cstddef>
+#include <cstdint>
+#include <utility>
+
+#if BOOST_VERSION == 108100 && defined(BOOST_ASIO_HAS_EPOLL) && !defined(BOOST_ASIO_HAS_IO_URING_AS_DEFAULT)
+#define SLUICE_DRAINED_READ 1
+#include <boost/asio/detail/bind_handler.hpp>
+#include <boost/asio/detail/fenced_block.hpp>
+#include <boost/asio/detail/handler_alloc_helpers.hpp>
+#include <boost/asio/detail/handler_cont_helpers.hpp>
+#include <boost/asio/detail/handler_work.hpp>
+#include <boost/asio/detail/memory.hpp>
+#include <boost/asio/detail/reactor.hpp>
+#include <boost/asio/detail/reactor_op.hpp>
+#include <boost/asio/detail/socket_ops.hpp>
+#include <boost/asio/execution/context.hpp>
+#include <boost/asio/query.hpp>
+#include <cerrno>
+#include <cstring>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#else
+#define SLUICE_DRAINED_READ 0
+#endif
+
+namespace sluice {
+
+#if SLUICE_DRAINED_READ
+namespace drained_detail {
+
+namespace ad = boost::asio::detail;
+
+/// Reads on this thread that found the socket empty (see drained_read_empty_reads).
+inline thread_local std::uint64_t empty_reads = 0;
+
+/// The events Asio's reactor last saw for a descriptor, which it keeps in the descriptor's state (an operation
+/// whose task_result_ carries them to perform_io). The member is protected and the base private: an explicit
+/// instantiation may name the member (access is not checked there), and a cast may reach an inaccessible base.
+template <auto Member, class Tag>
+struct Expose {
+  friend constexpr auto exposed(Tag) { return Member; }
+};
+struct TaskResult {
+  friend constexpr auto exposed(TaskResult);
+};
+template struct Expose<&ad::scheduler_operation::task_result_, TaskResult>;
+
+inline unsigned seen_events(ad::reactor::per_descriptor_data d) {
+  return ((ad::scheduler_operation*)d)->*exposed(TaskResult{});  // NOLINT: a cast to a private base
+}
+
+/// Asio's reactive_socket_recv_op for one buffer, but a read that emptied the socket says so (see above).
+template <class Handler, class IoExecutor>
+class RecvOp : public ad::reactor_op {
+ public:
+  BOOST_ASIO_DEFINE_HANDLER_PTR(RecvOp);
+
+  RecvOp(const boost::system::error_code& success_ec, ad::socket_type socket,
+         ad::reactor::per_descriptor_data descriptor, boost::asio::mutable_buffer buffer, Handler& handler,
+         const IoExecutor& io_ex)
+      : reactor_op(success_ec, &RecvOp::do_perform, &RecvOp::do_complete),
+        socket_(socket),
+        descriptor_(descriptor),
+        buffer_(buffer),
+        handler_(std::move(handler)),
+        work_(handler_, io_ex) {}
+
+  static status do_perform(reactor_op* base) {
+    auto* o = static_cast<RecvOp*>(base);
+    // recvmsg, to get the kernel's count of what is left behind (TCP_INQ, enabled by enable_drained_reads).
+    iovec iov{o->buffer_.data(), o->buffer_.size()};
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    ssize_t n;
+    do n = ::recvmsg(o->socket_, &msg, 0);
+    while (n < 0 && errno == EINTR);
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {  // the reactor waits for the socket
+        ++empty_reads;
+        return not_done;
+      }
+      o->ec_ = boost::system::error_code(errno, boost::asio::error::get_system_category());
+      o->bytes_transferred_ = 0;
+      return done;
+    }
+    if (n == 0) {  // as Asio: the end of the stream, after which it never tries a read first again
+      o->ec_ = boost::asio::error::eof;
+      return done_and_exhausted;
+    }
+    o->bytes_transferred_ = static_cast<std::size_t>(n);
+    // Emptied, with no end or reset waiting: the reactor waits for the next edge before the next read. (The
+    // events are recorded by the reactor's run on this same thread: a worker's io_context has one thread.)
+    if (left_nothing(msg) && (seen_events(o->descriptor_) & (EPOLLERR | EPOLLHUP)) == 0) return done_and_exhausted;
+    return done;
+  }
+
+  /// The kernel says nothing is left: no bytes, and no end of stream or reset received (it counts those as
+  /// one byte left, so the reader goes on to see them). Without the count (TCP_INQ off) this is never said.
+  static bool left_nothing(const msghdr& msg) {
+    for (const cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(const_cast<msghdr*>(&msg), const_cast<cmsghdr*>(c)))
+      if (c->cmsg_level == SOL_TCP && c->cmsg_type == TCP_CM_INQ && c->cmsg_len >= CMSG_LEN(sizeof(int))) {
+        int inq;
+        std::memcpy(&inq, CMSG_DATA(c), sizeof inq);
+        return inq == 0;
+      }
+    return false;
+  }
+
+  static void do_complete(void* owner, ad::operation* base, const boost::system::error_code&, std::size_t) {
+    // As reactive_socket_recv_op::do_complete: free the operation before the upcall, keeping the handler.
+    auto* o = static_cast<RecvOp*>(base);
+    ptr p = {ad::addressof(o->handler_), o, o};
+    ad::handler_work<Handler, IoExecutor> w(std::move(o->work_));
+    ad::binder2<Handler, boost::system::error_code, std::size_t> handler(o->handler_, o->ec_, o->bytes_transferred_);
+    p.h = ad::addressof(handler.handler_);
+    p.reset();
+    if (owner) {
+      ad::fenced_block b(ad::fenced_block::half);
+      w.complete(handler, handler.handler_);
+    }
+  }
+
+ private:
+  ad::socket_type socket_;
+  ad::reactor::per_descriptor_data descriptor_;
+  boost::asio::mutable_buffer buffer_;
+  Handler handler_;
+  ad::handler_work<Handler, IoExecutor> work_;
+};
+
+/// basic_socket keeps its implementation protected; a pointer to the member, formed through a derived class,
+/// reads it on any socket of the type.
+struct SocketAccess : boost::asio::ip::tcp::socket {
+  static auto impl_member() { return &SocketAccess::impl_; }
+};
+
+/// The reactor of the socket's io_context (a lookup in the context's service registry).
+inline ad::reactor& reactor_of(boost::asio::ip::tcp::socket& s) {
+  return boost::asio::use_service<ad::reactor>(boost::asio::query(s.get_executor(), boost::asio::execution::context));
+}
+
+struct Initiate {
+  template <class Handler>
+  void operator()(Handler&& handler, boost::asio::ip::tcp::socket* s, boost::asio::mutable_buffer buffer) const {
+    using H = std::decay_t<Handler>;
+    if (boost::asio::get_associated_cancellation_slot(handler).is_connected() || buffer.size() == 0) {
+      s->async_read_some(buffer, std::forward<Handler>(handler));
+      return;
+    }
+    H h(std::forward<Handler>(handler));
+    auto& impl = ((*s).*SocketAccess::impl_member()).get_implementation();
+    ad::reactor& reactor = reactor_of(*s);
+    const bool is_continuation = boost_asio_handler_cont_helpers::is_continuation(h);
+    using Op = RecvOp<H, boost::asio::ip::tcp::socket::executor_type>;
+    typename Op::ptr p = {ad::addressof(h), Op::ptr::allocate(h), 0};
+    p.p = new (p.v) Op(boost::system::error_code(), impl.socket_, impl.reactor_data_, buffer, h, s->get_executor());
+    // As reactive_socket_service_base::start_op: the descriptor is made non-blocking for the reactor first.
+    if ((impl.state_ & ad::socket_ops::non_blocking) ||
+        ad::socket_ops::set_internal_non_blocking(impl.socket_, impl.state_, true, p.p->ec_))
+      reactor.start_op(ad::reactor::read_op, impl.socket_, impl.reactor_data_, p.p, is_continuation, true);
+    else
+      reactor.post_immediate_completion(p.p, is_continuation);
+    p.v = p.p = 0;
+  }
+};
+
+}  // namespace drained_detail
+#endif
+
+/// Asks the kernel to say, with each read from `s`, how much it left behind (TCP_INQ), which is how
+/// async_read_drained knows a read emptied the socket. Without it (a kernel before 4.18) those reads are
+/// socket.async_read_some's own.
+inline void enable_drained_reads(boost::asio::ip::tcp::socket& s) {
+#if SLUICE_DRAINED_READ
+  int on = 1;
+  (void)::setsockopt(s.native_handle(), SOL_TCP, TCP_INQ, &on, sizeof on);
+#else
+  (void)s;
+#endif
+}
+
+/// How many async_read_drained reads on this thread asked the kernel and found nothing (each one a recv(2)
+/// spent before the wait). Tests read it; 0 where async_read_drained is async_read_some.
+inline std::uint64_t drained_read_empty_reads() {
+#if SLUICE_DRAINED_READ
+  return drained_detail::empty_reads;
+#else
+  return 0;
+#endif
+}
+
+/// socket.async_read_some(buffer, token), except that a read which leaves the socket empty lets the next read
+/// wait for the reactor without first trying the socket (see above). Completes with (error_code, bytes).
+template <class Token>
+auto async_read_drained(boost::asio::ip::tcp::socket& s, boost::asio::mutable_buffer buffer, Token&& token) {
+#if SLUICE_DRAINED_READ
+  return boost::asio::async_initiate<Token, void(boost::system::error_code, std::size_t)>(
+      drained_detail::Initiate{}, token, &s, buffer);
+#else
+  return s.async_read_some(buffer, std::forward<Token>(token));
+#endif
+}
+
+}  // namespace sluice
