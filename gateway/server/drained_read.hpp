@@ -77,6 +77,13 @@ struct TaskResult {
 };
 template struct Expose<&ad::scheduler_operation::task_result_, TaskResult>;
 
+/// The reactor that registered a descriptor, kept (privately) in the descriptor's state: the same reactor
+/// Asio's own reads use, without a lookup in the context's service registry (which takes a lock) per read.
+struct OwningReactor {
+  friend constexpr auto exposed(OwningReactor);
+};
+template struct Expose<&ad::reactor::descriptor_state::reactor_, OwningReactor>;
+
 inline unsigned seen_events(ad::reactor::per_descriptor_data d) {
   return ((ad::scheduler_operation*)d)->*exposed(TaskResult{});  // NOLINT: a cast to a private base
 }
@@ -170,22 +177,19 @@ struct SocketAccess : boost::asio::ip::tcp::socket {
   static auto impl_member() { return &SocketAccess::impl_; }
 };
 
-/// The reactor of the socket's io_context (a lookup in the context's service registry).
-inline ad::reactor& reactor_of(boost::asio::ip::tcp::socket& s) {
-  return boost::asio::use_service<ad::reactor>(boost::asio::query(s.get_executor(), boost::asio::execution::context));
-}
-
 struct Initiate {
   template <class Handler>
   void operator()(Handler&& handler, boost::asio::ip::tcp::socket* s, boost::asio::mutable_buffer buffer) const {
     using H = std::decay_t<Handler>;
-    if (boost::asio::get_associated_cancellation_slot(handler).is_connected() || buffer.size() == 0) {
+    auto& impl = ((*s).*SocketAccess::impl_member()).get_implementation();
+    // A closed socket (no descriptor state), an empty buffer or a cancellable read: Asio's own read.
+    if (!impl.reactor_data_ || buffer.size() == 0 ||
+        boost::asio::get_associated_cancellation_slot(handler).is_connected()) {
       s->async_read_some(buffer, std::forward<Handler>(handler));
       return;
     }
     H h(std::forward<Handler>(handler));
-    auto& impl = ((*s).*SocketAccess::impl_member()).get_implementation();
-    ad::reactor& reactor = reactor_of(*s);
+    ad::reactor& reactor = *(impl.reactor_data_->*exposed(OwningReactor{}));
     const bool is_continuation = boost_asio_handler_cont_helpers::is_continuation(h);
     using Op = RecvOp<H, boost::asio::ip::tcp::socket::executor_type>;
     typename Op::ptr p = {ad::addressof(h), Op::ptr::allocate(h), 0};
