@@ -12,6 +12,7 @@
 #include <climits>
 #include <condition_variable>
 #include <future>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <utility>
@@ -74,6 +75,55 @@ void prepare_descriptors(const Config& config, unsigned workers) {
 struct SessionHandle {
   beast::tcp_stream* stream;
   bool busy = false;  // serving a request (as opposed to idle between keep-alive requests)
+};
+
+/// A keep-alive connection's idle deadline, kept lazily: one timer per connection, armed when it first waits and
+/// re-armed only when the timer fires early (the connection was used since), instead of a deadline set and
+/// cancelled around every request's wait. The timer's handler holds the watch, never the session.
+class IdleWatch : public std::enable_shared_from_this<IdleWatch> {
+ public:
+  IdleWatch(tcp::socket& socket, Clock::duration limit) : timer_(socket.get_executor()), socket_(&socket), limit_(limit) {}
+
+  /// The connection waits for its next request from now on.
+  void waiting() {
+    since_ = Clock::now();
+    waiting_ = true;
+    if (!armed_) arm(since_ + limit_);
+  }
+  /// A request came (or the wait failed): the connection is busy. True when the wait was ended by the deadline.
+  bool busy() {
+    waiting_ = false;
+    return std::exchange(expired_, false);
+  }
+  /// The connection is done: the timer goes, and its handler (which holds this) with it.
+  void end() {
+    socket_ = nullptr;
+    timer_.cancel();
+  }
+
+ private:
+  void arm(Clock::time_point at) {
+    armed_ = true;
+    timer_.expires_at(at);
+    timer_.async_wait([self = shared_from_this()](error_code ec) { self->fired(ec); });
+  }
+  void fired(error_code ec) {
+    armed_ = false;
+    if (ec || !socket_ || !waiting_) return;  // ended, or busy: its next wait arms the timer again
+    if (const auto due = since_ + limit_; Clock::now() < due) {
+      arm(due);  // used since the timer was set
+      return;
+    }
+    expired_ = true;
+    error_code ignored;
+    socket_->cancel(ignored);  // ends the wait
+  }
+
+  asio::steady_timer timer_;
+  tcp::socket* socket_;
+  Clock::duration limit_;
+  Clock::time_point since_{};
+  bool waiting_ = false, armed_ = false, expired_ = false;
 };
 
 /// One thread running one io_context; every connection accepted for it stays on it.
@@ -367,28 +417,36 @@ struct Gateway::Impl {
     error_code ec;
     sock.set_option(tcp::no_delay(true), ec);
     std::string client = peer_of(sock);
+    enable_drained_reads(sock);  // the keep-alive wait is a drained read (below)
     beast::tcp_stream stream(std::move(sock));
     beast::flat_buffer buffer;
     SessionHandle handle{&stream};
     w.sessions.insert(&handle);
+    const auto& sc = config.server;
+    const auto idle = std::make_shared<IdleWatch>(stream.socket(), sc.idle_timeout);
     // However the session ends (even by an exception), it leaves the registry and the counts.
     struct Leave {
       Worker& w;
       SessionHandle& h;
       observe::Metrics& metrics;
+      IdleWatch& idle;
       ~Leave() {
+        idle.end();
         w.sessions.erase(&h);
         metrics.client_connections(-1);
       }
-    } leave{w, handle, metrics};
-    const auto& sc = config.server;
+    } leave{w, handle, metrics, *idle};
     bool lingering = false;
 
     while (!draining) {
       handle.busy = false;
       if (buffer.size() == 0) {  // idle keep-alive: wait for the first byte of the next request
-        stream.expires_after(sc.idle_timeout);
-        auto [rec, n] = co_await stream.async_read_some(buffer.prepare(4096), use_nothrow);
+        // On the socket itself, as a drained read: the last read of a request nearly always emptied it, and a
+        // plain read would ask the kernel once more before it waits (one recv(2) per request answering EAGAIN).
+        // Its deadline is the connection's IdleWatch, not the stream's per-operation timer.
+        idle->waiting();
+        auto [rec, n] = co_await async_read_drained(stream.socket(), buffer.prepare(4096), use_nothrow);
+        if (idle->busy()) rec = beast::error::timeout;
         if (rec) break;
         buffer.commit(n);
       }

@@ -202,6 +202,21 @@ TEST(Hardening, IdleKeepAliveConnectionsAreClosed) {
   EXPECT_TRUE(wait_until([&] { return metric_value(gw.admin_port(), "sluice_client_connections") == 0; }));
 }
 
+TEST(Hardening, TheIdleTimeoutCountsFromTheLastRequest) {
+  // Used every 300 ms for about 2 s, a connection outlives its 1 s idle timeout several times over (the timer
+  // set at its first wait fires while it is in use, and waits again); left alone, it is closed.
+  TestGateway gw(limits_config("idle_timeout: 1s"));
+  HttpClient c(gw.port());
+  for (int i = 0; i < 7; ++i) {
+    ASSERT_EQ(
+        c.request("POST", "/v1/chat/completions", chat("demo", false), {{"Authorization", "Bearer sk-test"}}).status,
+        200)
+        << "request " << i;
+    std::this_thread::sleep_for(300ms);
+  }
+  EXPECT_TRUE(closed_by_peer(c.fd(), 10s));
+}
+
 TEST(Hardening, ConnectionsOverTheLimitAreToldWhyWithA503) {
   TestGateway gw(limits_config("max_connections: 8, idle_timeout: 60s"));
   std::vector<std::unique_ptr<HttpClient>> held;
