@@ -12,7 +12,6 @@
 #include <climits>
 #include <condition_variable>
 #include <future>
-#include <memory>
 #include <mutex>
 #include <thread>
 #include <utility>
@@ -75,55 +74,10 @@ void prepare_descriptors(const Config& config, unsigned workers) {
 struct SessionHandle {
   beast::tcp_stream* stream;
   bool busy = false;  // serving a request (as opposed to idle between keep-alive requests)
-};
-
-/// A keep-alive connection's idle deadline, kept lazily: one timer per connection, armed when it first waits and
-/// re-armed only when the timer fires early (the connection was used since), instead of a deadline set and
-/// cancelled around every request's wait. The timer's handler holds the watch, never the session.
-class IdleWatch : public std::enable_shared_from_this<IdleWatch> {
- public:
-  IdleWatch(tcp::socket& socket, Clock::duration limit) : timer_(socket.get_executor()), socket_(&socket), limit_(limit) {}
-
-  /// The connection waits for its next request from now on.
-  void waiting() {
-    since_ = Clock::now();
-    waiting_ = true;
-    if (!armed_) arm(since_ + limit_);
-  }
-  /// A request came (or the wait failed): the connection is busy. True when the wait was ended by the deadline.
-  bool busy() {
-    waiting_ = false;
-    return std::exchange(expired_, false);
-  }
-  /// The connection is done: the timer goes, and its handler (which holds this) with it.
-  void end() {
-    socket_ = nullptr;
-    timer_.cancel();
-  }
-
- private:
-  void arm(Clock::time_point at) {
-    armed_ = true;
-    timer_.expires_at(at);
-    timer_.async_wait([self = shared_from_this()](error_code ec) { self->fired(ec); });
-  }
-  void fired(error_code ec) {
-    armed_ = false;
-    if (ec || !socket_ || !waiting_) return;  // ended, or busy: its next wait arms the timer again
-    if (const auto due = since_ + limit_; Clock::now() < due) {
-      arm(due);  // used since the timer was set
-      return;
-    }
-    expired_ = true;
-    error_code ignored;
-    socket_->cancel(ignored);  // ends the wait
-  }
-
-  asio::steady_timer timer_;
-  tcp::socket* socket_;
-  Clock::duration limit_;
-  Clock::time_point since_{};
-  bool waiting_ = false, armed_ = false, expired_ = false;
+  // The keep-alive wait, whose deadline the worker's sweep (sweep_idle) keeps: no timer per connection.
+  bool waiting = false;
+  bool expired = false;  // the sweep ended the wait
+  Clock::time_point waiting_since{};
 };
 
 /// One thread running one io_context; every connection accepted for it stays on it.
@@ -170,6 +124,26 @@ asio::awaitable<void> flush_access_lines(asio::io_context& ctx, Millis every) {
     auto [ec] = co_await t.async_wait(use_nothrow);
     observe::flush_access_log();
     if (ec) co_return;
+  }
+}
+
+// Ends the keep-alive waits that passed `idle`, looking every quarter of it (at most every second): a keep-alive
+// connection's deadline is kept by this one timer per worker, not by a timer set and cancelled around each
+// request's wait. A connection is closed between `idle` and `idle` plus that period after its last request.
+asio::awaitable<void> sweep_idle(asio::io_context& ctx, std::unordered_set<SessionHandle*>& sessions, Millis idle) {
+  const auto every = std::clamp<Millis>(idle / 4, Millis(10), Millis(1000));
+  asio::steady_timer t(ctx);
+  for (;;) {
+    t.expires_after(every);
+    auto [ec] = co_await t.async_wait(use_nothrow);
+    if (ec) co_return;
+    const auto now = Clock::now();
+    for (auto* h : sessions)
+      if (h->waiting && !h->expired && now - h->waiting_since >= idle) {
+        h->expired = true;
+        error_code ignored;
+        h->stream->socket().cancel(ignored);  // ends the wait
+      }
   }
 }
 
@@ -422,20 +396,17 @@ struct Gateway::Impl {
     beast::flat_buffer buffer;
     SessionHandle handle{&stream};
     w.sessions.insert(&handle);
-    const auto& sc = config.server;
-    const auto idle = std::make_shared<IdleWatch>(stream.socket(), sc.idle_timeout);
     // However the session ends (even by an exception), it leaves the registry and the counts.
     struct Leave {
       Worker& w;
       SessionHandle& h;
       observe::Metrics& metrics;
-      IdleWatch& idle;
       ~Leave() {
-        idle.end();
         w.sessions.erase(&h);
         metrics.client_connections(-1);
       }
-    } leave{w, handle, metrics, *idle};
+    } leave{w, handle, metrics};
+    const auto& sc = config.server;
     bool lingering = false;
 
     while (!draining) {
@@ -443,10 +414,12 @@ struct Gateway::Impl {
       if (buffer.size() == 0) {  // idle keep-alive: wait for the first byte of the next request
         // On the socket itself, as a drained read: the last read of a request nearly always emptied it, and a
         // plain read would ask the kernel once more before it waits (one recv(2) per request answering EAGAIN).
-        // Its deadline is the connection's IdleWatch, not the stream's per-operation timer.
-        idle->waiting();
+        // Its deadline is kept by the worker's sweep_idle, not by the stream's per-operation timer.
+        handle.waiting_since = Clock::now();
+        handle.waiting = true;
         auto [rec, n] = co_await async_read_drained(stream.socket(), buffer.prepare(4096), use_nothrow);
-        if (idle->busy()) rec = beast::error::timeout;
+        handle.waiting = false;
+        if (std::exchange(handle.expired, false)) rec = beast::error::timeout;
         if (rec) break;
         buffer.commit(n);
       }
@@ -712,6 +685,8 @@ void Gateway::start() {
   asio::co_spawn(home, d.admin_accept_loop(), asio::detached);
   if (d.config.log.access_log && d.config.log.access_buffer > 0)
     for (auto& w : d.workers) asio::co_spawn(w->ctx, flush_access_lines(w->ctx, d.config.log.access_flush), asio::detached);
+  for (auto& w : d.workers)
+    asio::co_spawn(w->ctx, sweep_idle(w->ctx, w->sessions, d.config.server.idle_timeout), asio::detached);
   for (auto& w : d.workers)
     w->thread = std::thread([&ctx = w->ctx] {
       ctx.run();

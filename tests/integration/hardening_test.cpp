@@ -203,8 +203,8 @@ TEST(Hardening, IdleKeepAliveConnectionsAreClosed) {
 }
 
 TEST(Hardening, TheIdleTimeoutCountsFromTheLastRequest) {
-  // Used every 300 ms for about 2 s, a connection outlives its 1 s idle timeout several times over (the timer
-  // set at its first wait fires while it is in use, and waits again); left alone, it is closed.
+  // Used every 300 ms for about 2 s, a connection outlives its 1 s idle timeout several times over (the worker's
+  // idle sweep, every 250 ms, counts each wait from its own start); left alone, it is closed.
   TestGateway gw(limits_config("idle_timeout: 1s"));
   HttpClient c(gw.port());
   for (int i = 0; i < 7; ++i) {
