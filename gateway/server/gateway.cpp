@@ -419,7 +419,8 @@ struct Gateway::Impl {
         handle.waiting = true;
         auto [rec, n] = co_await async_read_drained(stream.socket(), buffer.prepare(4096), use_nothrow);
         handle.waiting = false;
-        if (std::exchange(handle.expired, false)) rec = beast::error::timeout;
+        // Ended by the sweep: a timeout. (A request that arrived just before the sweep's cancel is kept.)
+        if (std::exchange(handle.expired, false) && rec) rec = beast::error::timeout;
         if (rec) break;
         buffer.commit(n);
       }
