@@ -20,7 +20,8 @@
 // Whatever arrives after the read raises a new edge, and the reactor turns trying first back on.
 //
 // It reaches into Asio's reactor through its detail namespace (reactor_op, the reactor's start_op, the
-// socket's implementation) and reads the events the reactor saw for the descriptor, which Asio keeps private.
+// socket's implementation) and reads the events the reactor saw for the descriptor, which Asio keeps private
+// (drained_read.cpp, the one place that names private members).
 // So it is used only where all of that is known, Boost 1.81's epoll reactor, and only on sockets whose reads
 // carry the count (enable_drained_reads). Anywhere else, and for a read whose handler has a cancellation slot
 // (this operation registers none), it is socket.async_read_some itself.
@@ -45,11 +46,8 @@
 #include <boost/asio/detail/socket_ops.hpp>
 #include <boost/asio/execution/context.hpp>
 #include <boost/asio/query.hpp>
-#include <cerrno>
-#include <cstring>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <sys/epoll.h>
 #include <sys/socket.h>
 #else
 #define SLUICE_DRAINED_READ 0
@@ -62,31 +60,17 @@ namespace drained_detail {
 
 namespace ad = boost::asio::detail;
 
-/// Reads on this thread that found the socket empty (see drained_read_empty_reads).
-inline thread_local std::uint64_t empty_reads = 0;
+/// A drained read's system call and verdict (drained_read.cpp): reads into `buffer`, sets the operation's error
+/// and byte count as Asio's receive does, and says "done and exhausted" when the read provably emptied the
+/// socket (see above).
+ad::reactor_op::status perform_read(ad::reactor_op& op, ad::socket_type socket, ad::reactor::per_descriptor_data descriptor,
+                               boost::asio::mutable_buffer buffer);
 
-/// The events Asio's reactor last saw for a descriptor, which it keeps in the descriptor's state (an operation
-/// whose task_result_ carries them to perform_io). The member is protected and the base private: an explicit
-/// instantiation may name the member (access is not checked there), and a cast may reach an inaccessible base.
-template <auto Member, class Tag>
-struct Expose {
-  friend constexpr auto exposed(Tag) { return Member; }
-};
-struct TaskResult {
-  friend constexpr auto exposed(TaskResult);
-};
-template struct Expose<&ad::scheduler_operation::task_result_, TaskResult>;
+/// The reactor that registered a descriptor (drained_read.cpp): the one Asio's own reads on the socket use.
+ad::reactor& reactor_of(ad::reactor::per_descriptor_data descriptor);
 
-/// The reactor that registered a descriptor, kept (privately) in the descriptor's state: the same reactor
-/// Asio's own reads use, without a lookup in the context's service registry (which takes a lock) per read.
-struct OwningReactor {
-  friend constexpr auto exposed(OwningReactor);
-};
-template struct Expose<&ad::reactor::descriptor_state::reactor_, OwningReactor>;
-
-inline unsigned seen_events(ad::reactor::per_descriptor_data d) {
-  return ((ad::scheduler_operation*)d)->*exposed(TaskResult{});  // NOLINT: a cast to a private base
-}
+/// Reads on this thread that found the socket empty.
+std::uint64_t empty_reads();
 
 /// Asio's reactive_socket_recv_op for one buffer, but a read that emptied the socket says so (see above).
 template <class Handler, class IoExecutor>
@@ -106,47 +90,7 @@ class RecvOp : public ad::reactor_op {
 
   static status do_perform(reactor_op* base) {
     auto* o = static_cast<RecvOp*>(base);
-    // recvmsg, to get the kernel's count of what is left behind (TCP_INQ, enabled by enable_drained_reads).
-    iovec iov{o->buffer_.data(), o->buffer_.size()};
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof control;
-    ssize_t n;
-    do n = ::recvmsg(o->socket_, &msg, 0);
-    while (n < 0 && errno == EINTR);
-    if (n < 0) {
-      if (errno == EAGAIN || errno == EWOULDBLOCK) {  // the reactor waits for the socket
-        ++empty_reads;
-        return not_done;
-      }
-      o->ec_ = boost::system::error_code(errno, boost::asio::error::get_system_category());
-      o->bytes_transferred_ = 0;
-      return done;
-    }
-    if (n == 0) {  // as Asio: the end of the stream, after which it never tries a read first again
-      o->ec_ = boost::asio::error::eof;
-      return done_and_exhausted;
-    }
-    o->bytes_transferred_ = static_cast<std::size_t>(n);
-    // Emptied, with no end or reset waiting: the reactor waits for the next edge before the next read. (The
-    // events are recorded by the reactor's run on this same thread: a worker's io_context has one thread.)
-    if (left_nothing(msg) && (seen_events(o->descriptor_) & (EPOLLERR | EPOLLHUP)) == 0) return done_and_exhausted;
-    return done;
-  }
-
-  /// The kernel says nothing is left: no bytes, and no end of stream or reset received (it counts those as
-  /// one byte left, so the reader goes on to see them). Without the count (TCP_INQ off) this is never said.
-  static bool left_nothing(const msghdr& msg) {
-    for (const cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(const_cast<msghdr*>(&msg), const_cast<cmsghdr*>(c)))
-      if (c->cmsg_level == SOL_TCP && c->cmsg_type == TCP_CM_INQ && c->cmsg_len >= CMSG_LEN(sizeof(int))) {
-        int inq;
-        std::memcpy(&inq, CMSG_DATA(c), sizeof inq);
-        return inq == 0;
-      }
-    return false;
+    return perform_read(*o, o->socket_, o->descriptor_, o->buffer_);
   }
 
   static void do_complete(void* owner, ad::operation* base, const boost::system::error_code&, std::size_t) {
@@ -189,7 +133,7 @@ struct Initiate {
       return;
     }
     H h(std::forward<Handler>(handler));
-    ad::reactor& reactor = *(impl.reactor_data_->*exposed(OwningReactor{}));
+    ad::reactor& reactor = reactor_of(impl.reactor_data_);
     const bool is_continuation = boost_asio_handler_cont_helpers::is_continuation(h);
     using Op = RecvOp<H, boost::asio::ip::tcp::socket::executor_type>;
     typename Op::ptr p = {ad::addressof(h), Op::ptr::allocate(h), 0};
@@ -209,13 +153,14 @@ struct Initiate {
 
 /// Asks the kernel to say, with each read from `s`, how much it left behind (TCP_INQ), which is how
 /// async_read_drained knows a read emptied the socket. Without it (a kernel before 4.18) those reads are
-/// socket.async_read_some's own.
-inline void enable_drained_reads(boost::asio::ip::tcp::socket& s) {
+/// socket.async_read_some's own. False when the count is not on.
+inline bool enable_drained_reads(boost::asio::ip::tcp::socket& s) {
 #if SLUICE_DRAINED_READ
   int on = 1;
-  (void)::setsockopt(s.native_handle(), SOL_TCP, TCP_INQ, &on, sizeof on);
+  return ::setsockopt(s.native_handle(), SOL_TCP, TCP_INQ, &on, sizeof on) == 0;
 #else
   (void)s;
+  return false;
 #endif
 }
 
@@ -223,7 +168,7 @@ inline void enable_drained_reads(boost::asio::ip::tcp::socket& s) {
 /// spent before the wait). Tests read it; 0 where async_read_drained is async_read_some.
 inline std::uint64_t drained_read_empty_reads() {
 #if SLUICE_DRAINED_READ
-  return drained_detail::empty_reads;
+  return drained_detail::empty_reads();
 #else
   return 0;
 #endif
