@@ -127,9 +127,10 @@ asio::awaitable<void> flush_access_lines(asio::io_context& ctx, Millis every) {
   }
 }
 
-// Ends the keep-alive waits that passed `idle`, looking every quarter of it (at most every second): a keep-alive
-// connection's deadline is kept by this one timer per worker, not by a timer set and cancelled around each
-// request's wait. A connection is closed between `idle` and `idle` plus that period after its last request.
+// Ends the keep-alive waits that passed `idle`, looking every quarter of it (but at most every 10 ms and at least
+// every second): a keep-alive connection's deadline is kept by this one timer per worker, not by a timer set and
+// cancelled around each request's wait. A connection is closed between `idle` and `idle` plus that period after
+// its last request.
 asio::awaitable<void> sweep_idle(asio::io_context& ctx, std::unordered_set<SessionHandle*>& sessions, Millis idle) {
   const auto every = std::clamp<Millis>(idle / 4, Millis(10), Millis(1000));
   asio::steady_timer t(ctx);
