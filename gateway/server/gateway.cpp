@@ -73,8 +73,8 @@ void prepare_descriptors(const Config& config, unsigned workers) {
 /// A client connection as the drain logic sees it.
 struct SessionHandle {
   beast::tcp_stream* stream;
-  bool busy = false;  // serving a request (as opposed to idle between keep-alive requests)
-  // The keep-alive wait, whose deadline the worker's sweep (sweep_idle) keeps: no timer per connection.
+  // In the keep-alive wait for the next request (else serving one), whose deadline the worker's sweep
+  // (sweep_idle) keeps: no timer per connection.
   bool waiting = false;
   bool expired = false;  // the sweep ended the wait
   Clock::time_point waiting_since{};
@@ -411,7 +411,6 @@ struct Gateway::Impl {
     bool lingering = false;
 
     while (!draining) {
-      handle.busy = false;
       if (buffer.size() == 0) {  // idle keep-alive: wait for the first byte of the next request
         // On the socket itself, as a drained read: the last read of a request nearly always emptied it, and a
         // plain read would ask the kernel once more before it waits (one recv(2) per request answering EAGAIN).
@@ -425,7 +424,6 @@ struct Gateway::Impl {
         if (rec) break;
         buffer.commit(n);
       }
-      handle.busy = true;
       // In flight from its first byte, so a drain also waits for requests still being read.
       struct InFlight {
         std::atomic<int>& n;
@@ -711,7 +709,7 @@ void Gateway::drain() {
   for (auto& w : d.workers)
     asio::post(w->ctx, [wp = w.get()] {
       for (auto* h : wp->sessions)
-        if (!h->busy) {
+        if (h->waiting) {
           error_code ec;
           h->stream->socket().cancel(ec);  // ends the idle wait of keep-alive connections
         }
