@@ -433,7 +433,7 @@ struct Gateway::Impl {
       RequestContext ctx;
       ctx.started = Clock::now();
       ctx.client = client;
-      http::request_parser<http::string_body> parser;
+      IncomingParser parser;
       parser.header_limit(sc.max_header_bytes);
       parser.body_limit(sc.max_body_bytes);
       stream.expires_after(sc.header_timeout);
@@ -444,7 +444,7 @@ struct Gateway::Impl {
         auto target = parser.get().target();
         ctx.path = std::string(target.substr(0, std::min<std::size_t>(target.find('?'), 256)));
       }
-      if (!hec && beast::iequals(parser.get()[http::field::expect], "100-continue")) {
+      if (!hec && beast::iequals(parser.get()[IncomingRequest::Field::expect], "100-continue")) {
         static constexpr std::string_view cont = "HTTP/1.1 100 Continue\r\n\r\n";
         auto [cec, cn] = co_await asio::async_write(stream, asio::buffer(cont), use_nothrow);
         hec = cec;

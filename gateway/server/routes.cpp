@@ -231,14 +231,14 @@ std::string_view path_of(std::string_view target) {
 
 }  // namespace
 
-asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, StringRequest& req,
+asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, IncomingRequest& req,
                                             RequestContext& ctx, const Services& services, WorkerLocal& local) {
   // The config this request runs under, held until it ends (a reload swaps in a new one for later requests).
   const auto snapshot = services.snapshots.get();
   const policy::Policy& policy = snapshot->policy;
   auto& pools = local.pools;
   observe::AccessRecord log;
-  auto incoming_id = req["x-request-id"];
+  auto incoming_id = req[IncomingRequest::Field::x_request_id];
   log.request_id = acceptable_request_id(incoming_id) ? std::string(incoming_id) : new_request_id();
   log.method = std::string(req.method_string());
   auto path = path_of(req.target());
@@ -281,7 +281,8 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, StringReq
     co_return finish(keep);
   }
 
-  auto auth = policy.authenticate(req[http::field::authorization], req["x-api-key"]);
+  using Field = IncomingRequest::Field;
+  auto auth = policy.authenticate(req[Field::authorization], req[Field::x_api_key]);
   if (auto* e = std::get_if<openai::ApiError>(&auth)) co_return finish(co_await reply.error(*e));
   const policy::KeyEntry* key = std::get<const policy::KeyEntry*>(auth);
   if (key) log.key = key->name;
@@ -394,7 +395,7 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, StringReq
   bool coalesce = false;  // looked up and missed: an identical request in flight may answer this one
   if (model.cache_enabled &&
       (*endpoint == openai::Endpoint::chat_completions || *endpoint == openai::Endpoint::completions)) {
-    auto control = req[http::field::cache_control];
+    auto control = req[Field::cache_control];
     bool no_cache = has_directive(control, "no-cache"), no_store = has_directive(control, "no-store");
     bool eligible = !model.cache_only_deterministic || policy::deterministic_request(client_req.doc);
     std::string_view lookup = "bypass";

@@ -15,6 +15,7 @@
 #include "policy/cache.hpp"
 #include "policy/limiter.hpp"
 #include "server/http_io.hpp"
+#include "server/incoming.hpp"
 #include "upstream/balancer.hpp"
 #include "upstream/flight.hpp"
 #include "upstream/pool.hpp"
@@ -121,7 +122,7 @@ struct RequestContext {
 };
 
 /// Serves one client request on `stream`. Returns whether the connection may serve another.
-asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, StringRequest& req,
+asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, IncomingRequest& req,
                                             RequestContext& ctx, const Services& services, WorkerLocal& local);
 
 /// Answers a request that failed before it could be routed (bad framing, too large, too slow), and logs it.

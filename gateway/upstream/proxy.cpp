@@ -16,6 +16,7 @@
 #include "duration.hpp"
 #include "openai/sse_parser.hpp"
 #include "openai/stream_convert.hpp"
+#include "upstream/answer_parser.hpp"
 #include "upstream/chunked.hpp"
 
 namespace sluice::upstream {
@@ -423,7 +424,7 @@ asio::awaitable<void> Exchange::run(Stream& up, Connection& conn, bool reused, b
     co_return;
   }
 
-  http::response_parser<http::buffer_body> p;
+  AnswerParser p;
   p.body_limit(boost::none);  // bounded below: kMaxUpstreamBody, kMaxPendingEvent
   p.header_limit(64 * 1024);
   // The backend has only just been asked. (Trying the socket at once here, since a backend on this machine often
@@ -447,13 +448,13 @@ asio::awaitable<void> Exchange::run(Stream& up, Connection& conn, bool reused, b
   }
   const auto& head = p.get();
   // Sluice asked for identity: an encoded body could be neither inspected nor relayed under its own headers.
-  if (auto enc = head[http::field::content_encoding]; !enc.empty() && !beast::iequals(enc, "identity")) {
+  if (auto enc = head[AnswerHead::Field::content_encoding]; !enc.empty() && !beast::iequals(enc, "identity")) {
     fail(502, "protocol",
          "the backend answered with Content-Encoding '" + std::string(enc.substr(0, 32)) +
              "' although Sluice asked for identity");
     co_return;
   }
-  auto ctype = head[http::field::content_type];
+  auto ctype = head[AnswerHead::Field::content_type];
   bool is_sse = ctype.size() >= 17 && beast::iequals(ctype.substr(0, 17), "text/event-stream");
   // How the backend answers is read from its Content-Type; the client gets the form it asked for.
   const bool sse_answer = is_sse && head.result_int() / 100 == 2;
@@ -771,7 +772,7 @@ asio::awaitable<void> Exchange::relay_body(Stream& up, Connection& conn, Parser&
                         "upstream_auth_failed");
     }
     if (status == 429) {
-      auto ra = p.get()[http::field::retry_after];
+      auto ra = p.get()[AnswerHead::Field::retry_after];
       e.retry_after = ra.empty() ? std::string("1") : std::string(ra);
     }
     r_.error = "backend_" + std::to_string(status);

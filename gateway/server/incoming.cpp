@@ -1,0 +1,267 @@
+#include "server/incoming.hpp"
+
+#include <boost/beast/core/string.hpp>
+#include <boost/beast/http/basic_parser.hpp>
+#include <boost/beast/http/error.hpp>
+#include <cstring>
+
+namespace sluice {
+
+namespace http = boost::beast::http;
+using boost::system::error_code;
+using Field = IncomingRequest::Field;
+
+IncomingRequest::Span IncomingRequest::keep(std::string_view s) {
+  Span span{static_cast<std::uint32_t>(text_.size()), static_cast<std::uint32_t>(s.size())};
+  text_.append(s);
+  return span;
+}
+
+void IncomingRequest::start(std::size_t line_size) {
+  // Room for a usual request line and its few kept fields in one allocation.
+  text_.reserve(line_size + 192);
+}
+
+void IncomingRequest::field(Field f, std::string_view value) {
+  const auto i = static_cast<std::size_t>(f);
+  if (seen_[i]) return;  // the first one counts, as with Beast's lookup
+  seen_[i] = true;
+  fields_[i] = keep(value);
+}
+
+namespace {
+
+/// Which of the kept fields `name` is (Beast's enumerator when it has one), or Field::count.
+Field kept_field(http::field name, std::string_view name_string) {
+  switch (name) {
+    case http::field::authorization:
+      return Field::authorization;
+    case http::field::cache_control:
+      return Field::cache_control;
+    case http::field::expect:
+      return Field::expect;
+    case http::field::unknown:  // names Beast has no enumerator for
+      if (boost::beast::iequals(name_string, "x-api-key")) return Field::x_api_key;
+      if (boost::beast::iequals(name_string, "x-request-id")) return Field::x_request_id;
+      return Field::count;
+    default:
+      return Field::count;
+  }
+}
+
+}  // namespace
+
+/// Beast's parser, writing into the IncomingRequest.
+class IncomingParser::Beast final : public http::basic_parser<true> {
+ public:
+  explicit Beast(IncomingRequest& req) : req_(req) {}
+
+ private:
+  using string_view = boost::beast::string_view;
+  void on_request_impl(http::verb method, string_view method_str, string_view target, int version,
+                       error_code&) override {
+    req_.start(method_str.size() + target.size());
+    req_.method_ = method;
+    req_.method_span_ = req_.keep(method_str);
+    req_.target_span_ = req_.keep(target);
+    req_.version_ = static_cast<unsigned>(version);
+  }
+  void on_response_impl(int, string_view, int, error_code&) override {}
+  void on_field_impl(http::field name, string_view name_string, string_view value, error_code&) override {
+    if (auto f = kept_field(name, name_string); f != Field::count) req_.field(f, value);
+  }
+  void on_header_impl(error_code&) override { req_.keep_alive_ = keep_alive(); }
+  void on_body_init_impl(boost::optional<std::uint64_t> const& content_length, error_code& ec) override {
+    if (!content_length) return;
+    // Within body_limit already (the parser checks a declared length before it gets here).
+    if (*content_length > req_.body_.max_size()) {
+      ec = http::error::buffer_overflow;
+      return;
+    }
+    req_.body_.reserve(static_cast<std::size_t>(*content_length));
+  }
+  std::size_t on_body_impl(string_view body, error_code&) override {
+    req_.body_.append(body.data(), body.size());
+    return body.size();
+  }
+  void on_chunk_header_impl(std::uint64_t, string_view, error_code&) override {}
+  std::size_t on_chunk_body_impl(std::uint64_t, string_view body, error_code&) override {
+    req_.body_.append(body.data(), body.size());
+    return body.size();
+  }
+  void on_finish_impl(error_code&) override {}
+
+  IncomingRequest& req_;
+};
+
+IncomingParser::IncomingParser() = default;
+IncomingParser::~IncomingParser() = default;
+
+void IncomingParser::eager(bool v) {
+  eager_ = v;
+  if (beast_) beast_->eager(v);
+}
+
+bool IncomingParser::is_header_done() const { return beast_ ? beast_->is_header_done() : state_ != State::head; }
+bool IncomingParser::is_done() const { return beast_ ? beast_->is_done() : state_ == State::done; }
+bool IncomingParser::got_some() const { return beast_ ? beast_->got_some() : state_ != State::head; }
+
+void IncomingParser::put_eof(error_code& ec) {
+  if (beast_) return beast_->put_eof(ec);
+  ec = state_ == State::done ? error_code{} : error_code(http::error::partial_message);
+}
+
+std::size_t IncomingParser::put(boost::asio::const_buffer input, error_code& ec) {
+  ec = {};
+  const std::string_view in(static_cast<const char*>(input.data()), input.size());
+  if (!beast_ && state_ == State::head) {
+    if (std::size_t head = force_beast_ ? 0 : one_pass_head(in)) {
+      if (state_ == State::done || !eager_) return head;
+      return head + put(boost::asio::buffer(in.data() + head, in.size() - head), ec);
+    }
+    // Not in the plain form, or not whole yet: Beast's parser reads it from its first byte.
+    beast_ = std::make_unique<Beast>(req_);
+    req_ = IncomingRequest{};
+    beast_->header_limit(header_limit_);
+    beast_->body_limit(body_limit_);
+    beast_->eager(eager_);
+  }
+  if (beast_) return beast_->put(input, ec);
+  if (state_ == State::done) return 0;
+  const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(remaining_, in.size()));
+  req_.body_.append(in.data(), n);
+  remaining_ -= n;
+  if (remaining_ == 0) state_ = State::done;
+  return n;
+}
+
+namespace {
+
+// RFC 9110 tchar: the characters of a method, a field name and a Connection token.
+constexpr std::array<bool, 256> kTchar = [] {
+  std::array<bool, 256> t{};
+  for (int c = '0'; c <= '9'; ++c) t[c] = true;
+  for (int c = 'a'; c <= 'z'; ++c) t[c] = true;
+  for (int c = 'A'; c <= 'Z'; ++c) t[c] = true;
+  for (char c : std::string_view("!#$%&'*+-.^_`|~")) t[static_cast<unsigned char>(c)] = true;
+  return t;
+}();
+
+bool is_tchar(char c) { return kTchar[static_cast<unsigned char>(c)]; }
+bool is_ows(char c) { return c == ' ' || c == '\t'; }
+
+/// A Connection field's tokens, as flags; false when its list is not a plain one (an empty element, a character
+/// outside a token) or names `upgrade`: Beast's parser reads those.
+bool connection_tokens(std::string_view v, bool& close, bool& keep_alive) {
+  std::size_t i = 0;
+  for (;;) {
+    while (i < v.size() && is_ows(v[i])) ++i;
+    const std::size_t start = i;
+    while (i < v.size() && is_tchar(v[i])) ++i;
+    const std::string_view token = v.substr(start, i - start);
+    if (token.empty()) return false;
+    if (boost::beast::iequals(token, "close"))
+      close = true;
+    else if (boost::beast::iequals(token, "keep-alive"))
+      keep_alive = true;
+    else if (boost::beast::iequals(token, "upgrade"))
+      return false;
+    while (i < v.size() && is_ows(v[i])) ++i;
+    if (i == v.size()) return true;
+    if (v[i] != ',') return false;
+    ++i;
+  }
+}
+
+}  // namespace
+
+// The head, when it is whole in `in` and in the plain form: its fields go into req_, the state moves on, and
+// its size is returned. 0 leaves everything as it was for Beast's parser.
+std::size_t IncomingParser::one_pass_head(std::string_view in) {
+  const std::size_t end = in.substr(0, header_limit_).find("\r\n\r\n");
+  if (end == std::string_view::npos) return 0;
+  const std::size_t head_size = end + 4;
+  const char* p = in.data();
+  const char* const last = p + end + 2;  // just past the last field line's CRLF
+
+  // Request line: method SP target SP HTTP/1.x CRLF
+  const char* m = p;
+  while (p < last && *p >= 'A' && *p <= 'Z') ++p;
+  if (p == m || p >= last || *p != ' ') return 0;
+  const std::string_view method(m, static_cast<std::size_t>(p - m));
+  const http::verb verb = http::string_to_verb(method);
+  if (verb == http::verb::unknown) return 0;
+  const char* t = ++p;
+  while (p < last && *p > ' ' && *p < 0x7f) ++p;
+  if (p == t || last - p < 11 || *p != ' ') return 0;
+  const std::string_view target(t, static_cast<std::size_t>(p - t));
+  ++p;
+  if (std::memcmp(p, "HTTP/1.", 7) != 0 || (p[7] != '0' && p[7] != '1') || p[8] != '\r' || p[9] != '\n') return 0;
+  const unsigned version = p[7] == '1' ? 11 : 10;
+  p += 10;
+
+  struct Kept {
+    Field f;
+    std::string_view value;
+  };
+  std::array<Kept, 16> kept;  // more kept fields than that (repeats) go to Beast
+  std::size_t n_kept = 0;
+  bool has_length = false, close = false, keep_alive = false;
+  std::uint64_t length = 0;
+  while (p < last) {
+    // name ":" OWS value OWS CRLF
+    const char* n = p;
+    while (is_tchar(*p)) ++p;  // stops at the line's CR at the latest
+    if (p == n || *p != ':') return 0;  // (a line folded onto this one starts with a space: no name)
+    const std::string_view name(n, static_cast<std::size_t>(p - n));
+    ++p;
+    while (is_ows(*p)) ++p;
+    const char* v = p;
+    while ((*p >= ' ' && *p < 0x7f) || *p == '\t') ++p;
+    if (p[0] != '\r' || p[1] != '\n') return 0;  // a control byte, a byte past ASCII, a bare LF
+    const char* ve = p;
+    while (ve > v && is_ows(ve[-1])) --ve;
+    const std::string_view value(v, static_cast<std::size_t>(ve - v));
+    p += 2;
+
+    const http::field f = http::string_to_field(name);
+    switch (f) {
+      case http::field::content_length: {
+        if (has_length || value.empty() || value.size() > 18) return 0;
+        for (char c : value) {
+          if (c < '0' || c > '9') return 0;
+          length = length * 10 + static_cast<unsigned>(c - '0');
+        }
+        has_length = true;
+        break;
+      }
+      case http::field::connection:
+        if (!connection_tokens(value, close, keep_alive)) return 0;
+        break;
+      case http::field::transfer_encoding:
+      case http::field::upgrade:
+      case http::field::proxy_connection:
+        return 0;
+      default:
+        if (auto k = kept_field(f, name); k != Field::count) {
+          if (n_kept == kept.size()) return 0;
+          kept[n_kept++] = {k, value};
+        }
+    }
+  }
+  if (length > body_limit_) return 0;  // Beast's parser answers body_limit
+
+  req_.start(method.size() + target.size());
+  req_.method_ = verb;
+  req_.method_span_ = req_.keep(method);
+  req_.target_span_ = req_.keep(target);
+  req_.version_ = version;
+  for (std::size_t i = 0; i < n_kept; ++i) req_.field(kept[i].f, kept[i].value);
+  req_.keep_alive_ = version == 11 ? !close : keep_alive;
+  if (length > 0) req_.body_.reserve(static_cast<std::size_t>(length));
+  remaining_ = length;
+  state_ = length > 0 ? State::body : State::done;
+  return head_size;
+}
+
+}  // namespace sluice

@@ -1,0 +1,314 @@
+// IncomingParser reads a plain head in one pass and hands anything else to Beast's parser. Held here to Beast's
+// outcome on every request: the same error, the same bytes consumed, the same request line, kept fields,
+// keep-alive and body, over plain requests, their variants, and tens of thousands of random mutations of them.
+#include "server/incoming.hpp"
+
+#include <gtest/gtest.h>
+
+#include <boost/beast/http/error.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/string_body.hpp>
+#include <cctype>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace sluice {
+namespace {
+
+namespace http = boost::beast::http;
+using boost::system::error_code;
+using Field = IncomingRequest::Field;
+
+struct Outcome {
+  error_code ec;
+  std::size_t consumed = 0;
+  bool header_done = false;
+  bool done = false;
+  bool by_beast = false;
+  std::string request;  // everything read, printed
+
+  bool operator==(const Outcome& o) const {
+    return ec == o.ec && consumed == o.consumed && header_done == o.header_done && done == o.done &&
+           request == o.request;
+  }
+};
+
+std::ostream& operator<<(std::ostream& os, const Outcome& o) {
+  return os << "ec=" << o.ec.message() << " consumed=" << o.consumed << " header_done=" << o.header_done
+            << " done=" << o.done << " by_beast=" << o.by_beast << " request=[" << o.request << "]";
+}
+
+std::string print(const IncomingRequest& r) {
+  std::ostringstream os;
+  os << static_cast<int>(r.method()) << '|' << r.method_string() << '|' << r.target() << '|' << r.version() << '|'
+     << r.keep_alive() << '|';
+  for (auto f : {Field::authorization, Field::x_api_key, Field::x_request_id, Field::cache_control, Field::expect})
+    os << r[f] << '|';
+  os << r.body();
+  return os.str();
+}
+
+/// Feeds `input` as the gateway does (read_buffered: the header first, then the body eagerly), `pieces` bytes
+/// at a time arriving from the connection, and the end of the input as the connection's end.
+Outcome drive(IncomingParser& parser, std::string_view input, const std::vector<std::size_t>& pieces,
+              std::uint32_t header_limit, std::uint64_t body_limit) {
+  parser.header_limit(header_limit);
+  parser.body_limit(body_limit);
+  Outcome out;
+  std::string buffer;
+  std::size_t fed = 0, piece = 0;
+  auto arrive = [&]() -> bool {
+    if (fed == input.size()) return false;
+    std::size_t n = piece < pieces.size() ? pieces[piece++] : input.size();
+    n = std::min(std::max<std::size_t>(n, 1), input.size() - fed);
+    buffer.append(input.substr(fed, n));
+    fed += n;
+    return true;
+  };
+  arrive();
+  for (bool header_only : {true, false}) {
+    if (out.ec) break;
+    if (!header_only) parser.eager(true);
+    while (header_only ? !parser.is_header_done() : !parser.is_done()) {
+      error_code ec;
+      if (!buffer.empty()) {
+        const std::size_t used = parser.put(boost::asio::buffer(buffer), ec);
+        buffer.erase(0, used);
+        out.consumed += used;
+        if (ec && ec != http::error::need_more) {
+          out.ec = ec;
+          break;
+        }
+        if (!ec && used > 0) continue;
+      }
+      if (!arrive()) {
+        if (parser.got_some()) {
+          parser.put_eof(ec);
+          out.ec = ec ? ec : error_code(http::error::end_of_stream);  // (a request is never ended by a close)
+        } else {
+          out.ec = http::error::end_of_stream;
+        }
+        break;
+      }
+    }
+  }
+  out.header_done = parser.is_header_done();
+  out.done = parser.is_done();
+  out.by_beast = parser.by_beast();
+  if (out.header_done) out.request = print(parser.get());
+  return out;
+}
+
+Outcome run(std::string_view input, const std::vector<std::size_t>& pieces = {}, bool beast_only = false,
+            std::uint32_t header_limit = 8192, std::uint64_t body_limit = 1 << 20) {
+  IncomingParser p;
+  if (beast_only) p.use_beast_only();
+  return drive(p, input, pieces, header_limit, body_limit);
+}
+
+const std::string kBody = R"({"model":"m","messages":[{"role":"user","content":"hi"}]})";
+
+std::string chat(std::string extra = "", std::string version = "1.1") {
+  return "POST /v1/chat/completions HTTP/" + version +
+         "\r\nHost: gw\r\nContent-Type: application/json\r\nAuthorization: Bearer sk-one\r\n" + extra +
+         "Content-Length: " + std::to_string(kBody.size()) + "\r\n\r\n" + kBody;
+}
+
+TEST(IncomingParser, ReadsAPlainRequestInOnePass) {
+  IncomingParser p;
+  const auto out = drive(p, chat("X-Request-Id: abc\r\nx-api-key: k2\r\nCache-Control: no-cache\r\n"), {}, 8192,
+                         1 << 20);
+  ASSERT_FALSE(out.ec) << out;
+  EXPECT_TRUE(out.done);
+  EXPECT_FALSE(out.by_beast);
+  const auto& r = p.get();
+  EXPECT_EQ(r.method(), http::verb::post);
+  EXPECT_EQ(r.method_string(), "POST");
+  EXPECT_EQ(r.target(), "/v1/chat/completions");
+  EXPECT_EQ(r.version(), 11u);
+  EXPECT_TRUE(r.keep_alive());
+  EXPECT_EQ(r[Field::authorization], "Bearer sk-one");
+  EXPECT_EQ(r[Field::x_api_key], "k2");
+  EXPECT_EQ(r[Field::x_request_id], "abc");
+  EXPECT_EQ(r[Field::cache_control], "no-cache");
+  EXPECT_EQ(r[Field::expect], "");
+  EXPECT_EQ(r.body(), kBody);
+  EXPECT_EQ(out, run(chat("X-Request-Id: abc\r\nx-api-key: k2\r\nCache-Control: no-cache\r\n"), {}, true));
+}
+
+TEST(IncomingParser, TheFirstOfARepeatedFieldCountsAsWithBeastsLookup) {
+  const std::string c = chat("Authorization: Bearer sk-two\r\nx-api-key: a\r\nX-API-KEY: b\r\n");
+  for (bool beast_only : {false, true}) {
+    IncomingParser p;
+    if (beast_only) p.use_beast_only();
+    ASSERT_FALSE(drive(p, c, {}, 8192, 1 << 20).ec);
+    EXPECT_EQ(p.by_beast(), beast_only);
+    EXPECT_EQ(p.get()[Field::authorization], "Bearer sk-one");
+    EXPECT_EQ(p.get()[Field::x_api_key], "a");
+  }
+  // And with Beast's own request type.
+  http::request_parser<http::string_body> beast;
+  error_code ec;
+  beast.eager(true);
+  beast.put(boost::asio::buffer(c), ec);
+  ASSERT_FALSE(ec);
+  EXPECT_EQ(beast.get()[http::field::authorization], "Bearer sk-one");
+  EXPECT_EQ(beast.get()["x-api-key"], "a");
+}
+
+TEST(IncomingParser, AHeadThatArrivesInPiecesGoesToBeast) {
+  IncomingParser p;
+  const auto out = drive(p, chat(), {10}, 8192, 1 << 20);
+  ASSERT_FALSE(out.ec) << out;
+  EXPECT_TRUE(out.by_beast);
+  EXPECT_EQ(p.get()[Field::authorization], "Bearer sk-one");
+  EXPECT_EQ(p.get().body(), kBody);
+  // A body that arrives in pieces after a whole head is still read in one pass.
+  IncomingParser q;
+  const auto split = chat();
+  EXPECT_EQ(drive(q, split, {split.size() - 7, 3}, 8192, 1 << 20), out);
+  EXPECT_FALSE(q.by_beast());
+}
+
+TEST(IncomingParser, AgreesWithBeastOnEachVariant) {
+  const std::vector<std::string> cases = {
+      chat(),
+      chat("", "1.0"),
+      chat("Connection: keep-alive\r\n", "1.0"),
+      chat("Connection: close\r\n"),
+      chat("Connection: Keep-Alive, CLOSE\r\n"),
+      chat("Connection: keep-alive ,  te\r\n"),
+      chat("Connection: upgrade\r\nUpgrade: websocket\r\n"),
+      chat("Connection: ,close\r\n"),
+      chat("Connection: close,\r\n"),
+      chat("Proxy-Connection: close\r\n"),
+      chat("Authorization: Bearer sk-two\r\n"),  // the first counts
+      chat("AUTHORIZATION:Bearer sk-two\r\nX-API-KEY:\tk \t\r\n"),
+      chat("x-api-key: a\r\nX-Api-Key: b\r\n"),
+      chat("Expect: 100-continue\r\n"),
+      chat("X-Empty:\r\nX-Spaces:    \r\n"),
+      chat("Content-Length: 5\r\n"),
+      chat("Content-Length: 0\r\n"),
+      chat("Transfer-Encoding: chunked\r\n"),
+      chat("X-Folded: a\r\n b\r\n"),
+      chat("Bad Name: x\r\n"),
+      chat("Name : x\r\n"),
+      chat("X-Ctl: a\x01" "b\r\n"),
+      chat("X-Del: a\x7f" "b\r\n"),
+      chat("X-Utf8: caf\xc3\xa9\r\n"),
+      chat("X-Bare: lf\nX-Other: y\r\n"),
+      "GET /v1/models HTTP/1.1\r\nHost: gw\r\n\r\n",
+      "GET /v1/models HTTP/1.1\r\n\r\n",
+      "GET /v1/models HTTP/1.1\r\n\r\nGET /v1/models HTTP/1.1\r\n\r\n",  // pipelined: the first alone
+      chat() + "POST /next HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}",
+      "POST /v1/chat/completions HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+      "POST /v1/chat/completions HTTP/1.1\r\nContent-Length: 01\r\n\r\nx",
+      "POST /v1/chat/completions HTTP/1.1\r\nContent-Length: 3, 3\r\n\r\nabc",
+      "POST /v1/chat/completions HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
+      "POST /v1/chat/completions HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+      "POST /v1/chat/completions HTTP/1.1\r\nContent-Length: -3\r\n\r\nabc",
+      "POST /v1/chat/completions HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\nabc",
+      "POST /v1/chat/completions HTTP/1.1\r\nContent-Length: 10\r\n\r\nshort",
+      "BREW /pot HTTP/1.1\r\n\r\n",
+      "post /v1/chat/completions HTTP/1.1\r\n\r\n",
+      "POST  /v1/chat/completions HTTP/1.1\r\n\r\n",
+      "POST /v1/chat/completions  HTTP/1.1\r\n\r\n",
+      "POST /v1/chat/completions HTTP/2.0\r\n\r\n",
+      "POST /v1/chat/completions HTTP/1.1 \r\n\r\n",
+      "POST /v1/\x80 HTTP/1.1\r\n\r\n",
+      "POST  HTTP/1.1\r\n\r\n",
+      "\r\nGET / HTTP/1.1\r\n\r\n",
+      "GET / HTTP/1.1\r\n\r",
+      "GET / HTTP/1.1\n\n",
+      "",
+  };
+  for (const auto& c : cases) {
+    for (std::vector<std::size_t> pieces : {std::vector<std::size_t>{}, {1}, {20, 1, 1000}, {c.size() / 2}}) {
+      const auto mine = run(c, pieces);
+      const auto beast = run(c, pieces, true);
+      EXPECT_EQ(mine, beast) << "request: " << c << "\nmine:  " << mine << "\nbeast: " << beast;
+    }
+  }
+  // The plain ones are read in one pass (else this test would compare Beast with itself).
+  for (const auto& c : {chat(), chat("", "1.0"), chat("Connection: Keep-Alive, CLOSE\r\n"),
+                        chat("AUTHORIZATION:Bearer sk-two\r\nX-API-KEY:\tk \t\r\n"),
+                        std::string("GET /v1/models HTTP/1.1\r\n\r\n")})
+    EXPECT_FALSE(run(c).by_beast) << c;
+}
+
+TEST(IncomingParser, HonoursTheLimitsAsBeastDoes) {
+  const std::string c = chat("X-Pad: " + std::string(300, 'p') + "\r\n");
+  for (std::uint32_t header_limit : {64u, 200u, 380u, 400u, 420u, 8192u})
+    for (std::uint64_t body_limit : {0u, 10u, 57u, 58u, 1000u}) {
+      const auto mine = run(c, {}, false, header_limit, body_limit);
+      const auto beast = run(c, {}, true, header_limit, body_limit);
+      EXPECT_EQ(mine, beast) << header_limit << " " << body_limit << "\nmine:  " << mine << "\nbeast: " << beast;
+    }
+  EXPECT_EQ(run(c, {}, false, 8192, 10).ec, http::error::body_limit);
+  EXPECT_EQ(run(c, {}, false, 200, 1000).ec, http::error::header_limit);
+}
+
+// Random mutations of plain requests: a byte replaced, inserted or removed, a line repeated, a name's case
+// changed, arriving in random pieces under random limits. Each outcome is Beast's.
+TEST(IncomingParser, AgreesWithBeastOnRandomMutations) {
+  const std::vector<std::string> bases = {
+      chat(),
+      chat("X-Request-Id: r-1\r\nx-api-key: k\r\nConnection: keep-alive\r\n", "1.0"),
+      chat("Cache-Control: no-store\r\nExpect: 100-continue\r\nConnection: close\r\n"),
+      "GET /v1/models HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer x\r\n\r\n",
+      "POST /v1/embeddings HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+  };
+  static constexpr char kAlphabet[] = "\r\n \t:,;0123456789aAzZ-\x7f\x80\xff";
+  const std::string alphabet = std::string(kAlphabet, sizeof kAlphabet - 1) + std::string(1, '\0');
+  std::mt19937 rng(20261125);
+  auto pick = [&](std::size_t n) { return std::uniform_int_distribution<std::size_t>(0, n - 1)(rng); };
+  int one_pass = 0, mismatches = 0;
+  const int kTrials = 30000;
+  for (int trial = 0; trial < kTrials; ++trial) {
+    std::string s = bases[pick(bases.size())];
+    const std::size_t edits = pick(4);
+    for (std::size_t e = 0; e < edits && !s.empty(); ++e) {
+      const std::size_t at = pick(s.size());
+      switch (pick(5)) {
+        case 0:
+          s[at] = alphabet[pick(alphabet.size())];
+          break;
+        case 1:
+          s.insert(at, 1, alphabet[pick(alphabet.size())]);
+          break;
+        case 2:
+          s.erase(at, 1);
+          break;
+        case 3: {  // repeat the line `at` is on
+          const auto from = s.rfind('\n', at);
+          const auto to = s.find('\n', at);
+          const std::size_t b = from == std::string::npos ? 0 : from + 1;
+          if (to != std::string::npos) s.insert(b, s.substr(b, to + 1 - b));
+          break;
+        }
+        default:
+          s[at] = static_cast<char>(std::isupper(static_cast<unsigned char>(s[at]))
+                                        ? std::tolower(static_cast<unsigned char>(s[at]))
+                                        : std::toupper(static_cast<unsigned char>(s[at])));
+      }
+    }
+    std::vector<std::size_t> pieces;
+    if (pick(3) == 0)
+      for (int i = 0; i < 4; ++i) pieces.push_back(1 + pick(s.size() + 1));
+    const std::uint32_t header_limit = pick(4) == 0 ? static_cast<std::uint32_t>(40 + pick(200)) : 8192;
+    const std::uint64_t body_limit = pick(4) == 0 ? pick(80) : 1 << 20;
+    const auto mine = run(s, pieces, false, header_limit, body_limit);
+    const auto beast = run(s, pieces, true, header_limit, body_limit);
+    if (!mine.by_beast) ++one_pass;
+    if (!(mine == beast) && ++mismatches <= 5)
+      ADD_FAILURE() << "request: " << testing::PrintToString(s) << "\nmine:  " << mine << "\nbeast: " << beast;
+  }
+  EXPECT_EQ(mismatches, 0);
+  // Enough of them were read in one pass for the comparison to mean something.
+  EXPECT_GT(one_pass, kTrials / 5);
+}
+
+}  // namespace
+}  // namespace sluice
