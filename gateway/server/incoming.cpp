@@ -68,6 +68,9 @@ class IncomingParser::Beast final : public http::basic_parser<true> {
   }
   void on_response_impl(int, string_view, int, error_code&) override {}
   void on_field_impl(http::field name, string_view name_string, string_view value, error_code&) override {
+    // A chunked body's trailer fields arrive here too, after the head: none of them counts (RFC 9110 6.5.1), or
+    // a trailer could carry the credentials the head lacked.
+    if (is_header_done()) return;
     if (auto f = kept_field(name, name_string); f != Field::count) req_.field(f, value);
   }
   void on_header_impl(error_code&) override { req_.keep_alive_ = keep_alive(); }
@@ -128,6 +131,7 @@ std::size_t IncomingParser::put(boost::asio::const_buffer input, error_code& ec)
   }
   if (beast_) return beast_->put(input, ec);
   if (state_ == State::done) return 0;
+  if (req_.body_.empty() && in.size() > 0) req_.body_.reserve(static_cast<std::size_t>(remaining_));
   const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(remaining_, in.size()));
   req_.body_.append(in.data(), n);
   remaining_ -= n;
@@ -258,8 +262,7 @@ std::size_t IncomingParser::one_pass_head(std::string_view in) {
   req_.version_ = version;
   for (std::size_t i = 0; i < n_kept; ++i) req_.field(kept[i].f, kept[i].value);
   req_.keep_alive_ = version == 11 ? !close : keep_alive;
-  if (length > 0) req_.body_.reserve(static_cast<std::size_t>(length));
-  remaining_ = length;
+  remaining_ = length;  // (its room is taken when the body begins, as Beast's parser does, not on a promise)
   state_ = length > 0 ? State::body : State::done;
   return head_size;
 }

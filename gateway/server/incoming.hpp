@@ -1,8 +1,8 @@
 #pragma once
 // A client's request as the gateway reads it: the request line, the few header fields a decision needs, and the
 // body. Beast's http::request keeps every field in an allocated node of a case-insensitive tree and looks each
-// one up there; the gateway asks for five, so its parser keeps those (the first of each, as Beast's lookup
-// gives) and lets the rest go by.
+// one up there; the gateway asks for five, so its parser keeps those (the first of each in the head, as Beast's
+// lookup gives; never a chunked body's trailer fields) and lets the rest go by.
 #include <boost/asio/buffer.hpp>
 #include <boost/beast/http/verb.hpp>
 #include <boost/system/error_code.hpp>

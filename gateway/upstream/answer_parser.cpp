@@ -12,6 +12,7 @@ void AnswerParser::on_response_impl(int code, string_view, int, error_code&) {
 }
 
 void AnswerParser::on_field_impl(http::field name, string_view, string_view value, error_code&) {
+  if (is_header_done()) return;  // a chunked answer's trailer fields: not the head's
   using F = AnswerHead::Field;
   F which;
   switch (name) {
