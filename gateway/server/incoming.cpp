@@ -11,22 +11,14 @@ namespace http = boost::beast::http;
 using boost::system::error_code;
 using Field = IncomingRequest::Field;
 
-IncomingRequest::Span IncomingRequest::keep(std::string_view s) {
-  Span span{static_cast<std::uint32_t>(text_.size()), static_cast<std::uint32_t>(s.size())};
-  text_.append(s);
-  return span;
-}
-
-void IncomingRequest::start(std::size_t line_size) {
+void IncomingRequest::request_line(http::verb method, std::string_view method_string, std::string_view target,
+                                   unsigned version) {
   // Room for a usual request line and its few kept fields in one allocation.
-  text_.reserve(line_size + 192);
-}
-
-void IncomingRequest::field(Field f, std::string_view value) {
-  const auto i = static_cast<std::size_t>(f);
-  if (seen_[i]) return;  // the first one counts, as with Beast's lookup
-  seen_[i] = true;
-  fields_[i] = keep(value);
+  kept_.reserve(method_string.size() + target.size() + 192);
+  method_ = method;
+  method_span_ = kept_.append(method_string);
+  target_span_ = kept_.append(target);
+  version_ = version;
 }
 
 namespace {
@@ -60,18 +52,14 @@ class IncomingParser::Beast final : public http::basic_parser<true> {
   using string_view = boost::beast::string_view;
   void on_request_impl(http::verb method, string_view method_str, string_view target, int version,
                        error_code&) override {
-    req_.start(method_str.size() + target.size());
-    req_.method_ = method;
-    req_.method_span_ = req_.keep(method_str);
-    req_.target_span_ = req_.keep(target);
-    req_.version_ = static_cast<unsigned>(version);
+    req_.request_line(method, method_str, target, static_cast<unsigned>(version));
   }
   void on_response_impl(int, string_view, int, error_code&) override {}
   void on_field_impl(http::field name, string_view name_string, string_view value, error_code&) override {
     // A chunked body's trailer fields arrive here too, after the head: none of them counts (RFC 9110 6.5.1), or
     // a trailer could carry the credentials the head lacked.
     if (is_header_done()) return;
-    if (auto f = kept_field(name, name_string); f != Field::count) req_.field(f, value);
+    if (auto f = kept_field(name, name_string); f != Field::count) req_.kept_.keep_first(f, value);
   }
   void on_header_impl(error_code&) override { req_.keep_alive_ = keep_alive(); }
   void on_body_init_impl(boost::optional<std::uint64_t> const& content_length, error_code& ec) override {
@@ -123,8 +111,7 @@ std::size_t IncomingParser::put(boost::asio::const_buffer input, error_code& ec)
       return head + put(boost::asio::buffer(in.data() + head, in.size() - head), ec);
     }
     // Not in the plain form, or not whole yet: Beast's parser reads it from its first byte.
-    beast_ = std::make_unique<Beast>(req_);
-    req_ = IncomingRequest{};
+    beast_ = std::make_unique<Beast>(req_);  // (one_pass_head left req_ untouched)
     beast_->header_limit(header_limit_);
     beast_->body_limit(body_limit_);
     beast_->eager(eager_);
@@ -255,12 +242,8 @@ std::size_t IncomingParser::one_pass_head(std::string_view in) {
   }
   if (length > body_limit_) return 0;  // Beast's parser answers body_limit
 
-  req_.start(method.size() + target.size());
-  req_.method_ = verb;
-  req_.method_span_ = req_.keep(method);
-  req_.target_span_ = req_.keep(target);
-  req_.version_ = version;
-  for (std::size_t i = 0; i < n_kept; ++i) req_.field(kept[i].f, kept[i].value);
+  req_.request_line(verb, method, target, version);
+  for (std::size_t i = 0; i < n_kept; ++i) req_.kept_.keep_first(kept[i].f, kept[i].value);
   req_.keep_alive_ = version == 11 ? !close : keep_alive;
   remaining_ = length;  // (its room is taken when the body begins, as Beast's parser does, not on a promise)
   state_ = length > 0 ? State::body : State::done;

@@ -6,11 +6,12 @@
 #include <boost/asio/buffer.hpp>
 #include <boost/beast/http/verb.hpp>
 #include <boost/system/error_code.hpp>
-#include <array>
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
+
+#include "kept_fields.hpp"
 
 namespace sluice {
 
@@ -20,33 +21,25 @@ class IncomingRequest {
   enum class Field : unsigned char { authorization, x_api_key, x_request_id, cache_control, expect, count };
 
   boost::beast::http::verb method() const { return method_; }
-  std::string_view method_string() const { return span(method_span_); }
-  std::string_view target() const { return span(target_span_); }
+  std::string_view method_string() const { return kept_.view(method_span_); }
+  std::string_view target() const { return kept_.view(target_span_); }
   /// 10 for HTTP/1.0, 11 for HTTP/1.1.
   unsigned version() const { return version_; }
   /// Whether the connection may carry another request after this one (HTTP/1.1 unless `Connection: close`,
   /// HTTP/1.0 with `Connection: keep-alive`). Known once the header has been read.
   bool keep_alive() const { return keep_alive_; }
   /// The first such field's value, or "" when the request has none.
-  std::string_view operator[](Field f) const { return span(fields_[static_cast<std::size_t>(f)]); }
+  std::string_view operator[](Field f) const { return kept_[f]; }
   const std::string& body() const { return body_; }
   std::string& body() { return body_; }
 
  private:
   friend class IncomingParser;
-  struct Span {
-    std::uint32_t at = 0;
-    std::uint32_t size = 0;
-  };
-  std::string_view span(Span s) const { return std::string_view(text_).substr(s.at, s.size); }
-  Span keep(std::string_view s);
-  void start(std::size_t line_size);
-  void field(Field f, std::string_view value);
+  void request_line(boost::beast::http::verb method, std::string_view method_string, std::string_view target,
+                    unsigned version);
 
-  std::string text_;  // the method, the target and the kept fields' values, back to back
-  Span method_span_, target_span_;
-  std::array<Span, static_cast<std::size_t>(Field::count)> fields_{};
-  std::array<bool, static_cast<std::size_t>(Field::count)> seen_{};
+  KeptFields<Field> kept_;  // the method, the target and the kept fields' values
+  KeptFields<Field>::Span method_span_, target_span_;
   boost::beast::http::verb method_ = boost::beast::http::verb::unknown;
   unsigned version_ = 11;
   bool keep_alive_ = true;

@@ -28,11 +28,7 @@ void AnswerParser::on_field_impl(http::field name, string_view, string_view valu
     default:
       return;
   }
-  const auto i = static_cast<std::size_t>(which);
-  if (head_.seen_[i]) return;  // the first one counts, as with Beast's lookup
-  head_.seen_[i] = true;
-  head_.fields_[i] = {static_cast<std::uint32_t>(head_.text_.size()), static_cast<std::uint32_t>(value.size())};
-  head_.text_.append(value.data(), value.size());
+  head_.kept_.keep_first(which, value);
 }
 
 // As buffer_body's reader: copies what fits into the buffer the relay gave, and asks for another

@@ -5,10 +5,10 @@
 // relay asks for three, so this parser keeps those (the first of each, as Beast's lookup gives) and lets the
 // rest go by. The grammar, the limits and the framing are Beast's own (http::basic_parser).
 #include <boost/beast/http/basic_parser.hpp>
-#include <array>
 #include <cstdint>
-#include <string>
 #include <string_view>
+
+#include "kept_fields.hpp"
 
 namespace sluice::upstream {
 
@@ -25,22 +25,13 @@ class AnswerHead {
 
   int result_int() const { return status_; }
   /// The first such field's value, or "" when the answer has none.
-  std::string_view operator[](Field f) const {
-    const auto& s = fields_[static_cast<std::size_t>(f)];
-    return std::string_view(text_).substr(s.at, s.size);
-  }
+  std::string_view operator[](Field f) const { return kept_[f]; }
   Body& body() { return body_; }
   const Body& body() const { return body_; }
 
  private:
   friend class AnswerParser;
-  struct Span {
-    std::uint32_t at = 0;
-    std::uint32_t size = 0;
-  };
-  std::string text_;  // the kept fields' values, back to back
-  std::array<Span, static_cast<std::size_t>(Field::count)> fields_{};
-  std::array<bool, static_cast<std::size_t>(Field::count)> seen_{};
+  KeptFields<Field> kept_;
   int status_ = 0;
   Body body_;
 };
