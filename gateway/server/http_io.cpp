@@ -47,6 +47,13 @@ WireHead WireHead::request(std::string_view method, std::string_view target) {
   return h;
 }
 
+WireHead WireHead::starting(std::string_view start) {
+  WireHead h;
+  h.text_.reserve(start.size() + 128);  // the request id and the length to come
+  h.text_.append(start);
+  return h;
+}
+
 WireHead& WireHead::field(std::string_view name, std::string_view value) {
   // One size change and four copies (four appends each checked the capacity and the length).
   const std::size_t at = text_.size();
@@ -79,17 +86,28 @@ std::string WireHead::finish(std::optional<std::size_t> content_length) {
   return std::move(text_);
 }
 
+ExtraHeaders& ExtraHeaders::add(std::string_view name, std::string_view value) {
+  text_.reserve(256);  // the six rate-limit lines and the cache's fit
+  text_.append(name).append(": ").append(value).append("\r\n");
+  return *this;
+}
+
+ExtraHeaders& ExtraHeaders::add(std::string_view name, std::uint64_t value) {
+  char digits[24];
+  return add(name, std::string_view(digits, static_cast<std::size_t>(
+                                                std::to_chars(digits, digits + sizeof digits, value).ptr - digits)));
+}
+
 std::string answer_head(unsigned version, bool keep_alive, bool sse, std::string_view request_id,
                         std::string_view overhead_ms, const ExtraHeaders* extra, std::optional<std::size_t> length) {
   const bool stream = !length;
   const bool chunked = stream && version >= 11;
   auto head = WireHead::response(version, 200);
-  head.field("Server", "sluice").field("Content-Type", sse ? "text/event-stream" : "application/json");
-  if (sse) head.field("Cache-Control", "no-cache");
-  if (stream) head.field("x-accel-buffering", "no");
+  head.lines(sse ? std::string_view("Server: sluice\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n")
+                 : std::string_view("Server: sluice\r\nContent-Type: application/json\r\n"));
+  if (stream) head.lines("x-accel-buffering: no\r\n");
   head.field("x-request-id", request_id).field("x-sluice-overhead-ms", overhead_ms);
-  if (extra)
-    for (const auto& [name, value] : *extra) head.field(name, value);
+  if (extra) head.lines(extra->wire());
   head.connection(version, keep_alive && (!stream || chunked));  // an unchunked stream ends with the connection
   if (chunked) head.field("Transfer-Encoding", "chunked");
   return head.finish(length);

@@ -56,10 +56,19 @@ class WireHead {
   static WireHead response(unsigned version, unsigned status);
   /// "<method> <target> HTTP/1.1"
   static WireHead request(std::string_view method, std::string_view target);
+  /// A head that begins with `start` (its first line and some fields, as `text()` gave them).
+  static WireHead starting(std::string_view start);
 
   WireHead& field(std::string_view name, std::string_view value);
+  /// Whole header lines, each ending in CRLF.
+  WireHead& lines(std::string_view wire) {
+    text_.append(wire);
+    return *this;
+  }
   /// The Connection field a response needs when `keep_alive` differs from its version's default.
   WireHead& connection(unsigned version, bool keep_alive);
+  /// The head so far.
+  std::string_view text() const { return text_; }
   /// Ends the head (with Content-Length when given) and hands over its bytes.
   std::string finish(std::optional<std::size_t> content_length);
 
@@ -67,8 +76,34 @@ class WireHead {
   std::string text_;
 };
 
-/// Response headers Sluice adds (rate limits, cache): names are string literals, values are the request's own.
-using ExtraHeaders = std::vector<std::pair<std::string_view, std::string>>;
+/// Response headers Sluice adds (rate limits, cache), kept as the wire lines they become ("name: value\r\n"),
+/// so an answer's head takes them in one copy. Names are Sluice's own; values are the request's (numbers,
+/// durations, words), never with a line break.
+class ExtraHeaders {
+ public:
+  ExtraHeaders& add(std::string_view name, std::string_view value);
+  ExtraHeaders& add(std::string_view name, std::uint64_t value);
+  std::string_view wire() const { return text_; }
+  bool empty() const { return text_.empty(); }
+  /// A point to go back to: `rewind(mark())` drops what was added after it.
+  std::size_t mark() const { return text_.size(); }
+  void rewind(std::size_t mark) { text_.resize(mark); }
+  /// Calls `f(name, value)` for each, in order (for responses Beast serializes).
+  template <class F>
+  void each(F&& f) const {
+    std::string_view rest = text_;
+    while (!rest.empty()) {
+      const auto eol = rest.find("\r\n");
+      const auto line = rest.substr(0, eol);
+      const auto colon = line.find(": ");
+      f(line.substr(0, colon), line.substr(colon + 2));
+      rest.remove_prefix(eol + 2);
+    }
+  }
+
+ private:
+  std::string text_;
+};
 
 /// The head of a 200 answer Sluice sends a client: its id and overhead, the extra headers, and `length` for a
 /// whole answer; without one, a relayed stream (chunked on HTTP/1.1, else delimited by closing the connection).

@@ -39,8 +39,7 @@ struct Reply {
     res.set("x-request-id", log.request_id);
     char overhead[32];  // an answer Sluice gives itself is all overhead
     res.set("x-sluice-overhead-ms", fixed3(overhead, seconds_since(ctx.started) * 1000));
-    if (extra)
-      for (const auto& [name, value] : *extra) res.set(name, value);
+    if (extra) extra->each([&res](std::string_view name, std::string_view value) { res.set(name, value); });
     if (services.draining) res.keep_alive(false);
     stream.expires_after(std::chrono::seconds(30));
     const std::string head = wire_head(res);
@@ -86,13 +85,10 @@ std::string models_json(const std::vector<std::string>& names, std::int64_t crea
 // x-ratelimit-{limit,remaining,reset}-{requests,tokens}, as OpenAI sends them, for the limits that exist.
 Headers rate_limit_headers(const policy::Admission& a) {
   Headers h;
-  h.reserve(8);  // six here, and the cache's
   auto add = [&](std::string_view limit, std::string_view remaining, std::string_view reset,
                  const policy::WindowView& v) {
     if (!v.limit) return;
-    h.emplace_back(limit, std::to_string(v.limit));
-    h.emplace_back(remaining, std::to_string(v.remaining));
-    h.emplace_back(reset, format_duration(Millis(v.reset_ms)));
+    h.add(limit, v.limit).add(remaining, v.remaining).add(reset, format_duration(Millis(v.reset_ms)));
   };
   add("x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests", a.requests);
   add("x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens", a.tokens);
@@ -416,9 +412,8 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, IncomingR
         if (body) {
           services.metrics.cache_lookup("hit");
           unused();  // no backend tokens were spent (the request still counted against request limits)
-          extra_headers.emplace_back("x-sluice-cache", "hit");
-          extra_headers.emplace_back(
-              "age", std::to_string(std::chrono::duration_cast<std::chrono::seconds>(now - hit->stored).count()));
+          const auto age = std::chrono::duration_cast<std::chrono::seconds>(now - hit->stored).count();
+          extra_headers.add("x-sluice-cache", "hit").add("age", static_cast<std::uint64_t>(std::max<long long>(0, age)));
           reply.extra = &extra_headers;
           log.backend = "cache";
           log.prompt_tokens = hit->prompt_tokens;
@@ -431,7 +426,7 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, IncomingR
       }
     }
     services.metrics.cache_lookup(lookup);
-    extra_headers.emplace_back("x-sluice-cache", std::string(lookup));
+    extra_headers.add("x-sluice-cache", lookup);
     reply.extra = &extra_headers;
     coalesce = lookup == "miss";
   }
@@ -452,14 +447,15 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, IncomingR
       break;
     }
     if (!std::exchange(counted, true)) services.metrics.coalesced(model.name);
-    extra_headers.emplace_back("x-sluice-coalesced", "true");
+    const auto before_coalesced = extra_headers.mark();
+    extra_headers.add("x-sluice-coalesced", "true");
     Millis patience{0};  // as long as the leader may take: its queue wait and every attempt's deadline
     for (const auto* b : fwd.backends) patience = std::max(patience, b->queue_timeout + b->timeouts.total);
     patience *= std::max(1u, model.max_attempts);
     const double before = seconds_since(ctx.started);  // Sluice's own time; the rest is the leader's backend
     auto followed = co_await upstream::follow(stream, *joined.flight, fr, patience);
     if (followed.failure && followed.retryable && round == 0) {  // the leader failed: ask on its own (once)
-      extra_headers.pop_back();
+      extra_headers.rewind(before_coalesced);
       continue;
     }
     // Answered like a cache hit: no backend tokens spent (the request still counted against request limits).

@@ -52,6 +52,20 @@ BackendPool::BackendPool(asio::any_io_executor ex, const BackendConfig& backend,
   }
 }
 
+std::string_view BackendPool::head_start(std::string_view route) {
+  for (const auto& [r, start] : head_starts_)
+    if (r == route) return start;
+  auto head = WireHead::request("POST", url_.target(route));
+  head.field("Host", url_.host_header())
+      .field("User-Agent", "sluice/" SLUICE_VERSION)
+      .field("Content-Type", "application/json")
+      .field("Accept", "application/json, text/event-stream")
+      .field("Accept-Encoding", "identity");  // Sluice relays bytes; it does not decompress
+  // The client's own key never goes upstream; the backend's key comes from config.
+  if (!backend_.api_key.empty()) head.field("Authorization", "Bearer " + backend_.api_key);
+  return head_starts_.emplace_back(std::string(route), std::string(head.text())).second;
+}
+
 std::unique_ptr<Connection> BackendPool::take_idle() {
   auto now = std::chrono::steady_clock::now();
   while (!idle_.empty()) {

@@ -3,6 +3,7 @@
 #include <boost/asio/ssl/context.hpp>
 #include <boost/asio/ssl/stream.hpp>
 #include <chrono>
+#include <deque>
 #include <memory>
 #include <optional>
 #include <unordered_set>
@@ -58,7 +59,13 @@ class BackendPool {
   LiveExchanges* live() const { return live_; }
   const BaseUrl& url() const { return url_; }
 
+  /// The start of every request head this pool sends on `route` ("chat/completions"): the request line and
+  /// the fields that are the same on every request (Host, User-Agent, Content-Type, Accept, Accept-Encoding,
+  /// the backend's Authorization). Built on a route's first request, kept for the pool's life.
+  std::string_view head_start(std::string_view route);
+
  private:
+  std::deque<std::pair<std::string, std::string>> head_starts_;  // route → head start (one per endpoint)
   asio::any_io_executor ex_;
   const BackendConfig& backend_;
   BaseUrl url_;

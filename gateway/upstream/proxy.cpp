@@ -838,15 +838,8 @@ asio::awaitable<void> Exchange::relay_body(Stream& up, Connection& conn, Parser&
   r_.client_keep_alive = fr_.client_keep_alive;
 }
 
-UpstreamRequest build_upstream_request(const BackendPool& pool, const ForwardRequest& fr) {
-  auto head = WireHead::request("POST", pool.url().target(openai::to_string(fr.endpoint)));
-  head.field("Host", pool.url().host_header())
-      .field("User-Agent", "sluice/" SLUICE_VERSION)
-      .field("Content-Type", "application/json")
-      .field("Accept", "application/json, text/event-stream")
-      .field("Accept-Encoding", "identity");  // Sluice relays bytes; it does not decompress
-  // The client's own key never goes upstream; the backend's key comes from config.
-  if (!pool.backend().api_key.empty()) head.field("Authorization", "Bearer " + pool.backend().api_key);
+UpstreamRequest build_upstream_request(BackendPool& pool, const ForwardRequest& fr) {
+  auto head = WireHead::starting(pool.head_start(openai::to_string(fr.endpoint)));
   head.field("x-request-id", fr.request_id);
   return {head.finish(fr.body.size()), &fr.body};
 }

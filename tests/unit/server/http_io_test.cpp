@@ -74,6 +74,56 @@ TEST(WireHead, RequestMatchesBeast) {
   EXPECT_EQ(mine.finish(2), beast_head(req.base()));
 }
 
+// The headers Sluice adds to an answer (rate limits, cache) are kept as wire lines and read back as pairs.
+TEST(ExtraHeaders, KeepsWireLinesAndGivesThemBackAsPairs) {
+  ExtraHeaders extra;
+  EXPECT_TRUE(extra.empty());
+  extra.add("x-ratelimit-limit-requests", std::uint64_t{600}).add("x-ratelimit-reset-requests", "6m0s");
+  const auto mark = extra.mark();
+  extra.add("x-sluice-coalesced", "true").add("age", std::uint64_t{0});
+  EXPECT_EQ(extra.wire(),
+            "x-ratelimit-limit-requests: 600\r\nx-ratelimit-reset-requests: 6m0s\r\n"
+            "x-sluice-coalesced: true\r\nage: 0\r\n");
+  std::vector<std::pair<std::string, std::string>> seen;
+  extra.each([&](std::string_view name, std::string_view value) { seen.emplace_back(name, value); });
+  const std::vector<std::pair<std::string, std::string>> want{{"x-ratelimit-limit-requests", "600"},
+                                                              {"x-ratelimit-reset-requests", "6m0s"},
+                                                              {"x-sluice-coalesced", "true"},
+                                                              {"age", "0"}};
+  EXPECT_EQ(seen, want);
+  extra.rewind(mark);  // a follower whose leader failed asks on its own: no longer coalesced
+  EXPECT_EQ(extra.wire(), "x-ratelimit-limit-requests: 600\r\nx-ratelimit-reset-requests: 6m0s\r\n");
+  extra.add("x-ratelimit-remaining-tokens", std::uint64_t{18446744073709551615u});
+  EXPECT_NE(extra.wire().find("x-ratelimit-remaining-tokens: 18446744073709551615\r\n"), std::string_view::npos);
+}
+
+// The relay's and the cache's answer head, with the extra lines, is what Beast would write for the same fields.
+TEST(WireHead, AnswerHeadMatchesBeastForEachShape) {
+  ExtraHeaders extra;
+  extra.add("x-ratelimit-limit-requests", std::uint64_t{60}).add("x-sluice-cache", "miss");
+  for (unsigned version : {10u, 11u})
+    for (bool keep_alive : {false, true})
+      for (bool sse : {false, true})
+        for (bool whole : {false, true})
+          for (const ExtraHeaders* with : std::initializer_list<const ExtraHeaders*>{nullptr, &extra}) {
+            const std::optional<std::size_t> length = whole ? std::optional<std::size_t>(42) : std::nullopt;
+            http::response<http::empty_body> res{http::status::ok, version};
+            res.set(http::field::server, "sluice");
+            res.set(http::field::content_type, sse ? "text/event-stream" : "application/json");
+            if (sse) res.set(http::field::cache_control, "no-cache");
+            if (!whole) res.set("x-accel-buffering", "no");
+            res.set("x-request-id", "req_1");
+            res.set("x-sluice-overhead-ms", "0.125");
+            if (with) with->each([&res](std::string_view name, std::string_view value) { res.set(name, value); });
+            const bool chunked = !whole && version >= 11;
+            res.keep_alive(keep_alive && (whole || chunked));
+            if (chunked) res.set(http::field::transfer_encoding, "chunked");
+            if (whole) res.content_length(42);
+            EXPECT_EQ(answer_head(version, keep_alive, sse, "req_1", "0.125", with, length), beast_head(res.base()))
+                << version << keep_alive << sse << whole << (with != nullptr);
+          }
+}
+
 // Request ids: "req_" and 24 lowercase hex digits (96 random bits), drawn in batches: none repeats across them.
 TEST(RequestId, IsReqAndTwentyFourHexDigitsAndDoesNotRepeat) {
   std::set<std::string> seen;
