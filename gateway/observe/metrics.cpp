@@ -401,7 +401,8 @@ void Metrics::rate_limited(std::string_view key, std::string_view limit) {
 }
 
 void Metrics::budget_remaining(std::string_view key, std::uint64_t tokens) {
-  child(impl_->id, impl_->budget_left, {{"key", key}}).Set(static_cast<double>(tokens));
+  thread_local Recent recent;  // on every limited request's path
+  child(recent, impl_->id, impl_->budget_left, {{"key", key}}).Set(static_cast<double>(tokens));
 }
 
 void Metrics::redis_state(bool is_up, std::uint64_t outages) {
