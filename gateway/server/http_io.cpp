@@ -25,6 +25,22 @@ std::string_view status_line_start(unsigned version, unsigned code) {
   return {buf, sizeof buf};
 }
 
+// "name: value\r\n" on the end of `text`: one size change and the copies (four appends each checked the
+// capacity and the length).
+void append_field(std::string& text, std::string_view name, std::string_view value) {
+  const std::size_t at = text.size();
+  text.resize(at + name.size() + value.size() + 4);
+  char* p = text.data() + at;
+  std::memcpy(p, name.data(), name.size());
+  p += name.size();
+  *p++ = ':';
+  *p++ = ' ';
+  std::memcpy(p, value.data(), value.size());
+  p += value.size();
+  *p++ = '\r';
+  *p = '\n';
+}
+
 }  // namespace
 
 WireHead WireHead::response(unsigned version, unsigned status) {
@@ -55,18 +71,7 @@ WireHead WireHead::starting(std::string_view start) {
 }
 
 WireHead& WireHead::field(std::string_view name, std::string_view value) {
-  // One size change and four copies (four appends each checked the capacity and the length).
-  const std::size_t at = text_.size();
-  text_.resize(at + name.size() + value.size() + 4);
-  char* p = text_.data() + at;
-  std::memcpy(p, name.data(), name.size());
-  p += name.size();
-  *p++ = ':';
-  *p++ = ' ';
-  std::memcpy(p, value.data(), value.size());
-  p += value.size();
-  *p++ = '\r';
-  *p = '\n';
+  append_field(text_, name, value);
   return *this;
 }
 
@@ -87,8 +92,8 @@ std::string WireHead::finish(std::optional<std::size_t> content_length) {
 }
 
 ExtraHeaders& ExtraHeaders::add(std::string_view name, std::string_view value) {
-  text_.reserve(256);  // the six rate-limit lines and the cache's fit
-  text_.append(name).append(": ").append(value).append("\r\n");
+  if (text_.capacity() < 256) text_.reserve(256);  // the six rate-limit lines and the cache's fit
+  append_field(text_, name, value);
   return *this;
 }
 
