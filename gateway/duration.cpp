@@ -69,20 +69,18 @@ std::optional<std::uint64_t> parse_size(std::string_view text) {
   return static_cast<std::uint64_t>(std::llround(bytes));
 }
 
-std::string format_duration(std::chrono::milliseconds d) {
-  // Numbers with to_chars into one string (short enough to need no allocation): two of these go into every
-  // limited request's headers.
-  std::string out;
-  auto number = [&out](long long n) {
-    char digits[24];
-    out.append(digits, std::to_chars(digits, digits + sizeof digits, n).ptr);
-  };
+std::string_view format_duration(char (&buf)[32], std::chrono::milliseconds d) {
+  // Numbers with to_chars into the caller's buffer: two of these go into every limited request's headers.
+  // The longest, "2562047788015h12m55.807s" (the largest count of milliseconds), is 24 characters.
+  char* p = buf;
+  auto number = [&p, &buf](long long n) { p = std::to_chars(p, buf + sizeof buf, n).ptr; };
   auto ms = d.count();
   if (ms < 0) ms = 0;
   if (ms < 1000) {
     number(ms);
-    out += "ms";
-    return out;
+    *p++ = 'm';
+    *p++ = 's';
+    return {buf, static_cast<std::size_t>(p - buf)};
   }
   const auto h = ms / 3'600'000;
   const auto m = (ms / 60'000) % 60;
@@ -90,21 +88,26 @@ std::string format_duration(std::chrono::milliseconds d) {
   const auto frac = ms % 1000;
   if (h > 0) {
     number(h);
-    out += 'h';
+    *p++ = 'h';
   }
   if (h > 0 || m > 0) {
     number(m);
-    out += 'm';
+    *p++ = 'm';
   }
   number(s);
   if (frac != 0) {  // ".5", ".25", ".125": three digits, trailing zeros dropped
-    out += '.';
-    out += static_cast<char>('0' + frac / 100);
-    if (frac % 100 != 0) out += static_cast<char>('0' + frac / 10 % 10);
-    if (frac % 10 != 0) out += static_cast<char>('0' + frac % 10);
+    *p++ = '.';
+    *p++ = static_cast<char>('0' + frac / 100);
+    if (frac % 100 != 0) *p++ = static_cast<char>('0' + frac / 10 % 10);
+    if (frac % 10 != 0) *p++ = static_cast<char>('0' + frac % 10);
   }
-  out += 's';
-  return out;
+  *p++ = 's';
+  return {buf, static_cast<std::size_t>(p - buf)};
+}
+
+std::string format_duration(std::chrono::milliseconds d) {
+  char buf[32];
+  return std::string(format_duration(buf, d));
 }
 
 std::string_view fixed3(char (&buf)[32], double v) {

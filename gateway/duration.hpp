@@ -16,6 +16,8 @@ std::optional<std::uint64_t> parse_size(std::string_view text);
 
 /// Formats a duration as OpenAI's rate-limit headers do: "1s", "6m0s", "250ms".
 std::string format_duration(std::chrono::milliseconds d);
+/// The same into `buf`, without a string.
+std::string_view format_duration(char (&buf)[32], std::chrono::milliseconds d);
 
 /// `v` with three decimals (x-sluice-overhead-ms, the access log's milliseconds) into `buf`: what printf's
 /// "%.3f" writes, but where `v` lies within rounding of a tie (1.0005 may end in 1 rather than 0); no locale,

@@ -88,7 +88,8 @@ Headers rate_limit_headers(const policy::Admission& a) {
   auto add = [&](std::string_view limit, std::string_view remaining, std::string_view reset,
                  const policy::WindowView& v) {
     if (!v.limit) return;
-    h.add(limit, v.limit).add(remaining, v.remaining).add(reset, format_duration(Millis(v.reset_ms)));
+    char duration[32];
+    h.add(limit, v.limit).add(remaining, v.remaining).add(reset, format_duration(duration, Millis(v.reset_ms)));
   };
   add("x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests", a.requests);
   add("x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens", a.tokens);

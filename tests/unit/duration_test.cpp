@@ -78,6 +78,10 @@ TEST(FormatDurationTest, LikeOpenAiRateLimitHeaders) {
   EXPECT_EQ(format_duration(milliseconds(3'600'000)), "1h0m0s");
   EXPECT_EQ(format_duration(milliseconds(3'723'000)), "1h2m3s");
   EXPECT_EQ(format_duration(milliseconds(-5)), "0ms");
+  // The longest there is fits the 32-byte buffer the request path writes it into.
+  EXPECT_EQ(format_duration(milliseconds::max()), "2562047788015h12m55.807s");
+  char buf[32];
+  EXPECT_EQ(format_duration(buf, milliseconds(1'250)), "1.25s");
 }
 
 TEST(FormatDurationTest, RoundTripsThroughParse) {
