@@ -437,7 +437,15 @@ struct Gateway::Impl {
       parser.header_limit(sc.max_header_bytes);
       parser.body_limit(sc.max_body_bytes);
       stream.expires_after(sc.header_timeout);
-      auto [hec, hn] = co_await read_buffered(stream, buffer, parser, true);
+      // What the wait for the request read is parsed at once; the stream is read (in read_buffered's frame)
+      // only when that is not all of it.
+      error_code hec;
+      std::size_t hn = 0;
+      if (!parse_buffered(buffer, parser, true, hec, hn)) {
+        auto [read_ec, n] = co_await read_buffered(stream, buffer, parser, true);
+        hec = read_ec;
+        hn += n;
+      }
       ctx.bytes_in = hn;
       if (parser.is_header_done()) {
         ctx.method = std::string(parser.get().method_string());
@@ -452,8 +460,12 @@ struct Gateway::Impl {
       error_code rec = hec;
       if (!rec) {
         stream.expires_after(sc.body_timeout);  // a large body on a slow link gets longer than a header
-        auto [bec, bn] = co_await read_buffered(stream, buffer, parser, false);
-        rec = bec;
+        std::size_t bn = 0;
+        if (!parse_buffered(buffer, parser, false, rec, bn)) {
+          auto [read_ec, n] = co_await read_buffered(stream, buffer, parser, false);
+          rec = read_ec;
+          bn += n;
+        }
         ctx.bytes_in += bn;
       }
       if (rec) {

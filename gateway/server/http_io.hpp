@@ -154,6 +154,23 @@ asio::awaitable<std::tuple<error_code, std::size_t>> write_rest(Stream& s, const
   co_return std::tuple<error_code, std::size_t>{ec, sent + n};
 }
 
+/// write_all's first step, which needs no wait: on a plain connection, write_now; on others (TLS) nothing
+/// (nullopt, `sent` 0). Callers on the request path call it before write_rest, so a write the socket takes at
+/// once makes no coroutine frame:
+///   std::size_t sent = 0;
+///   auto wrote = write_at_once(s, buffers, sent);
+///   if (!wrote) wrote = co_await write_rest(s, buffers, sent);
+template <class Stream, class Buffers>
+std::optional<std::tuple<error_code, std::size_t>> write_at_once(Stream& s, const Buffers& buffers,
+                                                                 std::size_t& sent) {
+  if constexpr (!std::is_same_v<Stream, tcp::socket> && !std::is_same_v<Stream, beast::tcp_stream>) {
+    sent = 0;
+    return std::nullopt;
+  } else {
+    return write_now(detail::plain_socket(s), buffers, sent);
+  }
+}
+
 /// Writes `buffers` to a connection. On a plain one (a socket, or a Beast stream whose timer then bounds the
 /// wait) it first sends whatever the socket takes at once, without suspending the coroutine, and only when the
 /// socket's buffer is full the rest asynchronously: a peer that reads leaves room, so the common write costs one
@@ -161,13 +178,9 @@ asio::awaitable<std::tuple<error_code, std::size_t>> write_rest(Stream& s, const
 /// async_write with use_nothrow gives.
 template <class Stream, class Buffers>
 asio::awaitable<std::tuple<error_code, std::size_t>> write_all(Stream& s, const Buffers& buffers) {
-  if constexpr (!std::is_same_v<Stream, tcp::socket> && !std::is_same_v<Stream, beast::tcp_stream>) {
-    co_return co_await asio::async_write(s, buffers, use_nothrow);
-  } else {
-    std::size_t sent = 0;
-    if (auto done = write_now(detail::plain_socket(s), buffers, sent)) co_return *done;
-    co_return co_await write_rest(s, buffers, sent);
-  }
+  std::size_t sent = 0;
+  if (auto done = write_at_once(s, buffers, sent)) co_return *done;
+  co_return co_await write_rest(s, buffers, sent);
 }
 
 /// How a backend socket was last read (read_some_now): `more` when the last read took all the room it had (the
@@ -177,6 +190,21 @@ struct ReadState {
   unsigned in_a_row = 0;
   static constexpr unsigned kMaxInARow = 16;  // then the relay yields once, so its worker's other work goes on
 };
+
+/// read_some_now's first step, which needs no read: offers what `buffer` holds to `parser`. True when that
+/// ends the call, with `ec` and `parsed` as read_some_now gives them; false when the parser needs bytes not
+/// read yet (`parsed` counts what it took). The relay calls it before read_some_now, so bytes that came with
+/// an earlier read (a whole answer's body, read with its head) are parsed without a coroutine frame.
+template <class Parser>
+bool parse_held(beast::flat_buffer& buffer, Parser& parser, error_code& ec, std::size_t& parsed) {
+  if (buffer.size() == 0) return false;
+  const std::size_t used = parser.put(buffer.data(), ec);
+  buffer.consume(used);
+  parsed += used;
+  if (!failed_with(ec, http::error::need_more)) return true;
+  ec = {};
+  return false;
+}
 
 /// http::async_read_some, for a backend connection: parses what `buffer` holds into `parser`, reading more
 /// while the parser needs more. On a plain socket it reads the socket directly, without Beast's composed
@@ -195,13 +223,7 @@ asio::awaitable<std::tuple<error_code, std::size_t>> read_some_now(Stream& s, be
     std::size_t parsed = 0;
     bool fresh = buffer.size() > 0;  // bytes the parser has not been offered yet
     while (!ec) {
-      if (fresh) {
-        const std::size_t used = parser.put(buffer.data(), ec);
-        buffer.consume(used);
-        parsed += used;
-        if (!failed_with(ec, http::error::need_more)) break;
-        ec = {};
-      }
+      if (fresh && parse_held(buffer, parser, ec, parsed)) break;
       const std::size_t room = beast::read_size(buffer, 65536);  // as Beast sizes its reads
       if (room == 0) {
         ec = http::error::buffer_overflow;
@@ -246,39 +268,37 @@ asio::awaitable<std::tuple<error_code, std::size_t>> read_some_now(Stream& s, be
   }
 }
 
-/// http::async_read_header, read as read_some_now reads (on any stream: Beast's own is the same loop).
-template <class Stream, class Parser>
-asio::awaitable<std::tuple<error_code, std::size_t>> read_header_now(Stream& s, beast::flat_buffer& buffer,
-                                                                     Parser& parser, ReadState& state) {
-  std::size_t parsed = 0;
-  error_code ec;
-  while (!ec && !parser.is_header_done()) {
-    auto [read_ec, n] = co_await read_some_now(s, buffer, parser, state);
-    ec = read_ec;
-    parsed += n;
+/// read_buffered's part that needs no read: parses what `buffer` holds (nearly always the whole request, read
+/// by the session's wait for it). True when that settles the call (the header, or the whole request, parsed;
+/// or an error in `ec`), false when the parser needs bytes not read yet; `parsed` counts the bytes it took.
+/// The session calls it before read_buffered, so a request already here is read without a coroutine frame.
+template <class Parser>
+bool parse_buffered(beast::flat_buffer& buffer, Parser& parser, bool header_only, error_code& ec,
+                    std::size_t& parsed) {
+  if (!header_only) parser.eager(true);  // as http::async_read: the body in the same pass as the header
+  while (header_only ? !parser.is_header_done() : !parser.is_done()) {
+    if (buffer.size() == 0) return false;
+    const std::size_t used = parser.put(buffer.data(), ec);
+    buffer.consume(used);
+    parsed += used;
+    if (ec && ec != http::error::need_more) return true;
+    if (!ec && used > 0) continue;
+    ec = {};
+    return false;
   }
-  co_return std::tuple<error_code, std::size_t>{ec, parsed};
+  return true;
 }
 
 /// http::async_read_header (`header_only`) or http::async_read for a client request, without Beast's composed
-/// operation and its trip through the event loop: what `buffer` holds (nearly always the whole request, read by
-/// the session's wait for it) is parsed at once, and the stream is read, under its own deadline, only while the
-/// parser needs more. {error, bytes parsed}, with Beast's errors for the same cases.
+/// operation and its trip through the event loop: what `buffer` holds is parsed at once (parse_buffered), and
+/// the stream is read, under its own deadline, only while the parser needs more. {error, bytes parsed}, with
+/// Beast's errors for the same cases.
 template <class Stream, class Parser>
 asio::awaitable<std::tuple<error_code, std::size_t>> read_buffered(Stream& s, beast::flat_buffer& buffer,
                                                                    Parser& parser, bool header_only) {
-  if (!header_only) parser.eager(true);  // as http::async_read: the body in the same pass as the header
   error_code ec;
   std::size_t parsed = 0;
-  while (header_only ? !parser.is_header_done() : !parser.is_done()) {
-    if (buffer.size() > 0) {
-      const std::size_t used = parser.put(buffer.data(), ec);
-      buffer.consume(used);
-      parsed += used;
-      if (ec && ec != http::error::need_more) break;
-      if (!ec && used > 0) continue;
-      ec = {};
-    }
+  while (!parse_buffered(buffer, parser, header_only, ec, parsed)) {
     const std::size_t room = beast::read_size(buffer, 65536);  // as Beast sizes its reads
     if (room == 0) {
       ec = http::error::buffer_overflow;

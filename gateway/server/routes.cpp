@@ -56,9 +56,14 @@ struct Reply {
     const std::string_view spent = fixed3(overhead, seconds_since(ctx.started) * 1000);
     const bool keep = keep_alive && !services.draining;
     const std::string head = answer_head(version, keep, sse, log.request_id, spent, extra, body.size());
-    stream.expires_after(std::chrono::seconds(30));
     const std::array<asio::const_buffer, 2> out{asio::buffer(head), asio::buffer(body)};
-    auto [ec, n] = co_await write_all(stream, out);
+    std::size_t sent = 0;
+    auto wrote = write_at_once(stream, out, sent);  // a cache hit nearly always goes in one send: no frame
+    if (!wrote) {
+      stream.expires_after(std::chrono::seconds(30));
+      wrote = co_await write_rest(stream, out, sent);
+    }
+    auto [ec, n] = *wrote;
     log.status = 200;
     log.bytes_out += n;
     co_return !ec && keep;

@@ -354,7 +354,21 @@ class Exchange {
   }
 
   // Writes to the client, after the stream's head when it is still waiting (`head_`); `last` ends the body.
-  asio::awaitable<bool> write_client(const std::vector<asio::const_buffer>& data, bool chunked, bool last = false);
+  // False when the relay should stop.
+  asio::awaitable<bool> write_client(const std::vector<asio::const_buffer>& data, bool chunked, bool last = false) {
+    std::size_t sent = 0;
+    if (auto done = write_client_now(data, chunked, last, sent)) co_return *done;
+    co_return co_await write_client_rest(sent, last);
+  }
+  // write_client's steps that need no wait: its result when the socket took the whole write at once (or there
+  // is no client); nullopt when the socket's buffer filled after `sent` bytes and write_client_rest sends the
+  // rest. The relay's loop calls it directly, so a batch of events the socket takes at once (nearly every one)
+  // costs no coroutine frame and no watchdog deadline.
+  std::optional<bool> write_client_now(const std::vector<asio::const_buffer>& data, bool chunked, bool last,
+                                       std::size_t& sent);
+  asio::awaitable<bool> write_client_rest(std::size_t sent, bool last);
+  // The bookkeeping after a write to the client.
+  bool client_written(error_code ec, std::size_t n, bool last);
   asio::awaitable<bool> write_client(asio::const_buffer data, bool chunked) {
     const std::vector<asio::const_buffer> one{data};
     co_return co_await write_client(one, chunked);
@@ -411,7 +425,10 @@ asio::awaitable<void> Exchange::run(Stream& up, Connection& conn, bool reused, b
   else
     arm(t_.total, "total");
   const std::array<asio::const_buffer, 2> request{asio::buffer(req_.head), asio::buffer(*req_.body)};
-  auto [wec, wn] = co_await write_all(up, request);
+  std::size_t sent = 0;
+  auto wrote = write_at_once(up, request, sent);  // nearly always the whole request: no write_all frame
+  if (!wrote) wrote = co_await write_rest(up, request, sent);
+  auto [wec, wn] = *wrote;
   wec = upstream_error(wec);
   if (client_left("waiting")) co_return;
   if (wec) {
@@ -430,7 +447,13 @@ asio::awaitable<void> Exchange::run(Stream& up, Connection& conn, bool reused, b
   // The backend has only just been asked. (Trying the socket at once here, since a backend on this machine often
   // answers before Sluice gets here, cost 3-4 us more kernel time per request than waiting: measured, dropped.)
   conn.reading.more = false;
-  auto [hec, hn] = co_await read_header_now(up, conn.buffer, p, conn.reading);
+  error_code hec;
+  std::size_t hn = 0;
+  while (!hec && !p.is_header_done()) {  // (usually once: the head comes whole)
+    auto [read_ec, n] = co_await read_some_now(up, conn.buffer, p, conn.reading);
+    hec = read_ec;
+    hn += n;
+  }
   hec = upstream_read(hec);
   if (client_left("waiting")) co_return;
   if (hec) {
@@ -475,31 +498,33 @@ asio::awaitable<void> Exchange::run(Stream& up, Connection& conn, bool reused, b
   co_await relay_stream(up, conn, p, reusable);
 }
 
-asio::awaitable<bool> Exchange::write_client(const std::vector<asio::const_buffer>& data, bool chunked, bool last) {
+std::optional<bool> Exchange::write_client_now(const std::vector<asio::const_buffer>& data, bool chunked, bool last,
+                                               std::size_t& sent) {
   // Nobody to write to; go on for followers.
-  if (st_.client_gone) co_return !client_left(head_.empty() ? "streaming" : "waiting");
-  client_write_begins();
-  const bool with_head = !head_.empty();
+  if (st_.client_gone) return !client_left(head_.empty() ? "streaming" : "waiting");
   gather_write(wire_, size_line_, head_, data, chunked, last);
-  // write_all's steps inline: this runs once per relayed batch of events, and a socket that takes the write at
-  // once then costs no coroutine frame.
-  std::size_t sent = 0;
-  std::tuple<error_code, std::size_t> wrote;
-  if (auto done = write_now(client_.socket(), wire_, sent))
-    wrote = *done;
-  else
-    wrote = co_await write_rest(client_.socket(), wire_, sent);
-  const auto [ec, n] = wrote;
+  sent = 0;
+  if (auto done = write_now(client_.socket(), wire_, sent)) return client_written(std::get<0>(*done), std::get<1>(*done), last);
+  return std::nullopt;
+}
+
+asio::awaitable<bool> Exchange::write_client_rest(std::size_t sent, bool last) {
+  client_write_begins();  // a client that stops reading is cut off after the idle timeout
+  auto [ec, n] = co_await write_rest(client_.socket(), wire_, sent);
+  client_write_ends();
+  co_return client_written(ec, n, last);
+}
+
+bool Exchange::client_written(error_code ec, std::size_t n, bool last) {
   r_.bytes_out += n;
   const bool written = !ec;
-  client_write_ends();
-  if (with_head) {
+  if (!head_.empty()) {  // the head went with this write
     response_started(0);  // its bytes are counted with the rest of this write
     head_.clear();
     head_.shrink_to_fit();
   }
   if (written && last) ended_ = true;
-  co_return written || !client_write_failed();
+  return written || !client_write_failed();
 }
 
 template <class Stream, class Parser>
@@ -570,7 +595,13 @@ asio::awaitable<void> Exchange::relay_stream(Stream& up, Connection& conn, Parse
     if (filled && conn.buffer.capacity() < kBurstBuffer) conn.buffer.reserve(conn.buffer.capacity() * 2);
     const std::size_t held = conn.buffer.size();
     const std::size_t room = std::max<std::size_t>(512, conn.buffer.capacity() - held);  // Beast's read size
-    auto [ec, n] = co_await read_some_now(up, conn.buffer, p, conn.reading);
+    error_code ec;
+    std::size_t n = 0;
+    if (!parse_held(conn.buffer, p, ec, n)) {  // events that came with the head, or with the last read
+      auto [read_ec, got] = co_await read_some_now(up, conn.buffer, p, conn.reading);
+      ec = read_ec;
+      n += got;
+    }
     ec = upstream_read(ec);
     if (failed_with(ec, http::error::need_buffer)) ec = {};
     if (!ec) n += drain_buffered(conn, p);
@@ -636,7 +667,12 @@ asio::awaitable<void> Exchange::relay_stream(Stream& up, Connection& conn, Parse
       if (ready > 0) {
         // The backend's body has ended with [DONE] in this read: the client's ends in the same write.
         const bool last = chunked && failure.empty() && !ec && p.is_done() && seen_done && ready == pending;
-        if ((!gather.empty() || last) && !co_await write_client(gather, chunked, last)) break;
+        if (!gather.empty() || last) {
+          std::size_t sent = 0;
+          auto written = write_client_now(gather, chunked, last, sent);
+          if (!written) written = co_await write_client_rest(sent, last);
+          if (!*written) break;
+        }
         // Time to first token: request received → first generated text (content, reasoning, tool call)
         // written to the client; a keep-alive comment or a role-only chunk does not count.
         if (generated) token_written(r_, fr_.started);
@@ -735,8 +771,15 @@ asio::awaitable<void> Exchange::relay_body(Stream& up, Connection& conn, Parser&
     p.get().body().data = body.data() + used;
     p.get().body().size = body.size() - used;
     arm(used == 0 ? t_.first_token : t_.idle, used == 0 ? "first_token" : "idle");
-    // Piece by piece, so the idle deadline (not first_token) applies once the answer has begun.
-    auto [ec, n] = co_await read_some_now(up, conn.buffer, p, conn.reading);
+    // Piece by piece, so the idle deadline (not first_token) applies once the answer has begun. What came
+    // with the head (nearly always the whole body) is parsed without read_some_now's frame.
+    error_code ec;
+    std::size_t n = 0;
+    if (!parse_held(conn.buffer, p, ec, n)) {
+      auto [read_ec, got] = co_await read_some_now(up, conn.buffer, p, conn.reading);
+      ec = read_ec;
+      n += got;
+    }
     ec = upstream_read(ec);
     if (!ec) drain_buffered(conn, p);
     used = body.size() - p.get().body().size;
@@ -826,10 +869,15 @@ asio::awaitable<void> Exchange::relay_body(Stream& up, Connection& conn, Parser&
     client_left("waiting");
     co_return;
   }
-  client_write_begins();
   const std::array<asio::const_buffer, 2> out{asio::buffer(res.head), asio::buffer(res.body)};
-  auto [wec, wn] = co_await write_all(client_.socket(), out);
-  client_write_ends();
+  std::size_t sent = 0;
+  auto wrote = write_at_once(client_.socket(), out, sent);  // nearly always all of it: no frame, no deadline
+  if (!wrote) {
+    client_write_begins();  // a client that stops reading is cut off after the idle timeout
+    wrote = co_await write_rest(client_.socket(), out, sent);
+    client_write_ends();
+  }
+  auto [wec, wn] = *wrote;
   response_started(wn);
   if (wec) {
     client_write_failed();

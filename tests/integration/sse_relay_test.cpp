@@ -266,6 +266,38 @@ TEST(SseRelay, AClientThatStopsReadingIsDroppedAfterTheIdleTimeout) {
   EXPECT_TRUE(wait_until([&] { return metric_value(gw.admin_port(), "sluice_active_streams") == 0; }, 10s));
 }
 
+// The same for a whole answer: one the socket cannot take at once (16 MiB against a client that reads none
+// of it) waits under the idle timeout, and the client is dropped when it runs out; the worker goes on.
+TEST(SseRelay, AClientThatStopsReadingAWholeAnswerIsDroppedAfterTheIdleTimeout) {
+  const std::string answer = R"({"id":"c1","object":"chat.completion","created":5,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":")" +
+                             std::string(16u << 20, 'x') +
+                             R"("},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}})";
+  ScriptedUpstream upstream([&](UpstreamConn& c) {
+    for (;;) {
+      auto req = c.read_request();
+      if (req.empty()) return;
+      const std::string body = req.find("\"big\"") != std::string::npos ? answer : R"({"id":"c2","object":"chat.completion","created":5,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}]})";
+      if (!c.write("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " +
+                   std::to_string(body.size()) + "\r\n\r\n" + body))
+        return;
+    }
+  });
+  TestGateway gw(relay_config(upstream.url(), "{ idle: 300ms }"));
+  HttpClient c(gw.port());
+  int small = 4096;
+  ASSERT_EQ(setsockopt(c.fd(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small), 0);
+  ASSERT_TRUE(c.send_raw(raw_post("/v1/chat/completions",
+                                  R"({"model":"m","messages":[{"role":"user","content":"big"}]})")));
+  // ...and reads nothing.
+  EXPECT_TRUE(wait_until(
+      [&] {
+        return metric_value(gw.admin_port(), "sluice_client_disconnects_total{phase=\"streaming\"}") == 1;
+      },
+      20s));
+  auto res = post_json(gw.port(), "/v1/chat/completions", R"({"model":"m","messages":[{"role":"user","content":"hi"}]})");
+  EXPECT_EQ(res.status, 200) << res.body;
+}
+
 TEST(SseRelay, TheClientGetsTheFormItAskedForWhateverTheBackendSends) {
   // The backend's Content-Type says what it sent: here always JSON when asked to stream, and always
   // SSE when asked not to (as Qubrid's legacy endpoint may). Sluice converts either way.
