@@ -30,7 +30,7 @@ std::variant<const KeyEntry*, openai::ApiError> Policy::authenticate(std::string
 }
 
 std::variant<Forward, openai::ApiError> Policy::route(const KeyEntry* key, std::string_view model) const {
-  auto it = by_name_.find(std::string(model));
+  auto it = by_name_.find(model);
   if (it == by_name_.end())
     return openai::ApiError{
         404, "The model `" + std::string(model) + "` does not exist or you do not have access to it.",

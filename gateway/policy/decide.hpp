@@ -1,5 +1,7 @@
 #pragma once
 // The policy stages a request passes before it is forwarded: key → model → route. Pure: no sockets.
+#include <boost/container/small_vector.hpp>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -15,8 +17,9 @@ namespace sluice::policy {
 /// Where an accepted request goes.
 struct Forward {
   const ModelConfig* model = nullptr;          // the public model (resolved from an alias too)
-  std::vector<const TargetConfig*> targets;    // in config order, enabled backends only
-  std::vector<const BackendConfig*> backends;  // each target's backend (same order)
+  // In config order, enabled backends only; most models have a few (no allocation for up to four).
+  boost::container::small_vector<const TargetConfig*, 4> targets;
+  boost::container::small_vector<const BackendConfig*, 4> backends;  // each target's backend (same order)
   const KeyEntry* key = nullptr;               // nullptr when auth is off
 };
 
@@ -47,7 +50,12 @@ class Policy {
  private:
   const Config& config_;
   Keyring keyring_;
-  std::unordered_map<std::string, const ModelConfig*> by_name_;  // names and aliases
+  struct NameHash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view name) const { return std::hash<std::string_view>{}(name); }
+  };
+  // Names and aliases, looked up by the request's view of the name (no string made per request).
+  std::unordered_map<std::string, const ModelConfig*, NameHash, std::equal_to<>> by_name_;
 };
 
 }  // namespace sluice::policy
