@@ -403,10 +403,20 @@ bool top_spans(std::string_view json, TopSpans& out) {
 // The usual rewrites (the model's upstream name, an explicit `stream`, stream_options for usage) made in the
 // client's own bytes: its formatting and numbers are kept as sent, and no document is copied or written.
 // nullopt when the rewrite needs the document (defaults, a cap, existing stream_options, escaped names).
+// `additions_only`: the document says nothing is replaced in place (the model stays; no `stream` or
+// `stream_options` member where one is added), so the only edit goes before the object's closing brace, which
+// is the body's last byte but JSON's spaces (the parser refused anything after the object): found without
+// reading the body.
 std::optional<std::string> splice_request(std::string_view original, bool model_changes, std::string_view model,
-                                          bool stream_missing, bool stream, bool usage_missing) {
+                                          bool stream_missing, bool stream, bool usage_missing, bool additions_only) {
   TopSpans at;
-  if (!top_spans(original, at) || (usage_missing && at.stream_options)) return std::nullopt;
+  if (additions_only) {
+    const std::size_t close = original.find_last_not_of(" \t\r\n");
+    if (close == std::string_view::npos || original[close] != '}') return std::nullopt;
+    at.close = close;
+  } else if (!top_spans(original, at) || (usage_missing && at.stream_options)) {
+    return std::nullopt;
+  }
   if (model_changes && !at.model) return std::nullopt;
   struct Edit {
     std::size_t begin, end;
@@ -453,10 +463,13 @@ std::string rewrite_request(const ClientRequest& req, std::string_view original,
                                        needs_cap(doc, "max_completion_tokens", rw.max_tokens_cap));
   if (!model_changes && !stream_missing && !usage_missing && !defaults_missing && !cap)
     return std::string(original);
-  if (!defaults_missing && !cap)
+  if (!defaults_missing && !cap) {
+    const bool additions_only = !model_changes && (!stream_missing || !doc.HasMember("stream")) &&
+                                (!usage_missing || !doc.HasMember("stream_options"));
     if (auto spliced = splice_request(original, model_changes, rw.upstream_model, stream_missing, req.stream,
-                                      usage_missing))
+                                      usage_missing, additions_only))
       return std::move(*spliced);
+  }
 
   // Work on a copy: the same client request may be rewritten again for another target.
   rapidjson::Document out;

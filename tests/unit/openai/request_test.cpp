@@ -333,6 +333,33 @@ TEST(RewriteRequestTest, UsualRewritesKeepTheClientsBytes) {
             R"({"model":"m","prompt":"p","stream":true,"stream_options":{"include_usage":true}})");
 }
 
+// When the rewrite only adds members (the model stays), they go before the closing brace, found from the end:
+// the client's bytes, trailing spaces and escaped names included, are kept; a `stream` or `stream_options`
+// member, however its name is spelled, is replaced rather than added a second time.
+TEST(RewriteRequestTest, AddedMembersGoBeforeTheClosingBrace) {
+  const std::string body = "{\"model\":\"m\",\"mess\\u0061ges\":[{\"role\":\"user\",\"content\":\"}\"}]}\n\t ";
+  auto req = accept(Endpoint::chat_completions, body);
+  EXPECT_EQ(rewrite_request(req, body, "m"),
+            "{\"model\":\"m\",\"mess\\u0061ges\":[{\"role\":\"user\",\"content\":\"}\"}],\"stream\":false}\n\t ");
+
+  const std::string asked = R"({"model":"m","prompt":"p","stream":true} )";
+  auto areq = accept(Endpoint::completions, asked);
+  EXPECT_EQ(rewrite_request(areq, asked, Rewrite{.upstream_model = "m", .include_usage = true}),
+            R"({"model":"m","prompt":"p","stream":true,"stream_options":{"include_usage":true}} )");
+
+  const std::string escaped_stream = R"({"model":"m","prompt":"p","stream":null})";
+  auto ereq = accept(Endpoint::completions, escaped_stream);
+  auto out = parse(rewrite_request(ereq, escaped_stream, "m"));
+  EXPECT_FALSE(out["stream"].GetBool());
+  EXPECT_EQ(out.MemberCount(), 3u);
+
+  const std::string options = R"({"model":"m","prompt":"p","stream":true,"stream_options":{"include_usage":false}})";
+  auto oreq = accept(Endpoint::completions, options);
+  auto with = parse(rewrite_request(oreq, options, Rewrite{.upstream_model = "m", .include_usage = true}));
+  EXPECT_TRUE(with["stream_options"]["include_usage"].GetBool());
+  EXPECT_EQ(with.MemberCount(), 4u);
+}
+
 // An escaped member name is not its bytes: the rewrite then goes through the document, and is still right.
 TEST(RewriteRequestTest, EscapedMemberNamesAreRewrittenThroughTheDocument) {
   const std::string body = R"({"model":"m","messages":[{"role":"user","content":"hi"}]})";
