@@ -442,7 +442,8 @@ struct Gateway::Impl {
       error_code hec;
       std::size_t hn = 0;
       if (!parse_buffered(buffer, parser, true, hec, hn)) {
-        auto [read_ec, n] = co_await read_buffered(stream, buffer, parser, true);
+        const bool held_offered = true;
+        auto [read_ec, n] = co_await read_buffered(stream, buffer, parser, true, held_offered);
         hec = read_ec;
         hn += n;
       }
@@ -462,7 +463,8 @@ struct Gateway::Impl {
         stream.expires_after(sc.body_timeout);  // a large body on a slow link gets longer than a header
         std::size_t bn = 0;
         if (!parse_buffered(buffer, parser, false, rec, bn)) {
-          auto [read_ec, n] = co_await read_buffered(stream, buffer, parser, false);
+          const bool held_offered = true;
+          auto [read_ec, n] = co_await read_buffered(stream, buffer, parser, false, held_offered);
           rec = read_ec;
           bn += n;
         }

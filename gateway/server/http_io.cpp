@@ -2,6 +2,7 @@
 
 #include <openssl/rand.h>
 
+#include <cassert>
 #include <charconv>
 #include <cstring>
 #include <random>
@@ -65,7 +66,7 @@ WireHead WireHead::request(std::string_view method, std::string_view target) {
 
 WireHead WireHead::starting(std::string_view start) {
   WireHead h;
-  h.text_.reserve(start.size() + 128);  // the request id and the length to come
+  h.text_.reserve(start.size() + 200);  // the request id (up to 128 characters) and the length to come
   h.text_.append(start);
   return h;
 }
@@ -92,6 +93,8 @@ std::string WireHead::finish(std::optional<std::size_t> content_length) {
 }
 
 ExtraHeaders& ExtraHeaders::add(std::string_view name, std::string_view value) {
+  // Sluice's own names and values (numbers, durations, words): never anything a client sent.
+  assert(name.find_first_of(":\r\n") == std::string_view::npos && value.find_first_of("\r\n") == std::string_view::npos);
   if (text_.capacity() < 256) text_.reserve(256);  // the six rate-limit lines and the cache's fit
   append_field(text_, name, value);
   return *this;

@@ -212,16 +212,18 @@ bool parse_held(beast::flat_buffer& buffer, Parser& parser, error_code& ec, std:
 /// next one waits for the reactor without first asking the kernel; a wait for readability instead re-arms the
 /// descriptor with an epoll_ctl each time, which costs more), and when a read took all the room it had, the next
 /// one reads the socket at once (yielding to the worker's other work every ReadState::kMaxInARow such reads).
-/// Other streams (TLS) go through Beast. {error, bytes parsed}.
+/// Other streams (TLS) go through Beast. `held_offered`: the caller has just offered what `buffer` holds
+/// (parse_held), so on a plain socket the first step is a read. {error, bytes parsed}.
 template <class Stream, class Parser>
 asio::awaitable<std::tuple<error_code, std::size_t>> read_some_now(Stream& s, beast::flat_buffer& buffer,
-                                                                   Parser& parser, ReadState& state) {
+                                                                   Parser& parser, ReadState& state,
+                                                                   bool held_offered = false) {
   if constexpr (!std::is_same_v<Stream, tcp::socket>) {
     co_return co_await http::async_read_some(s, buffer, parser, use_nothrow);
   } else {
     error_code ec;
     std::size_t parsed = 0;
-    bool fresh = buffer.size() > 0;  // bytes the parser has not been offered yet
+    bool fresh = !held_offered && buffer.size() > 0;  // bytes the parser has not been offered yet
     while (!ec) {
       if (fresh && parse_held(buffer, parser, ec, parsed)) break;
       const std::size_t room = beast::read_size(buffer, 65536);  // as Beast sizes its reads
@@ -291,14 +293,17 @@ bool parse_buffered(beast::flat_buffer& buffer, Parser& parser, bool header_only
 
 /// http::async_read_header (`header_only`) or http::async_read for a client request, without Beast's composed
 /// operation and its trip through the event loop: what `buffer` holds is parsed at once (parse_buffered), and
-/// the stream is read, under its own deadline, only while the parser needs more. {error, bytes parsed}, with
-/// Beast's errors for the same cases.
+/// the stream is read, under its own deadline, only while the parser needs more (`held_offered`: the caller has
+/// just done the first parse_buffered). {error, bytes parsed}, with Beast's errors for the same cases.
 template <class Stream, class Parser>
 asio::awaitable<std::tuple<error_code, std::size_t>> read_buffered(Stream& s, beast::flat_buffer& buffer,
-                                                                   Parser& parser, bool header_only) {
+                                                                   Parser& parser, bool header_only,
+                                                                   bool held_offered = false) {
   error_code ec;
   std::size_t parsed = 0;
-  while (!parse_buffered(buffer, parser, header_only, ec, parsed)) {
+  if (!held_offered && parse_buffered(buffer, parser, header_only, ec, parsed))
+    co_return std::tuple<error_code, std::size_t>{ec, parsed};
+  do {
     const std::size_t room = beast::read_size(buffer, 65536);  // as Beast sizes its reads
     if (room == 0) {
       ec = http::error::buffer_overflow;
@@ -315,7 +320,7 @@ asio::awaitable<std::tuple<error_code, std::size_t>> read_buffered(Stream& s, be
       break;
     }
     if ((ec = read_ec)) break;
-  }
+  } while (!parse_buffered(buffer, parser, header_only, ec, parsed));
   co_return std::tuple<error_code, std::size_t>{ec, parsed};
 }
 

@@ -598,9 +598,10 @@ asio::awaitable<void> Exchange::relay_stream(Stream& up, Connection& conn, Parse
     error_code ec;
     std::size_t n = 0;
     if (!parse_held(conn.buffer, p, ec, n)) {  // events that came with the head, or with the last read
-      auto [read_ec, got] = co_await read_some_now(up, conn.buffer, p, conn.reading);
+      const bool held_offered = true;
+      auto [read_ec, read_n] = co_await read_some_now(up, conn.buffer, p, conn.reading, held_offered);
       ec = read_ec;
-      n += got;
+      n += read_n;
     }
     ec = upstream_read(ec);
     if (failed_with(ec, http::error::need_buffer)) ec = {};
@@ -776,9 +777,10 @@ asio::awaitable<void> Exchange::relay_body(Stream& up, Connection& conn, Parser&
     error_code ec;
     std::size_t n = 0;
     if (!parse_held(conn.buffer, p, ec, n)) {
-      auto [read_ec, got] = co_await read_some_now(up, conn.buffer, p, conn.reading);
+      const bool held_offered = true;
+      auto [read_ec, read_n] = co_await read_some_now(up, conn.buffer, p, conn.reading, held_offered);
       ec = read_ec;
-      n += got;
+      n += read_n;
     }
     ec = upstream_read(ec);
     if (!ec) drain_buffered(conn, p);

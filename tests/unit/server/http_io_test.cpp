@@ -124,6 +124,24 @@ TEST(WireHead, AnswerHeadMatchesBeastForEachShape) {
           }
 }
 
+// Two answer heads written out in full, so the shape logic is checked against text, not only against itself.
+TEST(WireHead, AnswerHeadsInFull) {
+  ExtraHeaders extra;
+  extra.add("x-ratelimit-limit-requests", std::uint64_t{60}).add("x-sluice-cache", "miss");
+  EXPECT_EQ(answer_head(10, true, true, "req_1", "0.125", &extra, std::nullopt),
+            "HTTP/1.0 200 OK\r\nServer: sluice\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+            "x-accel-buffering: no\r\nx-request-id: req_1\r\nx-sluice-overhead-ms: 0.125\r\n"
+            "x-ratelimit-limit-requests: 60\r\nx-sluice-cache: miss\r\n\r\n");  // an HTTP/1.0 stream ends with the close
+  EXPECT_EQ(answer_head(11, false, true, "req_2", "1.000", nullptr, std::nullopt),
+            "HTTP/1.1 200 OK\r\nServer: sluice\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+            "x-accel-buffering: no\r\nx-request-id: req_2\r\nx-sluice-overhead-ms: 1.000\r\nConnection: close\r\n"
+            "Transfer-Encoding: chunked\r\n\r\n");
+  EXPECT_EQ(answer_head(11, true, false, "req_3", "0.010", &extra, 42),
+            "HTTP/1.1 200 OK\r\nServer: sluice\r\nContent-Type: application/json\r\nx-request-id: req_3\r\n"
+            "x-sluice-overhead-ms: 0.010\r\nx-ratelimit-limit-requests: 60\r\nx-sluice-cache: miss\r\n"
+            "Content-Length: 42\r\n\r\n");
+}
+
 // Request ids: "req_" and 24 lowercase hex digits (96 random bits), drawn in batches: none repeats across them.
 TEST(RequestId, IsReqAndTwentyFourHexDigitsAndDoesNotRepeat) {
   std::set<std::string> seen;
