@@ -94,7 +94,8 @@ std::string WireHead::finish(std::optional<std::size_t> content_length) {
 
 ExtraHeaders& ExtraHeaders::add(std::string_view name, std::string_view value) {
   // Sluice's own names and values (numbers, durations, words): never anything a client sent.
-  assert(name.find_first_of(":\r\n") == std::string_view::npos && value.find_first_of("\r\n") == std::string_view::npos);
+  assert(name.find_first_of(":\r\n") == std::string_view::npos);
+  assert(value.find_first_of("\r\n") == std::string_view::npos);
   if (text_.capacity() < 256) text_.reserve(256);  // the six rate-limit lines and the cache's fit
   append_field(text_, name, value);
   return *this;
