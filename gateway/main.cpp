@@ -42,8 +42,8 @@ int serve(const std::string& path) {
   try {
     sluice::server::Gateway gw(std::move(*cfg));
     gw.reload_from(path);
-    gw.start();
     gw.drain_on_signals();
+    gw.start();
     gw.wait();
   } catch (const std::exception& e) {
     std::cerr << "sluice: " << e.what() << "\n";

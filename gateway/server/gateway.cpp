@@ -265,6 +265,7 @@ struct Gateway::Impl {
   std::optional<tcp::acceptor> admin_acceptor;
   std::optional<asio::signal_set> signals;
   std::optional<asio::signal_set> hangups;
+  bool on_signals = false;  // drain_on_signals() was asked for: start() installs the handlers
   std::uint16_t port = 0, admin_port = 0;
   std::size_t next_worker = 0;
 
@@ -701,6 +702,7 @@ void Gateway::start() {
     for (auto& w : d.workers) asio::co_spawn(w->ctx, flush_access_lines(w->ctx, d.config.log.access_flush), asio::detached);
   for (auto& w : d.workers)
     asio::co_spawn(w->ctx, sweep_idle(w->ctx, w->sessions, d.config.server.idle_timeout), asio::detached);
+  if (d.on_signals) watch_signals();  // before the workers run and before "listening on"
   for (auto& w : d.workers)
     w->thread = std::thread([&ctx = w->ctx] {
       ctx.run();
@@ -747,6 +749,10 @@ void Gateway::wait() {
 }
 
 void Gateway::drain_on_signals() {
+  impl_->on_signals = true;
+}
+
+void Gateway::watch_signals() {
   auto& d = *impl_;
   d.signals.emplace(d.workers[0]->ctx, SIGTERM, SIGINT);
   d.signals->async_wait([this](error_code ec, int sig) {

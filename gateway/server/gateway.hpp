@@ -24,7 +24,8 @@ class Gateway {
   void wait();
   /// Stops at once, cutting open connections.
   void stop();
-  /// Makes SIGTERM and SIGINT call drain(), and SIGHUP reload(). Call after start().
+  /// Makes SIGTERM and SIGINT call drain(), and SIGHUP reload(). Call before start(): the handlers are in
+  /// place before the gateway says it is listening, so a signal sent on that line is never the default's.
   void drain_on_signals();
   /// The file reload() reads (SIGHUP, POST /admin/reload). Call before start().
   void reload_from(std::string config_path);
@@ -36,6 +37,7 @@ class Gateway {
   std::uint16_t admin_port() const;  // the bound admin port
 
  private:
+  void watch_signals();
   void wait_for_hangup();
   struct Impl;
   std::unique_ptr<Impl> impl_;
