@@ -419,7 +419,8 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, IncomingR
           services.metrics.cache_lookup("hit");
           unused();  // no backend tokens were spent (the request still counted against request limits)
           const auto age = std::chrono::duration_cast<std::chrono::seconds>(now - hit->stored).count();
-          extra_headers.add("x-sluice-cache", "hit").add("age", static_cast<std::uint64_t>(std::max<long long>(0, age)));
+          extra_headers.add("x-sluice-cache", "hit")
+              .add("age", static_cast<std::uint64_t>(std::max<long long>(0, age)));
           reply.extra = &extra_headers;
           log.backend = "cache";
           log.prompt_tokens = hit->prompt_tokens;

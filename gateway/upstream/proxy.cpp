@@ -503,9 +503,10 @@ std::optional<bool> Exchange::write_client_now(const std::vector<asio::const_buf
   // Nobody to write to; go on for followers.
   if (st_.client_gone) return !client_left(head_.empty() ? "streaming" : "waiting");
   gather_write(wire_, size_line_, head_, data, chunked, last);
-  sent = 0;
-  if (auto done = write_now(client_.socket(), wire_, sent)) return client_written(std::get<0>(*done), std::get<1>(*done), last);
-  return std::nullopt;
+  const auto done = write_now(client_.socket(), wire_, sent);  // (sets `sent`)
+  if (!done) return std::nullopt;
+  const auto [ec, n] = *done;
+  return client_written(ec, n, last);
 }
 
 asio::awaitable<bool> Exchange::write_client_rest(std::size_t sent, bool last) {
