@@ -1,5 +1,7 @@
 #include "policy/decide.hpp"
 
+#include <openssl/crypto.h>
+
 namespace sluice::policy {
 
 openai::ApiError no_backend_available(std::string_view model) {
@@ -14,19 +16,62 @@ Policy::Policy(const Config& config) : config_(config), keyring_(config.keys) {
   }
 }
 
+const KeyEntry* KeyMemo::recall(std::string_view presented, std::uint64_t generation) const {
+  if (generation_ == 0 || generation != generation_ || presented.size() != presented_.size()) return nullptr;
+  return CRYPTO_memcmp(presented.data(), presented_.data(), presented.size()) == 0 ? key_ : nullptr;
+}
+
+void KeyMemo::remember(std::string_view presented, std::uint64_t generation, const KeyEntry* key) {
+  forget();
+  presented_.assign(presented);
+  generation_ = generation;
+  key_ = key;
+}
+
+void KeyMemo::forget() {
+  if (!presented_.empty()) OPENSSL_cleanse(presented_.data(), presented_.size());
+  presented_.clear();
+  generation_ = 0;
+  key_ = nullptr;
+}
+
+namespace {
+
+openai::ApiError missing_key() {
+  return openai::ApiError{401,
+                          "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY' "
+                          "(or the x-api-key header).",
+                          "invalid_request_error", std::nullopt, "missing_api_key"};
+}
+
+// Never echo the presented key, not even in part.
+openai::ApiError incorrect_key() {
+  return openai::ApiError{401, "Incorrect API key provided.", "invalid_request_error", std::nullopt,
+                          "invalid_api_key"};
+}
+
+}  // namespace
+
 std::variant<const KeyEntry*, openai::ApiError> Policy::authenticate(std::string_view authorization,
                                                                      std::string_view x_api_key) const {
   if (!config_.auth_required) return static_cast<const KeyEntry*>(nullptr);
   auto presented = presented_key(authorization, x_api_key);
-  if (presented.empty())
-    return openai::ApiError{401,
-                            "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY' "
-                            "(or the x-api-key header).",
-                            "invalid_request_error", std::nullopt, "missing_api_key"};
+  if (presented.empty()) return missing_key();
   if (const auto* key = keyring_.find(presented)) return key;
-  // Never echo the presented key, not even in part.
-  return openai::ApiError{401, "Incorrect API key provided.", "invalid_request_error", std::nullopt,
-                          "invalid_api_key"};
+  return incorrect_key();
+}
+
+std::variant<const KeyEntry*, openai::ApiError> Policy::authenticate(std::string_view authorization,
+                                                                     std::string_view x_api_key, KeyMemo& memo,
+                                                                     std::uint64_t generation) const {
+  if (!config_.auth_required) return static_cast<const KeyEntry*>(nullptr);
+  auto presented = presented_key(authorization, x_api_key);
+  if (presented.empty()) return missing_key();
+  if (const auto* key = memo.recall(presented, generation)) return key;
+  const auto* key = keyring_.find(presented);
+  if (!key) return incorrect_key();
+  memo.remember(presented, generation, key);
+  return key;
 }
 
 std::variant<Forward, openai::ApiError> Policy::route(const KeyEntry* key, std::string_view model) const {

@@ -1,6 +1,7 @@
 #pragma once
 // The policy stages a request passes before it is forwarded: key → model → route. Pure: no sockets.
 #include <boost/container/small_vector.hpp>
+#include <cstdint>
 #include <functional>
 #include <string>
 #include <string_view>
@@ -23,6 +24,28 @@ struct Forward {
   const KeyEntry* key = nullptr;               // nullptr when auth is off
 };
 
+/// What a client connection remembers of the key its last request was let in with, so that a keep-alive client
+/// presenting the same key again is matched by one constant-time comparison instead of a SHA-256 and a lookup.
+/// It holds only for the config it was found in (`generation`): a reload may have removed or changed the key.
+/// The secret is kept in memory only as long as the connection, and wiped when it goes.
+class KeyMemo {
+ public:
+  KeyMemo() = default;
+  KeyMemo(const KeyMemo&) = delete;
+  KeyMemo& operator=(const KeyMemo&) = delete;
+  ~KeyMemo() { forget(); }
+
+  /// The entry remembered for `presented` under config `generation`, or nullptr.
+  const KeyEntry* recall(std::string_view presented, std::uint64_t generation) const;
+  void remember(std::string_view presented, std::uint64_t generation, const KeyEntry* key);
+  void forget();
+
+ private:
+  std::uint64_t generation_ = 0;  // 0: nothing remembered
+  std::string presented_;
+  const KeyEntry* key_ = nullptr;
+};
+
 /// The 503 for a model none of whose backends can take a request now.
 openai::ApiError no_backend_available(std::string_view model);
 
@@ -35,6 +58,11 @@ class Policy {
   /// off, or a 401 error.
   std::variant<const KeyEntry*, openai::ApiError> authenticate(std::string_view authorization,
                                                                std::string_view x_api_key) const;
+  /// The same, for a request on a connection that remembers its last key (`memo`), under the config of
+  /// `generation` (this policy's): the key is hashed and looked up only when it is not the one remembered.
+  std::variant<const KeyEntry*, openai::ApiError> authenticate(std::string_view authorization,
+                                                               std::string_view x_api_key, KeyMemo& memo,
+                                                               std::uint64_t generation) const;
 
   /// Resolves a model name for an authenticated caller: 404 unknown, 403 not allowed, 503 no usable backend.
   std::variant<Forward, openai::ApiError> route(const KeyEntry* key, std::string_view model) const;

@@ -396,6 +396,7 @@ struct Gateway::Impl {
     enable_drained_reads(sock);  // the keep-alive wait is a drained read (below)
     beast::tcp_stream stream(std::move(sock));
     beast::flat_buffer buffer;
+    policy::KeyMemo key_memo;  // the key this connection's last request was let in with
     SessionHandle handle{&stream};
     w.sessions.insert(&handle);
     // However the session ends (even by an exception), it leaves the registry and the counts.
@@ -494,6 +495,7 @@ struct Gateway::Impl {
         break;
       }
       ctx.read_buffer = &buffer;
+      ctx.key_memo = &key_memo;
       bool keep = co_await handle_client_request(stream, parser.get(), ctx, services, w.local);
       if (!keep) break;
     }

@@ -2,6 +2,7 @@
 // The client-facing routes: one request in, one response (or relayed stream) out.
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <deque>
 #include <functional>
 #include <map>
@@ -67,6 +68,12 @@ struct Snapshot {
   policy::Policy policy;
 };
 
+/// A worker's copy of the current snapshot (Snapshots::get), and the generation it belongs to.
+struct HeldSnapshot {
+  std::uint64_t generation = 0;  // 0: none held yet
+  std::shared_ptr<const Snapshot> snapshot;
+};
+
 class Snapshots {
  public:
   explicit Snapshots(std::shared_ptr<const Snapshot> first) : current_(std::move(first)) {}
@@ -74,14 +81,27 @@ class Snapshots {
     std::lock_guard lock(mutex_);
     return current_;
   }
+  /// The current snapshot through a worker's copy, which is refreshed (under the lock) only when a reload has
+  /// set a new one since: a request costs one atomic load, and no lock is shared by the workers. A request
+  /// racing a reload runs under either snapshot.
+  const HeldSnapshot& get(HeldSnapshot& held) const {
+    if (generation_.load(std::memory_order_acquire) != held.generation) {
+      std::lock_guard lock(mutex_);
+      held.snapshot = current_;
+      held.generation = generation_.load(std::memory_order_relaxed);
+    }
+    return held;
+  }
   void set(std::shared_ptr<const Snapshot> next) {
     std::lock_guard lock(mutex_);
     current_ = std::move(next);
+    generation_.store(generation_.load(std::memory_order_relaxed) + 1, std::memory_order_release);
   }
 
  private:
   mutable std::mutex mutex_;
   std::shared_ptr<const Snapshot> current_;
+  std::atomic<std::uint64_t> generation_{1};  // counts the snapshots set; a held copy starts at 0
 };
 
 /// What every worker shares (read-only, or thread-safe).
@@ -107,6 +127,7 @@ struct WorkerLocal {
   WorkerLocal();
   ~WorkerLocal();
   Pools pools;
+  HeldSnapshot snapshot;                         // the worker's copy of the current config (Snapshots::get)
   std::unique_ptr<store::RedisClient> redis;     // store: redis
   std::unique_ptr<store::RedisLimiter> limiter;  // store: redis
 };
@@ -119,6 +140,7 @@ struct RequestContext {
   std::string method;  // known once the request line is parsed (for errors before routing)
   std::string path;
   beast::flat_buffer* read_buffer = nullptr;  // the connection's; a stream lets its memory go while it runs
+  policy::KeyMemo* key_memo = nullptr;        // the connection's: the key its last request was let in with
 };
 
 /// Serves one client request on `stream`. Returns whether the connection may serve another.

@@ -528,6 +528,38 @@ TEST(LimitsReload, SighupSwapsKeysAndLeavesStreamsInFlightAlone) {
   EXPECT_NE(gw.child.err().find("config reloaded"), std::string::npos);
 }
 
+// A connection remembers the key its last request was let in with (not to hash it again); a reload that removes
+// the key must still refuse it there, and the connection must not lend it to a different key.
+TEST(LimitsReload, AKeepAliveConnectionCannotKeepUsingAKeyTheReloadRemoved) {
+  TempDir dir;
+  auto path = dir.write("sluice.yaml", replica_config(limits_config(key_line("old", "sk-old", "rpm: 1000"))));
+  RunningGateway gw(path);
+  ASSERT_NE(gw.port, 0);
+  HttpClient conn(gw.port);
+  ASSERT_TRUE(conn.connected());
+  auto ask = [&](const std::string& key) {
+    auto r = conn.request("POST", "/v1/chat/completions", chat(R"(,"simulator":{"tokens":2})"),
+                          {{"Authorization", "Bearer " + key}});
+    EXPECT_EQ(r.header("connection"), "") << "the connection must stay open";
+    return r.status;
+  };
+  EXPECT_EQ(ask("sk-old"), 200);
+  EXPECT_EQ(ask("sk-old"), 200);
+  EXPECT_EQ(ask("sk-old-but-longer"), 401);
+  EXPECT_EQ(ask("sk-ole"), 401);  // as long as the remembered key, one byte apart
+  EXPECT_EQ(ask("sk-old"), 200);
+  dir.write("sluice.yaml", replica_config(limits_config(key_line("new", "sk-new", "rpm: 1000"))));
+  gw.child.signal(SIGHUP);
+  ASSERT_TRUE(wait_until([&] { return status_of(gw.port, "sk-new") == 200; }));
+  // The same connection, which last let sk-old in, now refuses it.
+  EXPECT_EQ(ask("sk-old"), 401);
+  EXPECT_EQ(ask("sk-new"), 200);
+  EXPECT_EQ(ask("sk-old"), 401);
+  EXPECT_EQ(ask("sk-new"), 200);
+  gw.child.signal(SIGTERM);
+  EXPECT_EQ(gw.child.wait_exit(), 0);
+}
+
 TEST(LimitsReload, InvalidConfigIsRejectedAndCountersSurviveAReload) {
   TempDir dir;
   auto yaml = replica_config(

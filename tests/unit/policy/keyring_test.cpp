@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cctype>
+#include <cstdint>
 #include <set>
 #include <string>
 #include <utility>
@@ -248,6 +249,63 @@ TEST(PolicyTest, WrongKeyIs401AndIsNeverEchoed) {
     EXPECT_EQ(e.message.find("0123"), std::string::npos) << e.message;  // not even in part
     EXPECT_EQ(openai::error_json(e).find("0123"), std::string::npos);
   }
+}
+
+// --- a connection's memo of its last key ------------------------------------------------------------
+
+const KeyEntry* authed(const Policy& p, std::string_view secret, KeyMemo& memo, std::uint64_t generation) {
+  auto r = p.authenticate("Bearer " + std::string(secret), "", memo, generation);
+  return std::holds_alternative<const KeyEntry*>(r) ? std::get<const KeyEntry*>(r) : nullptr;
+}
+
+TEST(KeyMemoTest, AKeyLetInIsRecalledOnlyForTheSameKeyAndConfig) {
+  const Config c = test_config();
+  Policy p(c);
+  KeyMemo memo;
+  EXPECT_EQ(memo.recall("sk-alice", 1), nullptr);  // nothing remembered yet
+  const KeyEntry* alice = authed(p, "sk-alice", memo, 1);
+  ASSERT_NE(alice, nullptr);
+  EXPECT_EQ(alice->name, "alice");
+  EXPECT_EQ(memo.recall("sk-alice", 1), alice);
+  EXPECT_EQ(authed(p, "sk-alice", memo, 1), alice);
+  // Only the very same key, under the same config.
+  for (std::string_view other : {"sk-alicE", "sk-alic", "sk-alice ", "", "sk-admin"})
+    EXPECT_EQ(memo.recall(other, 1), nullptr) << other;
+  EXPECT_EQ(memo.recall("sk-alice", 2), nullptr);
+  // A wrong key is refused and leaves the memo as it was; another good key replaces it.
+  EXPECT_EQ(authed(p, "sk-mallory", memo, 1), nullptr);
+  EXPECT_EQ(memo.recall("sk-alice", 1), alice);
+  const KeyEntry* admin = authed(p, "sk-admin", memo, 1);
+  ASSERT_NE(admin, nullptr);
+  EXPECT_EQ(admin->name, "admin");
+  EXPECT_EQ(memo.recall("sk-alice", 1), nullptr);
+  EXPECT_EQ(memo.recall("sk-admin", 1), admin);
+  memo.forget();
+  EXPECT_EQ(memo.recall("sk-admin", 1), nullptr);
+}
+
+TEST(KeyMemoTest, AKeyAReloadRemovedIsRefusedOnAConnectionThatRememberedIt) {
+  const Config before = test_config();
+  Policy p1(before);
+  KeyMemo memo;
+  ASSERT_NE(authed(p1, "sk-alice", memo, 1), nullptr);
+  Config after = test_config();
+  after.keys.erase(after.keys.begin());  // alice's key is gone
+  Policy p2(after);
+  auto r = p2.authenticate("Bearer sk-alice", "", memo, 2);
+  ASSERT_TRUE(std::holds_alternative<openai::ApiError>(r));
+  EXPECT_EQ(std::get<openai::ApiError>(r).code, "invalid_api_key");
+  // And a key that stays is found again (and remembered) under the new config.
+  const KeyEntry* admin = authed(p2, "sk-admin", memo, 2);
+  ASSERT_NE(admin, nullptr);
+  EXPECT_EQ(memo.recall("sk-admin", 2), admin);
+  // With auth off, no key whatever the memo holds.
+  Config open = test_config();
+  open.auth_required = false;
+  Policy p3(open);
+  auto none = p3.authenticate("Bearer sk-admin", "", memo, 2);
+  ASSERT_TRUE(std::holds_alternative<const KeyEntry*>(none));
+  EXPECT_EQ(std::get<const KeyEntry*>(none), nullptr);
 }
 
 TEST(PolicyTest, AuthNoneGivesNoKey) {
