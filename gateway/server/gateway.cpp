@@ -397,6 +397,7 @@ struct Gateway::Impl {
     beast::tcp_stream stream(std::move(sock));
     beast::flat_buffer buffer;
     policy::KeyMemo key_memo;  // the key this connection's last request was let in with
+    upstream::ClientWatch watch;  // its requests' exchange watchdog (cancelled before the stream goes)
     SessionHandle handle{&stream};
     w.sessions.insert(&handle);
     // However the session ends (even by an exception), it leaves the registry and the counts.
@@ -496,6 +497,7 @@ struct Gateway::Impl {
       }
       ctx.read_buffer = &buffer;
       ctx.key_memo = &key_memo;
+      ctx.watch = &watch;
       bool keep = co_await handle_client_request(stream, parser.get(), ctx, services, w.local);
       if (!keep) break;
     }

@@ -394,6 +394,7 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, IncomingR
   fr.metrics = &services.metrics;
   fr.headers = &extra_headers;
   fr.client_read_buffer = ctx.read_buffer;
+  fr.watch = ctx.watch;
 
   // Response cache: an exact repeat is answered here, as JSON or as a replayed stream, whichever was asked.
   std::string cache_key;

@@ -21,6 +21,10 @@
 #include "upstream/flight.hpp"
 #include "upstream/pool.hpp"
 
+namespace sluice::upstream {
+struct ClientWatch;
+}  // namespace sluice::upstream
+
 namespace sluice::store {
 class RedisClient;
 class RedisLimiter;
@@ -141,6 +145,7 @@ struct RequestContext {
   std::string path;
   beast::flat_buffer* read_buffer = nullptr;  // the connection's; a stream lets its memory go while it runs
   policy::KeyMemo* key_memo = nullptr;        // the connection's: the key its last request was let in with
+  upstream::ClientWatch* watch = nullptr;     // the connection's watchdog for its requests' exchanges
 };
 
 /// Serves one client request on `stream`. Returns whether the connection may serve another.

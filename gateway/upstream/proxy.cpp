@@ -21,9 +21,41 @@
 
 namespace sluice::upstream {
 
-namespace {
-
 using Clock = std::chrono::steady_clock;
+
+// When no deadline is set.
+constexpr Clock::time_point kNever = Clock::time_point::max();
+
+/// Shared between an exchange, its watchdog timer and the coroutine watching its client for a hang-up. A client
+/// connection keeps one for its requests (ClientWatch) while none of them needed its client watched.
+struct WatchState : std::enable_shared_from_this<WatchState> {
+  explicit WatchState(const asio::any_io_executor& ex) : dog(ex) {}
+  bool active = true;
+  bool client_gone = false;
+  tcp::socket* client = nullptr;
+  beast::tcp_stream* upstream = nullptr;
+  Flight* flight = nullptr;              // led by this request: followers may still need the upstream answer
+  asio::steady_timer* wake = nullptr;    // a follower's wait, ended when its client leaves
+
+  // One timer per exchange instead of one per socket operation (Beast's stream timeouts arm and cancel a
+  // timer around every read and write: two timer operations per SSE event). Reads and writes only move
+  // these deadlines; the timer wakes at the earliest of them and ends whatever is past its own.
+  asio::steady_timer dog;
+  Clock::time_point armed = kNever;        // when the timer is set to fire
+  Clock::time_point upstream_by = kNever;  // the backend must answer (the current phase's deadline)
+  Clock::time_point client_by = kNever;    // a client write in progress must finish
+  Clock::time_point watch_from = kNever;   // start watching the client for a hang-up
+  bool upstream_expired = false;           // the upstream connection was closed for its deadline
+  bool watching = false;                   // watch_client runs
+};
+
+ClientWatch::~ClientWatch() {
+  if (!state) return;
+  state->active = false;
+  state->dog.cancel();  // its handler holds the state until it has run
+}
+
+namespace {
 
 constexpr std::size_t kMaxUpstreamBody = 64u << 20;  // a non-stream answer above this is refused
 constexpr std::size_t kMaxPendingEvent = 16u << 20;  // an SSE event that never ends is refused
@@ -68,32 +100,9 @@ double ms_since(Clock::time_point t) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
 }
 
-constexpr Clock::time_point kNever = Clock::time_point::max();
 // An exchange that has not ended this long after it began gets its client watched for a hang-up. Most
 // LLM requests last far longer; an answer served faster than this is done before a hang-up could matter.
 constexpr Millis kWatchClientAfter{50};
-
-/// Shared between an exchange, its watchdog timer and the coroutine watching its client for a hang-up.
-struct WatchState : std::enable_shared_from_this<WatchState> {
-  explicit WatchState(const asio::any_io_executor& ex) : dog(ex) {}
-  bool active = true;
-  bool client_gone = false;
-  tcp::socket* client = nullptr;
-  beast::tcp_stream* upstream = nullptr;
-  Flight* flight = nullptr;              // led by this request: followers may still need the upstream answer
-  asio::steady_timer* wake = nullptr;    // a follower's wait, ended when its client leaves
-
-  // One timer per exchange instead of one per socket operation (Beast's stream timeouts arm and cancel a
-  // timer around every read and write: two timer operations per SSE event). Reads and writes only move
-  // these deadlines; the timer wakes at the earliest of them and ends whatever is past its own.
-  asio::steady_timer dog;
-  Clock::time_point armed = kNever;        // when the timer is set to fire
-  Clock::time_point upstream_by = kNever;  // the backend must answer (the current phase's deadline)
-  Clock::time_point client_by = kNever;    // a client write in progress must finish
-  Clock::time_point watch_from = kNever;   // start watching the client for a hang-up
-  bool upstream_expired = false;           // the upstream connection was closed for its deadline
-  bool watching = false;                   // watch_client runs
-};
 
 asio::awaitable<void> watch_client(std::shared_ptr<WatchState> st);
 
@@ -938,12 +947,19 @@ asio::awaitable<bool> probe(BackendPool& pool, const std::string& path, Millis t
 asio::awaitable<ForwardResult> forward(beast::tcp_stream& client, BackendPool& pool,
                                        const ForwardRequest& fr) {
   ForwardResult result;
-  auto st = std::make_shared<WatchState>(client.get_executor());
+  std::shared_ptr<WatchState> st;
+  if (fr.watch && fr.watch->state) {
+    st = fr.watch->state;  // the connection's, idle since its last exchange (its timer may still be set)
+  } else {
+    st = std::make_shared<WatchState>(client.get_executor());
+    if (fr.watch) fr.watch->state = st;
+  }
+  st->active = true;
   st->client = &client.socket();
   st->flight = fr.flight;
   client.expires_never();  // the exchange's watchdog bounds its client writes, not a timer per write
   st->watch_from = Clock::now() + kWatchClientAfter;
-  rearm(*st);
+  rearm(*st);  // nothing to do while the timer is set for an earlier time: it looks again when it fires
   // The client has gone and no follower needs the answer.
   auto abandoned = [&] { return st->client_gone && !(fr.flight && fr.flight->followers() > 0); };
 
@@ -997,11 +1013,20 @@ asio::awaitable<ForwardResult> forward(beast::tcp_stream& client, BackendPool& p
     result.error = "client_disconnected";
   }
   st->active = false;
-  st->dog.cancel();
+  st->flight = nullptr;
+  st->watch_from = st->upstream_by = st->client_by = kNever;  // no deadline of this exchange outlives it
   if (st->watching) {
+    st->dog.cancel();
     error_code ignored;
     client.socket().cancel(ignored);  // ends the watcher's wait
+    // The watcher still holds the state until it sees the exchange has ended: the next request gets its own.
+    if (fr.watch) fr.watch->state.reset();
+  } else if (!fr.watch || st->client_gone) {
+    st->dog.cancel();
+    if (fr.watch) fr.watch->state.reset();
   }
+  // Otherwise the timer stays set: it fires once with nothing to do, unless the next request's exchange came
+  // first (its deadlines are later, so the timer moves on to them when it fires).
   co_return result;
 }
 

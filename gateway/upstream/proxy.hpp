@@ -1,6 +1,7 @@
 #pragma once
 // Forwarding one request to a backend and relaying its answer (JSON or SSE) to the client.
 #include <chrono>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -17,6 +18,21 @@
 #include "upstream/pool.hpp"
 
 namespace sluice::upstream {
+
+struct WatchState;
+
+/// A client connection's watchdog for its requests' exchanges (forward), kept from one request to the next: its
+/// timer, set for the first request's earliest deadline, stays set between requests (it then fires once and
+/// finds nothing to do, or the next request's deadlines are later and it moves on to them) instead of being set
+/// and cancelled for each request. An exchange whose client had to be watched for a hang-up (one that lasted
+/// past kWatchClientAfter) leaves the next request a fresh one. Cancelled with the connection.
+struct ClientWatch {
+  ClientWatch() = default;
+  ClientWatch(const ClientWatch&) = delete;
+  ClientWatch& operator=(const ClientWatch&) = delete;
+  ~ClientWatch();
+  std::shared_ptr<WatchState> state;  // null until the first exchange
+};
 
 /// What the relay needs to forward one request.
 struct ForwardRequest {
@@ -42,6 +58,8 @@ struct ForwardRequest {
   beast::flat_buffer* client_read_buffer = nullptr;
   /// Extra response headers for the client (the rate-limit headers).
   const ExtraHeaders* headers = nullptr;
+  /// The client connection's watchdog, reused by its requests (nullptr: one for this request alone).
+  ClientWatch* watch = nullptr;
 };
 
 /// How the exchange went, for the caller's metrics, access log and error reply.

@@ -286,6 +286,11 @@ TEST(SseRelay, AClientThatStopsReadingAWholeAnswerIsDroppedAfterTheIdleTimeout) 
   HttpClient c(gw.port());
   int small = 4096;
   ASSERT_EQ(setsockopt(c.fd(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small), 0);
+  // A quick request first: the big one runs under the watchdog the connection kept from it.
+  ASSERT_EQ(c.request("POST", "/v1/chat/completions", R"({"model":"m","messages":[{"role":"user","content":"hi"}]})",
+                      {{"Authorization", "Bearer sk-test"}})
+                .status,
+            200);
   ASSERT_TRUE(c.send_raw(raw_post("/v1/chat/completions",
                                   R"({"model":"m","messages":[{"role":"user","content":"big"}]})")));
   // ...and reads nothing.
@@ -296,6 +301,61 @@ TEST(SseRelay, AClientThatStopsReadingAWholeAnswerIsDroppedAfterTheIdleTimeout) 
       20s));
   auto res = post_json(gw.port(), "/v1/chat/completions", R"({"model":"m","messages":[{"role":"user","content":"hi"}]})");
   EXPECT_EQ(res.status, 200) << res.body;
+}
+
+// A client connection keeps its watchdog from one request to the next (its timer stays set between them): each
+// later request on the connection still has its backend deadline kept, and its client watched for a hang-up,
+// whether the connection's earlier requests were quick or were watched themselves.
+TEST(SseRelay, EveryRequestOnAKeptAliveConnectionIsWatched) {
+  std::atomic<int> cut{0};
+  ScriptedUpstream upstream([&](UpstreamConn& c) {
+    for (;;) {
+      auto req = c.read_request();
+      if (req.empty()) return;
+      if (req.find("\"stall\"") != std::string::npos) {  // no first token, ever
+        c.wait_closed(20s);
+        return;
+      }
+      if (req.find("\"hang up\"") != std::string::npos) {  // one event, then waits for the gateway to close
+        c.write_sse_header();
+        c.write_chunk("data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"one\"}}]}\n\n");
+        if (c.wait_closed(20s)) ++cut;
+        return;
+      }
+      const std::string body = R"({"id":"c","object":"chat.completion","created":5,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}]})";
+      if (!c.write("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " +
+                   std::to_string(body.size()) + "\r\n\r\n" + body))
+        return;
+    }
+  });
+  TestGateway gw(relay_config(upstream.url(), "{ first_token: 300ms }"));
+  HttpClient c(gw.port());
+  auto ask = [&](const std::string& content, bool stream) {
+    return c.request("POST", "/v1/chat/completions",
+                     R"({"model":"m","messages":[{"role":"user","content":")" + content + "\"}]" +
+                         (stream ? R"(,"stream":true})" : "}"),
+                     {{"Authorization", "Bearer sk-test"}});
+  };
+  for (int i = 0; i < 5; ++i) ASSERT_EQ(ask("hi", false).status, 200) << i;
+  // The backend never starts the stream: its first-token deadline ends it, on the watchdog the connection kept.
+  auto stalled = ask("stall", true);
+  EXPECT_EQ(stalled.status, 504) << stalled.body;
+  EXPECT_NE(stalled.body.find("upstream_timeout"), std::string::npos) << stalled.body;
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(ask("hi", false).status, 200) << i;
+  // A hang-up mid-stream, after quick requests: the backend's connection is closed at once.
+  ASSERT_TRUE(c.send_raw(raw_post("/v1/chat/completions",
+                                  R"({"model":"m","messages":[{"role":"user","content":"hang up"}],"stream":true})")));
+  ASSERT_EQ(c.read_head().status, 200);
+  std::string got;
+  ASSERT_TRUE(wait_until([&] {
+    got += c.read_some(100ms);
+    return got.find("\"one\"") != std::string::npos;
+  }));
+  c.close();
+  EXPECT_TRUE(wait_until([&] { return cut.load() == 1; }, 10s));
+  EXPECT_TRUE(wait_until(
+      [&] { return metric_value(gw.admin_port(), "sluice_client_disconnects_total{phase=\"streaming\"}") == 1; },
+      10s));
 }
 
 TEST(SseRelay, TheClientGetsTheFormItAskedForWhateverTheBackendSends) {
