@@ -2,6 +2,8 @@
 
 #include <openssl/crypto.h>
 
+#include <atomic>
+
 namespace sluice::policy {
 
 openai::ApiError no_backend_available(std::string_view model) {
@@ -9,7 +11,14 @@ openai::ApiError no_backend_available(std::string_view model) {
                           "server_error", std::nullopt, "no_backend_available"};
 }
 
-Policy::Policy(const Config& config) : config_(config), keyring_(config.keys) {
+namespace {
+std::uint64_t next_generation() {
+  static std::atomic<std::uint64_t> next{1};
+  return next.fetch_add(1, std::memory_order_relaxed);
+}
+}  // namespace
+
+Policy::Policy(const Config& config) : config_(config), generation_(next_generation()), keyring_(config.keys) {
   for (const auto& m : config.models) {
     by_name_.emplace(m.name, &m);
     for (const auto& a : m.aliases) by_name_.emplace(a, &m);
@@ -62,15 +71,15 @@ std::variant<const KeyEntry*, openai::ApiError> Policy::authenticate(std::string
 }
 
 std::variant<const KeyEntry*, openai::ApiError> Policy::authenticate(std::string_view authorization,
-                                                                     std::string_view x_api_key, KeyMemo& memo,
-                                                                     std::uint64_t generation) const {
+                                                                     std::string_view x_api_key,
+                                                                     KeyMemo& memo) const {
   if (!config_.auth_required) return static_cast<const KeyEntry*>(nullptr);
   auto presented = presented_key(authorization, x_api_key);
   if (presented.empty()) return missing_key();
-  if (const auto* key = memo.recall(presented, generation)) return key;
+  if (const auto* key = memo.recall(presented, generation_)) return key;
   const auto* key = keyring_.find(presented);
   if (!key) return incorrect_key();
-  memo.remember(presented, generation, key);
+  memo.remember(presented, generation_, key);
   return key;
 }
 

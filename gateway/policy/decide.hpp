@@ -26,7 +26,8 @@ struct Forward {
 
 /// What a client connection remembers of the key its last request was let in with, so that a keep-alive client
 /// presenting the same key again is matched by one constant-time comparison instead of a SHA-256 and a lookup.
-/// It holds only for the config it was found in (`generation`): a reload may have removed or changed the key.
+/// It holds only for the policy it was found by (each Policy has its own generation): a reload, which builds a
+/// new one, may have removed or changed the key.
 /// The secret is kept in memory only as long as the connection, and wiped when it goes.
 class KeyMemo {
  public:
@@ -35,7 +36,7 @@ class KeyMemo {
   KeyMemo& operator=(const KeyMemo&) = delete;
   ~KeyMemo() { forget(); }
 
-  /// The entry remembered for `presented` under config `generation`, or nullptr.
+  /// The entry remembered for `presented` by the policy of `generation`, or nullptr.
   const KeyEntry* recall(std::string_view presented, std::uint64_t generation) const;
   void remember(std::string_view presented, std::uint64_t generation, const KeyEntry* key);
   void forget();
@@ -58,11 +59,13 @@ class Policy {
   /// off, or a 401 error.
   std::variant<const KeyEntry*, openai::ApiError> authenticate(std::string_view authorization,
                                                                std::string_view x_api_key) const;
-  /// The same, for a request on a connection that remembers its last key (`memo`), under the config of
-  /// `generation` (this policy's): the key is hashed and looked up only when it is not the one remembered.
+  /// The same, for a request on a connection that remembers its last key (`memo`): the key is hashed and
+  /// looked up only when it is not the one this policy let in last on that connection.
   std::variant<const KeyEntry*, openai::ApiError> authenticate(std::string_view authorization,
-                                                               std::string_view x_api_key, KeyMemo& memo,
-                                                               std::uint64_t generation) const;
+                                                               std::string_view x_api_key, KeyMemo& memo) const;
+
+  /// This policy's own number, never 0 and never shared with another Policy of the process (a KeyMemo's key).
+  std::uint64_t generation() const { return generation_; }
 
   /// Resolves a model name for an authenticated caller: 404 unknown, 403 not allowed, 503 no usable backend.
   std::variant<Forward, openai::ApiError> route(const KeyEntry* key, std::string_view model) const;
@@ -77,6 +80,7 @@ class Policy {
 
  private:
   const Config& config_;
+  std::uint64_t generation_;
   Keyring keyring_;
   struct NameHash {
     using is_transparent = void;

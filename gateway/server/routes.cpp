@@ -236,9 +236,7 @@ std::string_view path_of(std::string_view target) {
 asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, IncomingRequest& req,
                                             RequestContext& ctx, const Services& services, WorkerLocal& local) {
   // The config this request runs under, held until it ends (a reload swaps in a new one for later requests).
-  const HeldSnapshot& held = services.snapshots.get(local.snapshot);
-  const std::shared_ptr<const Snapshot> snapshot = held.snapshot;
-  const std::uint64_t generation = held.generation;
+  const std::shared_ptr<const Snapshot> snapshot = services.snapshots.get(local.snapshot).snapshot;
   const policy::Policy& policy = snapshot->policy;
   auto& pools = local.pools;
   observe::AccessRecord log;
@@ -286,8 +284,7 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, IncomingR
   }
 
   using Field = IncomingRequest::Field;
-  auto auth = ctx.key_memo ? policy.authenticate(req[Field::authorization], req[Field::x_api_key], *ctx.key_memo,
-                                                 generation)
+  auto auth = ctx.key_memo ? policy.authenticate(req[Field::authorization], req[Field::x_api_key], *ctx.key_memo)
                            : policy.authenticate(req[Field::authorization], req[Field::x_api_key]);
   if (auto* e = std::get_if<openai::ApiError>(&auth)) co_return finish(co_await reply.error(*e));
   const policy::KeyEntry* key = std::get<const policy::KeyEntry*>(auth);

@@ -90,8 +90,9 @@ class Snapshots {
   /// racing a reload runs under either snapshot.
   const HeldSnapshot& get(HeldSnapshot& held) const {
     if (generation_.load(std::memory_order_acquire) != held.generation) {
+      std::shared_ptr<const Snapshot> previous;  // let go after the lock: it may be the last reference
       std::lock_guard lock(mutex_);
-      held.snapshot = current_;
+      previous = std::exchange(held.snapshot, current_);
       held.generation = generation_.load(std::memory_order_relaxed);
     }
     return held;

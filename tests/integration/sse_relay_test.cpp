@@ -283,24 +283,33 @@ TEST(SseRelay, AClientThatStopsReadingAWholeAnswerIsDroppedAfterTheIdleTimeout) 
     }
   });
   TestGateway gw(relay_config(upstream.url(), "{ idle: 300ms }"));
-  HttpClient c(gw.port());
-  int small = 4096;
-  ASSERT_EQ(setsockopt(c.fd(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small), 0);
-  // A quick request first: the big one runs under the watchdog the connection kept from it.
-  ASSERT_EQ(c.request("POST", "/v1/chat/completions", R"({"model":"m","messages":[{"role":"user","content":"hi"}]})",
-                      {{"Authorization", "Bearer sk-test"}})
-                .status,
-            200);
-  ASSERT_TRUE(c.send_raw(raw_post("/v1/chat/completions",
-                                  R"({"model":"m","messages":[{"role":"user","content":"big"}]})")));
-  // ...and reads nothing.
-  EXPECT_TRUE(wait_until(
-      [&] {
-        return metric_value(gw.admin_port(), "sluice_client_disconnects_total{phase=\"streaming\"}") == 1;
-      },
-      20s));
-  auto res = post_json(gw.port(), "/v1/chat/completions", R"({"model":"m","messages":[{"role":"user","content":"hi"}]})");
-  EXPECT_EQ(res.status, 200) << res.body;
+  // As the connection's first request, and after a quick one (then it runs under the watchdog the connection
+  // kept from that one).
+  for (const bool after_a_quick_one : {false, true}) {
+    SCOPED_TRACE(after_a_quick_one ? "after a quick request" : "first request");
+    HttpClient c(gw.port());
+    int small = 4096;
+    ASSERT_EQ(setsockopt(c.fd(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small), 0);
+    if (after_a_quick_one) {
+      ASSERT_EQ(c.request("POST", "/v1/chat/completions",
+                          R"({"model":"m","messages":[{"role":"user","content":"hi"}]})",
+                          {{"Authorization", "Bearer sk-test"}})
+                    .status,
+                200);
+    }
+    ASSERT_TRUE(c.send_raw(raw_post("/v1/chat/completions",
+                                    R"({"model":"m","messages":[{"role":"user","content":"big"}]})")));
+    // ...and reads nothing.
+    const double dropped = after_a_quick_one ? 2 : 1;
+    EXPECT_TRUE(wait_until(
+        [&] {
+          return metric_value(gw.admin_port(), "sluice_client_disconnects_total{phase=\"streaming\"}") == dropped;
+        },
+        20s));
+    auto res =
+        post_json(gw.port(), "/v1/chat/completions", R"({"model":"m","messages":[{"role":"user","content":"hi"}]})");
+    EXPECT_EQ(res.status, 200) << res.body;
+  }
 }
 
 // A client connection keeps its watchdog from one request to the next (its timer stays set between them): each
@@ -336,11 +345,16 @@ TEST(SseRelay, EveryRequestOnAKeptAliveConnectionIsWatched) {
                          (stream ? R"(,"stream":true})" : "}"),
                      {{"Authorization", "Bearer sk-test"}});
   };
-  for (int i = 0; i < 5; ++i) ASSERT_EQ(ask("hi", false).status, 200) << i;
-  // The backend never starts the stream: its first-token deadline ends it, on the watchdog the connection kept.
-  auto stalled = ask("stall", true);
-  EXPECT_EQ(stalled.status, 504) << stalled.body;
-  EXPECT_NE(stalled.body.find("upstream_timeout"), std::string::npos) << stalled.body;
+  // The backend never starts the stream: its first-token deadline ends it, on the watchdog the connection kept:
+  // right after quick requests (its timer most likely still set for the last one), and after a pause in which
+  // that timer has fired with nothing to do.
+  for (const auto pause : {0ms, 200ms}) {
+    for (int i = 0; i < 5; ++i) ASSERT_EQ(ask("hi", false).status, 200) << i;
+    std::this_thread::sleep_for(pause);
+    auto stalled = ask("stall", true);
+    EXPECT_EQ(stalled.status, 504) << stalled.body;
+    EXPECT_NE(stalled.body.find("upstream_timeout"), std::string::npos) << stalled.body;
+  }
   for (int i = 0; i < 3; ++i) ASSERT_EQ(ask("hi", false).status, 200) << i;
   // A hang-up mid-stream, after quick requests: the backend's connection is closed at once.
   ASSERT_TRUE(c.send_raw(raw_post("/v1/chat/completions",

@@ -253,57 +253,67 @@ TEST(PolicyTest, WrongKeyIs401AndIsNeverEchoed) {
 
 // --- a connection's memo of its last key ------------------------------------------------------------
 
-const KeyEntry* authed(const Policy& p, std::string_view secret, KeyMemo& memo, std::uint64_t generation) {
-  auto r = p.authenticate("Bearer " + std::string(secret), "", memo, generation);
+const KeyEntry* authed(const Policy& p, std::string_view secret, KeyMemo& memo) {
+  auto r = p.authenticate("Bearer " + std::string(secret), "", memo);
   return std::holds_alternative<const KeyEntry*>(r) ? std::get<const KeyEntry*>(r) : nullptr;
 }
 
-TEST(KeyMemoTest, AKeyLetInIsRecalledOnlyForTheSameKeyAndConfig) {
+TEST(KeyMemoTest, AKeyLetInIsRecalledOnlyForTheSameKeyAndPolicy) {
   const Config c = test_config();
   Policy p(c);
+  const auto g = p.generation();
   KeyMemo memo;
-  EXPECT_EQ(memo.recall("sk-alice", 1), nullptr);  // nothing remembered yet
-  const KeyEntry* alice = authed(p, "sk-alice", memo, 1);
+  EXPECT_EQ(memo.recall("sk-alice", g), nullptr);  // nothing remembered yet
+  const KeyEntry* alice = authed(p, "sk-alice", memo);
   ASSERT_NE(alice, nullptr);
   EXPECT_EQ(alice->name, "alice");
-  EXPECT_EQ(memo.recall("sk-alice", 1), alice);
-  EXPECT_EQ(authed(p, "sk-alice", memo, 1), alice);
-  // Only the very same key, under the same config.
+  EXPECT_EQ(memo.recall("sk-alice", g), alice);
+  EXPECT_EQ(authed(p, "sk-alice", memo), alice);
+  // Only the very same key, for the same policy.
   for (std::string_view other : {"sk-alicE", "sk-alic", "sk-alice ", "", "sk-admin"})
-    EXPECT_EQ(memo.recall(other, 1), nullptr) << other;
-  EXPECT_EQ(memo.recall("sk-alice", 2), nullptr);
+    EXPECT_EQ(memo.recall(other, g), nullptr) << other;
+  EXPECT_EQ(memo.recall("sk-alice", g + 1), nullptr);
   // A wrong key is refused and leaves the memo as it was; another good key replaces it.
-  EXPECT_EQ(authed(p, "sk-mallory", memo, 1), nullptr);
-  EXPECT_EQ(memo.recall("sk-alice", 1), alice);
-  const KeyEntry* admin = authed(p, "sk-admin", memo, 1);
+  EXPECT_EQ(authed(p, "sk-mallory", memo), nullptr);
+  EXPECT_EQ(memo.recall("sk-alice", g), alice);
+  const KeyEntry* admin = authed(p, "sk-admin", memo);
   ASSERT_NE(admin, nullptr);
   EXPECT_EQ(admin->name, "admin");
-  EXPECT_EQ(memo.recall("sk-alice", 1), nullptr);
-  EXPECT_EQ(memo.recall("sk-admin", 1), admin);
+  EXPECT_EQ(memo.recall("sk-alice", g), nullptr);
+  EXPECT_EQ(memo.recall("sk-admin", g), admin);
   memo.forget();
-  EXPECT_EQ(memo.recall("sk-admin", 1), nullptr);
+  EXPECT_EQ(memo.recall("sk-admin", g), nullptr);
+}
+
+TEST(KeyMemoTest, EachPolicyHasItsOwnGeneration) {
+  const Config c = test_config();
+  Policy a(c), b(c);
+  EXPECT_NE(a.generation(), 0u);
+  EXPECT_NE(b.generation(), 0u);
+  EXPECT_NE(a.generation(), b.generation());
 }
 
 TEST(KeyMemoTest, AKeyAReloadRemovedIsRefusedOnAConnectionThatRememberedIt) {
   const Config before = test_config();
   Policy p1(before);
   KeyMemo memo;
-  ASSERT_NE(authed(p1, "sk-alice", memo, 1), nullptr);
+  ASSERT_NE(authed(p1, "sk-alice", memo), nullptr);
   Config after = test_config();
   after.keys.erase(after.keys.begin());  // alice's key is gone
   Policy p2(after);
-  auto r = p2.authenticate("Bearer sk-alice", "", memo, 2);
+  auto r = p2.authenticate("Bearer sk-alice", "", memo);
   ASSERT_TRUE(std::holds_alternative<openai::ApiError>(r));
   EXPECT_EQ(std::get<openai::ApiError>(r).code, "invalid_api_key");
-  // And a key that stays is found again (and remembered) under the new config.
-  const KeyEntry* admin = authed(p2, "sk-admin", memo, 2);
+  // And a key that stays is found again (and remembered) by the new policy.
+  const KeyEntry* admin = authed(p2, "sk-admin", memo);
   ASSERT_NE(admin, nullptr);
-  EXPECT_EQ(memo.recall("sk-admin", 2), admin);
+  EXPECT_EQ(memo.recall("sk-admin", p2.generation()), admin);
+  EXPECT_EQ(memo.recall("sk-admin", p1.generation()), nullptr);
   // With auth off, no key whatever the memo holds.
   Config open = test_config();
   open.auth_required = false;
   Policy p3(open);
-  auto none = p3.authenticate("Bearer sk-admin", "", memo, 2);
+  auto none = p3.authenticate("Bearer sk-admin", "", memo);
   ASSERT_TRUE(std::holds_alternative<const KeyEntry*>(none));
   EXPECT_EQ(std::get<const KeyEntry*>(none), nullptr);
 }
