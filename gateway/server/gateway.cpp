@@ -451,11 +451,6 @@ struct Gateway::Impl {
         hn += n;
       }
       ctx.bytes_in = hn;
-      if (parser.is_header_done()) {
-        ctx.method = std::string(parser.get().method_string());
-        auto target = parser.get().target();
-        ctx.path = std::string(target.substr(0, std::min<std::size_t>(target.find('?'), 256)));
-      }
       if (!hec && beast::iequals(parser.get()[IncomingRequest::Field::expect], "100-continue")) {
         static constexpr std::string_view cont = "HTTP/1.1 100 Continue\r\n\r\n";
         auto [cec, cn] = co_await asio::async_write(stream, asio::buffer(cont), use_nothrow);
@@ -474,6 +469,13 @@ struct Gateway::Impl {
         ctx.bytes_in += bn;
       }
       if (rec) {
+        // For the error and access line of a request that cannot be routed: its request line, once read (a head
+        // refused for its declared length has one).
+        if (!parser.get().method_string().empty()) {
+          ctx.method = std::string(parser.get().method_string());
+          auto target = parser.get().target();
+          ctx.path = std::string(target.substr(0, std::min<std::size_t>(target.find('?'), 256)));
+        }
         std::optional<openai::ApiError> err;
         if (rec == http::error::body_limit)
           err = openai::ApiError{

@@ -142,7 +142,7 @@ struct RequestContext {
   std::chrono::steady_clock::time_point started;
   std::string client;  // peer address
   std::uint64_t bytes_in = 0;
-  std::string method;  // known once the request line is parsed (for errors before routing)
+  std::string method;  // set for a request that fails before it is routed (its error and access line)
   std::string path;
   beast::flat_buffer* read_buffer = nullptr;  // the connection's; a stream lets its memory go while it runs
   policy::KeyMemo* key_memo = nullptr;        // the connection's: the key its last request was let in with

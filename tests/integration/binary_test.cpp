@@ -162,11 +162,21 @@ TEST(Binary, ShippedConfigAnswersTheReadmeCurlOffline) {
                       "sk-sluice-demo")
                 .status,
             403);
+  // A request refused before it is routed (its declared body is over the limit) is logged with its method and
+  // path too (not its query).
+  HttpClient big(gw.port);
+  ASSERT_TRUE(big.send_raw("POST /v1/chat/completions?q=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999\r\n\r\n"));
+  EXPECT_EQ(big.read_response().status, 413);
   // One JSON access-log line per request on stdout, never the key.
   gw.child.signal(SIGTERM);
   EXPECT_EQ(gw.child.wait_exit(), 0);
   auto out = gw.child.out();
   EXPECT_NE(out.find("\"type\":\"access\""), std::string::npos) << out;
+  const auto refused = out.find("\"status\":413");
+  ASSERT_NE(refused, std::string::npos) << out;
+  const auto line_start = out.rfind('\n', refused) + 1;
+  const auto line = out.substr(line_start, out.find('\n', refused) - line_start);
+  EXPECT_NE(line.find("\"method\":\"POST\",\"path\":\"/v1/chat/completions\","), std::string::npos) << line;
   EXPECT_NE(out.find("\"key\":\"demo\""), std::string::npos);
   EXPECT_EQ(out.find("sk-sluice-demo"), std::string::npos);
   EXPECT_EQ(gw.child.err().find("sk-sluice-demo"), std::string::npos);
