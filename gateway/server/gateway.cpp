@@ -469,9 +469,7 @@ struct Gateway::Impl {
         ctx.bytes_in += bn;
       }
       if (rec) {
-        // For the error and access line of a request that cannot be routed: its request line, once read (a head
-        // refused for its declared length has one).
-        if (!parser.get().method_string().empty()) {
+        if (parser.is_header_done()) {  // for the access line of a request refused before it is routed
           ctx.method = std::string(parser.get().method_string());
           auto target = parser.get().target();
           ctx.path = std::string(target.substr(0, std::min<std::size_t>(target.find('?'), 256)));

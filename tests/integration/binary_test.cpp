@@ -162,10 +162,11 @@ TEST(Binary, ShippedConfigAnswersTheReadmeCurlOffline) {
                       "sk-sluice-demo")
                 .status,
             403);
-  // A request refused before it is routed (its declared body is over the limit) is logged with its method and
-  // path too (not its query).
+  // A request refused before it is routed, after its head (a chunk over the body limit), is logged with its
+  // method and path too (not its query).
   HttpClient big(gw.port);
-  ASSERT_TRUE(big.send_raw("POST /v1/chat/completions?q=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999\r\n\r\n"));
+  ASSERT_TRUE(big.send_raw("POST /v1/chat/completions?q=1 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                           "ffffffff\r\n"));
   EXPECT_EQ(big.read_response().status, 413);
   // One JSON access-log line per request on stdout, never the key.
   gw.child.signal(SIGTERM);
