@@ -37,8 +37,9 @@ struct WatchState : std::enable_shared_from_this<WatchState> {
   Flight* flight = nullptr;              // led by this request: followers may still need the upstream answer
   asio::steady_timer* wake = nullptr;    // a follower's wait, ended when its client leaves
 
-  // One timer per exchange instead of one per socket operation (Beast's stream timeouts arm and cancel a
-  // timer around every read and write: two timer operations per SSE event). Reads and writes only move
+  // One timer per exchange (and kept for the connection's next ones) instead of one per socket operation
+  // (Beast's stream timeouts arm and cancel a timer around every read and write: two timer operations per SSE
+  // event). Reads and writes only move
   // these deadlines; the timer wakes at the earliest of them and ends whatever is past its own.
   asio::steady_timer dog;
   Clock::time_point armed = kNever;        // when the timer is set to fire
