@@ -5,28 +5,39 @@
 
 namespace sluice::upstream {
 
+void BackendState::publish() {
+  ejected_flag_.store(ejected_, std::memory_order_release);
+  clean_.store(!ejected_ && !trial_in_flight_ && consecutive_failures_ == 0 && ejections_ == 0,
+               std::memory_order_release);
+}
+
 bool BackendState::available(SteadyTime now) const {
   if (!probe_up_) return false;
+  if (!ejected_flag_.load(std::memory_order_acquire)) return true;
   std::lock_guard lock(mutex_);
   return !ejected_ || (now >= ejected_until_ && !trial_in_flight_);
 }
 
 bool BackendState::admit(SteadyTime now) {
   if (!probe_up_) return false;
+  if (!ejected_flag_.load(std::memory_order_acquire)) return true;
   std::lock_guard lock(mutex_);
   if (!ejected_) return true;
   if (now < ejected_until_ || trial_in_flight_) return false;
   trial_in_flight_ = true;  // half-open: this request decides
+  publish();
   return true;
 }
 
 bool BackendState::success() {
+  if (clean_.load(std::memory_order_acquire)) return false;  // nothing to forget
   std::lock_guard lock(mutex_);
   bool was_ejected = ejected_;
   consecutive_failures_ = 0;
   ejections_ = 0;
   ejected_ = false;
   trial_in_flight_ = false;
+  publish();
   return was_ejected;
 }
 
@@ -41,25 +52,26 @@ void BackendState::eject(SteadyTime now) {
 
 bool BackendState::failure(SteadyTime now) {
   std::lock_guard lock(mutex_);
+  bool flipped = false;
   if (ejected_) {
     // A failed half-open trial (or a late failure of a request admitted before the ejection).
     if (trial_in_flight_) {
       trial_in_flight_ = false;
       eject(now);
-      return true;
+      flipped = true;
     }
-    return false;
-  }
-  if (cfg_.consecutive_failures > 0 && ++consecutive_failures_ >= cfg_.consecutive_failures) {
+  } else if (cfg_.consecutive_failures > 0 && ++consecutive_failures_ >= cfg_.consecutive_failures) {
     eject(now);
-    return true;
+    flipped = true;
   }
-  return false;
+  publish();
+  return flipped;
 }
 
 void BackendState::neutral() {
   std::lock_guard lock(mutex_);
   trial_in_flight_ = false;
+  publish();
 }
 
 bool BackendState::up(SteadyTime now) const {

@@ -17,7 +17,9 @@ using SteadyTime = std::chrono::steady_clock::time_point;
 
 /// One backend's health as every worker sees it: active probe result, passive outlier ejection
 /// (consecutive failures eject it for a cooldown that doubles on each ejection in a row, capped),
-/// the single half-open trial after a cooldown, and the requests in flight.
+/// the single half-open trial after a cooldown, and the requests in flight. A healthy backend's requests take
+/// no lock: available(), admit() and success() read two flags the locked changes publish, and lock only when
+/// the backend is ejected or has failures to forget.
 class BackendState {
  public:
   explicit BackendState(OutlierConfig cfg) : cfg_(cfg) {}
@@ -41,8 +43,13 @@ class BackendState {
 
  private:
   void eject(SteadyTime now);
+  void publish();  // under the lock, after a change: the flags below
 
   const OutlierConfig cfg_;
+  // Set under the lock (publish) for the lock-free paths: ejected_ as it is, and whether success() would change
+  // nothing. A path that reads one as a change is being made runs as if just before that change.
+  std::atomic<bool> ejected_flag_{false};
+  std::atomic<bool> clean_{true};
   mutable std::mutex mutex_;
   unsigned consecutive_failures_ = 0;
   unsigned ejections_ = 0;  // in a row; reset by a success

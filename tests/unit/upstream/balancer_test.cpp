@@ -3,10 +3,12 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <random>
 #include <set>
+#include <thread>
 #include <vector>
 
 namespace sluice::upstream {
@@ -76,6 +78,35 @@ TEST(BackendStateTest, ASuccessResetsTheFailureCount) {
   EXPECT_TRUE(s.up(t0));
   EXPECT_TRUE(s.admit(t0));
   s.failure(t0);  // now the third in a row
+  expect_ejected(s, t0);
+}
+
+// Workers report outcomes at once; a healthy backend's successes take no lock. One worker's failures come in
+// pairs, each pair followed by its own success, so the count never reaches three, whatever the others do in
+// between: a success that skipped a count it had to forget would let it reach three and eject.
+TEST(BackendStateTest, OutcomesFromManyWorkersAtOnceKeepTheCount) {
+  BackendState s(outlier3());
+  std::atomic<bool> stop{false};
+  std::atomic<int> refused{0};
+  std::vector<std::thread> workers;
+  for (int w = 0; w < 3; ++w)
+    workers.emplace_back([&] {
+      while (!stop.load()) {
+        if (!s.admit(t0) || !s.available(t0)) ++refused;
+        s.success();
+      }
+    });
+  for (int i = 0; i < 20000; ++i) {
+    s.failure(t0);
+    s.failure(t0);
+    s.success();
+  }
+  stop = true;
+  for (auto& t : workers) t.join();
+  EXPECT_EQ(refused.load(), 0);
+  EXPECT_TRUE(s.up(t0));
+  // And the count still works: three in a row eject.
+  fail3(s, t0);
   expect_ejected(s, t0);
 }
 
