@@ -1,5 +1,7 @@
 #include "observe/metrics.hpp"
 
+#include "observe/histogram.hpp"
+
 #include <prometheus/counter.h>
 #include <prometheus/family.h>
 #include <prometheus/gauge.h>
@@ -90,9 +92,15 @@ std::uint64_t hash_key(std::string_view key) {
   return h ^ (h >> 32);
 }
 
-template <class T, class... Extra>
-T& child(std::uint64_t owner, prometheus::Family<T>& family, std::initializer_list<Label> labels,
-         const Extra&... extra) {
+// The child type a family's Add gives: prometheus::Family<T>'s T, or HistogramFamily's ShardedHistogram.
+template <class Family, class... Extra>
+using ChildOf = std::remove_reference_t<decltype(std::declval<Family&>().Add(
+    std::declval<const std::map<std::string, std::string>&>(), std::declval<const Extra&>()...))>;
+
+template <class Family, class... Extra>
+ChildOf<Family, Extra...>& child(std::uint64_t owner, Family& family, std::initializer_list<Label> labels,
+                                 const Extra&... extra) {
+  using T = ChildOf<Family, Extra...>;
   thread_local ChildTable table;
   // The key: owner, family, then each value with its length (so no value can forge another), written in one go.
   const void* f = &family;
@@ -153,9 +161,10 @@ class Recent {
 };
 
 /// child(), first asking the call site's Recent.
-template <class T, class... Extra>
-T& child(Recent& recent, std::uint64_t owner, prometheus::Family<T>& family, std::initializer_list<Label> labels,
-         const Extra&... extra) {
+template <class Family, class... Extra>
+ChildOf<Family, Extra...>& child(Recent& recent, std::uint64_t owner, Family& family,
+                                 std::initializer_list<Label> labels, const Extra&... extra) {
+  using T = ChildOf<Family, Extra...>;
   if (void* found = recent.find(owner, &family, labels)) return *static_cast<T*>(found);
   T& made = child(owner, family, labels, extra...);
   recent.keep(owner, &family, labels, &made);
@@ -171,20 +180,14 @@ struct Metrics::Impl {
                                                           .Name("sluice_requests_total")
                                                           .Help("Requests answered, by status code.")
                                                           .Register(*registry);
-  prometheus::Family<prometheus::Histogram>& duration = prometheus::BuildHistogram()
-                                                            .Name("sluice_request_duration_seconds")
-                                                            .Help("Time from request read to last byte sent.")
-                                                            .Register(*registry);
+  // Histograms observe without a lock (observe/histogram.hpp) and are added to what the registry gives at a scrape.
+  HistogramFamily duration{"sluice_request_duration_seconds", "Time from request read to last byte sent."};
   prometheus::Family<prometheus::Counter>& token_count =
       prometheus::BuildCounter()
           .Name("sluice_tokens_total")
           .Help("Tokens processed, by type (input|output).")
           .Register(*registry);
-  prometheus::Family<prometheus::Histogram>& ttft =
-      prometheus::BuildHistogram()
-          .Name("sluice_time_to_first_token_seconds")
-          .Help("Time from request to the first streamed event.")
-          .Register(*registry);
+  HistogramFamily ttft{"sluice_time_to_first_token_seconds", "Time from request to the first streamed event."};
   prometheus::Family<prometheus::Counter>& upstream_errors =
       prometheus::BuildCounter()
           .Name("sluice_upstream_errors_total")
@@ -214,23 +217,13 @@ struct Metrics::Impl {
           .Name("sluice_estimated_tokens_total")
           .Help("Output tokens counted from the stream because the backend sent no usage.")
           .Register(*registry);
-  prometheus::Family<prometheus::Histogram>& tpot =
-      prometheus::BuildHistogram()
-          .Name("sluice_time_per_output_token_seconds")
-          .Help("Per streamed request: (last token - first token) / (output tokens - 1).")
-          .Register(*registry);
-  prometheus::Family<prometheus::Histogram>& decode_speed =
-      prometheus::BuildHistogram()
-          .Name("sluice_output_tokens_per_second")
-          .Help(
-              "Per streamed request: output tokens per second after the first token (1 / time per output "
-              "token).")
-          .Register(*registry);
-  prometheus::Family<prometheus::Histogram>& overhead_family =
-      prometheus::BuildHistogram()
-          .Name("sluice_overhead_seconds")
-          .Help("Time spent in Sluice itself: request duration minus time waiting on backends.")
-          .Register(*registry);
+  HistogramFamily tpot{"sluice_time_per_output_token_seconds",
+                       "Per streamed request: (last token - first token) / (output tokens - 1)."};
+  HistogramFamily decode_speed{
+      "sluice_output_tokens_per_second",
+      "Per streamed request: output tokens per second after the first token (1 / time per output token)."};
+  HistogramFamily overhead_family{"sluice_overhead_seconds",
+                                  "Time spent in Sluice itself: request duration minus time waiting on backends."};
   // Exported from the start (at zero) so dashboards and alerts can rely on the names.
   prometheus::Family<prometheus::Counter>& rate_limited =
       prometheus::BuildCounter()
@@ -540,6 +533,9 @@ std::vector<prometheus::MetricFamily> process_metrics() {
 
 std::string Metrics::serialize() const {
   auto families = impl_->registry->Collect();
+  for (const HistogramFamily* h : {&impl_->duration, &impl_->ttft, &impl_->tpot, &impl_->decode_speed,
+                                   &impl_->overhead_family})
+    h->Collect(families);
   for (auto& f : process_metrics()) families.push_back(std::move(f));
   return prometheus::TextSerializer{}.Serialize(families);
 }
