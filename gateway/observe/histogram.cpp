@@ -1,8 +1,10 @@
 #include "observe/histogram.hpp"
 
 #include <algorithm>
+#include <functional>
 #include <iterator>
 #include <limits>
+#include <stdexcept>
 
 namespace sluice::observe {
 
@@ -18,9 +20,12 @@ std::size_t shard_of_this_thread(std::size_t shards) {
 }  // namespace
 
 ShardedHistogram::ShardedHistogram(std::vector<double> bounds) : bounds_(std::move(bounds)) {
+  if (std::adjacent_find(bounds_.begin(), bounds_.end(), std::greater_equal<>()) != bounds_.end())
+    throw std::invalid_argument("histogram bounds must be strictly ascending");
+  const std::size_t lines = (bounds_.size() + 1 + 7) / 8;
   for (auto& s : shards_) {
-    s.counts = std::make_unique<std::atomic<std::uint64_t>[]>(bounds_.size() + 1);
-    for (std::size_t i = 0; i <= bounds_.size(); ++i) s.counts[i].store(0, std::memory_order_relaxed);
+    s.lines = std::make_unique<Line[]>(lines);
+    for (std::size_t i = 0; i < lines * 8; ++i) s.lines[i / 8].count[i % 8].store(0, std::memory_order_relaxed);
   }
 }
 
@@ -29,7 +34,7 @@ void ShardedHistogram::Observe(double value) {
   const auto bucket =
       static_cast<std::size_t>(std::distance(bounds_.begin(), std::lower_bound(bounds_.begin(), bounds_.end(), value)));
   Shard& s = shards_[shard_of_this_thread(kShards)];
-  s.counts[bucket].fetch_add(1, std::memory_order_relaxed);
+  s[bucket].fetch_add(1, std::memory_order_relaxed);
   s.sum.fetch_add(value, std::memory_order_relaxed);
 }
 
@@ -39,7 +44,7 @@ prometheus::ClientMetric ShardedHistogram::Collect() const {
   double sum = 0;
   metric.histogram.bucket.reserve(bounds_.size() + 1);
   for (std::size_t i = 0; i <= bounds_.size(); ++i) {
-    for (const auto& s : shards_) cumulative += s.counts[i].load(std::memory_order_relaxed);
+    for (const auto& s : shards_) cumulative += s[i].load(std::memory_order_relaxed);
     prometheus::ClientMetric::Bucket bucket;
     bucket.cumulative_count = cumulative;
     bucket.upper_bound = i == bounds_.size() ? std::numeric_limits<double>::infinity() : bounds_[i];

@@ -20,7 +20,8 @@ namespace sluice::observe {
 
 class ShardedHistogram {
  public:
-  /// `bounds`: the buckets' upper bounds, ascending (a +Inf bucket follows them), as prometheus::Histogram's.
+  /// `bounds`: the buckets' upper bounds, strictly ascending (a +Inf bucket follows them), as
+  /// prometheus::Histogram's; std::invalid_argument otherwise.
   explicit ShardedHistogram(std::vector<double> bounds);
   ShardedHistogram(const ShardedHistogram&) = delete;
   ShardedHistogram& operator=(const ShardedHistogram&) = delete;
@@ -32,9 +33,16 @@ class ShardedHistogram {
 
  private:
   static constexpr std::size_t kShards = 16;  // threads beyond that share shards (still exact: atomics)
+  struct alignas(64) Line {                   // a cache line of counts
+    std::atomic<std::uint64_t> count[8];
+  };
   struct alignas(64) Shard {
-    std::unique_ptr<std::atomic<std::uint64_t>[]> counts;  // per bucket, not cumulative; the last is +Inf
+    std::unique_ptr<Line[]> lines;  // per bucket, not cumulative, the last +Inf: lines no other shard touches
     std::atomic<double> sum{0};
+    std::atomic<std::uint64_t>& operator[](std::size_t bucket) { return lines[bucket / 8].count[bucket % 8]; }
+    const std::atomic<std::uint64_t>& operator[](std::size_t bucket) const {
+      return lines[bucket / 8].count[bucket % 8];
+    }
   };
   std::vector<double> bounds_;
   std::array<Shard, kShards> shards_;

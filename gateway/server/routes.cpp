@@ -717,8 +717,8 @@ bool SlotQueue::first(const std::shared_ptr<Waiter>& w) const {
 }
 
 void SlotQueue::wake_one() {
-  // Nobody waiting, the common case: no lock. A request joining meanwhile is first in line, so it plans again
-  // at once and finds the slot its caller freed: the caller's decrement of the backend's in-flight count comes
+  // Nobody waiting, the common case: no lock. The first of the requests joining meanwhile is first in line, so
+  // it plans again at once and finds the slot the caller freed: the caller's decrement of the backend's in-flight count comes
   // before this load, and the join's store before that plan's load (all sequentially consistent), so one of
   // the two sees the other.
   if (size_.load(std::memory_order_seq_cst) == 0) return;

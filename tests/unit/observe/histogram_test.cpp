@@ -6,7 +6,10 @@
 #include <prometheus/registry.h>
 #include <prometheus/text_serializer.h>
 
+#include <map>
 #include <random>
+#include <set>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -58,6 +61,12 @@ TEST(ShardedHistogramTest, ExposesWhatPrometheusHistogramExposesForTheSameObserv
     return out;
   };
   EXPECT_EQ(lines(text_of(mine)), lines(expected));
+}
+
+TEST(ShardedHistogramTest, BoundsMustAscend) {
+  EXPECT_THROW(ShardedHistogram({1, 1, 2}), std::invalid_argument);
+  EXPECT_THROW(ShardedHistogram({2, 1}), std::invalid_argument);
+  EXPECT_NO_THROW(ShardedHistogram({}));  // +Inf alone
 }
 
 TEST(ShardedHistogramTest, ObservationsFromManyThreadsAreAllCounted) {

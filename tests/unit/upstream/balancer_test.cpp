@@ -86,12 +86,11 @@ TEST(BackendStateTest, ASuccessResetsTheFailureCount) {
 // between: a success that skipped a count it had to forget would let it reach three and eject.
 TEST(BackendStateTest, OutcomesFromManyWorkersAtOnceKeepTheCount) {
   BackendState s(outlier3());
-  std::atomic<bool> stop{false};
   std::atomic<int> refused{0};
   std::vector<std::thread> workers;
   for (int w = 0; w < 3; ++w)
     workers.emplace_back([&] {
-      while (!stop.load()) {
+      for (int i = 0; i < 20000; ++i) {
         if (!s.admit(t0) || !s.available(t0)) ++refused;
         s.success();
       }
@@ -101,13 +100,42 @@ TEST(BackendStateTest, OutcomesFromManyWorkersAtOnceKeepTheCount) {
     s.failure(t0);
     s.success();
   }
-  stop = true;
   for (auto& t : workers) t.join();
   EXPECT_EQ(refused.load(), 0);
   EXPECT_TRUE(s.up(t0));
   // And the count still works: three in a row eject.
   fail3(s, t0);
   expect_ejected(s, t0);
+}
+
+// After the cooldown, workers race for the half-open trial and report whatever they saw: each outcome frees the
+// trial (success brings the backend back, failure ejects it again, neutral leaves it to the next trial). However
+// they interleave, a success at the end brings it back: no trial is left claimed by nobody.
+TEST(BackendStateTest, WorkersRacingForTheTrialNeverLeaveItStuck) {
+  BackendState s(outlier3());
+  fail3(s, t0);
+  std::vector<std::thread> workers;
+  for (int w = 0; w < 3; ++w)
+    workers.emplace_back([&s, w] {
+      std::mt19937 rng(static_cast<unsigned>(w));
+      SteadyTime now = t0;
+      for (int i = 0; i < 5000; ++i) {
+        now += 10s;  // always past any cooldown (5 s at most)
+        if (!s.admit(now)) continue;
+        switch (rng() % 3) {
+          case 0: s.success(); break;
+          case 1: s.failure(now); break;
+          default: s.neutral(); break;
+        }
+      }
+    });
+  for (auto& t : workers) t.join();
+  const SteadyTime later = t0 + 1000000s;
+  ASSERT_TRUE(s.available(later)) << "a trial is left claimed";
+  ASSERT_TRUE(s.admit(later));
+  s.success();
+  EXPECT_TRUE(s.available(t0));
+  EXPECT_TRUE(s.up(t0));
 }
 
 TEST(BackendStateTest, ThirdConsecutiveFailureEjectsForTheBaseCooldown) {
