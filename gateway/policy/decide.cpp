@@ -62,24 +62,16 @@ openai::ApiError incorrect_key() {
 }  // namespace
 
 std::variant<const KeyEntry*, openai::ApiError> Policy::authenticate(std::string_view authorization,
-                                                                     std::string_view x_api_key) const {
-  if (!config_.auth_required) return static_cast<const KeyEntry*>(nullptr);
-  auto presented = presented_key(authorization, x_api_key);
-  if (presented.empty()) return missing_key();
-  if (const auto* key = keyring_.find(presented)) return key;
-  return incorrect_key();
-}
-
-std::variant<const KeyEntry*, openai::ApiError> Policy::authenticate(std::string_view authorization,
                                                                      std::string_view x_api_key,
-                                                                     KeyMemo& memo) const {
+                                                                     KeyMemo* memo) const {
   if (!config_.auth_required) return static_cast<const KeyEntry*>(nullptr);
   auto presented = presented_key(authorization, x_api_key);
   if (presented.empty()) return missing_key();
-  if (const auto* key = memo.recall(presented, generation_)) return key;
+  if (memo)
+    if (const auto* key = memo->recall(presented, generation_)) return key;
   const auto* key = keyring_.find(presented);
   if (!key) return incorrect_key();
-  memo.remember(presented, generation_, key);
+  if (memo) memo->remember(presented, generation_, key);
   return key;
 }
 

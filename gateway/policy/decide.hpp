@@ -56,13 +56,11 @@ class Policy {
   explicit Policy(const Config& config);
 
   /// The caller's key from the Authorization / x-api-key headers: an entry, nullptr when auth is
-  /// off, or a 401 error.
+  /// off, or a 401 error. With `memo` (the connection's memory of its last key) the key is hashed and looked
+  /// up only when it is not the one this policy let in last on that connection.
   std::variant<const KeyEntry*, openai::ApiError> authenticate(std::string_view authorization,
-                                                               std::string_view x_api_key) const;
-  /// The same, for a request on a connection that remembers its last key (`memo`): the key is hashed and
-  /// looked up only when it is not the one this policy let in last on that connection.
-  std::variant<const KeyEntry*, openai::ApiError> authenticate(std::string_view authorization,
-                                                               std::string_view x_api_key, KeyMemo& memo) const;
+                                                               std::string_view x_api_key,
+                                                               KeyMemo* memo = nullptr) const;
 
   /// This policy's own number, never 0 and never shared with another Policy of the process (a KeyMemo's key).
   std::uint64_t generation() const { return generation_; }

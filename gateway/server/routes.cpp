@@ -284,8 +284,7 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, IncomingR
   }
 
   using Field = IncomingRequest::Field;
-  auto auth = ctx.key_memo ? policy.authenticate(req[Field::authorization], req[Field::x_api_key], *ctx.key_memo)
-                           : policy.authenticate(req[Field::authorization], req[Field::x_api_key]);
+  auto auth = policy.authenticate(req[Field::authorization], req[Field::x_api_key], ctx.key_memo);
   if (auto* e = std::get_if<openai::ApiError>(&auth)) co_return finish(co_await reply.error(*e));
   const policy::KeyEntry* key = std::get<const policy::KeyEntry*>(auth);
   if (key) log.key = key->name;

@@ -1017,17 +1017,16 @@ asio::awaitable<ForwardResult> forward(beast::tcp_stream& client, BackendPool& p
   st->flight = nullptr;
   st->watch_from = st->upstream_by = st->client_by = kNever;  // no deadline of this exchange outlives it
   if (st->watching) {
-    st->dog.cancel();
     error_code ignored;
     client.socket().cancel(ignored);  // ends the watcher's wait
-    // The watcher still holds the state until it sees the exchange has ended: the next request gets its own.
-    if (fr.watch) fr.watch->state.reset();
-  } else if (!fr.watch || st->client_gone) {
+  }
+  // Kept for the connection's next request, the timer stays set: it fires once with nothing to do, unless the
+  // next exchange came first (its deadlines are later, so the timer moves on to them when it fires). A watcher
+  // still holds the state until it sees the exchange has ended, so after one the next request gets its own.
+  if (!fr.watch || st->watching || st->client_gone) {
     st->dog.cancel();
     if (fr.watch) fr.watch->state.reset();
   }
-  // Otherwise the timer stays set: it fires once with nothing to do, unless the next request's exchange came
-  // first (its deadlines are later, so the timer moves on to them when it fires).
   co_return result;
 }
 

@@ -254,7 +254,7 @@ TEST(PolicyTest, WrongKeyIs401AndIsNeverEchoed) {
 // --- a connection's memo of its last key ------------------------------------------------------------
 
 const KeyEntry* authed(const Policy& p, std::string_view secret, KeyMemo& memo) {
-  auto r = p.authenticate("Bearer " + std::string(secret), "", memo);
+  auto r = p.authenticate("Bearer " + std::string(secret), "", &memo);
   return std::holds_alternative<const KeyEntry*>(r) ? std::get<const KeyEntry*>(r) : nullptr;
 }
 
@@ -301,7 +301,7 @@ TEST(KeyMemoTest, AKeyAReloadRemovedIsRefusedOnAConnectionThatRememberedIt) {
   Config after = test_config();
   after.keys.erase(after.keys.begin());  // alice's key is gone
   Policy p2(after);
-  auto r = p2.authenticate("Bearer sk-alice", "", memo);
+  auto r = p2.authenticate("Bearer sk-alice", "", &memo);
   ASSERT_TRUE(std::holds_alternative<openai::ApiError>(r));
   EXPECT_EQ(std::get<openai::ApiError>(r).code, "invalid_api_key");
   // And a key that stays is found again (and remembered) by the new policy.
@@ -313,7 +313,7 @@ TEST(KeyMemoTest, AKeyAReloadRemovedIsRefusedOnAConnectionThatRememberedIt) {
   Config open = test_config();
   open.auth_required = false;
   Policy p3(open);
-  auto none = p3.authenticate("Bearer sk-admin", "", memo);
+  auto none = p3.authenticate("Bearer sk-admin", "", &memo);
   ASSERT_TRUE(std::holds_alternative<const KeyEntry*>(none));
   EXPECT_EQ(std::get<const KeyEntry*>(none), nullptr);
 }
