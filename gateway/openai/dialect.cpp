@@ -532,6 +532,7 @@ std::optional<ChunkInfo> chunk_info(const ChunkScan& scan, std::string_view data
   ChunkInfo info;
   info.generated = scan.generated;
   info.finished = scan.finished;
+  info.has_choices = scan.choices_empty.has_value();  // set where a top-level "choices" was keyed
   if (scan.usage && scan.top_usage && scan.counts_plain && !scan.telemetry) {
     // The usual usage chunk or whole answer: its counts were read on the way, no document needed.
     info.usage = Usage{scan.prompt_tokens.value_or(0), scan.completion_tokens.value_or(0)};

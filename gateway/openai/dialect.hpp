@@ -35,6 +35,9 @@ struct ChunkInfo {
       false;  // an include_usage chunk: usage and "choices":[] (dropped when the client did not ask)
   bool generated = false;  // carries generated text, reasoning or a tool call (counted when no usage comes)
   bool finished = false;   // a choice ends here (a non-null finish_reason)
+  // The object has a top-level "choices" member: an answer already in OpenAI's shape, which
+  // normalize_completion would leave alone. Only inspect_stream_chunk's one-pass scan sets it.
+  bool has_choices = false;
   BackendTelemetry telemetry;
 };
 ChunkInfo inspect_chunk(std::string_view data);

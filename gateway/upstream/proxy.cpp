@@ -857,10 +857,12 @@ asio::awaitable<void> Exchange::relay_body(Stream& up, Connection& conn, Parser&
     }
     body = std::move(*joined);
   }
-  if (auto reshaped = openai::normalize_completion(body, fr_.model)) {
-    body = std::move(*reshaped);
-    checked.reset();
-  }
+  // An answer the scan found "choices" in is OpenAI's shape already: normalize_completion would only search it.
+  if (!(checked && checked->has_choices))
+    if (auto reshaped = openai::normalize_completion(body, fr_.model)) {
+      body = std::move(*reshaped);
+      checked.reset();
+    }
   const auto info = checked ? *checked : openai::inspect_chunk(body);
   r_.usage = info.usage;
   r_.telemetry = info.telemetry;

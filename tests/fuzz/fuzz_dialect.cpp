@@ -156,6 +156,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     SLUICE_FUZZ_CHECK(relayed->usage_only == info.usage_only, "inspect_stream_chunk: the same usage-only verdict");
     SLUICE_FUZZ_CHECK(same_telemetry(relayed->telemetry, info.telemetry),
                       "inspect_stream_chunk finds the same telemetry");
+    // The relay skips normalize_completion for an answer the scan found top-level "choices" in.
+    SLUICE_FUZZ_CHECK(!relayed->has_choices || !normalize_completion(body, "public-model"),
+                      "an answer with top-level choices is one normalize_completion leaves alone");
   } else {
     SLUICE_FUZZ_CHECK(!is_json_object(body), "inspect_stream_chunk refuses only what is not a JSON object");
   }

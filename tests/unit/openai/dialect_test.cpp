@@ -386,6 +386,33 @@ TEST(InspectStreamChunkTest, RefusesExactlyWhatIsJsonObjectRefuses) {
   }
 }
 
+// The relay skips normalize_completion when the scan saw a top-level "choices": every answer it says that of
+// is one normalize_completion leaves alone, and answers in the other shapes are still reshaped.
+TEST(InspectStreamChunkTest, TopLevelChoicesMeansAnAnswerNormalizeLeavesAlone) {
+  for (std::string_view openai_shaped : std::initializer_list<std::string_view>{
+           R"({"id":"c","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant",)"
+           R"("content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1}})",
+           R"({"choices":[]})", R"( { "content" : "x" , "choices" : null } )", R"({"a":{"b":1},"choices":7})"}) {
+    auto info = inspect_stream_chunk(openai_shaped);
+    ASSERT_TRUE(info) << openai_shaped;
+    EXPECT_TRUE(info->has_choices) << openai_shaped;
+    EXPECT_EQ(normalize_completion(openai_shaped, "m"), std::nullopt) << openai_shaped;
+  }
+  // No "choices" member: the scan says so, and these are reshaped.
+  for (std::string_view other : std::initializer_list<std::string_view>{
+           R"({"content":"Hello","metrics":{"input_tokens":5,"output_tokens":2}})",
+           R"({"message":{"role":"assistant","content":"hi"}})", R"({"content":"choices are made"})"}) {
+    auto info = inspect_stream_chunk(other);
+    ASSERT_TRUE(info) << other;
+    EXPECT_FALSE(info->has_choices) << other;
+    EXPECT_NE(normalize_completion(other, "m"), std::nullopt) << other;
+  }
+  // Nested only: not the top level's (normalize_completion then decides for itself).
+  auto nested = inspect_stream_chunk(R"({"message":{"content":"hi","choices":[]}})");
+  ASSERT_TRUE(nested);
+  EXPECT_FALSE(nested->has_choices);
+}
+
 // The string scan reads 16 or 8 bytes at a time: a special byte at every offset of every length, near the end
 // of the chunk and far from it, must still be seen.
 TEST(InspectStreamChunkTest, SeesEverySpecialByteWhereverItFallsInAString) {
