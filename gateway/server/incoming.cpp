@@ -5,6 +5,8 @@
 #include <boost/beast/http/error.hpp>
 #include <cstring>
 
+#include "head_grammar.hpp"
+
 namespace sluice {
 
 namespace http = boost::beast::http;
@@ -128,52 +130,7 @@ std::size_t IncomingParser::put(boost::asio::const_buffer input, error_code& ec)
 
 namespace {
 
-// RFC 9110 tchar: the characters of a method, a field name and a Connection token.
-constexpr std::array<bool, 256> kTchar = [] {
-  std::array<bool, 256> t{};
-  for (int c = '0'; c <= '9'; ++c) t[c] = true;
-  for (int c = 'a'; c <= 'z'; ++c) t[c] = true;
-  for (int c = 'A'; c <= 'Z'; ++c) t[c] = true;
-  for (char c : std::string_view("!#$%&'*+-.^_`|~")) t[static_cast<unsigned char>(c)] = true;
-  return t;
-}();
-
-bool is_tchar(char c) { return kTchar[static_cast<unsigned char>(c)]; }
-bool is_ows(char c) { return c == ' ' || c == '\t'; }
-
-/// A Connection field's tokens, as flags; false when its list is not a plain one (an empty element, a character
-/// outside a token) or names `upgrade`: Beast's parser reads those.
-bool connection_tokens(std::string_view v, bool& close, bool& keep_alive) {
-  std::size_t i = 0;
-  for (;;) {
-    while (i < v.size() && is_ows(v[i])) ++i;
-    const std::size_t start = i;
-    while (i < v.size() && is_tchar(v[i])) ++i;
-    const std::string_view token = v.substr(start, i - start);
-    if (token.empty()) return false;
-    if (boost::beast::iequals(token, "close"))
-      close = true;
-    else if (boost::beast::iequals(token, "keep-alive"))
-      keep_alive = true;
-    else if (boost::beast::iequals(token, "upgrade"))
-      return false;
-    while (i < v.size() && is_ows(v[i])) ++i;
-    if (i == v.size()) return true;
-    if (v[i] != ',') return false;
-    ++i;
-  }
-}
-
-// `name` is `lower` (a lowercase name) in any ASCII case.
-bool is_name(std::string_view name, std::string_view lower) {
-  if (name.size() != lower.size()) return false;
-  for (std::size_t i = 0; i < name.size(); ++i) {
-    char c = name[i];
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c + ('a' - 'A'));
-    if (c != lower[i]) return false;
-  }
-  return true;
-}
+using head::is_name;
 
 // What the one-pass read does with a field: the names Beast's parser acts on (Content-Length, Connection,
 // and those it leaves to Beast: Transfer-Encoding, Upgrade, Proxy-Connection), the kept ones, and the rest.
@@ -223,7 +180,7 @@ Named classify(std::string_view name) {
 // The head, when it is whole in `in` and in the plain form: its fields go into req_, the state moves on, and
 // its size is returned. 0 leaves everything as it was for Beast's parser.
 std::size_t IncomingParser::one_pass_head(std::string_view in) {
-  const std::size_t end = in.substr(0, header_limit_).find("\r\n\r\n");
+  const std::size_t end = head::find_head_end(in.substr(0, header_limit_));
   if (end == std::string_view::npos) return 0;
   const std::size_t head_size = end + 4;
   const char* p = in.data();
@@ -254,34 +211,17 @@ std::size_t IncomingParser::one_pass_head(std::string_view in) {
   bool has_length = false, close = false, keep_alive = false;
   std::uint64_t length = 0;
   while (p < last) {
-    // name ":" OWS value OWS CRLF
-    const char* n = p;
-    while (is_tchar(*p)) ++p;  // stops at the line's CR at the latest
-    if (p == n || *p != ':') return 0;  // (a line folded onto this one starts with a space: no name)
-    const std::string_view name(n, static_cast<std::size_t>(p - n));
-    ++p;
-    while (is_ows(*p)) ++p;
-    const char* v = p;
-    while ((*p >= ' ' && *p < 0x7f) || *p == '\t') ++p;
-    if (p[0] != '\r' || p[1] != '\n') return 0;  // a control byte, a byte past ASCII, a bare LF
-    const char* ve = p;
-    while (ve > v && is_ows(ve[-1])) --ve;
-    const std::string_view value(v, static_cast<std::size_t>(ve - v));
-    p += 2;
+    std::string_view name, value;
+    if (!head::plain_field(p, name, value)) return 0;
 
     const Named named = classify(name);
     switch (named.what) {
-      case Plain::content_length: {
-        if (has_length || value.empty() || value.size() > 18) return 0;
-        for (char c : value) {
-          if (c < '0' || c > '9') return 0;
-          length = length * 10 + static_cast<unsigned>(c - '0');
-        }
+      case Plain::content_length:
+        if (has_length || !head::plain_length(value, length)) return 0;
         has_length = true;
         break;
-      }
       case Plain::connection:
-        if (!connection_tokens(value, close, keep_alive)) return 0;
+        if (!head::connection_tokens(value, close, keep_alive)) return 0;
         break;
       case Plain::to_beast:
         return 0;

@@ -1,0 +1,123 @@
+#pragma once
+// The pieces of HTTP/1.1 head grammar Sluice's one-pass head readers share (a client's request, a backend's
+// answer): what a token is, optional white space, a Connection field's tokens, a field name compared without
+// regard to case. Each reader reads only the plain form every HTTP implementation sends and hands anything
+// else to Beast's parser, so these need to be exact only where they say yes.
+#include <array>
+#include <bit>
+#include <boost/beast/core/string.hpp>
+#include <cstdint>
+#include <cstring>
+#include <string_view>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
+namespace sluice::head {
+
+/// Where the first CR LF CR LF in `in` begins (the end of a head), or npos: `in.find("\r\n\r\n")`, but by
+/// looking for line feeds sixteen bytes at a time (SSE2) and checking the three bytes before each, where
+/// string_view::find stops at every CR of every line and compares from there.
+inline std::size_t find_head_end(std::string_view in) {
+  const char* const b = in.data();
+  const std::size_t n = in.size();
+  auto ends_blank_line = [b](std::size_t k) { return k >= 3 && b[k - 1] == '\r' && b[k - 2] == '\n' && b[k - 3] == '\r'; };
+  std::size_t j = 0;
+#if defined(__SSE2__)
+  const __m128i lf = _mm_set1_epi8('\n');
+  for (; j + 16 <= n; j += 16) {
+    auto mask = static_cast<unsigned>(
+        _mm_movemask_epi8(_mm_cmpeq_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b + j)), lf)));
+    for (; mask != 0; mask &= mask - 1) {
+      const std::size_t k = j + static_cast<std::size_t>(std::countr_zero(mask));
+      if (ends_blank_line(k)) return k - 3;
+    }
+  }
+#endif
+  for (; j < n; ++j)
+    if (b[j] == '\n' && ends_blank_line(j)) return j - 3;
+  return std::string_view::npos;
+}
+
+// RFC 9110 tchar: the characters of a method, a field name and a Connection token.
+inline constexpr std::array<bool, 256> kTchar = [] {
+  std::array<bool, 256> t{};
+  for (int c = '0'; c <= '9'; ++c) t[c] = true;
+  for (int c = 'a'; c <= 'z'; ++c) t[c] = true;
+  for (int c = 'A'; c <= 'Z'; ++c) t[c] = true;
+  for (char c : std::string_view("!#$%&'*+-.^_`|~")) t[static_cast<unsigned char>(c)] = true;
+  return t;
+}();
+
+inline bool is_tchar(char c) { return kTchar[static_cast<unsigned char>(c)]; }
+inline bool is_ows(char c) { return c == ' ' || c == '\t'; }
+
+/// A Connection field's tokens, as flags; false when its list is not a plain one (an empty element, a character
+/// outside a token) or names `upgrade`: Beast's parser reads those.
+inline bool connection_tokens(std::string_view v, bool& close, bool& keep_alive) {
+  std::size_t i = 0;
+  for (;;) {
+    while (i < v.size() && is_ows(v[i])) ++i;
+    const std::size_t start = i;
+    while (i < v.size() && is_tchar(v[i])) ++i;
+    const std::string_view token = v.substr(start, i - start);
+    if (token.empty()) return false;
+    if (boost::beast::iequals(token, "close"))
+      close = true;
+    else if (boost::beast::iequals(token, "keep-alive"))
+      keep_alive = true;
+    else if (boost::beast::iequals(token, "upgrade"))
+      return false;
+    while (i < v.size() && is_ows(v[i])) ++i;
+    if (i == v.size()) return true;
+    if (v[i] != ',') return false;
+    ++i;
+  }
+}
+
+/// `name` is `lower` (a lowercase name) in any ASCII case.
+inline bool is_name(std::string_view name, std::string_view lower) {
+  if (name.size() != lower.size()) return false;
+  for (std::size_t i = 0; i < name.size(); ++i) {
+    char c = name[i];
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c + ('a' - 'A'));
+    if (c != lower[i]) return false;
+  }
+  return true;
+}
+
+/// One field line from `p` (at its name) up to the end of the head's fields, `last` (just past the last line's
+/// CRLF): name ":" OWS value OWS CRLF, in the plain form (a token name, visible ASCII, spaces and tabs in the
+/// value). Moves `p` past the line and gives the name and the value without its OWS; false for anything else
+/// (a folded line, a control byte, a byte past ASCII, a bare LF), which Beast's parser then reads. The bytes
+/// at `last - 2` must be CR LF, so every loop stops there at the latest.
+inline bool plain_field(const char*& p, std::string_view& name, std::string_view& value) {
+  const char* n = p;
+  while (is_tchar(*p)) ++p;  // stops at the line's CR at the latest
+  if (p == n || *p != ':') return false;  // (a line folded onto this one starts with a space: no name)
+  name = std::string_view(n, static_cast<std::size_t>(p - n));
+  ++p;
+  while (is_ows(*p)) ++p;
+  const char* v = p;
+  while ((*p >= ' ' && *p < 0x7f) || *p == '\t') ++p;
+  if (p[0] != '\r' || p[1] != '\n') return false;
+  const char* ve = p;
+  while (ve > v && is_ows(ve[-1])) --ve;
+  value = std::string_view(v, static_cast<std::size_t>(ve - v));
+  p += 2;
+  return true;
+}
+
+/// A Content-Length value in the plain form: up to 18 decimal digits (no list, no sign, no space).
+inline bool plain_length(std::string_view value, std::uint64_t& length) {
+  if (value.empty() || value.size() > 18) return false;
+  std::uint64_t n = 0;
+  for (char c : value) {
+    if (c < '0' || c > '9') return false;
+    n = n * 10 + static_cast<unsigned>(c - '0');
+  }
+  length = n;
+  return true;
+}
+
+}  // namespace sluice::head
