@@ -206,32 +206,34 @@ bool parse_held(beast::flat_buffer& buffer, Parser& parser, error_code& ec, std:
   return false;
 }
 
-/// http::async_read_some, for a backend connection: parses what `buffer` holds into `parser`, reading more
-/// while the parser needs more. On a plain socket it reads the socket directly, without Beast's composed
-/// operation: through async_read_drained (Asio's read, except that after a read which emptied the socket the
-/// next one waits for the reactor without first asking the kernel; a wait for readability instead re-arms the
-/// descriptor with an epoll_ctl each time, which costs more), and when a read took all the room it had, the next
-/// one reads the socket at once (yielding to the worker's other work every ReadState::kMaxInARow such reads).
-/// Other streams (TLS) go through Beast. `held_offered`: the caller has just offered what `buffer` holds
-/// (parse_held), so on a plain socket the first step is a read. {error, bytes parsed}.
+/// http::async_read_some, for a backend connection, without Beast's composed operation: parses what `buffer`
+/// holds into `parser`, reading more while the parser needs more. On a plain socket it reads through
+/// async_read_drained (Asio's read, except that after a read which emptied the socket the next one waits for the
+/// reactor without first asking the kernel; a wait for readability instead re-arms the descriptor with an
+/// epoll_ctl each time, which costs more), and when a read took all the room it had, the next one reads the
+/// socket at once (yielding to the worker's other work every ReadState::kMaxInARow such reads). Other streams
+/// (TLS) are read with their own async_read_some. `held_offered`: the caller has just offered what `buffer`
+/// holds (parse_held), so the first step is a read. {error, bytes parsed}, with Beast's errors for the same cases.
 template <class Stream, class Parser>
 asio::awaitable<std::tuple<error_code, std::size_t>> read_some_now(Stream& s, beast::flat_buffer& buffer,
                                                                    Parser& parser, ReadState& state,
                                                                    bool held_offered = false) {
-  if constexpr (!std::is_same_v<Stream, tcp::socket>) {
-    co_return co_await http::async_read_some(s, buffer, parser, use_nothrow);
-  } else {
-    error_code ec;
-    std::size_t parsed = 0;
-    bool fresh = !held_offered && buffer.size() > 0;  // bytes the parser has not been offered yet
-    while (!ec) {
-      if (fresh && parse_held(buffer, parser, ec, parsed)) break;
-      const std::size_t room = beast::read_size(buffer, 65536);  // as Beast sizes its reads
-      if (room == 0) {
-        ec = http::error::buffer_overflow;
-        break;
-      }
-      std::size_t n = 0;
+  error_code ec;
+  std::size_t parsed = 0;
+  bool fresh = !held_offered && buffer.size() > 0;  // bytes the parser has not been offered yet
+  while (!ec) {
+    if (fresh && parse_held(buffer, parser, ec, parsed)) break;
+    const std::size_t room = beast::read_size(buffer, 65536);  // as Beast sizes its reads
+    if (room == 0) {
+      ec = http::error::buffer_overflow;
+      break;
+    }
+    std::size_t n = 0;
+    if constexpr (!std::is_same_v<Stream, tcp::socket>) {
+      auto [read_ec, got] = co_await s.async_read_some(buffer.prepare(room), use_nothrow);
+      ec = read_ec;
+      n = got;
+    } else {
       if (!state.more) {
         state.in_a_row = 0;
         auto [read_ec, got] = co_await async_read_drained(s, buffer.prepare(room), use_nothrow);
@@ -254,20 +256,20 @@ asio::awaitable<std::tuple<error_code, std::size_t>> read_some_now(Stream& s, be
         fresh = false;
         continue;
       }
-      buffer.commit(n);
-      if (failed_with(ec, asio::error::eof)) {  // as Beast: the end of a body delimited by the close, else a cut message
-        if (parser.got_some()) {
-          ec = {};
-          parser.put_eof(ec);
-        } else {
-          ec = http::error::end_of_stream;
-        }
-        break;
-      }
-      fresh = true;
     }
-    co_return std::tuple<error_code, std::size_t>{ec, parsed};
+    buffer.commit(n);
+    if (failed_with(ec, asio::error::eof)) {  // as Beast: the end of a body delimited by the close, else a cut message
+      if (parser.got_some()) {
+        ec = {};
+        parser.put_eof(ec);
+      } else {
+        ec = http::error::end_of_stream;
+      }
+      break;
+    }
+    fresh = true;
   }
+  co_return std::tuple<error_code, std::size_t>{ec, parsed};
 }
 
 /// read_buffered's part that needs no read: parses what `buffer` holds (nearly always the whole request, read

@@ -451,9 +451,7 @@ asio::awaitable<void> Exchange::run(Stream& up, Connection& conn, bool reused, b
     co_return;
   }
 
-  AnswerParser p;
-  p.body_limit(boost::none);  // bounded below: kMaxUpstreamBody, kMaxPendingEvent
-  p.header_limit(64 * 1024);
+  AnswerParser p;  // (its body is bounded below: kMaxUpstreamBody, kMaxPendingEvent)
   // The backend has only just been asked. (Trying the socket at once here, since a backend on this machine often
   // answers before Sluice gets here, cost 3-4 us more kernel time per request than waiting: measured, dropped.)
   conn.reading.more = false;

@@ -12,7 +12,7 @@ BUILD_DIR=${FUZZ_BUILD_DIR:-build-fuzz}
 SECONDS_EACH=${FUZZ_SECONDS:-20}
 JOBS=${FUZZ_JOBS:-2}
 TARGETS=("$@")
-[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(fuzz_sse_parser fuzz_request fuzz_config fuzz_dialect fuzz_chunked fuzz_incoming)
+[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(fuzz_sse_parser fuzz_request fuzz_config fuzz_dialect fuzz_chunked fuzz_incoming fuzz_answer)
 
 if [ ! -f "$BUILD_DIR/build.ninja" ]; then
   CXX=${FUZZ_CXX:-clang++} cmake -S tests/fuzz -B "$BUILD_DIR" -G Ninja >/dev/null

@@ -7,7 +7,9 @@
 #include <boost/asio/ssl.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
+#include <cstdio>
 #include <thread>
+#include <vector>
 
 #include "harness.hpp"
 
@@ -87,6 +89,11 @@ class TlsUpstream {
         std::lock_guard l(m_);
         target_ = std::string(req.target());
       }
+      if (chunked_) {
+        write_chunked(s, req.body().find("\"stream\":true") != std::string::npos);
+        s.shutdown(ec);
+        continue;
+      }
       http::response<http::string_body> res{http::status::ok, 11};
       res.set(http::field::content_type, "application/json");
       res.body() =
@@ -98,6 +105,41 @@ class TlsUpstream {
     }
   }
 
+  // A chunked answer, each chunk in its own TLS record a moment after the last: an SSE stream, or a whole
+  // JSON answer in pieces.
+  static void write_chunked(ssl::stream<tcp::socket>& s, bool sse) {
+    std::vector<std::string> parts;
+    if (sse) {
+      for (const char* piece : {"se", "cu", "re"})
+        parts.push_back(std::string(R"(data: {"id":"c","object":"chat.completion.chunk","choices":[{"index":0,)") +
+                        R"("delta":{"content":")" + piece + R"("},"finish_reason":null}]})" + "\n\n");
+      parts.push_back(
+          "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"choices\":[],"
+          "\"usage\":{\"prompt_tokens\":4,\"completion_tokens\":3,\"total_tokens\":7}}\n\n");
+      parts.push_back("data: [DONE]\n\n");
+    } else {
+      parts = {R"({"object":"chat.completion","choices":[{"index":0,)", R"("message":{"role":"assistant",)",
+               R"("content":"secure"}}],"usage":{"prompt_tokens":4,"completion_tokens":3}})"};
+    }
+    boost::system::error_code ec;
+    asio::write(s,
+                asio::buffer(std::string("HTTP/1.1 200 OK\r\nContent-Type: ") +
+                             (sse ? "text/event-stream" : "application/json") +
+                             "\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"),
+                ec);
+    for (const auto& part : parts) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      char size[16];
+      std::snprintf(size, sizeof size, "%zx\r\n", part.size());
+      asio::write(s, asio::buffer(std::string(size) + part + "\r\n"), ec);
+    }
+    asio::write(s, asio::buffer(std::string("0\r\n\r\n")), ec);
+  }
+
+ public:
+  bool chunked_ = false;  // set before the first request
+
+ private:
   asio::io_context ctx_;
   ssl::context tls_;
   tcp::acceptor acceptor_;
@@ -129,6 +171,36 @@ TEST(Tls, TrustedBackendWithPathPrefixAndSni) {
   EXPECT_NE(r.body.find("secure"), std::string::npos);
   EXPECT_EQ(upstream.last_target(), "/api/v1/qubridai/chat/completions");
   EXPECT_EQ(upstream.last_sni(), "localhost");
+}
+
+// A backend's chunked answers over TLS: a stream relayed event by event, and a whole answer decoded from its
+// chunks, each chunk arriving in a TLS record of its own.
+TEST(Tls, ChunkedAnswersAndStreamsFromATlsBackend) {
+  TempDir dir;
+  auto cert = make_cert(dir, "localhost", "DNS:localhost,IP:127.0.0.1");
+  TlsUpstream upstream(cert);
+  upstream.chunked_ = true;
+  TestGateway gw(tls_config(upstream.port(), "localhost", cert.cert));
+  auto r = post_json(gw.port(), "/v1/chat/completions", kChat);
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_NE(r.body.find("\"content\":\"secure\""), std::string::npos) << r.body;
+  EXPECT_NE(r.body.find("\"completion_tokens\":3"), std::string::npos) << r.body;
+
+  auto s = post_json(gw.port(), "/v1/chat/completions",
+                     R"({"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]})");
+  ASSERT_EQ(s.status, 200) << s.body;
+  const auto events = sse_data(s.body);
+  std::string text;
+  for (const auto& e : events)
+    if (auto at = e.find(R"("content":")"); at != std::string::npos)
+      text += e.substr(at + 11, e.find('"', at + 11) - (at + 11));
+  EXPECT_EQ(text, "secure") << s.body;
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events.back(), "[DONE]") << s.body;
+  EXPECT_TRUE(wait_until([&] {
+    return metric_value(gw.admin_port(),
+                        R"(sluice_tokens_total{backend="secure",key="tester",model="m",type="output"})") == 6;
+  })) << HttpClient(gw.admin_port()).request("GET", "/metrics").body;
 }
 
 TEST(Tls, UntrustedCertificateIsRefused) {
