@@ -493,9 +493,9 @@ asio::awaitable<void> Exchange::run(Stream& up, Connection& conn, bool reused, b
     co_await relay_body(up, conn, p, reusable, sse_answer);
     co_return;
   }
-  // A chunked stream from a plain socket has its body decoded by ChunkedBody: every chunk a read brought in
-  // one call, where Beast's parser returns after each. TLS reads go through Beast's own read, which needs its
-  // parser.
+  // A chunked stream's body is decoded by ChunkedBody: every chunk a read brought in one call, where Beast's
+  // parser returns after each. From a plain socket, a ChunkedBody of its own takes the body after any head (a
+  // direct call per read, not one through the parser); from TLS, the parser's own does after a one-pass head.
   if constexpr (std::is_same_v<Stream, tcp::socket>) {
     if (p.chunked() && !p.is_done()) {  // (a 204 is done at its head, chunked or not)
       ChunkedBody body(p.keep_alive());
