@@ -439,12 +439,13 @@ struct Gateway::Impl {
       IncomingParser parser;
       parser.header_limit(sc.max_header_bytes);
       parser.body_limit(sc.max_body_bytes);
-      stream.expires_after(sc.header_timeout);
-      // What the wait for the request read is parsed at once; the stream is read (in read_buffered's frame)
-      // only when that is not all of it.
+      // What the wait for the request read is parsed at once; the stream is read (in read_buffered's frame),
+      // under a deadline, only when that is not all of it. (Every operation on the stream through Beast sets its
+      // own deadline first; one that is not started needs none.)
       error_code hec;
       std::size_t hn = 0;
       if (!parse_buffered(buffer, parser, true, hec, hn)) {
+        stream.expires_after(sc.header_timeout);
         const bool held_offered = true;
         auto [read_ec, n] = co_await read_buffered(stream, buffer, parser, true, held_offered);
         hec = read_ec;
@@ -453,14 +454,15 @@ struct Gateway::Impl {
       ctx.bytes_in = hn;
       if (!hec && beast::iequals(parser.get()[IncomingRequest::Field::expect], "100-continue")) {
         static constexpr std::string_view cont = "HTTP/1.1 100 Continue\r\n\r\n";
+        stream.expires_after(sc.header_timeout);
         auto [cec, cn] = co_await asio::async_write(stream, asio::buffer(cont), use_nothrow);
         hec = cec;
       }
       error_code rec = hec;
       if (!rec) {
-        stream.expires_after(sc.body_timeout);  // a large body on a slow link gets longer than a header
         std::size_t bn = 0;
         if (!parse_buffered(buffer, parser, false, rec, bn)) {
+          stream.expires_after(sc.body_timeout);  // a large body on a slow link gets longer than a header
           const bool held_offered = true;
           auto [read_ec, n] = co_await read_buffered(stream, buffer, parser, false, held_offered);
           rec = read_ec;

@@ -958,7 +958,8 @@ asio::awaitable<ForwardResult> forward(beast::tcp_stream& client, BackendPool& p
   st->active = true;
   st->client = &client.socket();
   st->flight = fr.flight;
-  client.expires_never();  // the exchange's watchdog bounds its client writes, not a timer per write
+  // The exchange's watchdog bounds its client writes (on the socket itself), not the stream's timer; the writes
+  // that do go through Beast (a follower's) set their own deadline first.
   st->watch_from = Clock::now() + kWatchClientAfter;
   rearm(*st);  // nothing to do while the timer is set for an earlier time: it looks again when it fires
   // The client has gone and no follower needs the answer.

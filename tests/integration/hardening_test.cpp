@@ -192,6 +192,46 @@ TEST(Hardening, SlowHeadersAndBodiesCannotHoldTheGateway) {
   EXPECT_TRUE(wait_until([&] { return metric_value(gw.admin_port(), "sluice_client_connections") == 0; }));
 }
 
+// Sluice sets the client stream's deadline only for a read it has to wait for (a request that came whole is not
+// timed), so a deadline a request was read under is still there, long past, when the next request comes on the
+// same connection. Nothing after it may be bound by it: a stream, a 100-continue, an error Sluice answers itself.
+TEST(Hardening, ADeadlineARequestWasReadUnderBindsNothingAfterIt) {
+  TestGateway gw(limits_config("header_timeout: 1s, body_timeout: 1s"));
+  HttpClient c(gw.port());
+  ASSERT_TRUE(c.send_raw(raw_post("/v1/chat/completions", chat("no-such-model", false))));
+  ASSERT_EQ(c.read_response().status, 404);  // (an answer Sluice gives itself sets a deadline for its write)
+  const std::string first = raw_post("/v1/chat/completions", chat("demo", false));
+  const auto line_end = first.find("\r\n") + 2;
+  auto in_two_parts = [&] {  // a head that comes in two parts is read under the header deadline
+    ASSERT_TRUE(c.send_raw(first.substr(0, line_end)));
+    std::this_thread::sleep_for(50ms);
+    ASSERT_TRUE(c.send_raw(first.substr(line_end)));
+    EXPECT_EQ(c.read_response().status, 200);
+  };
+  in_two_parts();
+  std::this_thread::sleep_for(1500ms);  // well past that deadline
+
+  ASSERT_TRUE(c.send_raw(raw_post("/v1/chat/completions", chat("demo", true))));
+  auto streamed = c.read_response();
+  ASSERT_EQ(streamed.status, 200) << streamed.body;
+  const auto events = sse_data(streamed.body);
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events.back(), "[DONE]");
+
+  const std::string body = chat("demo", false);
+  ASSERT_TRUE(c.send_raw("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-test\r\n"
+                         "Expect: 100-continue\r\nContent-Length: " +
+                         std::to_string(body.size()) + "\r\n\r\n"));
+  ASSERT_EQ(c.read_head().status, 100);
+  ASSERT_TRUE(c.send_raw(body));
+  ASSERT_EQ(c.read_response().status, 200);
+
+  // Past the deadline the 100 Continue was written under, a head in two parts again gets one of its own.
+  std::this_thread::sleep_for(1200ms);
+  in_two_parts();
+  EXPECT_EQ(metric_value(gw.admin_port(), "sluice_client_rejections_total{reason=\"header_timeout\"}"), 0);
+}
+
 TEST(Hardening, IdleKeepAliveConnectionsAreClosed) {
   TestGateway gw(limits_config("idle_timeout: 300ms"));
   HttpClient c(gw.port());
