@@ -297,7 +297,8 @@ struct Gateway::Impl {
         }
       }
       urls[b.name] = *url;
-      fleet.backends[b.name] = std::make_unique<upstream::BackendState>(b.outlier);
+      fleet.backends[b.name] = std::make_unique<upstream::BackendState>(
+          b.outlier, b.timeouts.total + std::chrono::seconds(1));  // a trial's request ends by its total deadline
       fleet.queues[b.name] = std::make_unique<SlotQueue>(b.max_queue);
       metrics.backend_up(b.name, true);
     }

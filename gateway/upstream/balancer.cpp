@@ -15,7 +15,7 @@ bool BackendState::available(SteadyTime now) const {
   if (!probe_up_) return false;
   if (!ejected_flag_.load(std::memory_order_acquire)) return true;
   std::lock_guard lock(mutex_);
-  return !ejected_ || (now >= ejected_until_ && !trial_in_flight_);
+  return !ejected_ || (now >= ejected_until_ && !trial_pending(now));
 }
 
 bool BackendState::admit(SteadyTime now) {
@@ -23,8 +23,9 @@ bool BackendState::admit(SteadyTime now) {
   if (!ejected_flag_.load(std::memory_order_acquire)) return true;
   std::lock_guard lock(mutex_);
   if (!ejected_) return true;
-  if (now < ejected_until_ || trial_in_flight_) return false;
-  trial_in_flight_ = true;  // half-open: this request decides
+  if (now < ejected_until_ || trial_pending(now)) return false;
+  trial_in_flight_ = true;  // half-open: this request decides (or one after it, should this one be lost)
+  trial_started_ = now;
   publish();
   return true;
 }

@@ -22,12 +22,16 @@ using SteadyTime = std::chrono::steady_clock::time_point;
 /// the backend is ejected or has failures to forget.
 class BackendState {
  public:
-  explicit BackendState(OutlierConfig cfg) : cfg_(cfg) {}
+  /// `trial_limit`: how long a half-open trial may go without reporting before it counts as lost (the backend's
+  /// `total` deadline, past which its request cannot still be running).
+  explicit BackendState(OutlierConfig cfg, std::chrono::milliseconds trial_limit = std::chrono::minutes(10))
+      : cfg_(cfg), trial_limit_(trial_limit) {}
 
   /// Would a request be admitted now? (Does not claim the half-open trial.)
   bool available(SteadyTime now) const;
   /// Admits a request: false while probes say down or while ejected; after the cooldown, admits
-  /// exactly one trial request until it reports back.
+  /// exactly one trial request until it reports back, or until `trial_limit` has passed without a report (a
+  /// request that ended without one, by an exception or a shutdown, must not keep the backend out for good).
   bool admit(SteadyTime now);
   /// The outcome of an admitted request. Each returns true when it ejected the backend or brought it back.
   bool success();
@@ -45,7 +49,10 @@ class BackendState {
   void eject(SteadyTime now);
   void publish();  // under the lock, after a change: the flags below
 
+  bool trial_pending(SteadyTime now) const { return trial_in_flight_ && now < trial_started_ + trial_limit_; }
+
   const OutlierConfig cfg_;
+  const std::chrono::milliseconds trial_limit_;
   // Set under the lock (publish) for the lock-free paths: ejected_ as it is, and whether success() would change
   // nothing. A path that reads one as a change is being made runs as if just before that change.
   std::atomic<bool> ejected_flag_{false};
@@ -55,6 +62,7 @@ class BackendState {
   unsigned ejections_ = 0;  // in a row; reset by a success
   bool ejected_ = false;
   bool trial_in_flight_ = false;
+  SteadyTime trial_started_{};
   SteadyTime ejected_until_{};
   std::atomic<bool> probe_up_{true};
 };

@@ -159,6 +159,25 @@ TEST(BackendStateTest, AfterTheCooldownExactlyOneTrialIsAdmitted) {
   EXPECT_FALSE(s.available(t + 10s));
 }
 
+// A trial whose request ended without a verdict (an exception, a shutdown) is lost: once its limit has passed
+// (the backend's total deadline, by which its request has ended whatever happened), the next request is the trial,
+// and again only one; a lost trial's late verdict still counts.
+TEST(BackendStateTest, ALostTrialGivesWayToANewOneAfterItsLimit) {
+  BackendState s(outlier3(), 30s);
+  fail3(s, t0);
+  const auto t = t0 + 1s;
+  ASSERT_TRUE(s.admit(t));  // never reports
+  EXPECT_FALSE(s.admit(t + 30s - kTick));
+  EXPECT_FALSE(s.available(t + 30s - kTick));
+  EXPECT_TRUE(s.available(t + 30s));
+  EXPECT_TRUE(s.admit(t + 30s));  // the next trial
+  EXPECT_FALSE(s.admit(t + 30s));
+  EXPECT_FALSE(s.up(t + 30s) && s.available(t + 30s));
+  EXPECT_TRUE(s.success());  // it (or the lost one, late) succeeds: back
+  EXPECT_TRUE(s.admit(t + 31s));
+  EXPECT_TRUE(s.admit(t + 31s));
+}
+
 TEST(BackendStateTest, TrialSuccessBringsItFullyBack) {
   BackendState s(outlier3());
   fail3(s, t0);
