@@ -583,7 +583,7 @@ struct Gateway::Impl {
       for (auto& w : workers)
         asio::post(w->ctx, [wp = w.get()] {
           wp->live.cutting = true;
-          for (auto* s : wp->live.upstreams) s->close();
+          wp->live.close_all();
         });
       auto grace = Clock::now() + std::chrono::seconds(2);
       while (inflight.load() > 0 && Clock::now() < grace) {

@@ -6,7 +6,6 @@
 #include <deque>
 #include <memory>
 #include <optional>
-#include <unordered_set>
 #include <vector>
 
 #include "config.hpp"
@@ -24,15 +23,37 @@ struct Connection {
   beast::flat_buffer buffer;  // bytes read past the previous response (must be empty to reuse)
   ReadState reading;          // how the socket was last read (read_some_now)
   std::chrono::steady_clock::time_point idle_since;
+  Connection* live_prev = nullptr;  // in its worker's LiveExchanges while an exchange uses it
+  Connection* live_next = nullptr;
 
   beast::tcp_stream& lowest() { return secure ? secure->next_layer() : *plain; }
 };
 
 /// The upstream connections one worker's requests are using right now, so a drain that runs out of
 /// time can end them cleanly (each relay then tells its client, instead of the connection just dying).
+/// A list threaded through the connections themselves: joining and leaving it cost no allocation.
 struct LiveExchanges {
-  std::unordered_set<beast::tcp_stream*> upstreams;
+  void add(Connection& c) {
+    c.live_prev = nullptr;
+    c.live_next = head_;
+    if (head_) head_->live_prev = &c;
+    head_ = &c;
+  }
+  void remove(Connection& c) {
+    (c.live_prev ? c.live_prev->live_next : head_) = c.live_next;
+    if (c.live_next) c.live_next->live_prev = c.live_prev;
+    c.live_prev = c.live_next = nullptr;
+  }
+  /// Closes every connection in use (they stay listed until their exchanges end).
+  void close_all() {
+    for (Connection* c = head_; c; c = c->live_next) c->lowest().close();
+  }
+  bool empty() const { return head_ == nullptr; }
+
   bool cutting = false;  // the gateway is shutting down: exchanges in progress are being ended
+
+ private:
+  Connection* head_ = nullptr;
 };
 
 /// Builds the TLS context for a backend: peer verification against the system store (and `ca_file`).

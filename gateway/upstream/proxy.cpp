@@ -987,13 +987,13 @@ asio::awaitable<ForwardResult> forward(beast::tcp_stream& client, BackendPool& p
       }
     }
     st->upstream = &conn->lowest();
-    if (auto* live = pool.live()) live->upstreams.insert(st->upstream);
+    if (auto* live = pool.live()) live->add(*conn);
     bool stale = false, reusable = false;
     if (conn->secure)
       co_await exchange.run(*conn->secure, *conn, reused, stale, reusable);
     else
       co_await exchange.run(conn->plain->socket(), *conn, reused, stale, reusable);
-    if (auto* live = pool.live()) live->upstreams.erase(st->upstream);
+    if (auto* live = pool.live()) live->remove(*conn);
     st->upstream = nullptr;
     if (pool.live() && pool.live()->cutting) {  // ended by a drain that ran out of time: no failover, no pool
       if (result.failure)

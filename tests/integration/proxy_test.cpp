@@ -1,5 +1,7 @@
 // The gateway end to end over real sockets: simulator and scripted backends, errors, keep-alive, disconnects.
 #include <gtest/gtest.h>
+
+#include <memory>
 #include <rapidjson/document.h>
 
 #include <thread>
@@ -466,23 +468,44 @@ namespace sluice::test {
 namespace {
 
 TEST(Proxy, StreamsStillOpenWhenTheDrainRunsOutEndCleanly) {
-  // 200 tokens at 20/s would take 10 s; the drain allows 300 ms.
+  // 200 tokens at 20/s would take 10 s; the drain allows 300 ms. Short streams that ended in between (one begun
+  // before the long ones, one between them, one after) leave the worker's list of exchanges in use: every long
+  // stream is still reached.
   TestGateway gw(
       "server: { listen: 127.0.0.1:0, admin_listen: 127.0.0.1:0, workers: 1, drain_timeout: 300ms }\n"
       "log: { level: warn, format: text, access_log: false }\n" +
       kSimBackend + "keys:\n  - { name: tester, key_sha256: \"KEYDIGEST\" }\n");
-  HttpClient c(gw.port());
-  ASSERT_TRUE(c.send_raw(raw_post(
-      "/v1/chat/completions", chat("demo", true, R"(,"simulator":{"tokens":200,"tokens_per_second":20})"))));
-  ASSERT_EQ(c.read_head().status, 200);
-  std::string received = c.read_some();
+  const std::string long_stream = R"(,"simulator":{"tokens":200,"tokens_per_second":20})";
+  const std::string short_stream = R"(,"simulator":{"tokens":30,"tokens_per_second":100})";
+  std::vector<std::unique_ptr<HttpClient>> longs, shorts;
+  std::vector<std::string> received;
+  auto start = [&](const std::string& extra, std::vector<std::unique_ptr<HttpClient>>& into) {
+    into.push_back(std::make_unique<HttpClient>(gw.port()));
+    ASSERT_TRUE(into.back()->send_raw(raw_post("/v1/chat/completions", chat("demo", true, extra))));
+    ASSERT_EQ(into.back()->read_head().status, 200);
+  };
+  start(short_stream, shorts);
+  for (int i = 0; i < 3; ++i) {
+    start(long_stream, longs);
+    received.push_back(longs.back()->read_some());
+    if (i == 1) start(short_stream, shorts);
+  }
+  start(short_stream, shorts);
+  for (auto& s : shorts) {  // each ends on its own
+    std::string all;
+    for (int i = 0; i < 100 && all.find("0\r\n\r\n") == std::string::npos; ++i) all += s->read_some(100ms);
+    ASSERT_NE(all.find("data: [DONE]"), std::string::npos) << all;
+    EXPECT_EQ(all.find("shutting_down"), std::string::npos) << all;
+  }
   gw.gateway().drain();
-  for (int i = 0; i < 100 && received.find("0\r\n\r\n") == std::string::npos; ++i)
-    received += c.read_some(100ms);
-  // The client is told, and the chunked stream is properly terminated.
-  EXPECT_NE(received.find("\"code\":\"shutting_down\""), std::string::npos) << received;
-  EXPECT_NE(received.find("data: [DONE]"), std::string::npos);
-  EXPECT_NE(received.find("0\r\n\r\n"), std::string::npos);
+  for (std::size_t k = 0; k < longs.size(); ++k) {
+    for (int i = 0; i < 100 && received[k].find("0\r\n\r\n") == std::string::npos; ++i)
+      received[k] += longs[k]->read_some(100ms);
+    // Each client is told, and its chunked stream is properly terminated.
+    EXPECT_NE(received[k].find("\"code\":\"shutting_down\""), std::string::npos) << k << ": " << received[k];
+    EXPECT_NE(received[k].find("data: [DONE]"), std::string::npos) << k;
+    EXPECT_NE(received[k].find("0\r\n\r\n"), std::string::npos) << k;
+  }
   gw.gateway().wait();  // and the gateway stops
 }
 
