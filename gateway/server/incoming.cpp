@@ -212,7 +212,7 @@ std::size_t IncomingParser::one_pass_head(std::string_view in) {
   std::uint64_t length = 0;
   while (p < last) {
     std::string_view name, value;
-    if (!head::plain_field(p, name, value)) return 0;
+    if (!head::plain_field(p, in.data() + head_size, name, value)) return 0;
 
     const Named named = classify(name);
     switch (named.what) {
