@@ -122,9 +122,12 @@ std::string_view presented_key(std::string_view authorization, std::string_view 
   };
   authorization = trim(authorization);
   if (authorization.size() > 7 && authorization[6] == ' ') {
-    bool bearer = true;  // the scheme is case-insensitive (RFC 9110 §11.1)
-    for (std::size_t i = 0; i < 6; ++i)
-      bearer = bearer && std::tolower(static_cast<unsigned char>(authorization[i])) == "bearer"[i];
+    bool bearer = true;  // the scheme is case-insensitive (RFC 9110 §11.1): ASCII letters only, whatever the locale
+    for (std::size_t i = 0; i < 6 && bearer; ++i) {
+      char c = authorization[i];
+      if (c >= 'A' && c <= 'Z') c = static_cast<char>(c + ('a' - 'A'));
+      bearer = c == "bearer"[i];
+    }
     if (bearer) return trim(authorization.substr(7));
   }
   return trim(x_api_key);

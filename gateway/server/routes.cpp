@@ -495,7 +495,7 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, IncomingR
   thread_local std::mt19937_64 rng{std::random_device{}()};
   auto plan = [&] {
     auto now = std::chrono::steady_clock::now();
-    std::vector<upstream::Candidate> candidates;
+    upstream::Candidates candidates;
     for (std::size_t i = 0; i < fwd.targets.size(); ++i) {
       const auto& state = *services.fleet.backends.at(fwd.targets[i]->backend);
       candidates.push_back(

@@ -81,13 +81,13 @@ bool BackendState::up(SteadyTime now) const {
   return !ejected_ || now >= ejected_until_;
 }
 
-std::vector<std::size_t> plan_attempts(bool balance, const std::vector<Candidate>& candidates,
-                                       unsigned max_attempts, std::mt19937_64& rng) {
+AttemptPlan plan_attempts(bool balance, std::span<const Candidate> candidates, unsigned max_attempts,
+                          std::mt19937_64& rng) {
   auto not_full = [&](std::size_t i) {
     const auto& c = candidates[i];
     return c.max_inflight == 0 || c.inflight < static_cast<int>(c.max_inflight);
   };
-  std::vector<std::size_t> pool;
+  AttemptPlan pool;
   for (std::size_t i = 0; i < candidates.size(); ++i)
     if (candidates[i].available && not_full(i)) pool.push_back(i);
   if (pool.empty()) {  // panic mode: nothing healthy, so try what is not full rather than fail at once

@@ -2,10 +2,12 @@
 // Which backend a request goes to: backend health shared by all workers, and the order of attempts.
 // Pure logic with time injected; no sockets.
 #include <atomic>
+#include <boost/container/small_vector.hpp>
 #include <chrono>
 #include <cstdint>
 #include <mutex>
 #include <random>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -80,8 +82,11 @@ struct Candidate {
 /// drawn at random in proportion to their weights; the rest follow, least loaded first.
 /// Full targets (at max_inflight) are left out. Unavailable ones are left out too, unless none is
 /// available: then all are tried in order rather than failing outright (panic mode).
-std::vector<std::size_t> plan_attempts(bool balance, const std::vector<Candidate>& candidates,
-                                       unsigned max_attempts, std::mt19937_64& rng);
+/// Held inline for the few targets a model has (no allocation per request).
+using AttemptPlan = boost::container::small_vector<std::size_t, 8>;
+using Candidates = boost::container::small_vector<Candidate, 8>;
+AttemptPlan plan_attempts(bool balance, std::span<const Candidate> candidates, unsigned max_attempts,
+                          std::mt19937_64& rng);
 
 /// Retries in flight may not exceed max(min_retries, ratio × requests in flight): a failing backend
 /// cannot make the gateway multiply its load by max_attempts.

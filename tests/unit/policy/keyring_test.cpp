@@ -158,6 +158,9 @@ TEST(PresentedKeyTest, SchemeIsCaseInsensitive) {
   // RFC 9110 §11.1: the auth scheme is case-insensitive ("BEARER", "bEARER" too).
   EXPECT_EQ(presented_key("BEARER sk-x", ""), "sk-x");
   EXPECT_EQ(presented_key("bEaReR sk-x", ""), "sk-x");
+  // Any other scheme, however close, is not Bearer: x-api-key is used.
+  for (const char* other : {"Bearex sk-x", "Basic! sk-x", "Bear@r sk-x", "BEARE\xd2 sk-x", "\xc2" "earer sk-x"})
+    EXPECT_EQ(presented_key(other, "fallback"), "fallback") << other;
 }
 
 TEST(PresentedKeyTest, FallsBackToXApiKey) {

@@ -303,7 +303,7 @@ Candidate cand(unsigned weight = 1, int inflight = 0, unsigned max_inflight = 0,
   return Candidate{weight, inflight, max_inflight, available};
 }
 
-using Plan = std::vector<std::size_t>;
+using Plan = AttemptPlan;
 
 TEST(PlanAttemptsTest, FallbackKeepsConfigOrder) {
   std::mt19937_64 rng(1);
