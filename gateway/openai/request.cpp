@@ -180,6 +180,33 @@ bool json_depth_within(std::string_view json, int max_depth) {
   return true;
 }
 
+namespace {
+
+// Which of the members ClientRequest::top keeps a top-level member name is (by length first: one comparison).
+std::optional<ClientRequest::Top> top_member(std::string_view name) {
+  using T = ClientRequest::Top;
+  switch (name.size()) {
+    case 1: if (name == "n") return T::n; break;
+    case 5:
+      if (name == "model") return T::model;
+      if (name == "input") return T::input;
+      if (name == "tools") return T::tools;
+      break;
+    case 6:
+      if (name == "prompt") return T::prompt;
+      if (name == "stream") return T::stream;
+      break;
+    case 8: if (name == "messages") return T::messages; break;
+    case 10: if (name == "max_tokens") return T::max_tokens; break;
+    case 14: if (name == "stream_options") return T::stream_options; break;
+    case 21: if (name == "max_completion_tokens") return T::max_completion_tokens; break;
+    default: break;
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
 std::variant<ClientRequest, ApiError> inspect_request(Endpoint endpoint, std::string_view body) {
   // One pool for the body's bytes, parsed in place, and the values the document builds over them (~24 bytes
   // a value): chunks of about what that takes.
@@ -246,6 +273,10 @@ std::variant<ClientRequest, ApiError> inspect_request(Endpoint endpoint, std::st
   }
   if (!doc.IsObject())
     return invalid_request("the request body must be a JSON object", std::nullopt, "invalid_json");
+  // The top-level names in the document's order (its members'), before they are sorted: where the members the
+  // gateway reads are. (A repeated one is refused just below.)
+  for (std::size_t i = 0; i < names.size(); ++i)
+    if (auto t = top_member(names[i])) req.top_[static_cast<std::size_t>(*t)] = static_cast<std::uint32_t>(i);
   // A repeated member would let Sluice act on one value while the backend (which keeps the last) acts on
   // another. Sorted, so a body with many members costs n log n, not n².
   std::sort(names.begin(), names.end());
@@ -253,7 +284,8 @@ std::variant<ClientRequest, ApiError> inspect_request(Endpoint endpoint, std::st
     return invalid_request("the member '" + std::string(*dup) + "' appears more than once", std::string(*dup),
                            "duplicate_parameter");
 
-  const auto* model = member(doc, "model");
+  using Top = ClientRequest::Top;
+  const auto* model = req.top(Top::model);
   if (!model) return missing("model");
   if (!model->IsString() || model->GetStringLength() == 0)
     return invalid_request("'model' must be a non-empty string", "model", "invalid_type");
@@ -261,7 +293,7 @@ std::variant<ClientRequest, ApiError> inspect_request(Endpoint endpoint, std::st
 
   switch (endpoint) {
     case Endpoint::chat_completions: {
-      const auto* messages = member(doc, "messages");
+      const auto* messages = req.top(Top::messages);
       if (!messages) return missing("messages");
       if (!messages->IsArray() || messages->Empty())
         return invalid_request("'messages' must be a non-empty array", "messages", "invalid_type");
@@ -272,14 +304,14 @@ std::variant<ClientRequest, ApiError> inspect_request(Endpoint endpoint, std::st
       break;
     }
     case Endpoint::completions:
-      if (!member(doc, "prompt")) return missing("prompt");
+      if (!req.top(Top::prompt)) return missing("prompt");
       break;
     case Endpoint::embeddings:
-      if (!member(doc, "input")) return missing("input");
+      if (!req.top(Top::input)) return missing("input");
       break;
   }
 
-  if (const auto* stream = member(doc, "stream")) {
+  if (const auto* stream = req.top(Top::stream)) {
     if (!stream->IsBool() && !stream->IsNull())
       return invalid_request("'stream' must be a boolean", "stream", "invalid_type");
     req.stream_explicit = stream->IsBool();
@@ -287,7 +319,7 @@ std::variant<ClientRequest, ApiError> inspect_request(Endpoint endpoint, std::st
   }
   if (endpoint == Endpoint::embeddings && req.stream)
     return invalid_request("embeddings cannot be streamed", "stream", "invalid_value");
-  if (const auto* opts = member(doc, "stream_options"); opts && !opts->IsNull()) {
+  if (const auto* opts = req.top(Top::stream_options); opts && !opts->IsNull()) {
     if (!opts->IsObject())
       return invalid_request("'stream_options' must be an object", "stream_options", "invalid_type");
     if (!req.stream)
@@ -459,13 +491,17 @@ std::string rewrite_request(const ClientRequest& req, std::string_view original,
   bool defaults_missing = false;
   if (rw.defaults)
     for (const auto& [k, v] : *rw.defaults) defaults_missing |= !doc.HasMember(k.c_str());
-  bool cap = rw.max_tokens_cap > 0 && (needs_cap(doc, "max_tokens", rw.max_tokens_cap) ||
-                                       needs_cap(doc, "max_completion_tokens", rw.max_tokens_cap));
+  using Top = ClientRequest::Top;
+  auto over_cap = [&](Top field) {
+    const auto* v = req.top(field);
+    return v && v->IsNumber() && v->GetDouble() > static_cast<double>(rw.max_tokens_cap);
+  };
+  bool cap = rw.max_tokens_cap > 0 && (over_cap(Top::max_tokens) || over_cap(Top::max_completion_tokens));
   if (!model_changes && !stream_missing && !usage_missing && !defaults_missing && !cap)
     return std::string(original);
   if (!defaults_missing && !cap) {
-    const bool additions_only = !model_changes && (!stream_missing || !doc.HasMember("stream")) &&
-                                (!usage_missing || !doc.HasMember("stream_options"));
+    const bool additions_only = !model_changes && (!stream_missing || !req.top(Top::stream)) &&
+                                (!usage_missing || !req.top(Top::stream_options));
     if (auto spliced = splice_request(original, model_changes, rw.upstream_model, stream_missing, req.stream,
                                       usage_missing, additions_only))
       return std::move(*spliced);
@@ -517,35 +553,32 @@ std::string rewrite_request(const ClientRequest& req, std::string_view original,
 }
 
 std::uint64_t estimate_prompt_tokens(const ClientRequest& req) {
-  const auto& doc = req.doc;
-  if (!doc.IsObject()) return 0;
+  using Top = ClientRequest::Top;
   std::uint64_t chars = 0, messages = 0;
-  for (const char* field : {"messages", "prompt", "input", "tools"}) {
-    auto it = doc.FindMember(field);
-    if (it == doc.MemberEnd()) continue;
-    chars += string_chars(it->value);
-    if (std::string_view(field) == "messages" && it->value.IsArray()) messages = it->value.Size();
+  for (Top field : {Top::messages, Top::prompt, Top::input, Top::tools}) {
+    const auto* value = req.top(field);
+    if (!value) continue;
+    chars += string_chars(*value);
+    if (field == Top::messages && value->IsArray()) messages = value->Size();
   }
   return (chars + 3) / 4 + 4 * messages;
 }
 
 std::optional<std::uint64_t> completion_limit(const ClientRequest& req, std::uint64_t cap) {
-  const auto& doc = req.doc;
-  if (!doc.IsObject()) return std::nullopt;
+  using Top = ClientRequest::Top;
   std::optional<std::uint64_t> most;
-  for (const char* field : {"max_completion_tokens", "max_tokens"}) {
-    auto it = doc.FindMember(field);
-    if (it != doc.MemberEnd() && it->value.IsNumber() && it->value.GetDouble() >= 0) {
-      most = static_cast<std::uint64_t>(std::min(it->value.GetDouble(), 1e12));
+  for (Top field : {Top::max_completion_tokens, Top::max_tokens}) {
+    const auto* value = req.top(field);
+    if (value && value->IsNumber() && value->GetDouble() >= 0) {
+      most = static_cast<std::uint64_t>(std::min(value->GetDouble(), 1e12));
       break;
     }
   }
   if (cap && (!most || *most > cap)) most = cap;
   if (!most) return std::nullopt;
   std::uint64_t choices = 1;
-  auto n = doc.FindMember("n");
-  if (n != doc.MemberEnd() && n->value.IsNumber() && n->value.GetDouble() >= 1)
-    choices = static_cast<std::uint64_t>(std::min(n->value.GetDouble(), 128.0));
+  const auto* n = req.top(Top::n);
+  if (n && n->IsNumber() && n->GetDouble() >= 1) choices = static_cast<std::uint64_t>(std::min(n->GetDouble(), 128.0));
   return *most * choices;
 }
 

@@ -3,6 +3,8 @@
 // fields Sluice must change (model name, an explicit `stream`).
 #include <rapidjson/document.h>
 
+#include <array>
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
@@ -33,6 +35,22 @@ struct ClientRequest {
   // turned into 125 MiB). Held by pointer so the document's view of it survives a move.
   std::unique_ptr<rapidjson::MemoryPoolAllocator<>> pool;
   rapidjson::Document doc;
+
+  /// The top-level members the gateway reads, found while the body is parsed (inspect_request), so reading one
+  /// is no search of the document: the member's value, or nullptr when the body has none.
+  enum class Top : unsigned char {
+    model, messages, prompt, input, tools, stream, stream_options, max_tokens, max_completion_tokens, n, count
+  };
+  const rapidjson::Value* top(Top t) const {
+    const auto i = top_[static_cast<std::size_t>(t)];
+    return i == kAbsent ? nullptr : &doc.MemberBegin()[i].value;
+  }
+  static constexpr std::uint32_t kAbsent = ~std::uint32_t{0};
+  std::array<std::uint32_t, static_cast<std::size_t>(Top::count)> top_ = [] {
+    std::array<std::uint32_t, static_cast<std::size_t>(Top::count)> a;
+    a.fill(kAbsent);
+    return a;
+  }();
 
   static constexpr std::size_t kDocumentChunk = 1024;
   ClientRequest() : ClientRequest(kDocumentChunk) {}

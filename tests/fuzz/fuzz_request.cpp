@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "fuzz_check.hpp"
+#include "openai/json.hpp"
 #include "openai/request.hpp"
 
 namespace {
@@ -164,6 +165,16 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       continue;
     }
     const auto& req = std::get<ClientRequest>(result);
+    // The members found while parsing are the ones a search of the document finds.
+    {
+      using T = ClientRequest::Top;
+      const std::pair<T, const char*> tops[] = {
+          {T::model, "model"}, {T::messages, "messages"}, {T::prompt, "prompt"}, {T::input, "input"},
+          {T::tools, "tools"}, {T::stream, "stream"}, {T::stream_options, "stream_options"},
+          {T::max_tokens, "max_tokens"}, {T::max_completion_tokens, "max_completion_tokens"}, {T::n, "n"}};
+      for (const auto& [t, name] : tops)
+        SLUICE_FUZZ_CHECK(req.top(t) == member(req.doc, name), "a top-level member is found where a search finds it");
+    }
     SLUICE_FUZZ_CHECK(req.doc.IsObject(), "an accepted body is an object");
     SLUICE_FUZZ_CHECK(!req.model.empty(), "an accepted body names a model");
     SLUICE_FUZZ_CHECK(fz::valid_utf8(body), "an accepted body is UTF-8");

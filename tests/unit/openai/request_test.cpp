@@ -28,6 +28,31 @@ ApiError reject(Endpoint endpoint, std::string_view body) {
   return std::get<ApiError>(r);
 }
 
+// The top-level members inspect_request notes while parsing are the ones a search of the document finds: in any
+// order, with escaped names, beside nested members of the same name, and after the request has been moved.
+TEST(InspectRequestTest, TopLevelMembersAreFoundWhereASearchFindsThem) {
+  using T = ClientRequest::Top;
+  const std::pair<T, const char*> tops[] = {
+      {T::model, "model"}, {T::messages, "messages"}, {T::prompt, "prompt"}, {T::input, "input"},
+      {T::tools, "tools"}, {T::stream, "stream"}, {T::stream_options, "stream_options"},
+      {T::max_tokens, "max_tokens"}, {T::max_completion_tokens, "max_completion_tokens"}, {T::n, "n"}};
+  for (std::string_view body : std::initializer_list<std::string_view>{
+           R"({"model":"m","messages":[{"role":"user","content":"hi"}]})",
+           R"({"n":2,"max_tokens":5,"stream":true,"stream_options":{"include_usage":true},"tools":[],)"
+           R"("max_completion_tokens":7,"messages":[{"role":"user","content":"hi","model":"inner"}],"model":"m"})",
+           R"({"model":"m","messages":[{"role":"user"}],"x":{"n":1,"stream":false}})",
+           R"({"messages":[{"role":"user"}],"model":"m","prompt":"p","input":"i","m":1,"nn":2,"max_tokens_":3})"}) {
+    ClientRequest req = accept(Endpoint::chat_completions, body);
+    ClientRequest moved = std::move(req);
+    for (const auto& [t, name] : tops) {
+      const auto it = moved.doc.FindMember(name);
+      const rapidjson::Value* found = it == moved.doc.MemberEnd() ? nullptr : &it->value;
+      EXPECT_EQ(moved.top(t), found) << body << " " << name;
+    }
+  }
+  EXPECT_EQ(ClientRequest{}.top(T::model), nullptr);  // nothing parsed: nothing found
+}
+
 rapidjson::Document parse(const std::string& json) {
   rapidjson::Document d;
   d.Parse(json.data(), json.size());
