@@ -3,7 +3,10 @@
 #include <gtest/gtest.h>
 #include <rapidjson/document.h>
 
+#include <cstdio>
+#include <random>
 #include <string>
+#include <vector>
 
 namespace sluice::openai {
 namespace {
@@ -100,6 +103,46 @@ TEST(JsonQuoteTest, EscapesEverySpecialByteWhereverItFalls) {
       }
     }
   }
+}
+
+// write_json_string stores whole blocks of sixteen or eight bytes as it reads them: whatever the text (no escape,
+// every byte escaped, a mix), it writes exactly a byte-by-byte escaper's output and nothing past the room
+// json_string_bound promises.
+TEST(JsonQuoteTest, WritesWhatAByteByByteEscaperWritesAndNothingPastItsBound) {
+  auto reference = [](std::string_view text) {
+    std::string out = "\"";
+    for (char ch : text) {
+      const auto c = static_cast<unsigned char>(ch);
+      if (c == '"') out += "\\\"";
+      else if (c == '\\') out += "\\\\";
+      else if (c == '\b') out += "\\b";
+      else if (c == '\f') out += "\\f";
+      else if (c == '\n') out += "\\n";
+      else if (c == '\r') out += "\\r";
+      else if (c == '\t') out += "\\t";
+      else if (c < 0x20) {
+        char u[8];
+        std::snprintf(u, sizeof u, "\\u%04x", c);
+        out += u;
+      } else out += ch;
+    }
+    return out + "\"";
+  };
+  std::mt19937 rng(5);
+  const std::string alphabet("ab\"\\\x01\x1f\n\xe9\x7f ", 10);
+  for (std::size_t len = 0; len <= 64; ++len)
+    for (int pattern = 0; pattern < 40; ++pattern) {
+      std::string text(len, 'x');
+      if (pattern == 1) text.assign(len, '\x01');  // the worst case: six bytes for each
+      if (pattern >= 2)
+        for (auto& c : text)
+          if (rng() % (pattern % 8 + 1) == 0) c = alphabet[rng() % alphabet.size()];
+      const std::size_t bound = json_string_bound(len);
+      std::vector<char> buffer(bound + 64, '#');
+      const char* end = write_json_string(buffer.data(), text);
+      ASSERT_EQ(std::string(static_cast<const char*>(buffer.data()), end), reference(text)) << len << " " << pattern;
+      for (std::size_t i = bound; i < buffer.size(); ++i) ASSERT_EQ(buffer[i], '#') << len << " " << pattern << " " << i;
+    }
 }
 
 TEST(NormalizeBackendErrorTest, OpenAiBodyIsKept) {
