@@ -101,6 +101,12 @@ ExtraHeaders& ExtraHeaders::add(std::string_view name, std::string_view value) {
   return *this;
 }
 
+ExtraHeaders& ExtraHeaders::add_lines(std::string_view lines) {
+  assert(lines.empty() || lines.ends_with("\r\n"));
+  text_.append(lines);
+  return *this;
+}
+
 ExtraHeaders& ExtraHeaders::add(std::string_view name, std::uint64_t value) {
   char digits[24];
   return add(name, std::string_view(digits, static_cast<std::size_t>(

@@ -83,6 +83,8 @@ class ExtraHeaders {
  public:
   ExtraHeaders& add(std::string_view name, std::string_view value);
   ExtraHeaders& add(std::string_view name, std::uint64_t value);
+  /// Whole header lines ("name: value\r\n" each), built by the caller: Sluice's own, never a client's.
+  ExtraHeaders& add_lines(std::string_view lines);
   std::string_view wire() const { return text_; }
   bool empty() const { return text_.empty(); }
   /// A point to go back to: `rewind(mark())` drops what was added after it.

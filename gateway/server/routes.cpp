@@ -4,6 +4,8 @@
 
 #include <array>
 #include <boost/asio/write.hpp>
+#include <charconv>
+#include <cstring>
 #include <random>
 
 #include "duration.hpp"
@@ -88,16 +90,31 @@ std::string models_json(const std::vector<std::string>& names, std::int64_t crea
 }
 
 // x-ratelimit-{limit,remaining,reset}-{requests,tokens}, as OpenAI sends them, for the limits that exist.
+// The six lines are written into one buffer on the stack and appended at once.
 Headers rate_limit_headers(const policy::Admission& a) {
-  Headers h;
+  char lines[512];  // six names of at most 30 characters, two 20-digit numbers and a 24-character duration each
+  char* p = lines;
+  auto put = [&p](std::string_view text) {
+    std::memcpy(p, text.data(), text.size());
+    p += text.size();
+  };
   auto add = [&](std::string_view limit, std::string_view remaining, std::string_view reset,
                  const policy::WindowView& v) {
     if (!v.limit) return;
+    put(limit);
+    p = std::to_chars(p, p + 20, v.limit).ptr;
+    put(remaining);
+    p = std::to_chars(p, p + 20, v.remaining).ptr;
+    put(reset);
     char duration[32];
-    h.add(limit, v.limit).add(remaining, v.remaining).add(reset, format_duration(duration, Millis(v.reset_ms)));
+    put(format_duration(duration, Millis(v.reset_ms)));
+    put("\r\n");
   };
-  add("x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests", a.requests);
-  add("x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens", a.tokens);
+  add("x-ratelimit-limit-requests: ", "\r\nx-ratelimit-remaining-requests: ", "\r\nx-ratelimit-reset-requests: ",
+      a.requests);
+  add("x-ratelimit-limit-tokens: ", "\r\nx-ratelimit-remaining-tokens: ", "\r\nx-ratelimit-reset-tokens: ", a.tokens);
+  Headers h;
+  h.add_lines(std::string_view(lines, static_cast<std::size_t>(p - lines)));
   return h;
 }
 

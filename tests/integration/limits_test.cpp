@@ -1,6 +1,8 @@
 // Keys, rate limits and token budgets through the real gateway: bursts of concurrent requests, streams,
 // disconnects, backend wait queues, hot reload, and limits shared by replicas through a real redis-server.
 #include <gtest/gtest.h>
+
+#include <regex>
 #include <rapidjson/document.h>
 
 #include <csignal>
@@ -175,6 +177,25 @@ TEST(Limits, TokenBudgetIsNotExceededByConcurrentStreams) {
   double used = 1000 - series(m, R"(sluice_key_budget_remaining_tokens{key="team"})");
   EXPECT_LE(used, 1000);
   EXPECT_EQ(series(m, R"(sluice_rate_limited_total{key="team",limit="budget"})"), 30 - ok);
+}
+
+// All six rate-limit headers, as OpenAI sends them, on an answer to a key with both limits.
+TEST(Limits, AnAnswerCarriesAllSixRateLimitHeaders) {
+  TestGateway gw(limits_config(key_line("team", "sk-team", "rpm: 60, tpm: 6000")));
+  auto r = post_json(gw.port(), "/v1/chat/completions", chat(R"(,"max_tokens":100,"simulator":{"tokens":3})"),
+                     "sk-team");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.header("x-ratelimit-limit-requests"), "60");
+  EXPECT_EQ(r.header("x-ratelimit-remaining-requests"), "59");
+  EXPECT_EQ(r.header("x-ratelimit-reset-requests"), "1s");  // one request's worth comes back each second
+  EXPECT_EQ(r.header("x-ratelimit-limit-tokens"), "6000");
+  const auto remaining = std::stoi(r.header("x-ratelimit-remaining-tokens"));
+  EXPECT_LE(remaining, 6000 - 100);
+  EXPECT_GT(remaining, 0);
+  const std::string reset = r.header("x-ratelimit-reset-tokens");
+  EXPECT_TRUE(std::regex_match(reset, std::regex(R"(([0-9]+m)?[0-9]+(\.[0-9]{1,3})?s|[0-9]+ms)"))) << reset;
+  // And nothing joined to them: the header written after them is still read as its own.
+  EXPECT_EQ(r.header("content-length"), std::to_string(r.body.size()));
 }
 
 TEST(Limits, TokensPerMinuteAreSettledWithTheRealUsage) {
