@@ -145,4 +145,64 @@ inline bool plain_length(std::string_view value, std::uint64_t& length) {
   return true;
 }
 
+/// What a one-pass reader does with a field: the names Beast's parser acts on (Content-Length, Connection,
+/// Transfer-Encoding where the reader frames chunks itself, and those it leaves to Beast), the kept ones, and
+/// the rest.
+enum class Plain : unsigned char { other, content_length, connection, transfer_encoding, to_beast, kept };
+template <class Field>
+struct Named {
+  Plain what;
+  Field field = Field::count;
+};
+
+/// The fields of a plain head, as read_fields found them: the kept ones (the first `N`; more go to Beast), the
+/// framing, and the Connection tokens.
+template <class Field, std::size_t N>
+struct PlainFields {
+  struct Kept {
+    Field f;
+    std::string_view value;
+  };
+  std::array<Kept, N> kept;
+  std::size_t n_kept = 0;
+  bool has_length = false, chunked = false, close = false, keep_alive = false;
+  std::uint64_t length = 0;
+};
+
+/// Reads the field lines from `p` up to `last` (just past the last field line's CRLF) of a head that ends at
+/// `end`, each named by `classify` (a Named<Field> for a name); false for a head not in the plain form (a field
+/// line plain_field refuses, a second Content-Length or one not plain, Transfer-Encoding other than exactly
+/// `chunked` or twice, a Connection list not plain or naming `upgrade`, a name `classify` leaves to Beast, more
+/// kept fields than `N`), which Beast's parser then reads.
+template <class Field, std::size_t N, class Classify>
+bool read_fields(const char* p, const char* last, const char* end, Classify classify, PlainFields<Field, N>& out) {
+  while (p < last) {
+    std::string_view name, value;
+    if (!plain_field(p, end, name, value)) return false;
+    const Named<Field> named = classify(name);
+    switch (named.what) {
+      case Plain::content_length:
+        if (out.has_length || !plain_length(value, out.length)) return false;
+        out.has_length = true;
+        break;
+      case Plain::transfer_encoding:
+        if (out.chunked || !boost::beast::iequals(value, "chunked")) return false;
+        out.chunked = true;
+        break;
+      case Plain::connection:
+        if (!connection_tokens(value, out.close, out.keep_alive)) return false;
+        break;
+      case Plain::to_beast:
+        return false;
+      case Plain::kept:
+        if (out.n_kept == N) return false;
+        out.kept[out.n_kept++] = {named.field, value};
+        break;
+      case Plain::other:
+        break;
+    }
+  }
+  return true;
+}
+
 }  // namespace sluice::head

@@ -132,15 +132,11 @@ namespace {
 
 using head::is_name;
 
-// What the one-pass read does with a field: the names Beast's parser acts on (Content-Length, Connection,
-// and those it leaves to Beast: Transfer-Encoding, Upgrade, Proxy-Connection), the kept ones, and the rest.
-// Decided by length first: one or two comparisons per field instead of Beast's name table lookup.
-enum class Plain : unsigned char { other, content_length, connection, to_beast, kept };
-struct Named {
-  Plain what;
-  Field field = Field::count;
-};
+using head::Plain;
+using Named = head::Named<Field>;
 
+// What the one-pass read does with a field (Transfer-Encoding, Upgrade and Proxy-Connection go to Beast). Decided
+// by length first: one or two comparisons per field instead of Beast's name table lookup.
 Named classify(std::string_view name) {
   switch (name.size()) {
     case 6:
@@ -202,44 +198,15 @@ std::size_t IncomingParser::one_pass_head(std::string_view in) {
   const unsigned version = p[7] == '1' ? 11 : 10;
   p += 10;
 
-  struct Kept {
-    Field f;
-    std::string_view value;
-  };
-  std::array<Kept, 16> kept;  // more kept fields than that (repeats) go to Beast
-  std::size_t n_kept = 0;
-  bool has_length = false, close = false, keep_alive = false;
-  std::uint64_t length = 0;
-  while (p < last) {
-    std::string_view name, value;
-    if (!head::plain_field(p, in.data() + head_size, name, value)) return 0;
-
-    const Named named = classify(name);
-    switch (named.what) {
-      case Plain::content_length:
-        if (has_length || !head::plain_length(value, length)) return 0;
-        has_length = true;
-        break;
-      case Plain::connection:
-        if (!head::connection_tokens(value, close, keep_alive)) return 0;
-        break;
-      case Plain::to_beast:
-        return 0;
-      case Plain::kept:
-        if (n_kept == kept.size()) return 0;
-        kept[n_kept++] = {named.field, value};
-        break;
-      case Plain::other:
-        break;
-    }
-  }
-  if (length > body_limit_) return 0;  // Beast's parser answers body_limit
+  head::PlainFields<Field, 16> fields;  // more kept fields than that (repeats) go to Beast
+  if (!head::read_fields(p, last, in.data() + head_size, classify, fields)) return 0;
+  if (fields.length > body_limit_) return 0;  // Beast's parser answers body_limit
 
   req_.request_line(verb, method, target, version);
-  for (std::size_t i = 0; i < n_kept; ++i) req_.kept_.keep_first(kept[i].f, kept[i].value);
-  req_.keep_alive_ = version == 11 ? !close : keep_alive;
-  remaining_ = length;  // (its room is taken when the body begins, as Beast's parser does, not on a promise)
-  state_ = length > 0 ? State::body : State::done;
+  for (std::size_t i = 0; i < fields.n_kept; ++i) req_.kept_.keep_first(fields.kept[i].f, fields.kept[i].value);
+  req_.keep_alive_ = version == 11 ? !fields.close : fields.keep_alive;
+  remaining_ = fields.length;  // (its room is taken when the body begins, as Beast's parser does, not on a promise)
+  state_ = fields.length > 0 ? State::body : State::done;
   return head_size;
 }
 

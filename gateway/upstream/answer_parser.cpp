@@ -152,15 +152,11 @@ std::size_t AnswerParser::take(std::string_view in, error_code& ec) {
 
 namespace {
 
-// What the one-pass read does with a field: the names Beast's parser acts on (Content-Length, Connection,
-// Transfer-Encoding, and those it leaves to Beast: Upgrade, Proxy-Connection), the kept ones, and the rest.
-// Decided by length first: one or two comparisons per field instead of Beast's name table lookup.
-enum class Plain : unsigned char { other, content_length, connection, transfer_encoding, to_beast, kept };
-struct Named {
-  Plain what;
-  Field field = Field::count;
-};
+using head::Plain;
+using Named = head::Named<Field>;
 
+// What the one-pass read does with a field (Upgrade and Proxy-Connection go to Beast). Decided by length first:
+// one or two comparisons per field instead of Beast's name table lookup.
 Named classify(std::string_view name) {
   using head::is_name;
   switch (name.size()) {
@@ -216,59 +212,27 @@ std::size_t AnswerParser::one_pass_head(std::string_view in) {
   if (p[0] != '\r' || p[1] != '\n') return 0;
   p += 2;
 
-  struct Kept {
-    Field f;
-    std::string_view value;
-  };
-  std::array<Kept, 8> kept;  // more kept fields than that (repeats) go to Beast
-  std::size_t n_kept = 0;
-  bool has_length = false, is_chunked = false, close = false, keep_alive = false;
-  std::uint64_t length = 0;
-  while (p < last) {
-    std::string_view name, value;
-    if (!head::plain_field(p, in.data() + head_size, name, value)) return 0;
-    const Named named = classify(name);
-    switch (named.what) {
-      case Plain::content_length:
-        if (has_length || !head::plain_length(value, length)) return 0;
-        has_length = true;
-        break;
-      case Plain::transfer_encoding:
-        if (is_chunked || !boost::beast::iequals(value, "chunked")) return 0;
-        is_chunked = true;
-        break;
-      case Plain::connection:
-        if (!head::connection_tokens(value, close, keep_alive)) return 0;
-        break;
-      case Plain::to_beast:
-        return 0;
-      case Plain::kept:
-        if (n_kept == kept.size()) return 0;
-        kept[n_kept++] = {named.field, value};
-        break;
-      case Plain::other:
-        break;
-    }
-  }
-  if (has_length && is_chunked) return 0;  // Beast's parser refuses the pair
+  head::PlainFields<Field, 8> fields;  // more kept fields than that (repeats) go to Beast
+  if (!head::read_fields(p, last, in.data() + head_size, classify, fields)) return 0;
+  if (fields.has_length && fields.chunked) return 0;  // Beast's parser refuses the pair
 
   head_.status_ = status;
-  for (std::size_t i = 0; i < n_kept; ++i) head_.kept_.keep_first(kept[i].f, kept[i].value);
-  keep_alive_ = http11 ? !close : keep_alive;
-  has_length_ = has_length;
-  if (is_chunked) chunks_.emplace(keep_alive_);
+  for (std::size_t i = 0; i < fields.n_kept; ++i) head_.kept_.keep_first(fields.kept[i].f, fields.kept[i].value);
+  keep_alive_ = http11 ? !fields.close : fields.keep_alive;
+  has_length_ = fields.has_length;
+  if (fields.chunked) chunks_.emplace(keep_alive_);
   // As Beast's parser frames a response (RFC 9112 6.3): no body after 1xx, 204 or 304 whatever the head says.
   if (status / 100 == 1 || status == 204 || status == 304)
     state_ = State::done;
-  else if (has_length)
-    state_ = length > 0 ? State::length : State::done;
-  else if (is_chunked)
+  else if (fields.has_length)
+    state_ = fields.length > 0 ? State::length : State::done;
+  else if (fields.chunked)
     state_ = State::chunks;
   else {
     state_ = State::to_eof;
     keep_alive_ = false;  // the body ends with the connection
   }
-  remaining_ = length;
+  remaining_ = fields.length;
   return head_size;
 }
 
