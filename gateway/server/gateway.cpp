@@ -297,8 +297,9 @@ struct Gateway::Impl {
         }
       }
       urls[b.name] = *url;
+      // A trial's exchange ends by its total deadline, and its last client write within an idle timeout after.
       fleet.backends[b.name] = std::make_unique<upstream::BackendState>(
-          b.outlier, b.timeouts.total + std::chrono::seconds(1));  // a trial's request ends by its total deadline
+          b.outlier, b.timeouts.total + b.timeouts.idle + std::chrono::seconds(1));
       fleet.queues[b.name] = std::make_unique<SlotQueue>(b.max_queue);
       metrics.backend_up(b.name, true);
     }

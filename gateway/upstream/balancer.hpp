@@ -25,7 +25,8 @@ using SteadyTime = std::chrono::steady_clock::time_point;
 class BackendState {
  public:
   /// `trial_limit`: how long a half-open trial may go without reporting before it counts as lost (the backend's
-  /// `total` deadline, past which its request cannot still be running).
+  /// `total` deadline and an `idle` timeout for the last client write, past which its request cannot still be
+  /// running).
   explicit BackendState(OutlierConfig cfg, std::chrono::milliseconds trial_limit = std::chrono::minutes(10))
       : cfg_(cfg), trial_limit_(trial_limit) {}
 

@@ -987,13 +987,25 @@ asio::awaitable<ForwardResult> forward(beast::tcp_stream& client, BackendPool& p
       }
     }
     st->upstream = &conn->lowest();
-    if (auto* live = pool.live()) live->add(*conn);
     bool stale = false, reusable = false;
-    if (conn->secure)
-      co_await exchange.run(*conn->secure, *conn, reused, stale, reusable);
-    else
-      co_await exchange.run(conn->plain->socket(), *conn, reused, stale, reusable);
-    if (auto* live = pool.live()) live->remove(*conn);
+    {
+      // Listed while the exchange runs, and unlisted however it ends (an exception, or the frame destroyed at
+      // shutdown, included): the list runs through the connection itself.
+      struct Listed {
+        LiveExchanges* live;
+        Connection& conn;
+        Listed(LiveExchanges* l, Connection& c) : live(l), conn(c) {
+          if (live) live->add(conn);
+        }
+        ~Listed() {
+          if (live) live->remove(conn);
+        }
+      } listed{pool.live(), *conn};
+      if (conn->secure)
+        co_await exchange.run(*conn->secure, *conn, reused, stale, reusable);
+      else
+        co_await exchange.run(conn->plain->socket(), *conn, reused, stale, reusable);
+    }
     st->upstream = nullptr;
     if (pool.live() && pool.live()->cutting) {  // ended by a drain that ran out of time: no failover, no pool
       if (result.failure)

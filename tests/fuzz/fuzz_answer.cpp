@@ -2,8 +2,9 @@
 // and the body buffer's size, the rest is what a backend sent. AnswerParser reads a plain head in one pass and
 // hands anything else to Beast's parser; either way the head must read as Beast's response_parser reads it (the
 // same bytes consumed, status, framing, keep-alive and kept fields), and so must every body Beast reads whole.
-// Where Beast refuses a chunked body, ChunkedBody may refuse it otherwise (fuzz_chunked holds the two to each
-// other there). Without chunks, the outcome is Beast's to the byte and the error.
+// Where Beast refuses a chunked body, ChunkedBody may refuse it otherwise, and it bounds size lines (8 KiB) and
+// trailers (64 KiB) where Beast does not: inputs here stay under those (fuzz_chunked holds the two decoders to each
+// other). Without chunks, the outcome is Beast's to the byte and the error.
 //
 // Beast is the oracle here, as the gateway builds it (NDEBUG): its asserts are off for this target.
 #include <cstddef>

@@ -48,7 +48,9 @@ const std::vector<std::string> kAnswers = {
     "HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\n\r\n{}",
     "HTTP/1.1 200 OK\r\nContent-Length: +2\r\n\r\n{}",
     "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-    "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+    // (With a data chunk first: Beast 1.81 asserts, in a build with assertions, on a body that is only the last
+    // chunk fed a byte at a time, though it reads it.)
+    "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
     "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\nabc",
     "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
     "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
