@@ -1,6 +1,5 @@
 #include "upstream/answer_parser.hpp"
 
-#include <array>
 #include <boost/beast/http/basic_parser.hpp>
 #include <boost/beast/http/error.hpp>
 #include <cstring>
@@ -12,6 +11,25 @@ namespace sluice::upstream {
 namespace http = boost::beast::http;
 using boost::system::error_code;
 using Field = AnswerHead::Field;
+
+namespace {
+
+// As buffer_body's reader: copies what fits into the buffer the relay gave, and asks for another (need_buffer)
+// when some did not fit or there is none. Returns the bytes copied.
+std::size_t fill(AnswerHead::Body& b, std::string_view in, error_code& ec) {
+  if (!b.data) {
+    ec = http::error::need_buffer;
+    return 0;
+  }
+  const std::size_t n = std::min(b.size, in.size());
+  if (n > 0) std::memcpy(b.data, in.data(), n);
+  b.data = static_cast<char*>(b.data) + n;
+  b.size -= n;
+  if (n < in.size()) ec = http::error::need_buffer;
+  return n;
+}
+
+}  // namespace
 
 /// Beast's parser, writing into the AnswerHead: for every answer the one-pass read leaves to it.
 class AnswerParser::Beast final : public http::basic_parser<false> {
@@ -38,26 +56,12 @@ class AnswerParser::Beast final : public http::basic_parser<false> {
   }
   void on_header_impl(error_code&) override {}
   void on_body_init_impl(boost::optional<std::uint64_t> const&, error_code&) override {}
-  std::size_t on_body_impl(string_view body, error_code& ec) override { return take(body, ec); }
+  std::size_t on_body_impl(string_view body, error_code& ec) override { return fill(head_.body_, body, ec); }
   void on_chunk_header_impl(std::uint64_t, string_view, error_code&) override {}
-  std::size_t on_chunk_body_impl(std::uint64_t, string_view body, error_code& ec) override { return take(body, ec); }
-  void on_finish_impl(error_code&) override {}
-
-  // As buffer_body's reader: copies what fits into the buffer the relay gave, and asks for another
-  // (need_buffer) when some did not fit or there is none.
-  std::size_t take(string_view body, error_code& ec) {
-    auto& b = head_.body_;
-    if (!b.data) {
-      ec = http::error::need_buffer;
-      return 0;
-    }
-    const std::size_t n = std::min(b.size, body.size());
-    if (n > 0) std::memcpy(b.data, body.data(), n);
-    b.data = static_cast<char*>(b.data) + n;
-    b.size -= n;
-    if (n < body.size()) ec = http::error::need_buffer;
-    return n;
+  std::size_t on_chunk_body_impl(std::uint64_t, string_view body, error_code& ec) override {
+    return fill(head_.body_, body, ec);
   }
+  void on_finish_impl(error_code&) override {}
 
   AnswerHead& head_;
 };
@@ -133,20 +137,9 @@ std::size_t AnswerParser::take(std::string_view in, error_code& ec) {
     b.size = body.size;
     return used;
   }
-  if (!b.data) {
-    ec = http::error::need_buffer;
-    return 0;
-  }
-  std::size_t n = std::min(b.size, in.size());
-  if (state_ == State::length) n = static_cast<std::size_t>(std::min<std::uint64_t>(n, remaining_));
-  if (n > 0) std::memcpy(b.data, in.data(), n);
-  b.data = static_cast<char*>(b.data) + n;
-  b.size -= n;
-  if (state_ == State::length && (remaining_ -= n) == 0) {
-    state_ = State::done;
-    return n;
-  }
-  if (n < in.size() && b.size == 0) ec = http::error::need_buffer;
+  // By length, the bytes past it are not the body's (Beast's parser clamps its input the same way).
+  const std::size_t n = fill(b, state_ == State::length ? in.substr(0, std::min<std::uint64_t>(in.size(), remaining_)) : in, ec);
+  if (state_ == State::length && (remaining_ -= n) == 0) state_ = State::done;
   return n;
 }
 

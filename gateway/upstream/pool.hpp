@@ -48,7 +48,6 @@ struct LiveExchanges {
   void close_all() {
     for (Connection* c = head_; c; c = c->live_next) c->lowest().close();
   }
-  bool empty() const { return head_ == nullptr; }
 
   bool cutting = false;  // the gateway is shutting down: exchanges in progress are being ended
 
