@@ -3,6 +3,7 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/deferred.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
@@ -42,7 +43,12 @@ inline bool failed_with(const error_code& ec, E e) {
 }
 
 /// Completion token for expected network failures: `auto [ec, n] = co_await op(..., use_nothrow);`
-inline constexpr auto use_nothrow = asio::as_tuple(asio::use_awaitable);
+/// The operation is awaited directly (a deferred operation, which Asio's awaitable resumes with the result
+/// in place); use_awaitable would wrap each one in a coroutine frame of its own.
+inline constexpr auto use_nothrow = asio::as_tuple(asio::deferred);
+/// The same for the few operations that cannot be deferred in Boost 1.81 (Beast's connect to a list of
+/// endpoints), awaited through a coroutine frame of their own.
+inline constexpr auto use_nothrow_awaitable = asio::as_tuple(asio::use_awaitable);
 
 using StringRequest = http::request<http::string_body>;
 using StringResponse = http::response<http::string_body>;

@@ -122,7 +122,7 @@ asio::awaitable<std::unique_ptr<Connection>> BackendPool::connect(std::string& r
     c->plain.emplace(ex_);
   auto& tcp_layer = c->lowest();
   tcp_layer.expires_at(deadline);
-  auto [cec, ep] = co_await tcp_layer.async_connect(endpoints, use_nothrow);
+  auto [cec, ep] = co_await tcp_layer.async_connect(endpoints, use_nothrow_awaitable);
   if (cec) {
     if (!fixed_endpoints_) endpoints_.clear();  // the next connect asks DNS again
     reason = cec == beast::error::timeout ? "timeout" : "connect";
