@@ -1,5 +1,6 @@
 #pragma once
 // Beast/Asio vocabulary shared by the client edge, the upstream edge and the simulator.
+#include <boost/asio/append.hpp>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -191,7 +192,7 @@ asio::awaitable<std::tuple<error_code, std::size_t>> write_all(Stream& s, const 
   co_return co_await write_rest(s, buffers, sent);
 }
 
-/// How a backend socket was last read (read_some_now): `more` when the last read took all the room it had (the
+/// How a backend socket was last read (read_more): `more` when the last read took all the room it had (the
 /// socket may hold the rest of a burst), and how many reads in a row went without giving the thread back.
 struct ReadState {
   bool more = false;
@@ -199,10 +200,10 @@ struct ReadState {
   static constexpr unsigned kMaxInARow = 16;  // then the relay yields once, so its worker's other work goes on
 };
 
-/// read_some_now's first step, which needs no read: offers what `buffer` holds to `parser`. True when that
-/// ends the call, with `ec` and `parsed` as read_some_now gives them; false when the parser needs bytes not
-/// read yet (`parsed` counts what it took). The relay calls it before read_some_now, so bytes that came with
-/// an earlier read (a whole answer's body, read with its head) are parsed without a coroutine frame.
+/// read_more's first step, which needs no read: offers what `buffer` holds to `parser`. True when that
+/// ends the call, with `ec` and `parsed` as read_more gives them; false when the parser needs bytes not
+/// read yet (`parsed` counts what it took). The relay calls it before read_more, so bytes that came with
+/// an earlier read (a whole answer's body, read with its head) are parsed without starting a read.
 template <class Parser>
 bool parse_held(beast::flat_buffer& buffer, Parser& parser, error_code& ec, std::size_t& parsed) {
   if (buffer.size() == 0) return false;
@@ -214,70 +215,178 @@ bool parse_held(beast::flat_buffer& buffer, Parser& parser, error_code& ec, std:
   return false;
 }
 
+/// A read's result, taken into `buffer` and offered to `parser` (read_more's and read_some_now's step after
+/// every read of `n` bytes that ended with `ec`). True when that ends the call, with `ec` and `parsed` as they
+/// return them: an error, the end of the stream (as Beast: the end of a body delimited by the close, else a
+/// cut message), or the parser done with what it needs.
+template <class Parser>
+bool take_read(beast::flat_buffer& buffer, Parser& parser, error_code& ec, std::size_t n, std::size_t& parsed) {
+  buffer.commit(n);
+  if (failed_with(ec, asio::error::eof)) {
+    if (parser.got_some()) {
+      ec = {};
+      parser.put_eof(ec);
+    } else {
+      ec = http::error::end_of_stream;
+    }
+    return true;
+  }
+  if (ec) return true;
+  return parse_held(buffer, parser, ec, parsed);
+}
+
+/// read_more's reads that need no wait: while the last read of the socket took all the room it had (a burst,
+/// probably not all read yet), the next reads go to the socket at once, up to ReadState::kMaxInARow in a row
+/// (then the read waits its turn behind the worker's other work). True when they end the call (take_read).
+template <class Parser>
+bool read_at_once(tcp::socket& s, beast::flat_buffer& buffer, Parser& parser, ReadState& state, error_code& ec,
+                  std::size_t& parsed) {
+  while (state.more && ++state.in_a_row < ReadState::kMaxInARow) {
+    const std::size_t room = beast::read_size(buffer, 65536);  // as Beast sizes its reads
+    if (room == 0) {
+      ec = http::error::buffer_overflow;
+      return true;
+    }
+    if (!s.non_blocking()) {  // an empty socket answers would_block, never blocks
+      s.non_blocking(true, ec);
+      if (ec) return true;
+    }
+    const std::size_t n = s.read_some(buffer.prepare(room), ec);
+    state.more = !ec && n == room;
+    if (failed_with(ec, asio::error::would_block) || failed_with(ec, asio::error::try_again)) {
+      ec = {};
+      break;
+    }
+    if (take_read(buffer, parser, ec, n, parsed)) return true;
+  }
+  state.in_a_row = 0;
+  return false;
+}
+
+namespace read_detail {
+
+/// read_more on a plain socket: an asynchronous operation of its own, which Asio's awaitable resumes with the
+/// result in place. A coroutine (read_some_now) costs a frame per call, and the relay reads once per event.
+template <class Parser, class Handler>
+class ReadMore {
+ public:
+  ReadMore(tcp::socket& s, beast::flat_buffer& buffer, Parser& parser, ReadState& state, Handler handler)
+      : s_(&s), buffer_(&buffer), parser_(&parser), state_(&state), handler_(std::move(handler)) {}
+
+  // The handler's executor, allocator and cancellation slot are the operation's (the read below is Asio's,
+  // or async_read_drained's, with this object as its handler).
+  using executor_type = asio::associated_executor_t<Handler, tcp::socket::executor_type>;
+  executor_type get_executor() const noexcept { return asio::get_associated_executor(handler_, s_->get_executor()); }
+  using allocator_type = asio::associated_allocator_t<Handler>;
+  allocator_type get_allocator() const noexcept { return asio::get_associated_allocator(handler_); }
+  using cancellation_slot_type = asio::associated_cancellation_slot_t<Handler>;
+  cancellation_slot_type get_cancellation_slot() const noexcept {
+    return asio::get_associated_cancellation_slot(handler_);
+  }
+
+  /// The first step, in the initiating call: what completes here is handed to the handler through the executor
+  /// (an operation never completes inside the call that starts it).
+  void start(bool held_offered) {
+    error_code ec;
+    if ((!held_offered && parse_held(*buffer_, *parser_, ec, parsed_)) ||
+        read_at_once(*s_, *buffer_, *parser_, *state_, ec, parsed_) || !wait(ec)) {
+      auto ex = get_executor();
+      asio::post(ex, asio::append(std::move(handler_), ec, parsed_));
+    }
+  }
+
+  /// A read through the reactor has ended.
+  void operator()(error_code ec, std::size_t n) {
+    state_->more = !ec && n == room_;
+    if (failed_with(ec, asio::error::would_block) || failed_with(ec, asio::error::try_again))
+      ec = {};
+    else if (take_read(*buffer_, *parser_, ec, n, parsed_))
+      return finish(ec);
+    if (read_at_once(*s_, *buffer_, *parser_, *state_, ec, parsed_) || !wait(ec)) finish(ec);
+  }
+
+ private:
+  /// Reads when the socket has bytes (async_read_drained: at once unless the last read emptied it). False, with
+  /// `ec`, when there is no room to read into.
+  bool wait(error_code& ec) {
+    room_ = beast::read_size(*buffer_, 65536);
+    if (room_ == 0) {
+      ec = http::error::buffer_overflow;
+      return false;
+    }
+    state_->in_a_row = 0;
+    async_read_drained(*s_, buffer_->prepare(room_), std::move(*this));
+    return true;
+  }
+
+  void finish(error_code ec) {
+    const std::size_t parsed = parsed_;
+    Handler handler = std::move(handler_);
+    std::move(handler)(ec, parsed);
+  }
+
+  tcp::socket* s_;
+  beast::flat_buffer* buffer_;
+  Parser* parser_;
+  ReadState* state_;
+  std::size_t parsed_ = 0;
+  std::size_t room_ = 0;
+  Handler handler_;
+};
+
+template <class Parser>
+struct InitiateReadMore {
+  template <class Handler>
+  void operator()(Handler&& handler, tcp::socket* s, beast::flat_buffer* buffer, Parser* parser, ReadState* state,
+                  bool held_offered) const {
+    ReadMore<Parser, std::decay_t<Handler>>(*s, *buffer, *parser, *state, std::forward<Handler>(handler))
+        .start(held_offered);
+  }
+};
+
+}  // namespace read_detail
+
 /// http::async_read_some, for a backend connection, without Beast's composed operation: parses what `buffer`
-/// holds into `parser`, reading more while the parser needs more. On a plain socket it reads through
-/// async_read_drained (Asio's read, except that after a read which emptied the socket the next one waits for the
-/// reactor without first asking the kernel; a wait for readability instead re-arms the descriptor with an
-/// epoll_ctl each time, which costs more), and when a read took all the room it had, the next one reads the
-/// socket at once (yielding to the worker's other work every ReadState::kMaxInARow such reads). Other streams
-/// (TLS) are read with their own async_read_some. `held_offered`: the caller has just offered what `buffer`
-/// holds (parse_held), so the first step is a read. {error, bytes parsed}, with Beast's errors for the same cases.
+/// holds into `parser`, reading more while the parser needs more. `held_offered`: the caller has just offered
+/// what `buffer` holds (parse_held), so the first step is a read. Completes with {error, bytes parsed}, with
+/// Beast's errors for the same cases: `auto [ec, n] = co_await read_more(...)`.
+///
+/// On a plain socket it reads through async_read_drained (Asio's read, except that after a read which emptied
+/// the socket the next one waits for the reactor without first asking the kernel; a wait for readability
+/// instead re-arms the descriptor with an epoll_ctl each time, which costs more), and when a read took all the
+/// room it had, the next one reads the socket at once (read_at_once). It is an operation of its own, not a
+/// coroutine: no frame per read. Other streams (TLS) are read by read_some_now, with their own async_read_some.
+template <class Parser>
+auto read_more(tcp::socket& s, beast::flat_buffer& buffer, Parser& parser, ReadState& state,
+               bool held_offered = false) {
+  auto token = use_nothrow;
+  return asio::async_initiate<decltype(token), void(error_code, std::size_t)>(
+      read_detail::InitiateReadMore<Parser>{}, token, &s, &buffer, &parser, &state, held_offered);
+}
+
+/// read_more for any other stream (TLS): the same steps in a coroutine, each read the stream's async_read_some.
 template <class Stream, class Parser>
 asio::awaitable<std::tuple<error_code, std::size_t>> read_some_now(Stream& s, beast::flat_buffer& buffer,
-                                                                   Parser& parser, ReadState& state,
-                                                                   bool held_offered = false) {
+                                                                   Parser& parser, bool held_offered) {
   error_code ec;
   std::size_t parsed = 0;
-  bool fresh = !held_offered && buffer.size() > 0;  // bytes the parser has not been offered yet
-  while (!ec) {
-    if (fresh && parse_held(buffer, parser, ec, parsed)) break;
+  if (!held_offered && parse_held(buffer, parser, ec, parsed)) co_return std::tuple<error_code, std::size_t>{ec, parsed};
+  for (;;) {
     const std::size_t room = beast::read_size(buffer, 65536);  // as Beast sizes its reads
     if (room == 0) {
       ec = http::error::buffer_overflow;
       break;
     }
-    std::size_t n = 0;
-    if constexpr (!std::is_same_v<Stream, tcp::socket>) {
-      auto [read_ec, got] = co_await s.async_read_some(buffer.prepare(room), use_nothrow);
-      ec = read_ec;
-      n = got;
-    } else {
-      if (!state.more) {
-        state.in_a_row = 0;
-        auto [read_ec, got] = co_await async_read_drained(s, buffer.prepare(room), use_nothrow);
-        ec = read_ec;
-        n = got;
-      } else {
-        if (++state.in_a_row >= ReadState::kMaxInARow) {
-          state.in_a_row = 0;
-          co_await asio::post(s.get_executor(), asio::use_awaitable);
-        }
-        if (!s.non_blocking()) {  // an empty socket answers would_block, never blocks
-          s.non_blocking(true, ec);
-          if (ec) break;
-        }
-        n = s.read_some(buffer.prepare(room), ec);
-      }
-      state.more = !ec && n == room;
-      if (failed_with(ec, asio::error::would_block) || failed_with(ec, asio::error::try_again)) {
-        ec = {};
-        fresh = false;
-        continue;
-      }
-    }
-    buffer.commit(n);
-    if (failed_with(ec, asio::error::eof)) {  // as Beast: the end of a body delimited by the close, else a cut message
-      if (parser.got_some()) {
-        ec = {};
-        parser.put_eof(ec);
-      } else {
-        ec = http::error::end_of_stream;
-      }
-      break;
-    }
-    fresh = true;
+    auto [read_ec, n] = co_await s.async_read_some(buffer.prepare(room), use_nothrow);
+    ec = read_ec;
+    if (take_read(buffer, parser, ec, n, parsed)) break;
   }
   co_return std::tuple<error_code, std::size_t>{ec, parsed};
+}
+
+template <class Stream, class Parser>
+auto read_more(Stream& s, beast::flat_buffer& buffer, Parser& parser, ReadState&, bool held_offered = false) {
+  return read_some_now(s, buffer, parser, held_offered);
 }
 
 /// read_buffered's part that needs no read: parses what `buffer` holds (nearly always the whole request, read

@@ -9,7 +9,7 @@
 namespace sluice::upstream {
 
 /// Decodes a chunked body into the buffer the caller points body() at, with the parts of Beast's
-/// `http::parser<false, http::buffer_body>` interface the relay and `read_some_now` use (put, is_done,
+/// `http::parser<false, http::buffer_body>` interface the relay and `read_more` use (put, is_done,
 /// got_some, put_eof, keep_alive, get().body()), and the same errors: `need_buffer` when the body buffer is
 /// full (or not set), `need_more` when the input ran out before a byte of body, `partial_message` at an early
 /// end, `bad_chunk` for framing that is not chunked encoding, `stale_parser` once done.

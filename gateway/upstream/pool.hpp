@@ -21,7 +21,7 @@ struct Connection {
   std::optional<beast::tcp_stream> plain;
   std::optional<ssl::stream<beast::tcp_stream>> secure;
   beast::flat_buffer buffer;  // bytes read past the previous response (must be empty to reuse)
-  ReadState reading;          // how the socket was last read (read_some_now)
+  ReadState reading;          // how the socket was last read (read_more)
   std::chrono::steady_clock::time_point idle_since;
   Connection* live_prev = nullptr;  // in its worker's LiveExchanges while an exchange uses it
   Connection* live_next = nullptr;

@@ -458,7 +458,7 @@ asio::awaitable<void> Exchange::run(Stream& up, Connection& conn, bool reused, b
   error_code hec;
   std::size_t hn = 0;
   while (!hec && !p.is_header_done()) {  // (usually once: the head comes whole)
-    auto [read_ec, n] = co_await read_some_now(up, conn.buffer, p, conn.reading);
+    auto [read_ec, n] = co_await read_more(up, conn.buffer, p, conn.reading);
     hec = read_ec;
     hn += n;
   }
@@ -608,7 +608,7 @@ asio::awaitable<void> Exchange::relay_stream(Stream& up, Connection& conn, Parse
     std::size_t n = 0;
     if (!parse_held(conn.buffer, p, ec, n)) {  // events that came with the head, or with the last read
       const bool held_offered = true;
-      auto [read_ec, read_n] = co_await read_some_now(up, conn.buffer, p, conn.reading, held_offered);
+      auto [read_ec, read_n] = co_await read_more(up, conn.buffer, p, conn.reading, held_offered);
       ec = read_ec;
       n += read_n;
     }
@@ -782,12 +782,12 @@ asio::awaitable<void> Exchange::relay_body(Stream& up, Connection& conn, Parser&
     p.get().body().size = body.size() - used;
     arm(used == 0 ? t_.first_token : t_.idle, used == 0 ? "first_token" : "idle");
     // Piece by piece, so the idle deadline (not first_token) applies once the answer has begun. What came
-    // with the head (nearly always the whole body) is parsed without read_some_now's frame.
+    // with the head (nearly always the whole body) is parsed without a read.
     error_code ec;
     std::size_t n = 0;
     if (!parse_held(conn.buffer, p, ec, n)) {
       const bool held_offered = true;
-      auto [read_ec, read_n] = co_await read_some_now(up, conn.buffer, p, conn.reading, held_offered);
+      auto [read_ec, read_n] = co_await read_more(up, conn.buffer, p, conn.reading, held_offered);
       ec = read_ec;
       n += read_n;
     }
