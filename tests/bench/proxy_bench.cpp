@@ -448,6 +448,7 @@ struct Sample {
 
 struct Stats {
   std::vector<double> latency, ttfe;  // ms
+  std::vector<double> first_event_at;  // per ttfe entry: when its request was sent (steady clock, seconds)
   std::size_t ok = 0, failed = 0, intact = 0;
   std::uint64_t events = 0;
   double seconds = 0;
@@ -718,7 +719,10 @@ class Load {
         ++s->ok;
         s->latency.push_back(ms(now - c.sent));
         s->events += static_cast<std::uint64_t>(c.res.events);
-        if (c.res.first_event != Clock::time_point{}) s->ttfe.push_back(ms(c.res.first_event - c.sent));
+        if (c.res.first_event != Clock::time_point{}) {
+          s->ttfe.push_back(ms(c.res.first_event - c.sent));
+          s->first_event_at.push_back(duration<double>(c.sent.time_since_epoch()).count());
+        }
         if (expect_tokens < 0 || (c.res.tokens == expect_tokens && c.res.done_seen && !c.res.after_done))
           ++s->intact;
       } else {
@@ -946,6 +950,15 @@ void measure(Target& t, const Options& o, bool sluice) {
     if (t.proc.pid > 0) t.slow_before = usage_of(t.proc.pid);
     t.slow = l.concurrent(o.streams, 2.0, 60);
     if (t.proc.pid > 0) t.slow_after = usage_of(t.proc.pid);
+    // SLUICE_BENCH_TTFE=PREFIX: row 4's streams as "sent_at_s ttfe_ms" lines in PREFIX-<target>, to find when
+    // the slow first events came (the steady clock is perf's `-k CLOCK_MONOTONIC`).
+    if (const char* prefix = std::getenv("SLUICE_BENCH_TTFE")) {
+      if (FILE* f = std::fopen((std::string(prefix) + "-" + t.name).c_str(), "w")) {
+        for (std::size_t k = 0; k < t.slow.ttfe.size(); ++k)
+          std::fprintf(f, "%.6f %.3f\n", t.slow.first_event_at[k], t.slow.ttfe[k]);
+        std::fclose(f);
+      }
+    }
   }
   t.ran = true;
 }
