@@ -215,6 +215,14 @@ bool parse_held(beast::flat_buffer& buffer, Parser& parser, error_code& ec, std:
   return false;
 }
 
+/// How many bytes the next read of `buffer` may take: as Beast sizes its reads. 0, with `ec` set to
+/// buffer_overflow, when the buffer is full.
+inline std::size_t read_room(beast::flat_buffer& buffer, error_code& ec) {
+  const std::size_t room = beast::read_size(buffer, 65536);
+  if (room == 0) ec = http::error::buffer_overflow;
+  return room;
+}
+
 /// A read's result, taken into `buffer` and offered to `parser` (read_more's and read_some_now's step after
 /// every read of `n` bytes that ended with `ec`). True when that ends the call, with `ec` and `parsed` as they
 /// return them: an error, the end of the stream (as Beast: the end of a body delimited by the close, else a
@@ -242,11 +250,8 @@ template <class Parser>
 bool read_at_once(tcp::socket& s, beast::flat_buffer& buffer, Parser& parser, ReadState& state, error_code& ec,
                   std::size_t& parsed) {
   while (state.more && ++state.in_a_row < ReadState::kMaxInARow) {
-    const std::size_t room = beast::read_size(buffer, 65536);  // as Beast sizes its reads
-    if (room == 0) {
-      ec = http::error::buffer_overflow;
-      return true;
-    }
+    const std::size_t room = read_room(buffer, ec);
+    if (room == 0) return true;
     if (!s.non_blocking()) {  // an empty socket answers would_block, never blocks
       s.non_blocking(true, ec);
       if (ec) return true;
@@ -309,11 +314,8 @@ class ReadMore {
   /// Reads when the socket has bytes (async_read_drained: at once unless the last read emptied it). False, with
   /// `ec`, when there is no room to read into.
   bool wait(error_code& ec) {
-    room_ = beast::read_size(*buffer_, 65536);
-    if (room_ == 0) {
-      ec = http::error::buffer_overflow;
-      return false;
-    }
+    room_ = read_room(*buffer_, ec);
+    if (room_ == 0) return false;
     state_->in_a_row = 0;
     async_read_drained(*s_, buffer_->prepare(room_), std::move(*this));
     return true;
@@ -372,11 +374,8 @@ asio::awaitable<std::tuple<error_code, std::size_t>> read_some_now(Stream& s, be
   std::size_t parsed = 0;
   if (!held_offered && parse_held(buffer, parser, ec, parsed)) co_return std::tuple<error_code, std::size_t>{ec, parsed};
   for (;;) {
-    const std::size_t room = beast::read_size(buffer, 65536);  // as Beast sizes its reads
-    if (room == 0) {
-      ec = http::error::buffer_overflow;
-      break;
-    }
+    const std::size_t room = read_room(buffer, ec);
+    if (room == 0) break;
     auto [read_ec, n] = co_await s.async_read_some(buffer.prepare(room), use_nothrow);
     ec = read_ec;
     if (take_read(buffer, parser, ec, n, parsed)) break;
@@ -423,11 +422,8 @@ asio::awaitable<std::tuple<error_code, std::size_t>> read_buffered(Stream& s, be
   if (!held_offered && parse_buffered(buffer, parser, header_only, ec, parsed))
     co_return std::tuple<error_code, std::size_t>{ec, parsed};
   do {
-    const std::size_t room = beast::read_size(buffer, 65536);  // as Beast sizes its reads
-    if (room == 0) {
-      ec = http::error::buffer_overflow;
-      break;
-    }
+    const std::size_t room = read_room(buffer, ec);
+    if (room == 0) break;
     auto [read_ec, n] = co_await s.async_read_some(buffer.prepare(room), use_nothrow);
     buffer.commit(n);
     if (failed_with(read_ec, asio::error::eof)) {  // as Beast: the end of a body delimited by the close, else a cut message

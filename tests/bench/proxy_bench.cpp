@@ -448,7 +448,7 @@ struct Sample {
 
 struct Stats {
   std::vector<double> latency, ttfe;  // ms
-  std::vector<double> first_event_at;  // per ttfe entry: when its request was sent (steady clock, seconds)
+  std::vector<double> first_event_at;  // concurrent() only: per ttfe entry, when its request was sent (steady s)
   std::size_t ok = 0, failed = 0, intact = 0;
   std::uint64_t events = 0;
   double seconds = 0;
@@ -567,6 +567,7 @@ class Load {
     Stats s;
     recording_ = &s;
     on_done_ = [](Conn&) {};
+    keep_first_event_at_ = true;  // for SLUICE_BENCH_TTFE (the closed-loop rows skip it)
     auto t0 = Clock::now();
     record_from_ = t0;
     for (int i = 0; i < n; ++i) {
@@ -582,6 +583,7 @@ class Load {
     s.failed += static_cast<std::size_t>(busy_);
     s.seconds = secs(Clock::now() - t0);
     recording_ = nullptr;
+    keep_first_event_at_ = false;
     return s;
   }
 
@@ -721,7 +723,7 @@ class Load {
         s->events += static_cast<std::uint64_t>(c.res.events);
         if (c.res.first_event != Clock::time_point{}) {
           s->ttfe.push_back(ms(c.res.first_event - c.sent));
-          s->first_event_at.push_back(duration<double>(c.sent.time_since_epoch()).count());
+          if (keep_first_event_at_) s->first_event_at.push_back(duration<double>(c.sent.time_since_epoch()).count());
         }
         if (expect_tokens < 0 || (c.res.tokens == expect_tokens && c.res.done_seen && !c.res.after_done))
           ++s->intact;
@@ -738,6 +740,7 @@ class Load {
   }
 
   std::uint16_t port_;
+  bool keep_first_event_at_ = false;
   std::string request_;
   int ep_, timer_;
   std::vector<Conn> conns_;
