@@ -71,11 +71,15 @@ struct Reply {
     co_return !ec && keep;
   }
 
-  asio::awaitable<bool> error(const openai::ApiError& e) {
+  // The error and the response are taken by value, into these coroutines' own frames: a caller builds them in
+  // plain code (see `refused` in handle_client_request), so they take no room in its frame.
+  asio::awaitable<bool> error(openai::ApiError e) {
     if (log.error.empty()) log.error = e.code.value_or(std::string(openai::default_error_type(e.status)));
     auto res = error_response(e, version, keep_alive);
     co_return co_await send(res);
   }
+
+  asio::awaitable<bool> send_owned(StringResponse res) { co_return co_await send(res); }
 };
 
 std::string models_json(const std::vector<std::string>& names, std::int64_t created) {
@@ -143,18 +147,6 @@ asio::awaitable<void> settle_remote(store::RedisLimiter& limiter, policy::Reserv
   // Given up (Redis away for ~12 s): the reservation stays charged and its lease expires.
 }
 
-// The response cache's store: Redis with store: redis (shared by replicas), else this process's memory.
-// Redis away or slow is a miss, never an error.
-asio::awaitable<std::optional<policy::CachedAnswer>> find_answer(const Services& services, WorkerLocal& local,
-                                                                 const std::string& key,
-                                                                 policy::CacheClock::time_point now) {
-  if (!local.redis) co_return services.cache.get(key, now);
-  std::vector<std::string> get{"GET", services.config.redis.key_prefix + "c:" + key};
-  auto found = co_await local.redis->command(get);
-  if (!found || found->type != store::RedisReply::Type::string) co_return std::nullopt;
-  co_return policy::decode_shared(found->str, now, policy::wall_now());
-}
-
 asio::awaitable<void> keep_shared(store::RedisClient& redis, std::vector<std::string> set) {
   co_await redis.command(std::move(set));
 }
@@ -171,6 +163,28 @@ void keep_answer(const Services& services, WorkerLocal& local, const std::string
                                policy::encode_shared(answer, policy::wall_now()), "PX",
                                std::to_string(std::max<std::int64_t>(1, ttl.count()))};
   asio::co_spawn(executor, keep_shared(*local.redis, std::move(set)), asio::detached);
+}
+
+// A request's admission in Redis (replicas sharing limits), in a frame of its own; nullopt when Redis did not
+// answer in time. The script may still run once Redis catches up: what it would reserve is released off the
+// request's path (or made a no-op if it comes later), so a stall cannot leak a concurrency slot.
+asio::awaitable<std::unique_ptr<policy::Admission>> admit_shared(const Services& services, WorkerLocal& local,
+                                                                 policy::Demand demand) {
+  auto lease = new_request_id();  // unique, unlike a client's x-request-id
+  auto admission = co_await local.limiter->admit(demand, lease);
+  if (!admission) {
+    services.metrics.redis_error("admit");
+    ++services.background;
+    auto executor = co_await asio::this_coro::executor;  // a named local (GCC 12, see Reply::send)
+    auto release = local.limiter->reservation_for(demand, lease);
+    std::optional<std::uint64_t> nothing_used = 0;
+    asio::co_spawn(executor,
+                   settle_remote(*local.limiter, std::move(release), nothing_used, services.metrics,
+                                 services.background),
+                   asio::detached);
+    co_return nullptr;
+  }
+  co_return std::make_unique<policy::Admission>(std::move(*admission));
 }
 
 // Hands an admitted request's reservation back exactly once, with the tokens it really used.
@@ -248,6 +262,82 @@ std::string_view path_of(std::string_view target) {
   return q == std::string_view::npos ? target : target.substr(0, q);
 }
 
+// Answers a request from the response cache when it holds the answer (as JSON, or replayed as a stream, as
+// the request asked), in a frame of its own: whether the connection may be reused, or nullopt on a miss. The
+// cache is Redis with store: redis (shared by replicas), else this process's memory; Redis away or slow is a
+// miss, never an error.
+asio::awaitable<std::optional<bool>> answer_from_cache(Reply& reply, WorkerLocal& local, const std::string& key,
+                                                       openai::Endpoint endpoint, const openai::ClientRequest& req,
+                                                       const std::string& model, Headers& extra_headers,
+                                                       std::optional<Settlement>& settle) {
+  const Services& services = reply.services;
+  const auto now = policy::CacheClock::now();
+  std::optional<policy::CachedAnswer> hit;
+  if (!local.redis) {
+    hit = services.cache.get(key, now);
+  } else {
+    std::vector<std::string> get{"GET", services.config.redis.key_prefix + "c:" + key};
+    auto found = co_await local.redis->command(get);
+    if (found && found->type == store::RedisReply::Type::string)
+      hit = policy::decode_shared(found->str, now, policy::wall_now());
+  }
+  if (!hit) co_return std::nullopt;
+  const std::optional<std::string> body =
+      req.stream ? openai::stream_from_completion(endpoint, hit->completion, req.include_usage)
+                 : std::optional<std::string>(hit->completion);
+  if (!body) co_return std::nullopt;
+  services.metrics.cache_lookup("hit");
+  if (settle) (*settle)(0);  // no backend tokens were spent (the request still counted against request limits)
+  const auto age = std::chrono::duration_cast<std::chrono::seconds>(now - hit->stored).count();
+  extra_headers.add("x-sluice-cache", "hit").add("age", static_cast<std::uint64_t>(std::max<long long>(0, age)));
+  reply.extra = &extra_headers;
+  auto& log = reply.log;
+  log.backend = "cache";
+  log.prompt_tokens = hit->prompt_tokens;
+  log.completion_tokens = hit->completion_tokens;
+  services.metrics.tokens(model, "cache", log.key, hit->prompt_tokens, hit->completion_tokens);
+  auto sending = reply.send_answer(*body, req.stream);
+  co_return co_await std::move(sending);
+}
+
+// Follows the flight of an identical request already on its way upstream (coalescing) and answers this one
+// from it, in a frame of its own: whether the connection may be reused, or nullopt when the leader failed in a
+// way that makes asking on its own worthwhile (`may_retry`, the first round only).
+asio::awaitable<std::optional<bool>> follow_leader(beast::tcp_stream& stream, upstream::Flight& flight,
+                                                   const upstream::ForwardRequest& fr, Millis patience,
+                                                   double before, bool may_retry, Reply& reply,
+                                                   const std::string& model, std::optional<Settlement>& settle) {
+  auto followed = co_await upstream::follow(stream, flight, fr, patience);
+  if (followed.failure && followed.retryable && may_retry) co_return std::nullopt;
+  // Answered like a cache hit: no backend tokens spent (the request still counted against request limits).
+  if (settle) (*settle)(0);
+  auto& log = reply.log;
+  auto& metrics = reply.services.metrics;
+  log.backend = "cache";
+  log.bytes_out += followed.bytes_out;
+  log.ttfb_ms = followed.ttfb_ms;
+  log.overhead_ms = before * 1000;
+  if (followed.client_gone) {
+    metrics.client_disconnect(followed.disconnect_phase);
+    log.error = "client_disconnected";
+    log.status = followed.status ? followed.status : 499;
+    co_return false;
+  }
+  if (followed.failure) {
+    auto replying = reply.error(*followed.failure);
+    co_return co_await std::move(replying);
+  }
+  if (!followed.error.empty()) log.error = followed.error;
+  if (followed.usage) {
+    log.prompt_tokens = followed.usage->prompt_tokens;
+    log.completion_tokens = followed.usage->completion_tokens;
+    metrics.tokens(model, "cache", log.key, followed.usage->prompt_tokens, followed.usage->completion_tokens);
+  }
+  if (followed.ttft_seconds) log.ttft_ms = *followed.ttft_seconds * 1000;
+  log.status = followed.status;
+  co_return followed.client_keep_alive;
+}
+
 }  // namespace
 
 asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, IncomingRequest& req,
@@ -266,7 +356,6 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, IncomingR
   log.bytes_in = ctx.bytes_in;
   Reply reply{stream, services, ctx, log, req.keep_alive() && !services.draining, req.version()};
   std::string endpoint_label = "other";
-  bool keep = false;
 
   std::string metric_model;  // the model label: configured names only ("other" for unknown ones)
   auto finish = [&](bool k) {
@@ -280,42 +369,56 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, IncomingR
     return k;
   };
 
+  // The reply to a request refused before it goes upstream, made where the refusal is decided and awaited at
+  // once. GCC gives every local of a coroutine, and every temporary that lives across a co_await, a place of
+  // its own in the frame, which a stream keeps for as long as it runs; so each refusal's error and response
+  // are built in plain code and handed to the reply's own frame, and this one slot is all they take here.
+  asio::awaitable<bool> refused;
   auto endpoint = openai::endpoint_for_path(path);
   bool is_models = path == "/v1/models";
   if (!endpoint && !is_models) {
-    openai::ApiError unknown{404, "Invalid URL (" + log.method + " " + log.path + ")",
-                             "invalid_request_error", std::nullopt, "unknown_url"};
-    keep = co_await reply.error(unknown);
-    co_return finish(keep);
+    refused = reply.error({404, "Invalid URL (" + log.method + " " + log.path + ")", "invalid_request_error",
+                           std::nullopt, "unknown_url"});
+    co_return finish(co_await std::move(refused));
   }
   endpoint_label = is_models ? "models" : std::string(openai::to_string(*endpoint));
   auto expected = is_models ? http::verb::get : http::verb::post;
   if (req.method() != expected) {
-    auto res = error_response({405, "Method " + log.method + " is not allowed on " + log.path,
-                               "invalid_request_error", std::nullopt, "method_not_allowed"},
-                              reply.version, reply.keep_alive);
-    res.set(http::field::allow, is_models ? "GET" : "POST");
+    refused = reply.send_owned([&] {
+      auto res = error_response({405, "Method " + log.method + " is not allowed on " + log.path,
+                                 "invalid_request_error", std::nullopt, "method_not_allowed"},
+                                reply.version, reply.keep_alive);
+      res.set(http::field::allow, is_models ? "GET" : "POST");
+      return res;
+    }());
     log.error = "method_not_allowed";
-    keep = co_await reply.send(res);
-    co_return finish(keep);
+    co_return finish(co_await std::move(refused));
   }
 
   using Field = IncomingRequest::Field;
-  auto auth = policy.authenticate(req[Field::authorization], req[Field::x_api_key], ctx.key_memo);
-  if (auto* e = std::get_if<openai::ApiError>(&auth)) co_return finish(co_await reply.error(*e));
-  const policy::KeyEntry* key = std::get<const policy::KeyEntry*>(auth);
+  const policy::KeyEntry* key = [&]() -> const policy::KeyEntry* {
+    auto auth = policy.authenticate(req[Field::authorization], req[Field::x_api_key], ctx.key_memo);
+    if (auto* e = std::get_if<openai::ApiError>(&auth)) {
+      refused = reply.error(std::move(*e));
+      return nullptr;
+    }
+    return std::get<const policy::KeyEntry*>(auth);
+  }();
+  if (refused.valid()) co_return finish(co_await std::move(refused));
   if (key) log.key = key->name;
 
   if (is_models) {
-    auto res = json_response(http::status::ok,
-                             models_json(policy.visible_models(key), services.started_unix),
-                             reply.version, reply.keep_alive);
-    keep = co_await reply.send(res);
-    co_return finish(keep);
+    refused = reply.send_owned(json_response(http::status::ok,
+                                             models_json(policy.visible_models(key), services.started_unix),
+                                             reply.version, reply.keep_alive));
+    co_return finish(co_await std::move(refused));
   }
 
   auto inspected = openai::inspect_request(*endpoint, req.body());
-  if (auto* e = std::get_if<openai::ApiError>(&inspected)) co_return finish(co_await reply.error(*e));
+  if (auto* e = std::get_if<openai::ApiError>(&inspected)) {
+    refused = reply.error(std::move(*e));
+    co_return finish(co_await std::move(refused));
+  }
   auto& client_req = std::get<openai::ClientRequest>(inspected);
   log.stream = client_req.stream;
 
@@ -323,7 +426,8 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, IncomingR
   if (auto* e = std::get_if<openai::ApiError>(&routed)) {
     // Names nobody configured must not become metric labels: they are all "other".
     metric_model = "other";
-    co_return finish(co_await reply.error(*e));
+    refused = reply.error(std::move(*e));
+    co_return finish(co_await std::move(refused));
   }
   auto& fwd = std::get<policy::Forward>(routed);
   const ModelConfig& model = *fwd.model;
@@ -333,62 +437,60 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, IncomingR
   Headers extra_headers;  // rate-limit and cache headers, on every response from here on
   std::optional<Settlement> settle;
   if ((key && key->limits.any()) || model.limits.any()) {
-    policy::Demand demand;
-    if (key) {
-      demand.key = key->name;
-      demand.key_limits = key->limits;
-    }
-    demand.model = model.name;
-    demand.model_limits = model.limits;
-    demand.tokens = policy::token_reservation(openai::estimate_prompt_tokens(client_req),
-                                              openai::completion_limit(client_req, model.max_tokens_cap),
-                                              snapshot->config.limits.completion_estimate);
-    std::optional<policy::Admission> admission;
+    auto demand_of = [&] {
+      policy::Demand demand;
+      if (key) {
+        demand.key = key->name;
+        demand.key_limits = key->limits;
+      }
+      demand.model = model.name;
+      demand.model_limits = model.limits;
+      demand.tokens = policy::token_reservation(openai::estimate_prompt_tokens(client_req),
+                                                openai::completion_limit(client_req, model.max_tokens_cap),
+                                                snapshot->config.limits.completion_estimate);
+      return demand;
+    };
+    // Redis's decision, when replicas share state and Redis answered (behind a pointer: see `refused`).
+    std::unique_ptr<policy::Admission> shared;
     if (local.limiter) {
-      auto lease = new_request_id();  // unique, unlike a client's x-request-id
-      admission = co_await local.limiter->admit(demand, lease);
-      if (!admission) {
-        services.metrics.redis_error("admit");
-        // The script may still run once Redis catches up: release whatever it would reserve (or make it a
-        // no-op if it comes later), so a stall cannot leak a concurrency slot.
-        ++services.background;
-        auto executor = co_await asio::this_coro::executor;
-        auto release = local.limiter->reservation_for(demand, lease);
-        std::optional<std::uint64_t> nothing_used = 0;
-        asio::co_spawn(executor,
-                       settle_remote(*local.limiter, std::move(release), nothing_used, services.metrics,
-                                     services.background),
-                       asio::detached);
-        if (services.config.redis.fail_closed) {
+      auto admitting = admit_shared(services, local, demand_of());
+      shared = co_await std::move(admitting);
+      if (!shared && services.config.redis.fail_closed) {
+        refused = reply.error([] {
           openai::ApiError down{503, "Rate limits cannot be checked right now (the shared store is unreachable).",
                                 "server_error", std::nullopt, "limits_unavailable"};
           down.retry_after = "1";
-          co_return finish(co_await reply.error(down));
-        }
+          return down;
+        }());
+        co_return finish(co_await std::move(refused));
       }
     }
-    // From Redis, the budget gauge shows what this replica last saw; the in-memory limiter sets it itself.
-    if (admission && key && admission->budget_remaining)
-      services.metrics.budget_remaining(key->name, *admission->budget_remaining);
-    if (!admission) admission = services.limiter.admit(demand, policy::wall_now());  // memory, or Redis down
-    extra_headers = rate_limit_headers(*admission);
-    reply.extra = &extra_headers;
-    if (!admission->allowed) {
-      auto text = policy::refusal_text(*admission, demand);
-      services.metrics.rate_limited(demand.key, policy::to_string(admission->refused));
-      openai::ApiError limited{429, text.message, text.type, std::nullopt, "rate_limit_exceeded"};
-      auto res = error_response(limited, reply.version, reply.keep_alive);
-      auto wait_ms = std::max<policy::WallMs>(1, admission->retry_after_ms);
-      res.set(http::field::retry_after, std::to_string((wait_ms + 999) / 1000));
-      res.set("retry-after-ms", std::to_string(wait_ms));
-      log.error = "rate_limit_exceeded";
-      log.rate_limit = std::string(policy::to_string(admission->refused));
-      keep = co_await reply.send(res);
-      co_return finish(keep);
-    }
-    auto executor = co_await asio::this_coro::executor;  // a named local: see Reply::send on GCC 12
-    settle.emplace(admission->reservation, services.limiter, local.limiter.get(), services.metrics,
-                   services.background, executor);
+    // The decision's consequences, in plain code (see `refused`): the headers, a refusal, or the settlement.
+    [&](std::optional<policy::Admission> admission) {
+      const policy::Demand demand = demand_of();
+      // From Redis, the budget gauge shows what this replica last saw; the in-memory limiter sets it itself.
+      if (admission && key && admission->budget_remaining)
+        services.metrics.budget_remaining(key->name, *admission->budget_remaining);
+      if (!admission) admission = services.limiter.admit(demand, policy::wall_now());  // memory, or Redis down
+      extra_headers = rate_limit_headers(*admission);
+      reply.extra = &extra_headers;
+      if (!admission->allowed) {
+        auto text = policy::refusal_text(*admission, demand);
+        services.metrics.rate_limited(demand.key, policy::to_string(admission->refused));
+        openai::ApiError limited{429, text.message, text.type, std::nullopt, "rate_limit_exceeded"};
+        auto res = error_response(limited, reply.version, reply.keep_alive);
+        auto wait_ms = std::max<policy::WallMs>(1, admission->retry_after_ms);
+        res.set(http::field::retry_after, std::to_string((wait_ms + 999) / 1000));
+        res.set("retry-after-ms", std::to_string(wait_ms));
+        log.error = "rate_limit_exceeded";
+        log.rate_limit = std::string(policy::to_string(admission->refused));
+        refused = reply.send_owned(std::move(res));
+        return;
+      }
+      settle.emplace(admission->reservation, services.limiter, local.limiter.get(), services.metrics,
+                     services.background, stream.get_executor());
+    }(shared ? std::optional<policy::Admission>(std::move(*shared)) : std::nullopt);
+    if (refused.valid()) co_return finish(co_await std::move(refused));
   }
   auto unused = [&] {
     if (settle) (*settle)(0);
@@ -426,28 +528,10 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, IncomingR
       cache_store = !no_store;
       if (!no_cache) {
         lookup = "miss";
-        auto now = policy::CacheClock::now();
-        auto hit = co_await find_answer(services, local, cache_key, now);
-        std::optional<std::string> body;
-        if (hit)
-          body = client_req.stream
-                     ? openai::stream_from_completion(*endpoint, hit->completion, client_req.include_usage)
-                     : std::optional<std::string>(hit->completion);
-        if (body) {
-          services.metrics.cache_lookup("hit");
-          unused();  // no backend tokens were spent (the request still counted against request limits)
-          const auto age = std::chrono::duration_cast<std::chrono::seconds>(now - hit->stored).count();
-          extra_headers.add("x-sluice-cache", "hit")
-              .add("age", static_cast<std::uint64_t>(std::max<long long>(0, age)));
-          reply.extra = &extra_headers;
-          log.backend = "cache";
-          log.prompt_tokens = hit->prompt_tokens;
-          log.completion_tokens = hit->completion_tokens;
-          services.metrics.tokens(model.name, "cache", log.key, hit->prompt_tokens, hit->completion_tokens);
-          const bool sse = client_req.stream;
-          keep = co_await reply.send_answer(*body, sse);
-          co_return finish(keep);
-        }
+        auto answering = answer_from_cache(reply, local, cache_key, *endpoint, client_req, model.name,
+                                           extra_headers, settle);
+        const std::optional<bool> answered = co_await std::move(answering);
+        if (answered) co_return finish(*answered);
       }
     }
     services.metrics.cache_lookup(lookup);
@@ -478,34 +562,13 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, IncomingR
     for (const auto* b : fwd.backends) patience = std::max(patience, b->queue_timeout + b->timeouts.total);
     patience *= std::max(1u, model.max_attempts);
     const double before = seconds_since(ctx.started);  // Sluice's own time; the rest is the leader's backend
-    auto followed = co_await upstream::follow(stream, *joined.flight, fr, patience);
-    if (followed.failure && followed.retryable && round == 0) {  // the leader failed: ask on its own (once)
+    auto following = follow_leader(stream, *joined.flight, fr, patience, before, round == 0, reply, model.name, settle);
+    const std::optional<bool> followed_keep = co_await std::move(following);
+    if (!followed_keep) {  // the leader failed: ask on its own (once)
       extra_headers.rewind(before_coalesced);
       continue;
     }
-    // Answered like a cache hit: no backend tokens spent (the request still counted against request limits).
-    unused();
-    log.backend = "cache";
-    log.bytes_out += followed.bytes_out;
-    log.ttfb_ms = followed.ttfb_ms;
-    log.overhead_ms = before * 1000;
-    if (followed.client_gone) {
-      services.metrics.client_disconnect(followed.disconnect_phase);
-      log.error = "client_disconnected";
-      log.status = followed.status ? followed.status : 499;
-      co_return finish(false);
-    }
-    if (followed.failure) co_return finish(co_await reply.error(*followed.failure));
-    if (!followed.error.empty()) log.error = followed.error;
-    if (followed.usage) {
-      log.prompt_tokens = followed.usage->prompt_tokens;
-      log.completion_tokens = followed.usage->completion_tokens;
-      services.metrics.tokens(model.name, "cache", log.key, followed.usage->prompt_tokens,
-                              followed.usage->completion_tokens);
-    }
-    if (followed.ttft_seconds) log.ttft_ms = *followed.ttft_seconds * 1000;
-    log.status = followed.status;
-    co_return finish(followed.client_keep_alive);
+    co_return finish(*followed_keep);
   }
 
   // Plan the attempts: health, load, weights and max_inflight decide the order (upstream/balancer).
@@ -566,12 +629,15 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, IncomingR
   }
   if (order.empty()) {
     unused();
-    openai::ApiError full{503,
-                          "Every backend for the model `" + model.name + "` is at capacity; retry shortly.",
-                          "server_error", std::nullopt, "backend_overloaded"};
-    full.retry_after = "1";
-    if (landing) landing->land(upstream::Flight::Outcome{false, std::nullopt, std::nullopt, full, false});
-    co_return finish(co_await reply.error(full));
+    refused = [&] {
+      openai::ApiError full{503,
+                            "Every backend for the model `" + model.name + "` is at capacity; retry shortly.",
+                            "server_error", std::nullopt, "backend_overloaded"};
+      full.retry_after = "1";
+      if (landing) landing->land(upstream::Flight::Outcome{false, std::nullopt, std::nullopt, full, false});
+      return reply.error(std::move(full));
+    }();
+    co_return finish(co_await std::move(refused));
   }
 
   fr.capture = cache_store;
@@ -605,7 +671,7 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, IncomingR
     ++state.inflight;
     services.metrics.inflight(model.name, target.backend, 1);
     fr.backend_seconds_before = backend_seconds;
-    result = co_await upstream::forward(stream, *pool_it->second, fr);
+    co_await upstream::forward(result, stream, *pool_it->second, fr);
     backend_seconds += result.backend_seconds;
     --state.inflight;
     services.fleet.queues.at(target.backend)->wake_one();
@@ -629,9 +695,12 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, IncomingR
   log.attempts = attempts;
   if (attempts == 0) {
     unused();
-    auto none = policy::no_backend_available(model.name);
-    if (landing) landing->land(upstream::Flight::Outcome{false, std::nullopt, std::nullopt, none, false});
-    co_return finish(co_await reply.error(none));
+    refused = [&] {
+      auto none = policy::no_backend_available(model.name);
+      if (landing) landing->land(upstream::Flight::Outcome{false, std::nullopt, std::nullopt, none, false});
+      return reply.error(std::move(none));
+    }();
+    co_return finish(co_await std::move(refused));
   }
 
   log.bytes_out += result.bytes_out;
@@ -644,7 +713,7 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, IncomingR
     log.usage_estimated = true;
     services.metrics.estimated_tokens(log.model, log.backend, result.generated_chunks);
   }
-  if (landing) {  // a whole answer reached the followers from the relay already; otherwise tell them why not
+  if (landing) [&] {  // a whole answer reached the followers from the relay already; otherwise tell them why not
     upstream::Flight::Outcome outcome;
     const auto& e = result.error;
     const bool timed_out = e == "timeout" || e == "first_token" || e == "idle" || e == "total";
@@ -657,7 +726,7 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, IncomingR
                                        "server_error", std::nullopt, "upstream_error"};
     }
     landing->land(std::move(outcome));  // unregisters it; a flight already finished is not changed
-  }
+  }();
   if (settle) {
     // Charge what was used: the backend's count, or what was streamed. When that is unknown and the backend
     // may have generated (an answer without usage, a client that left, a deadline or reset mid-answer), the
@@ -706,8 +775,8 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, IncomingR
     co_return finish(false);
   }
   if (result.failure) {
-    keep = co_await reply.error(*result.failure);
-    co_return finish(keep);
+    refused = reply.error(*result.failure);
+    co_return finish(co_await std::move(refused));
   }
   log.status = result.status;
   co_return finish(result.client_keep_alive);
@@ -766,7 +835,8 @@ asio::awaitable<void> reply_unroutable(beast::tcp_stream& stream, const openai::
   log.method = ctx.method;
   log.path = ctx.path;
   Reply reply{stream, services, ctx, log, false, 11};
-  co_await reply.error(error);
+  auto replying = reply.error(error);
+  co_await std::move(replying);
   log.duration_ms = seconds_since(ctx.started) * 1000;
   services.metrics.request_done("other", "", "", "", log.status, seconds_since(ctx.started));
   observe::log_access(log);

@@ -945,9 +945,9 @@ asio::awaitable<bool> probe(BackendPool& pool, const std::string& path, Millis t
   co_return co_await probe_on(*conn->plain, conn->lowest(), req, timeout, why);
 }
 
-asio::awaitable<ForwardResult> forward(beast::tcp_stream& client, BackendPool& pool,
-                                       const ForwardRequest& fr) {
-  ForwardResult result;
+asio::awaitable<void> forward(ForwardResult& result, beast::tcp_stream& client, BackendPool& pool,
+                              const ForwardRequest& fr) {
+  result = ForwardResult{};
   std::shared_ptr<WatchState> st;
   if (fr.watch && fr.watch->state) {
     st = fr.watch->state;  // the connection's, idle since its last exchange (its timer may still be set)
@@ -1040,7 +1040,6 @@ asio::awaitable<ForwardResult> forward(beast::tcp_stream& client, BackendPool& p
     st->dog.cancel();
     if (fr.watch) fr.watch->state.reset();
   }
-  co_return result;
 }
 
 asio::awaitable<ForwardResult> follow(beast::tcp_stream& client, Flight& flight, const ForwardRequest& fr,

@@ -92,9 +92,11 @@ struct ForwardResult {
 };
 
 /// Sends `req` to the pool's backend and relays the answer to `client`, closing the upstream
-/// connection at once if the client goes away.
-asio::awaitable<ForwardResult> forward(beast::tcp_stream& client, BackendPool& pool,
-                                       const ForwardRequest& req);
+/// connection at once if the client goes away. The outcome goes into `result` (reset first), which the
+/// caller keeps: a result returned by value would take a place in both coroutines' frames (and the caller's
+/// temporary a third) for as long as a stream runs.
+asio::awaitable<void> forward(ForwardResult& result, beast::tcp_stream& client, BackendPool& pool,
+                              const ForwardRequest& req);
 
 /// Answers `client` from a flight led by an identical request: its events relayed as they come (a
 /// stream) or its completion (a whole answer, or a replayed stream when the leader's answer was whole).
