@@ -201,7 +201,7 @@ std::size_t AnswerParser::one_pass_head(std::string_view in) {
     status = status * 10 + (*p - '0');
   }
   if (*p++ != ' ') return 0;
-  while ((*p >= ' ' && *p < 0x7f) || *p == '\t') ++p;  // the reason: stops at the line's CR at the latest
+  p = head::value_end(p, last);  // the reason: visible ASCII, spaces and tabs, up to the line's CR
   if (p[0] != '\r' || p[1] != '\n') return 0;
   p += 2;
 
