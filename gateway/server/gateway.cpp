@@ -116,6 +116,12 @@ std::string peer_of(const tcp::socket& s) {
   return ec ? std::string("?") : ep.address().to_string() + ":" + std::to_string(ep.port());
 }
 
+// Where a connection's idle wait after a request starts: the request's end, the clock reading it was
+// finished with (a plain function: its temporaries take no place in the session's frame).
+Clock::time_point idle_from(const RequestContext& ctx) {
+  return ctx.ended != Clock::time_point{} ? ctx.ended : Clock::now();
+}
+
 // Gathered access lines reach stdout within `every`, however quiet the worker is.
 asio::awaitable<void> flush_access_lines(asio::io_context& ctx, Millis every) {
   asio::steady_timer t(ctx);
@@ -414,13 +420,13 @@ struct Gateway::Impl {
     } leave{w, handle, metrics};
     const auto& sc = config.server;
     bool lingering = false;
+    handle.waiting_since = Clock::now();  // then the end of each request (below): the idle wait starts there
 
     while (!draining) {
       if (buffer.size() == 0) {  // idle keep-alive: wait for the first byte of the next request
         // On the socket itself, as a drained read: the last read of a request nearly always emptied it, and a
         // plain read would ask the kernel once more before it waits (one recv(2) per request answering EAGAIN).
         // Its deadline is kept by the worker's sweep_idle, not by the stream's per-operation timer.
-        handle.waiting_since = Clock::now();
         handle.waiting = true;
         auto [rec, n] = co_await async_read_drained(stream.socket(), buffer.prepare(4096), use_nothrow);
         handle.waiting = false;
@@ -503,6 +509,7 @@ struct Gateway::Impl {
       ctx.key_memo = &key_memo;
       ctx.watch = &watch;
       bool keep = co_await handle_client_request(stream, parser.get(), ctx, services, w.local);
+      handle.waiting_since = idle_from(ctx);
       if (!keep) break;
     }
     if (lingering) {

@@ -358,8 +358,11 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, IncomingR
   std::string endpoint_label = "other";
 
   std::string metric_model;  // the model label: configured names only ("other" for unknown ones)
-  auto finish = [&](bool k) {
-    double seconds = seconds_since(ctx.started);
+  // `now`: the clock reading the caller already holds, when nothing was awaited since it was taken. (A default
+  // argument would be a temporary in every co_await expression that calls it: a place each in the frame.)
+  auto finish_at = [&](bool k, std::chrono::steady_clock::time_point now) {
+    ctx.ended = now;
+    const double seconds = std::chrono::duration<double>(now - ctx.started).count();
     log.duration_ms = seconds * 1000;
     const std::string& model_label = log.model.empty() ? metric_model : log.model;
     services.metrics.request_done(endpoint_label, model_label, log.backend, log.key, log.status, seconds);
@@ -368,6 +371,7 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, IncomingR
     observe::log_access(log);
     return k;
   };
+  auto finish = [&](bool k) { return finish_at(k, std::chrono::steady_clock::now()); };
 
   // The reply to a request refused before it goes upstream, made where the refusal is decided and awaited at
   // once. GCC gives every local of a coroutine, and every temporary that lives across a co_await, a place of
@@ -573,8 +577,7 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, IncomingR
 
   // Plan the attempts: health, load, weights and max_inflight decide the order (upstream/balancer).
   thread_local std::mt19937_64 rng{std::random_device{}()};
-  auto plan = [&] {
-    auto now = std::chrono::steady_clock::now();
+  auto plan = [&](std::chrono::steady_clock::time_point now) {
     upstream::Candidates candidates;
     for (std::size_t i = 0; i < fwd.targets.size(); ++i) {
       const auto& state = *services.fleet.backends.at(fwd.targets[i]->backend);
@@ -583,7 +586,9 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, IncomingR
     }
     return upstream::plan_attempts(model.strategy == "balance", candidates, model.max_attempts, rng);
   };
-  auto order = plan();
+  // One clock reading for the plan and the first attempt's admission (another after each attempt that fails over).
+  auto planned_at = std::chrono::steady_clock::now();
+  auto order = plan(planned_at);
   // First come, first served: a request that finds others already waiting for these backends queues behind
   // them (waking the first for the slot it saw free) rather than overtaking them.
   bool others_waiting = false;
@@ -613,7 +618,7 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, IncomingR
       bool turn = waiter->woken.exchange(false);
       for (auto [queue, name] : joined) turn = turn || queue->first(waiter);
       if (turn) {
-        order = plan();
+        order = plan(planned_at = std::chrono::steady_clock::now());
         if (!order.empty()) break;
       }
       if (std::chrono::steady_clock::now() >= deadline) break;
@@ -654,7 +659,7 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, IncomingR
     const auto& backend = *fwd.backends[index];
     auto& state = *services.fleet.backends.at(target.backend);
     auto pool_it = pools.find(target.backend);
-    if (pool_it == pools.end() || !state.admit(std::chrono::steady_clock::now())) continue;
+    if (pool_it == pools.end() || !state.admit(planned_at)) continue;
     // Failover only within the retry budget, so a failing backend cannot multiply the load.
     bool retry = attempts > 0;
     if (retry && !budget.try_retry()) {
@@ -690,6 +695,7 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, IncomingR
       services.metrics.upstream_error(target.backend, result.error);
     if (result.client_gone || !result.failure || !result.retryable) break;
     previous = target.backend;
+    planned_at = std::chrono::steady_clock::now();
   }
   budget.request_finished();
   log.attempts = attempts;
@@ -766,20 +772,21 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, IncomingR
     services.metrics.token_pacing(log.model, log.backend, tpot);
     log.tpot_ms = tpot * 1000;
   }
-  log.overhead_ms = std::max(0.0, seconds_since(ctx.started) - backend_seconds) * 1000;
+  const auto done = std::chrono::steady_clock::now();
+  log.overhead_ms = std::max(0.0, std::chrono::duration<double>(done - ctx.started).count() - backend_seconds) * 1000;
   if (!result.error.empty()) log.error = result.error;
   if (result.client_gone) {
     services.metrics.client_disconnect(result.disconnect_phase);
     // 499: the client closed the connection before the answer was complete (nginx's convention).
     log.status = result.status ? result.status : 499;
-    co_return finish(false);
+    co_return finish_at(false, done);
   }
   if (result.failure) {
     refused = reply.error(*result.failure);
     co_return finish(co_await std::move(refused));
   }
   log.status = result.status;
-  co_return finish(result.client_keep_alive);
+  co_return finish_at(result.client_keep_alive, done);
 }
 
 bool SlotQueue::join(const std::shared_ptr<Waiter>& w) {

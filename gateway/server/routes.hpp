@@ -140,6 +140,7 @@ struct WorkerLocal {
 /// Facts about the request being served, for the reply and the access log.
 struct RequestContext {
   std::chrono::steady_clock::time_point started;
+  std::chrono::steady_clock::time_point ended{};  // when its answer was done (handle_client_request sets it)
   std::string client;  // peer address
   std::uint64_t bytes_in = 0;
   std::string method;  // set for a request that fails before it is routed (its error and access line)

@@ -66,8 +66,7 @@ std::string_view BackendPool::head_start(std::string_view route) {
   return head_starts_.emplace_back(std::string(route), std::string(head.text())).second;
 }
 
-std::unique_ptr<Connection> BackendPool::take_idle() {
-  auto now = std::chrono::steady_clock::now();
+std::unique_ptr<Connection> BackendPool::take_idle(std::chrono::steady_clock::time_point now) {
   while (!idle_.empty()) {
     auto c = std::move(idle_.back());  // most recently used first: it is the likeliest to be warm
     idle_.pop_back();
@@ -79,9 +78,9 @@ std::unique_ptr<Connection> BackendPool::take_idle() {
   return nullptr;
 }
 
-void BackendPool::release(std::unique_ptr<Connection> c) {
+void BackendPool::release(std::unique_ptr<Connection> c, std::chrono::steady_clock::time_point now) {
   if (!c || c->buffer.size() != 0 || idle_.size() >= backend_.max_idle_connections) return;
-  c->idle_since = std::chrono::steady_clock::now();
+  c->idle_since = now;
   idle_.push_back(std::move(c));
 }
 

@@ -64,15 +64,15 @@ class BackendPool {
   BackendPool(asio::any_io_executor ex, const BackendConfig& backend, BaseUrl url,
               std::shared_ptr<ssl::context> tls, LiveExchanges* live = nullptr);
 
-  /// An idle connection that is still open, or nullptr.
-  std::unique_ptr<Connection> take_idle();
+  /// An idle connection that is still open, or nullptr. `now`: the caller's clock reading (one per request).
+  std::unique_ptr<Connection> take_idle(std::chrono::steady_clock::time_point now);
 
   /// Opens a fresh connection within the backend's connect timeout (TCP connect and TLS handshake).
   /// On failure returns nullptr and sets `reason` ("connect", "tls", "resolve", "timeout").
   asio::awaitable<std::unique_ptr<Connection>> connect(std::string& reason, std::string& detail);
 
-  /// Returns a connection whose last response was read completely.
-  void release(std::unique_ptr<Connection> c);
+  /// Returns a connection whose last response was read completely, idle from `now` (the exchange's end).
+  void release(std::unique_ptr<Connection> c, std::chrono::steady_clock::time_point now);
 
   const BackendConfig& backend() const { return backend_; }
   const asio::any_io_executor& executor() const { return ex_; }

@@ -272,9 +272,8 @@ void release_read_buffer(const ForwardRequest& fr) {
   if (fr.client_read_buffer && fr.client_read_buffer->size() == 0) fr.client_read_buffer->shrink_to_fit();
 }
 
-/// Generated text reached the client now: the first time is the time to first token.
-void token_written(ForwardResult& r, Clock::time_point started) {
-  auto now = Clock::now();
+/// Generated text reached the client at `now`: the first time is the time to first token.
+void token_written(ForwardResult& r, Clock::time_point started, Clock::time_point now) {
   if (!r.first_token_at) {
     r.first_token_at = now;
     r.ttft_seconds = std::chrono::duration<double>(now - started).count();
@@ -297,13 +296,17 @@ class Exchange {
         t_(pool.backend().timeouts),
         deadline_(fr.started + t_.total) {}
 
+  // `now`: read just before, as the request goes to the backend; the backend's time counts from it.
   template <class Stream>
-  asio::awaitable<void> run(Stream& up, Connection& conn, bool reused, bool& stale, bool& reusable);
+  asio::awaitable<void> run(Stream& up, Connection& conn, bool reused, bool& stale, bool& reusable,
+                            Clock::time_point now);
+  // When the last run ended (the backend's time stopped counting): the pool's idle mark for its connection.
+  Clock::time_point ended_at() const { return ended_at_; }
 
  private:
-  // Sets the upstream deadline for the next operation: the phase's timeout, capped by the total.
-  void arm(Millis phase, const char* name) {
-    auto now = Clock::now();
+  // Sets the upstream deadline for the next operation: the phase's timeout from `now`, capped by the total.
+  // (Callers pass the clock reading they already hold: one per wake-up serves a deadline, a timing and the pool.)
+  void arm(Millis phase, const char* name, Clock::time_point now) {
     if (now + phase >= deadline_) {
       st_.upstream_by = deadline_;
       phase_ = "total";
@@ -312,6 +315,18 @@ class Exchange {
       phase_ = name;
     }
     rearm(st_);
+  }
+  // The stream's deadline for its next read: first_token until the first event, then idle (briefly once [DONE]
+  // came). From the clock reading taken when the last batch's generated text was written (`written_at`, which
+  // this clears), else a fresh one: one reading per relayed batch.
+  void arm_stream(bool first_event, bool seen_done, Clock::time_point& written_at) {
+    const auto now = written_at != Clock::time_point{} ? std::exchange(written_at, Clock::time_point{}) : Clock::now();
+    if (first_event)
+      arm(t_.first_token, "first_token", now);
+    else if (seen_done)  // the answer is whole: only the end of the HTTP body is awaited, briefly
+      arm(std::min<Millis>(t_.idle, kDoneGrace), "idle", now);
+    else
+      arm(t_.idle, "idle", now);
   }
   // An upstream operation's error, as the timeout it is when the watchdog closed the connection.
   error_code upstream_error(error_code ec) const {
@@ -351,11 +366,11 @@ class Exchange {
     return !(fr_.flight && fr_.flight->followers() > 0);
   }
 
-  // The client's first response bytes went out (or failed to).
-  void response_started(std::size_t bytes) {
+  // The client's first response bytes went out (or failed to), handed over at `now`.
+  void response_started(std::size_t bytes, Clock::time_point now) {
     r_.status = 200;
     r_.bytes_out += bytes;
-    r_.ttfb_ms = ms_since(fr_.started);
+    r_.ttfb_ms = std::chrono::duration<double, std::milli>(now - fr_.started).count();
   }
   // A write to the client failed: it is gone, and so is the point of reading on (unless followers read).
   bool client_write_failed() {
@@ -398,42 +413,44 @@ class Exchange {
   Clock::time_point deadline_;
   const char* phase_ = "first_token";
   Clock::time_point sent_at_;
+  Clock::time_point ended_at_;
   std::string head_;    // a stream's response head, held to go out with its first events
   std::vector<asio::const_buffer> wire_;  // what each client write gathers
   char size_line_[24];                    // the chunk size line of the write in progress
   bool ended_ = false;  // the chunked body's end went out with the last events
 
  public:
-  /// Time in Sluice so far: since the request arrived, less the time waiting on backends (this
+  /// Time in Sluice from the request's arrival to `now`, less the time waiting on backends (this
   /// exchange until `upstream_done`, and earlier attempts). Sent as x-sluice-overhead-ms.
-  std::string overhead_ms(Clock::time_point upstream_done) const {
+  std::string overhead_ms(Clock::time_point upstream_done, Clock::time_point now) const {
     double waited =
         fr_.backend_seconds_before + std::chrono::duration<double>(upstream_done - sent_at_).count();
-    double ms = std::max(0.0, ms_since(fr_.started) - waited * 1000.0);
+    double ms = std::max(0.0, std::chrono::duration<double, std::milli>(now - fr_.started).count() - waited * 1000.0);
     char buf[32];
     return std::string(fixed3(buf, ms));
   }
+  std::string overhead_ms_until(Clock::time_point upstream_done) const { return overhead_ms(upstream_done, upstream_done); }
 };
 
 template <class Stream>
-asio::awaitable<void> Exchange::run(Stream& up, Connection& conn, bool reused, bool& stale, bool& reusable) {
-  sent_at_ = Clock::now();
+asio::awaitable<void> Exchange::run(Stream& up, Connection& conn, bool reused, bool& stale, bool& reusable,
+                                    Clock::time_point now) {
+  sent_at_ = now;
   struct Waited {  // however this exchange ends, its time counts as time waiting on the backend
-    ForwardResult& r;
-    WatchState& st;
-    Clock::time_point since;
+    Exchange& x;
     ~Waited() {
-      r.backend_seconds += std::chrono::duration<double>(Clock::now() - since).count();
-      st.upstream_by = kNever;  // the connection may go back to the pool: no deadline follows it there
+      x.ended_at_ = Clock::now();
+      x.r_.backend_seconds += std::chrono::duration<double>(x.ended_at_ - x.sent_at_).count();
+      x.st_.upstream_by = kNever;  // the connection may go back to the pool: no deadline follows it there
     }
-  } waited{r_, st_, sent_at_};
+  } waited{*this};
   st_.upstream_expired = false;
   // A streamed answer sends its header with the first token; a whole answer only when generation is
   // done, so for it only the total deadline applies.
   if (fr_.stream)
-    arm(t_.first_token, "first_token");
+    arm(t_.first_token, "first_token", now);
   else
-    arm(t_.total, "total");
+    arm(t_.total, "total", now);
   const std::array<asio::const_buffer, 2> request{asio::buffer(req_.head), asio::buffer(*req_.body)};
   std::size_t sent = 0;
   auto wrote = write_at_once(up, request, sent);  // nearly always the whole request: no write_all frame
@@ -528,7 +545,7 @@ bool Exchange::client_written(error_code ec, std::size_t n, bool last) {
   r_.bytes_out += n;
   const bool written = !ec;
   if (!head_.empty()) {  // the head went with this write
-    response_started(0);  // its bytes are counted with the rest of this write
+    response_started(0, Clock::now());  // its bytes are counted with the rest of this write
     head_.clear();
     head_.shrink_to_fit();
   }
@@ -543,7 +560,7 @@ asio::awaitable<void> Exchange::relay_stream(Stream& up, Connection& conn, Parse
   r_.stream = true;
   release_read_buffer(fr_);
   if (!st_.client_gone) {
-    head_ = stream_head(fr_, overhead_ms(Clock::now()));
+    head_ = stream_head(fr_, overhead_ms_until(Clock::now()));
     // When the first events came in with the backend's head they go out with this one, in one write; else the
     // head goes now (a backend may take seconds to its first token, and the client hears of it at once).
     if (conn.buffer.size() == 0) {
@@ -580,6 +597,7 @@ asio::awaitable<void> Exchange::relay_stream(Stream& up, Connection& conn, Parse
   if (fr_.capture || fr_.flight) joiner.emplace(fr_.endpoint);
   std::size_t captured_bytes = 0;
   bool first_event = true;  // until the first event (not a comment): the first_token deadline applies
+  Clock::time_point written_at{};  // when the last batch's generated text went out (a clock reading to reuse)
   std::string failure;      // set when the backend failed mid-stream
 
   while (!p.is_done()) {
@@ -594,12 +612,7 @@ asio::awaitable<void> Exchange::relay_stream(Stream& up, Connection& conn, Parse
     auto& body = p.get().body();
     body.data = buf.data() + pending;
     body.size = buf.size() - pending;
-    if (first_event)
-      arm(t_.first_token, "first_token");
-    else if (seen_done)  // the answer is whole: only the end of the HTTP body is awaited, briefly
-      arm(std::min<Millis>(t_.idle, kDoneGrace), "idle");
-    else
-      arm(t_.idle, "idle");
+    arm_stream(first_event, seen_done, written_at);
     // Beast reads as much as the connection's buffer has room for: it grows with the bursts too.
     if (filled && conn.buffer.capacity() < kBurstBuffer) conn.buffer.reserve(conn.buffer.capacity() * 2);
     const std::size_t held = conn.buffer.size();
@@ -685,7 +698,7 @@ asio::awaitable<void> Exchange::relay_stream(Stream& up, Connection& conn, Parse
         }
         // Time to first token: request received → first generated text (content, reasoning, tool call)
         // written to the client; a keep-alive comment or a role-only chunk does not count.
-        if (generated) token_written(r_, fr_.started);
+        if (generated) token_written(r_, fr_.started, written_at = Clock::now());
         std::memmove(buf.data(), buf.data() + ready, pending - ready);
         pending -= ready;
       }
@@ -771,6 +784,10 @@ asio::awaitable<void> Exchange::relay_body(Stream& up, Connection& conn, Parser&
   // Sized by Content-Length when the backend sends one (the usual case): resize zero-fills, and a 64 KiB
   // fill for a 400-byte answer was the largest single cost of a non-stream request.
   const std::size_t expected = p.content_length() ? std::min<std::uint64_t>(*p.content_length(), kMaxUpstreamBody) : 0;
+  // When the backend's answer was whole: the clock reading each piece's deadline is set from, taken as the
+  // piece is looked for, stands for it when the piece was already here (nearly always: it came with the head);
+  // a read that had to wait clears it, and it is read again.
+  Clock::time_point body_done{};
   while (!p.is_done()) {
     if (used >= kMaxUpstreamBody) {
       fail(502, "protocol", "the backend's answer is larger than the gateway accepts");
@@ -780,7 +797,7 @@ asio::awaitable<void> Exchange::relay_body(Stream& up, Connection& conn, Parser&
       body.resize(body.empty() && expected ? expected + 1 : std::max(body.size() * 2, used + kStreamBufferStart));
     p.get().body().data = body.data() + used;
     p.get().body().size = body.size() - used;
-    arm(used == 0 ? t_.first_token : t_.idle, used == 0 ? "first_token" : "idle");
+    arm(used == 0 ? t_.first_token : t_.idle, used == 0 ? "first_token" : "idle", body_done = Clock::now());
     // Piece by piece, so the idle deadline (not first_token) applies once the answer has begun. What came
     // with the head (nearly always the whole body) is parsed without a read.
     error_code ec;
@@ -790,6 +807,7 @@ asio::awaitable<void> Exchange::relay_body(Stream& up, Connection& conn, Parser&
       auto [read_ec, read_n] = co_await read_more(up, conn.buffer, p, conn.reading, held_offered);
       ec = read_ec;
       n += read_n;
+      body_done = Clock::time_point{};
     }
     ec = upstream_read(ec);
     if (!ec) drain_buffered(conn, p);
@@ -806,7 +824,7 @@ asio::awaitable<void> Exchange::relay_body(Stream& up, Connection& conn, Parser&
     }
   }
   body.resize(used);
-  const auto body_done = Clock::now();
+  if (body_done == Clock::time_point{}) body_done = Clock::now();
   int status = p.get().result_int();
   reusable = p.keep_alive() && status >= 200;  // after a 1xx the real answer may still be on its way
   if (status / 100 != 2) {
@@ -877,7 +895,8 @@ asio::awaitable<void> Exchange::relay_body(Stream& up, Connection& conn, Parser&
       r_.ttft_seconds = ms_since(fr_.started) / 1000.0;
     }
   }
-  auto res = whole_answer(fr_, std::move(body), replayed, overhead_ms(body_done));
+  const auto answered = Clock::now();  // the overhead up to here is in the head; the first byte leaves now
+  auto res = whole_answer(fr_, std::move(body), replayed, overhead_ms(body_done, answered));
   if (st_.client_gone) {  // it left while followers kept the request going: they have the answer
     client_left("waiting");
     co_return;
@@ -891,7 +910,7 @@ asio::awaitable<void> Exchange::relay_body(Stream& up, Connection& conn, Parser&
     client_write_ends();
   }
   auto [wec, wn] = *wrote;
-  response_started(wn);
+  response_started(wn, answered);
   if (wec) {
     client_write_failed();
     co_return;
@@ -958,18 +977,21 @@ asio::awaitable<void> forward(ForwardResult& result, beast::tcp_stream& client, 
   st->active = true;
   st->client = &client.socket();
   st->flight = fr.flight;
-  // The exchange's watchdog bounds its client writes (on the socket itself), not the stream's timer; the writes
-  // that do go through Beast (a follower's) set their own deadline first.
-  st->watch_from = Clock::now() + kWatchClientAfter;
-  rearm(*st);  // nothing to do while the timer is set for an earlier time: it looks again when it fires
   // The client has gone and no follower needs the answer.
   auto abandoned = [&] { return st->client_gone && !(fr.flight && fr.flight->followers() > 0); };
 
   const UpstreamRequest upstream_req = build_upstream_request(pool, fr);
   Exchange exchange(client, pool, fr, upstream_req, *st, result);
+  // One clock reading as the request goes out: the watch's start, the pool's check, the exchange's deadline and
+  // the start of the backend's time (everything before it is Sluice's).
+  Clock::time_point now = Clock::now();
+  // The exchange's watchdog bounds its client writes (on the socket itself), not the stream's timer; the writes
+  // that do go through Beast (a follower's) set their own deadline first.
+  st->watch_from = now + kWatchClientAfter;
+  rearm(*st);  // nothing to do while the timer is set for an earlier time: it looks again when it fires
   // At most one retry, and only when a pooled connection proves to have been closed by the backend.
   for (int attempt = 0; attempt < 2 && !abandoned(); ++attempt) {
-    std::unique_ptr<Connection> conn = attempt == 0 ? pool.take_idle() : nullptr;
+    std::unique_ptr<Connection> conn = attempt == 0 ? pool.take_idle(now) : nullptr;
     const bool reused = conn != nullptr;
     if (!conn) {
       std::string reason, detail;
@@ -985,6 +1007,7 @@ asio::awaitable<void> forward(ForwardResult& result, beast::tcp_stream& client, 
                                        reason == "timeout" ? "upstream_timeout" : "upstream_unreachable");
         break;
       }
+      now = Clock::now();  // after the connect: the backend's time starts with the request
     }
     st->upstream = &conn->lowest();
     bool stale = false, reusable = false;
@@ -1002,9 +1025,9 @@ asio::awaitable<void> forward(ForwardResult& result, beast::tcp_stream& client, 
         }
       } listed{pool.live(), *conn};
       if (conn->secure)
-        co_await exchange.run(*conn->secure, *conn, reused, stale, reusable);
+        co_await exchange.run(*conn->secure, *conn, reused, stale, reusable, now);
       else
-        co_await exchange.run(conn->plain->socket(), *conn, reused, stale, reusable);
+        co_await exchange.run(conn->plain->socket(), *conn, reused, stale, reusable, now);
     }
     st->upstream = nullptr;
     if (pool.live() && pool.live()->cutting) {  // ended by a drain that ran out of time: no failover, no pool
@@ -1017,7 +1040,7 @@ asio::awaitable<void> forward(ForwardResult& result, beast::tcp_stream& client, 
     if (stale) continue;
     if (reusable && !st->client_gone) {
       conn->lowest().expires_never();
-      pool.release(std::move(conn));
+      pool.release(std::move(conn), exchange.ended_at());
     }
     break;
   }
@@ -1137,7 +1160,7 @@ asio::awaitable<ForwardResult> follow(beast::tcp_stream& client, Flight& flight,
         write_failed = true;
         break;
       }
-      if (generated) token_written(r, fr.started);
+      if (generated) token_written(r, fr.started, Clock::now());
       continue;
     }
     if (state != Flight::State::running) break;

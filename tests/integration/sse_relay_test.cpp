@@ -208,6 +208,32 @@ TEST(SseRelay, StalledStreamHitsIdleDeadline) {
   EXPECT_EQ(events[2], "[DONE]");
 }
 
+// The idle deadline counts from the last event, not the first: a backend that sends a token every 100 ms goes
+// on for three and a half times its 1 s idle timeout, and the client gets every token and the end.
+TEST(SseRelay, TheIdleDeadlineCountsFromTheLastEvent) {
+  constexpr int kTokens = 35;
+  ScriptedUpstream upstream([](UpstreamConn& c) {
+    if (c.read_request().empty()) return;
+    c.write_sse_header();
+    for (int i = 0; i < kTokens; ++i) {
+      c.write_chunk("data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"t" + std::to_string(i) + "\"}}]}\n\n");
+      std::this_thread::sleep_for(100ms);
+    }
+    c.write_chunk("data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n");
+    c.write("0\r\n\r\n");
+    c.wait_closed(5s);
+  });
+  TestGateway gw(relay_config(upstream.url(), "{ idle: 1s }"));
+  auto r = post_json(gw.port(), "/v1/chat/completions", chat_body());
+  ASSERT_EQ(r.status, 200);
+  auto events = sse_data(r.body);
+  ASSERT_EQ(events.size(), kTokens + 2u) << r.body;
+  for (int i = 0; i < kTokens; ++i)
+    EXPECT_NE(events[i].find("\"t" + std::to_string(i) + "\""), std::string::npos) << events[i];
+  EXPECT_EQ(r.body.find("upstream_timeout"), std::string::npos) << r.body;
+  EXPECT_EQ(events.back(), "[DONE]");
+}
+
 // A backend that answers its head at once and thinks before its first token: the client has its 200 and
 // headers at once too (its SDK's read timeout and the operator's TTFB see the gateway answer), and then the
 // events as they come.
