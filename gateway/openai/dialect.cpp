@@ -220,6 +220,38 @@ using detail::ScanCheckpoint;
 
 bool is_space(char c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; }
 
+// `key` is `word` (a literal): compared in eight-byte words, the last one overlapping, and a shorter word in
+// four-byte ones; GCC would call memcmp for most of these lengths.
+template <std::size_t N>
+[[gnu::always_inline]] inline bool same_bytes(const char* p, const char (&word)[N]) {
+  constexpr std::size_t n = N - 1;
+  auto equal = [&]<class Word>(std::size_t at, Word) {
+    Word a, b;
+    std::memcpy(&a, p + at, sizeof a);
+    std::memcpy(&b, word + at, sizeof b);
+    return a == b;
+  };
+  if constexpr (n >= 8) {
+    for (std::size_t at = 0; at + 8 <= n; at += 8)
+      if (!equal(at, std::uint64_t{})) return false;
+    return n % 8 == 0 || equal(n - 8, std::uint64_t{});
+  } else if constexpr (n >= 4) {
+    return equal(0, std::uint32_t{}) && equal(n - 4, std::uint32_t{});
+  } else {
+    for (std::size_t at = 0; at < n; ++at)
+      if (p[at] != word[at]) return false;
+    return true;
+  }
+}
+template <std::size_t N>
+[[gnu::always_inline]] inline bool is(std::string_view key, const char (&word)[N]) {
+  return key.size() == N - 1 && same_bytes(key.data(), word);
+}
+template <std::size_t N>
+[[gnu::always_inline]] inline bool ends_with(std::string_view key, const char (&word)[N]) {
+  return key.size() >= N - 1 && same_bytes(key.data() + key.size() - (N - 1), word);
+}
+
 // The first byte at or after p that is not JSON whitespace. Most places have none: one compare.
 [[gnu::always_inline]] inline const char* skip_space(const char* p, const char* end) {
   while (p < end && static_cast<unsigned char>(*p) <= ' ' && is_space(*p)) ++p;
@@ -328,36 +360,42 @@ ChunkScan scan_chunk(std::string_view json, ScanCheckpoint* cp, AfterText& after
   bool unsure = false;
   bool checked = cp == nullptr;  // the checkpoint was used or saved: once a chunk
   bool at_text = false;          // p is at the checkpoint's value
-  auto literal = [&](std::string_view word) -> bool {
-    if (static_cast<std::size_t>(end - p) < word.size() || std::string_view(p, word.size()) != word) return false;
-    p += word.size();
+  auto literal = [&]<std::size_t N>(const char (&word)[N]) -> bool {
+    if (static_cast<std::size_t>(end - p) < N - 1 || !same_bytes(p, word)) return false;
+    p += N - 1;
     return true;
   };
+  // The member a key names, wherever it is; "choices", "prompt_tokens" and "completion_tokens" as the watches
+  // they are at their places (top level, the top-level usage), which the caller checks.
   auto classify = [](std::string_view key) {
     // By length first: most member names ("id", "object", "index", "delta", ...) are settled by one compare;
-    // a longer one may still end in "metrics" ("x_metrics", vLLM's "request_metrics").
+    // a longer one may still end in "metrics" ("x_metrics", vLLM's "request_metrics"). Each compare is of a
+    // known length, made in place (no call).
     switch (key.size()) {
-      case 4: return key == "text" ? Watch::text : Watch::none;
-      case 5: return key == "usage" ? Watch::usage : Watch::none;
+      case 4: return is(key, "text") ? Watch::text : Watch::none;
+      case 5: return is(key, "usage") ? Watch::usage : Watch::none;
       case 7:
-        if (key == "content") return Watch::text;
-        if (key == "metrics") return Watch::metrics;
-        return key == "timings" ? Watch::telemetry : Watch::none;
+        if (is(key, "content")) return Watch::text;
+        if (is(key, "choices")) return Watch::top_choices;
+        if (is(key, "metrics")) return Watch::metrics;
+        return is(key, "timings") ? Watch::telemetry : Watch::none;
       case 9:
-        if (key == "reasoning") return Watch::text;
+        if (is(key, "reasoning")) return Watch::text;
         break;  // "x_metrics"
       case 10:
-        if (key == "tool_calls") return Watch::tool_calls;
+        if (is(key, "tool_calls")) return Watch::tool_calls;
         break;
       case 13:
-        if (key == "finish_reason") return Watch::finish_reason;
+        if (is(key, "finish_reason")) return Watch::finish_reason;
+        if (is(key, "prompt_tokens")) return Watch::prompt;
         break;
       case 17:
-        if (key == "reasoning_content") return Watch::text;
+        if (is(key, "reasoning_content")) return Watch::text;
+        if (is(key, "completion_tokens")) return Watch::completion;
         break;
       default: break;
     }
-    if (key.size() > 7 && key.substr(key.size() - 7) == "metrics") return Watch::telemetry;
+    if (key.size() > 7 && ends_with(key, "metrics")) return Watch::telemetry;
     return Watch::none;
   };
 
@@ -484,14 +522,21 @@ key:
     if (!(p = scan_string(p, end, unsure))) return out;
     const std::string_view key(name, static_cast<std::size_t>(p - 1 - name));
     watch = classify(key);
-    if (depth == 1 && key == "usage" && !usage_keyed)
-      watch = Watch::top_usage;
-    else if (depth == 1 && key == "choices" && !out.choices_empty)
-      watch = Watch::top_choices;
-    else if (depth == usage_depth && key == "prompt_tokens" && !out.prompt_tokens)
-      watch = Watch::prompt;
-    else if (depth == usage_depth && key == "completion_tokens" && !out.completion_tokens)
-      watch = Watch::completion;
+    switch (watch) {  // the members watched only at their places, the first time
+      case Watch::usage:
+        if (depth == 1 && !usage_keyed) watch = Watch::top_usage;
+        break;
+      case Watch::top_choices:
+        if (depth != 1 || out.choices_empty) watch = Watch::none;
+        break;
+      case Watch::prompt:
+        if (depth != usage_depth || out.prompt_tokens) watch = Watch::none;
+        break;
+      case Watch::completion:
+        if (depth != usage_depth || out.completion_tokens) watch = Watch::none;
+        break;
+      default: break;
+    }
   }
   p = skip_space(p, end);
   if (p == end || *p != ':') return out;
