@@ -1,5 +1,6 @@
 // The system call and the verdict of async_read_drained (drained_read.hpp), and the one place where Sluice names
-// private members of Asio's epoll reactor: the events it last saw for a descriptor, and the descriptor's reactor.
+// private members of Asio's epoll reactor: the events it last saw for a descriptor, the events it registered
+// the descriptor for (with its lock), the descriptor's reactor and that reactor's epoll descriptor.
 #include "server/drained_read.hpp"
 
 #if SLUICE_DRAINED_READ
@@ -33,36 +34,49 @@ struct OwningReactor {
 };
 template struct Expose<&ad::reactor::descriptor_state::reactor_, OwningReactor>;
 
+/// The events the reactor registered the descriptor for (Asio keeps them, and re-registers with them when it
+/// adds EPOLLOUT), and the lock they are kept under.
+struct RegisteredEvents {
+  friend constexpr auto exposed(RegisteredEvents);
+};
+template struct Expose<&ad::reactor::descriptor_state::registered_events_, RegisteredEvents>;
+struct DescriptorLock {
+  friend constexpr auto exposed(DescriptorLock);
+};
+template struct Expose<&ad::reactor::descriptor_state::mutex_, DescriptorLock>;
+
+/// The reactor's epoll descriptor.
+struct EpollDescriptor {
+  friend constexpr auto exposed(EpollDescriptor);
+};
+template struct Expose<&ad::epoll_reactor::epoll_fd_, EpollDescriptor>;
+
 unsigned seen_events(ad::reactor::per_descriptor_data d) {
   return ((ad::scheduler_operation*)d)->*exposed(TaskResult{});  // NOLINT: a cast may reach a private base
 }
 
-/// The kernel says nothing is left: no bytes, and no end of stream received (it counts one as a byte left, so
-/// the reader goes on to see it). Without the count (TCP_INQ off) this is never said.
-bool left_nothing(const msghdr& msg) {
-  for (const cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(const_cast<msghdr*>(&msg), const_cast<cmsghdr*>(c)))
-    if (c->cmsg_level == SOL_TCP && c->cmsg_type == TCP_CM_INQ && c->cmsg_len >= CMSG_LEN(sizeof(int))) {
-      int inq;
-      std::memcpy(&inq, CMSG_DATA(c), sizeof inq);
-      return inq == 0;
-    }
-  return false;
-}
+std::uint32_t& registered_events(ad::reactor::per_descriptor_data d) { return d->*exposed(RegisteredEvents{}); }
 
 }  // namespace
 
+bool watch_peer_close(ad::reactor::per_descriptor_data descriptor, ad::socket_type socket) {
+  ad::conditionally_enabled_mutex::scoped_lock lock(descriptor->*exposed(DescriptorLock{}));
+  std::uint32_t& events = registered_events(descriptor);
+  if (events == 0) return false;  // not registered with epoll (Asio then does no reactor reads on it at all)
+  if (events & EPOLLRDHUP) return true;
+  epoll_event ev{};
+  ev.events = events | EPOLLRDHUP;
+  ev.data.ptr = descriptor;
+  if (::epoll_ctl(reactor_of(descriptor).*exposed(EpollDescriptor{}), EPOLL_CTL_MOD, socket, &ev) != 0) return false;
+  events = ev.events;  // kept by Asio's own later changes (EPOLLOUT), which start from these
+  return true;
+}
+
 ad::reactor_op::status perform_read(ad::reactor_op& op, ad::socket_type socket, ad::reactor::per_descriptor_data descriptor,
                                boost::asio::mutable_buffer buffer) {
-  // recvmsg, for the kernel's count of what the read left behind (TCP_INQ, turned on by enable_drained_reads).
-  iovec iov{buffer.data(), buffer.size()};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof control;
+  // A plain recv, as nginx reads: a read that took less than it had room for left the socket empty.
   ssize_t n;
-  do n = ::recvmsg(socket, &msg, 0);
+  do n = ::recv(socket, buffer.data(), buffer.size(), 0);
   while (n < 0 && errno == EINTR);
   if (n < 0) {
     if (errno == EAGAIN || errno == EWOULDBLOCK) {  // the reactor waits for the socket
@@ -78,9 +92,12 @@ ad::reactor_op::status perform_read(ad::reactor_op& op, ad::socket_type socket, 
     return ad::reactor_op::done_and_exhausted;
   }
   op.bytes_transferred_ = static_cast<std::size_t>(n);
-  // Emptied, with no end of stream (the count) and no reset (the events) waiting: the reactor waits for the next
-  // edge before the next read.
-  if (left_nothing(msg) && (seen_events(descriptor) & (EPOLLERR | EPOLLHUP)) == 0)
+  // Emptied (a short read), with no end of stream and no reset among what the reactor saw last (an end or a reset
+  // that came after that raises an edge of its own): the reactor waits for the next edge before the next read.
+  // Only on a descriptor registered for EPOLLRDHUP (watch_peer_close), without which an end of stream that came
+  // with the bytes would look like nothing.
+  if (static_cast<std::size_t>(n) < buffer.size() && (registered_events(descriptor) & EPOLLRDHUP) != 0 &&
+      (seen_events(descriptor) & (EPOLLRDHUP | EPOLLERR | EPOLLHUP)) == 0)
     return ad::reactor_op::done_and_exhausted;
   return ad::reactor_op::done;
 }

@@ -65,7 +65,7 @@ int listen_loopback(std::uint16_t& port) {
 /// buffer of `room` bytes, pausing `reader_pause` between reads (its reactor then sees the socket's edges
 /// with no read waiting). The reader gives up after a deadline far beyond the exchange's own length.
 Outcome exchange(const std::vector<Step>& steps, End end, std::size_t room,
-                 std::chrono::microseconds reader_pause, bool with_count) {
+                 std::chrono::microseconds reader_pause, bool watched) {
   std::uint16_t port = 0;
   const int lfd = listen_loopback(port);
   EXPECT_GE(lfd, 0);
@@ -87,7 +87,7 @@ Outcome exchange(const std::vector<Step>& steps, End end, std::size_t room,
   asio::io_context ctx{1};
   tcp::socket sock(ctx);
   sock.connect({asio::ip::address_v4::loopback(), port});
-  if (with_count) enable_drained_reads(sock);
+  if (watched) enable_drained_reads(sock);
   Outcome out;
   asio::steady_timer deadline(ctx, 20s);
   deadline.async_wait([&](error_code ec) {
@@ -144,11 +144,11 @@ TEST(DrainedRead, EveryByteAndTheEndArriveInEveryOrder) {
     std::size_t room = rng() % 2 ? 65536 : 1 + rng() % 512;  // short reads, and reads that fill the room
     const auto reader_pause = std::chrono::microseconds(rng() % 2 ? 0 : rng() % 3000);
     if (reader_pause.count() > 0) room = std::max(room, sent.size() / 32 + 1);  // at most ~45 pauses a trial
-    const bool with_count = trial % 8 != 7;
+    const bool watched = trial % 8 != 7;  // registered for EPOLLRDHUP (else every read is Asio's own)
     SCOPED_TRACE("trial " + std::to_string(trial) + ": " + std::to_string(steps.size()) + " chunks, " +
                  (end == End::fin ? "FIN" : "reset") + ", room " + std::to_string(room) + ", reader pause " +
-                 std::to_string(reader_pause.count()) + " us" + (with_count ? "" : ", without TCP_INQ"));
-    const Outcome out = exchange(steps, end, room, reader_pause, with_count);
+                 std::to_string(reader_pause.count()) + " us" + (watched ? "" : ", without EPOLLRDHUP"));
+    const Outcome out = exchange(steps, end, room, reader_pause, watched);
     ASSERT_FALSE(out.timed_out) << "a read waited for an edge that had already been seen";
     EXPECT_EQ(out.got, sent);
     EXPECT_EQ(out.end, end == End::fin ? error_code(asio::error::eof) : error_code(asio::error::connection_reset))
@@ -157,8 +157,8 @@ TEST(DrainedRead, EveryByteAndTheEndArriveInEveryOrder) {
 }
 
 TEST(DrainedRead, ABurstOfBytesAndTheResetBehindItEndsTheRead) {
-  // The case a count of bytes alone gets wrong: the bytes and the reset arrive before the reader's reactor
-  // looks, it sees the socket once, and the read that takes the bytes leaves the kernel's count at 0.
+  // The case a short read alone gets wrong: the bytes and the reset arrive before the reader's reactor looks, it
+  // sees the socket once, and the read that takes the bytes is short.
   for (auto pause : {0us, 2000us}) {
     const Outcome out = exchange({{std::string(300, 'x'), 0us}}, End::reset, 65536, pause, true);
     ASSERT_FALSE(out.timed_out);
@@ -176,17 +176,17 @@ TEST(DrainedRead, AReadThatEmptiedTheSocketLetsTheNextWaitWithoutAskingTheKernel
     asio::io_context probe;
     tcp::socket s(probe);
     s.open(tcp::v4());
-    if (!enable_drained_reads(s)) GTEST_SKIP() << "this kernel has no TCP_INQ";
+    if (!enable_drained_reads(s)) GTEST_SKIP() << "the socket could not be registered for EPOLLRDHUP";
   }
-  for (bool with_count : {true, false}) {
+  for (bool watched : {true, false}) {
     const auto before = drained_read_empty_reads();
-    const Outcome out = exchange(steps, End::fin, 65536, 0us, with_count);
+    const Outcome out = exchange(steps, End::fin, 65536, 0us, watched);
     const auto empty = drained_read_empty_reads() - before;
     ASSERT_FALSE(out.timed_out);
     EXPECT_EQ(out.got.size(), 40u * steps[0].bytes.size());
-    if (with_count)
+    if (watched)
       EXPECT_LE(empty, 5u) << "reads that found the socket empty";
-    else  // without the kernel's count it reads as Asio does
+    else  // without EPOLLRDHUP it reads as Asio does
       EXPECT_GE(empty, 10u) << "reads that found the socket empty";
   }
 }
