@@ -13,6 +13,7 @@
 
 #include <array>
 #include <charconv>
+#include <cstdint>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -129,6 +130,28 @@ ChildOf<Family, Extra...>& child(std::uint64_t owner, Family& family, std::initi
   return made;
 }
 
+/// Two label values are the same text: compared in place, in overlapping words (label values are short, and a
+/// call to memcmp for each would cost more than the compare).
+inline bool same_text(std::string_view a, std::string_view b) {
+  const std::size_t n = a.size();
+  if (n != b.size()) return false;
+  auto word = [](const char* p, auto w) {
+    std::memcpy(&w, p, sizeof w);
+    return w;
+  };
+  if (n >= 8) {
+    for (std::size_t at = 0; at + 8 <= n; at += 8)
+      if (word(a.data() + at, std::uint64_t{}) != word(b.data() + at, std::uint64_t{})) return false;
+    return word(a.data() + n - 8, std::uint64_t{}) == word(b.data() + n - 8, std::uint64_t{});
+  }
+  if (n >= 4)
+    return word(a.data(), std::uint32_t{}) == word(b.data(), std::uint32_t{}) &&
+           word(a.data() + n - 4, std::uint32_t{}) == word(b.data() + n - 4, std::uint32_t{});
+  for (std::size_t i = 0; i < n; ++i)
+    if (a[i] != b[i]) return false;
+  return true;
+}
+
 /// The child a call site found last on its thread, with the label values it was found under. A worker's
 /// requests mostly repeat the labels of the one before (the same key, model and backend): comparing a few short
 /// values then costs less than building, hashing and probing the table's key. Used on the request path only.
@@ -139,7 +162,7 @@ class Recent {
     if (owner != owner_ || family != family_ || labels.size() != count_) return nullptr;
     std::size_t i = 0;
     for (const auto& label : labels)
-      if (values_[i++] != label.second) return nullptr;
+      if (!same_text(values_[i++], label.second)) return nullptr;
     return child_;
   }
   void keep(std::uint64_t owner, const void* family, std::initializer_list<Label> labels, void* child) {

@@ -6,10 +6,12 @@
 #include <rapidjson/writer.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <optional>
+#include <span>
 #include <utility>
 #include <vector>
 
@@ -454,24 +456,24 @@ std::optional<std::string> splice_request(std::string_view original, bool model_
     std::size_t begin, end;
     std::string text;
   };
-  std::vector<Edit> edits;
-  edits.reserve(3);
-  if (model_changes) edits.push_back({at.model->first, at.model->second, json_quote(model)});
+  std::array<Edit, 3> edits;  // at most three (model, stream, what is added at the end): no allocation for them
+  std::size_t count = 0;
+  if (model_changes) edits[count++] = {at.model->first, at.model->second, json_quote(model)};
   std::string added;
   const char* stream_text = stream ? "true" : "false";
   if (stream_missing) {
     if (at.stream)
-      edits.push_back({at.stream->first, at.stream->second, stream_text});  // a null: replaced in place
+      edits[count++] = {at.stream->first, at.stream->second, stream_text};  // a null: replaced in place
     else
       added += std::string(",\"stream\":") + stream_text;
   }
   if (usage_missing) added += ",\"stream_options\":{\"include_usage\":true}";
-  if (!added.empty()) edits.push_back({at.close, at.close, std::move(added)});
-  std::sort(edits.begin(), edits.end(), [](const Edit& a, const Edit& b) { return a.begin < b.begin; });
+  if (!added.empty()) edits[count++] = {at.close, at.close, std::move(added)};
+  std::sort(edits.begin(), edits.begin() + count, [](const Edit& a, const Edit& b) { return a.begin < b.begin; });
   std::string out;
   out.reserve(original.size() + 96 + model.size());
   std::size_t from = 0;
-  for (const auto& e : edits) {
+  for (const auto& e : std::span(edits.data(), count)) {
     out.append(original.substr(from, e.begin - from));
     out += e.text;
     from = e.end;
