@@ -355,7 +355,7 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, IncomingR
   log.client = ctx.client;
   log.bytes_in = ctx.bytes_in;
   Reply reply{stream, services, ctx, log, req.keep_alive() && !services.draining, req.version()};
-  std::string endpoint_label = "other";
+  std::string_view endpoint_label = "other";  // a static name (openai::to_string's, "models" or "other")
 
   std::string metric_model;  // the model label: configured names only ("other" for unknown ones)
   // `now`: the clock reading the caller already holds, when nothing was awaited since it was taken. (A default
@@ -385,7 +385,7 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, IncomingR
                            std::nullopt, "unknown_url"});
     co_return finish(co_await std::move(refused));
   }
-  endpoint_label = is_models ? "models" : std::string(openai::to_string(*endpoint));
+  endpoint_label = is_models ? std::string_view("models") : openai::to_string(*endpoint);
   auto expected = is_models ? http::verb::get : http::verb::post;
   if (req.method() != expected) {
     refused = reply.send_owned([&] {

@@ -38,7 +38,7 @@ struct ClientWatch {
 struct ForwardRequest {
   openai::Endpoint endpoint = openai::Endpoint::chat_completions;
   std::string body;  // exactly what goes upstream
-  std::string request_id;
+  std::string_view request_id;  // the access record's, which outlives the exchange
   bool stream = false;  // the client asked for a stream (so the header comes with the first token)
   std::string model;    // the public model name (for replies Sluice has to reshape)
   bool client_wants_usage =
