@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "config.hpp"
 
@@ -15,7 +16,7 @@ void setup_logging(const LogConfig& cfg);
 struct AccessRecord {
   std::string request_id;
   std::string method;
-  std::string path;
+  std::string_view path;  // the request's own (it outlives the record's line), cut to 256 bytes
   std::string client;
   std::string model;
   std::string backend;
