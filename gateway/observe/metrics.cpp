@@ -1,6 +1,7 @@
 #include "observe/metrics.hpp"
 
 #include "observe/histogram.hpp"
+#include "same_bytes.hpp"
 
 #include <prometheus/counter.h>
 #include <prometheus/family.h>
@@ -128,28 +129,6 @@ ChildOf<Family, Extra...>& child(std::uint64_t owner, Family& family, std::initi
   T& made = family.Add(map, extra...);
   table.add(key, hash, &made);
   return made;
-}
-
-/// Two label values are the same text: compared in place, in overlapping words (label values are short, and a
-/// call to memcmp for each would cost more than the compare).
-inline bool same_text(std::string_view a, std::string_view b) {
-  const std::size_t n = a.size();
-  if (n != b.size()) return false;
-  auto word = [](const char* p, auto w) {
-    std::memcpy(&w, p, sizeof w);
-    return w;
-  };
-  if (n >= 8) {
-    for (std::size_t at = 0; at + 8 <= n; at += 8)
-      if (word(a.data() + at, std::uint64_t{}) != word(b.data() + at, std::uint64_t{})) return false;
-    return word(a.data() + n - 8, std::uint64_t{}) == word(b.data() + n - 8, std::uint64_t{});
-  }
-  if (n >= 4)
-    return word(a.data(), std::uint32_t{}) == word(b.data(), std::uint32_t{}) &&
-           word(a.data() + n - 4, std::uint32_t{}) == word(b.data() + n - 4, std::uint32_t{});
-  for (std::size_t i = 0; i < n; ++i)
-    if (a[i] != b[i]) return false;
-  return true;
 }
 
 /// The child a call site found last on its thread, with the label values it was found under. A worker's

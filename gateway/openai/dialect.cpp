@@ -15,6 +15,7 @@
 
 #include "openai/json.hpp"
 #include "openai/request.hpp"
+#include "same_bytes.hpp"
 
 namespace sluice::openai {
 
@@ -220,36 +221,14 @@ using detail::ScanCheckpoint;
 
 bool is_space(char c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; }
 
-// `key` is `word` (a literal): compared in eight-byte words, the last one overlapping, and a shorter word in
-// four-byte ones; GCC would call memcmp for most of these lengths.
-template <std::size_t N>
-[[gnu::always_inline]] inline bool same_bytes(const char* p, const char (&word)[N]) {
-  constexpr std::size_t n = N - 1;
-  auto equal = [&]<class Word>(std::size_t at, Word) {
-    Word a, b;
-    std::memcpy(&a, p + at, sizeof a);
-    std::memcpy(&b, word + at, sizeof b);
-    return a == b;
-  };
-  if constexpr (n >= 8) {
-    for (std::size_t at = 0; at + 8 <= n; at += 8)
-      if (!equal(at, std::uint64_t{})) return false;
-    return n % 8 == 0 || equal(n - 8, std::uint64_t{});
-  } else if constexpr (n >= 4) {
-    return equal(0, std::uint32_t{}) && equal(n - 4, std::uint32_t{});
-  } else {
-    for (std::size_t at = 0; at < n; ++at)
-      if (p[at] != word[at]) return false;
-    return true;
-  }
-}
+// `key` is `word`, a literal: a compare of a known length, made in place (same_bytes).
 template <std::size_t N>
 [[gnu::always_inline]] inline bool is(std::string_view key, const char (&word)[N]) {
-  return key.size() == N - 1 && same_bytes(key.data(), word);
+  return key.size() == N - 1 && same_bytes(key.data(), word, N - 1);
 }
 template <std::size_t N>
 [[gnu::always_inline]] inline bool ends_with(std::string_view key, const char (&word)[N]) {
-  return key.size() >= N - 1 && same_bytes(key.data() + key.size() - (N - 1), word);
+  return key.size() >= N - 1 && same_bytes(key.data() + key.size() - (N - 1), word, N - 1);
 }
 
 // The first byte at or after p that is not JSON whitespace. Most places have none: one compare.
@@ -361,7 +340,7 @@ ChunkScan scan_chunk(std::string_view json, ScanCheckpoint* cp, AfterText& after
   bool checked = cp == nullptr;  // the checkpoint was used or saved: once a chunk
   bool at_text = false;          // p is at the checkpoint's value
   auto literal = [&]<std::size_t N>(const char (&word)[N]) -> bool {
-    if (static_cast<std::size_t>(end - p) < N - 1 || !same_bytes(p, word)) return false;
+    if (static_cast<std::size_t>(end - p) < N - 1 || !same_bytes(p, word, N - 1)) return false;
     p += N - 1;
     return true;
   };

@@ -456,7 +456,8 @@ std::optional<std::string> splice_request(std::string_view original, bool model_
     std::size_t begin, end;
     std::string text;
   };
-  std::array<Edit, 3> edits;  // at most three (model, stream, what is added at the end): no allocation for them
+  // At most three (the model, the stream, what is added at the end): no allocation for them.
+  std::array<Edit, 3> edits;
   std::size_t count = 0;
   if (model_changes) edits[count++] = {at.model->first, at.model->second, json_quote(model)};
   std::string added;
@@ -469,7 +470,8 @@ std::optional<std::string> splice_request(std::string_view original, bool model_
   }
   if (usage_missing) added += ",\"stream_options\":{\"include_usage\":true}";
   if (!added.empty()) edits[count++] = {at.close, at.close, std::move(added)};
-  std::sort(edits.begin(), edits.begin() + count, [](const Edit& a, const Edit& b) { return a.begin < b.begin; });
+  std::sort(edits.begin(), edits.begin() + count,
+            [](const Edit& a, const Edit& b) { return a.begin < b.begin; });
   std::string out;
   out.reserve(original.size() + 96 + model.size());
   std::size_t from = 0;

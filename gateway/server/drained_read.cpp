@@ -55,7 +55,9 @@ unsigned seen_events(ad::reactor::per_descriptor_data d) {
   return ((ad::scheduler_operation*)d)->*exposed(TaskResult{});  // NOLINT: a cast may reach a private base
 }
 
-std::uint32_t& registered_events(ad::reactor::per_descriptor_data d) { return d->*exposed(RegisteredEvents{}); }
+std::uint32_t& registered_events(ad::reactor::per_descriptor_data d) {
+  return d->*exposed(RegisteredEvents{});
+}
 
 }  // namespace
 
@@ -67,7 +69,8 @@ bool watch_peer_close(ad::reactor::per_descriptor_data descriptor, ad::socket_ty
   epoll_event ev{};
   ev.events = events | EPOLLRDHUP;
   ev.data.ptr = descriptor;
-  if (::epoll_ctl(reactor_of(descriptor).*exposed(EpollDescriptor{}), EPOLL_CTL_MOD, socket, &ev) != 0) return false;
+  const int epoll_fd = reactor_of(descriptor).*exposed(EpollDescriptor{});
+  if (::epoll_ctl(epoll_fd, EPOLL_CTL_MOD, socket, &ev) != 0) return false;
   events = ev.events;  // kept by Asio's own later changes (EPOLLOUT), which start from these
   return true;
 }

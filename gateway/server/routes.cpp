@@ -381,8 +381,8 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, IncomingR
   auto endpoint = openai::endpoint_for_path(path);
   bool is_models = path == "/v1/models";
   if (!endpoint && !is_models) {
-    refused = reply.error({404, "Invalid URL (" + log.method + " " + std::string(log.path) + ")", "invalid_request_error",
-                           std::nullopt, "unknown_url"});
+    refused = reply.error({404, "Invalid URL (" + log.method + " " + std::string(log.path) + ")",
+                           "invalid_request_error", std::nullopt, "unknown_url"});
     co_return finish(co_await std::move(refused));
   }
   endpoint_label = is_models ? std::string_view("models") : openai::to_string(*endpoint);
@@ -773,7 +773,8 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, IncomingR
     log.tpot_ms = tpot * 1000;
   }
   const auto done = std::chrono::steady_clock::now();
-  log.overhead_ms = std::max(0.0, std::chrono::duration<double>(done - ctx.started).count() - backend_seconds) * 1000;
+  log.overhead_ms =
+      std::max(0.0, std::chrono::duration<double>(done - ctx.started).count() - backend_seconds) * 1000;
   if (!result.error.empty()) log.error = result.error;
   if (result.client_gone) {
     services.metrics.client_disconnect(result.disconnect_phase);

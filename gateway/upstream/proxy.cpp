@@ -320,7 +320,8 @@ class Exchange {
   // came). From the clock reading taken when the last batch's generated text was written (`written_at`, which
   // this clears), else a fresh one: one reading per relayed batch.
   void arm_stream(bool first_event, bool seen_done, Clock::time_point& written_at) {
-    const auto now = written_at != Clock::time_point{} ? std::exchange(written_at, Clock::time_point{}) : Clock::now();
+    const auto now =
+        written_at != Clock::time_point{} ? std::exchange(written_at, Clock::time_point{}) : Clock::now();
     if (first_event)
       arm(t_.first_token, "first_token", now);
     else if (seen_done)  // the answer is whole: only the end of the HTTP body is awaited, briefly
@@ -425,11 +426,14 @@ class Exchange {
   std::string overhead_ms(Clock::time_point upstream_done, Clock::time_point now) const {
     double waited =
         fr_.backend_seconds_before + std::chrono::duration<double>(upstream_done - sent_at_).count();
-    double ms = std::max(0.0, std::chrono::duration<double, std::milli>(now - fr_.started).count() - waited * 1000.0);
+    const double spent = std::chrono::duration<double, std::milli>(now - fr_.started).count();
+    double ms = std::max(0.0, spent - waited * 1000.0);
     char buf[32];
     return std::string(fixed3(buf, ms));
   }
-  std::string overhead_ms_until(Clock::time_point upstream_done) const { return overhead_ms(upstream_done, upstream_done); }
+  std::string overhead_ms_until(Clock::time_point upstream_done) const {
+    return overhead_ms(upstream_done, upstream_done);
+  }
 };
 
 template <class Stream>
