@@ -158,11 +158,9 @@ class Line {
 void write_access(const AccessRecord& r, std::string& out) {
   // Room for the longest line this record can make, then cut back to what was written.
   std::size_t bound = 32 * Line::kFieldBound;  // every field's name, the numbers and the punctuation
-  for (const std::string_view s :
-       {std::string_view(r.request_id), std::string_view(r.method), r.path, std::string_view(r.client),
-        std::string_view(r.model), std::string_view(r.backend), std::string_view(r.key),
-        std::string_view(r.error), std::string_view(r.rate_limit)})
-    bound += openai::json_string_bound(s.size());
+  for (const std::string* s : {&r.request_id, &r.method, &r.path, &r.client, &r.model, &r.backend, &r.key,
+                               &r.error, &r.rate_limit})
+    bound += openai::json_string_bound(s->size());
   const std::size_t at = out.size();
   out.resize(at + bound);
   Line w(out.data() + at);

@@ -3,7 +3,6 @@
 #include <cstdint>
 #include <optional>
 #include <string>
-#include <string_view>
 
 #include "config.hpp"
 
@@ -16,7 +15,7 @@ void setup_logging(const LogConfig& cfg);
 struct AccessRecord {
   std::string request_id;
   std::string method;
-  std::string_view path;  // the request's own (it outlives the record's line), cut to 256 bytes
+  std::string path;
   std::string client;
   std::string model;
   std::string backend;

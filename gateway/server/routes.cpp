@@ -351,7 +351,7 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, IncomingR
   log.request_id = acceptable_request_id(incoming_id) ? std::string(incoming_id) : new_request_id();
   log.method = std::string(req.method_string());
   auto path = path_of(req.target());
-  log.path = path.substr(0, 256);
+  log.path = std::string(path.substr(0, 256));
   log.client = ctx.client;
   log.bytes_in = ctx.bytes_in;
   Reply reply{stream, services, ctx, log, req.keep_alive() && !services.draining, req.version()};
@@ -381,15 +381,15 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, IncomingR
   auto endpoint = openai::endpoint_for_path(path);
   bool is_models = path == "/v1/models";
   if (!endpoint && !is_models) {
-    refused = reply.error({404, "Invalid URL (" + log.method + " " + std::string(log.path) + ")",
-                           "invalid_request_error", std::nullopt, "unknown_url"});
+    refused = reply.error({404, "Invalid URL (" + log.method + " " + log.path + ")", "invalid_request_error",
+                           std::nullopt, "unknown_url"});
     co_return finish(co_await std::move(refused));
   }
   endpoint_label = is_models ? std::string_view("models") : openai::to_string(*endpoint);
   auto expected = is_models ? http::verb::get : http::verb::post;
   if (req.method() != expected) {
     refused = reply.send_owned([&] {
-      auto res = error_response({405, "Method " + log.method + " is not allowed on " + std::string(log.path),
+      auto res = error_response({405, "Method " + log.method + " is not allowed on " + log.path,
                                  "invalid_request_error", std::nullopt, "method_not_allowed"},
                                 reply.version, reply.keep_alive);
       res.set(http::field::allow, is_models ? "GET" : "POST");
