@@ -223,12 +223,11 @@ inline std::size_t read_room(beast::flat_buffer& buffer, error_code& ec) {
   return room;
 }
 
-/// A read's result, taken into `buffer` and offered to `parser` (read_more's and read_some_now's step after
-/// every read of `n` bytes that ended with `ec`). True when that ends the call, with `ec` and `parsed` as they
-/// return them: an error, the end of the stream (as Beast: the end of a body delimited by the close, else a
-/// cut message), or the parser done with what it needs.
+/// A read of `n` bytes that ended with `ec`, taken into `buffer`. True when the read ends the message, with `ec`
+/// as the reader returns it: an error, or the end of the stream (as Beast: the end of a body delimited by the
+/// close, else a cut message).
 template <class Parser>
-bool take_read(beast::flat_buffer& buffer, Parser& parser, error_code& ec, std::size_t n, std::size_t& parsed) {
+bool read_ended(beast::flat_buffer& buffer, Parser& parser, error_code& ec, std::size_t n) {
   buffer.commit(n);
   if (failed_with(ec, asio::error::eof)) {
     if (parser.got_some()) {
@@ -239,8 +238,15 @@ bool take_read(beast::flat_buffer& buffer, Parser& parser, error_code& ec, std::
     }
     return true;
   }
-  if (ec) return true;
-  return parse_held(buffer, parser, ec, parsed);
+  return static_cast<bool>(ec);
+}
+
+/// A read's result, taken into `buffer` and offered to `parser` (read_more's and read_some_now's step after
+/// every read of `n` bytes that ended with `ec`). True when that ends the call, with `ec` and `parsed` as they
+/// return them: the read ended the message (read_ended), or the parser is done with what it needs.
+template <class Parser>
+bool take_read(beast::flat_buffer& buffer, Parser& parser, error_code& ec, std::size_t n, std::size_t& parsed) {
+  return read_ended(buffer, parser, ec, n) || parse_held(buffer, parser, ec, parsed);
 }
 
 /// read_more's reads that need no wait: while the last read of the socket took all the room it had (a burst,
@@ -425,16 +431,8 @@ asio::awaitable<std::tuple<error_code, std::size_t>> read_buffered(Stream& s, be
     const std::size_t room = read_room(buffer, ec);
     if (room == 0) break;
     auto [read_ec, n] = co_await s.async_read_some(buffer.prepare(room), use_nothrow);
-    buffer.commit(n);
-    if (failed_with(read_ec, asio::error::eof)) {  // as Beast: the end of a body delimited by the close, else a cut message
-      if (parser.got_some()) {
-        parser.put_eof(ec);
-      } else {
-        ec = http::error::end_of_stream;
-      }
-      break;
-    }
-    if ((ec = read_ec)) break;
+    ec = read_ec;
+    if (read_ended(buffer, parser, ec, n)) break;
   } while (!parse_buffered(buffer, parser, header_only, ec, parsed));
   co_return std::tuple<error_code, std::size_t>{ec, parsed};
 }
