@@ -7,7 +7,12 @@
 // cycle it spends. The same load also goes straight to the backend: the floor. Prints one table with the
 // ratios the issue sets as targets. Asserts nothing (tests do that); exits 0 unless something could not run.
 //
-//   proxy_bench [--seconds S] [--only direct,nginx,sluice] [--streams N]
+//   proxy_bench [--seconds S] [--rounds N] [--only direct,nginx,sluice] [--streams N] [--rows 12345]
+//
+// Row 1 is measured in rounds (3 by default): direct, nginx and Sluice one after another, S seconds each, then
+// again, with all of them running throughout, so each Sluice/nginx pair is measured within seconds of each other
+// and a slow or noisy minute on a shared machine weighs on both; the table shows the rounds together, and a line
+// under it each round's req/s and ratio. The other rows run once per target.
 //
 // Environment: SLUICE_BINARY (default: the build's sluice), NGINX (default: nginx on PATH).
 #include <arpa/inet.h>
@@ -917,11 +922,14 @@ struct Target {
   Stats nonstream, open1k, open3k, stream, slow, cached;
   Usage slow_before, slow_after;
   double overhead_metric_ms = NAN;  // mean of sluice_overhead_seconds over the 1,000 req/s run
+  std::vector<double> round_rates;  // row 1, req/s in each round
+  bool up = false;                  // wanted, and (a proxy) started and listening
   bool ran = false;
 };
 
 struct Options {
   double seconds = 5, warmup = 1;
+  int rounds = 3;  // row 1's alternating rounds
   int streams = 2000;
   std::vector<std::string> only;
   std::string rows = "12345";  // which rows to measure (--rows 4: the slow streams alone)
@@ -930,11 +938,24 @@ struct Options {
 
 void measure_open_loop(Target& t, const Options& o, bool sluice);
 
-void measure(Target& t, const Options& o, bool sluice) {
-  if (o.row('1') || o.row('5')) {
-    std::fprintf(stderr, "[%s] non-stream saturation\n", t.name.c_str());
-    t.nonstream = Load(t.port, make_request(t.model, false, 16, t.key)).closed(64, o.warmup, o.seconds);
+// Row 1 (which row 5 compares with), in rounds: each round measures every target that is up, one after another.
+void measure_rounds(std::initializer_list<Target*> targets, const Options& o) {
+  for (int r = 0; r < o.rounds; ++r) {
+    for (Target* t : targets) {
+      if (!t->up) continue;
+      std::fprintf(stderr, "[%s] non-stream saturation, round %d of %d\n", t->name.c_str(), r + 1, o.rounds);
+      Stats s = Load(t->port, make_request(t->model, false, 16, t->key)).closed(64, o.warmup, o.seconds);
+      t->round_rates.push_back(s.rate());
+      auto& all = t->nonstream;
+      all.ok += s.ok;
+      all.failed += s.failed;
+      all.seconds += s.seconds;
+      all.latency.insert(all.latency.end(), s.latency.begin(), s.latency.end());
+    }
   }
+}
+
+void measure(Target& t, const Options& o, bool sluice) {
   if (o.row('2')) measure_open_loop(t, o, sluice);
   if (o.row('3')) {
     std::fprintf(stderr, "[%s] stream saturation\n", t.name.c_str());
@@ -1070,6 +1091,21 @@ void print_table(const Target& direct, const Target& nginx, const Target& sluice
        "≥ 2× row 1", has_sluice ? std::optional<bool>(sluice.cached.rate() >= 2 * sn.rate()) : std::nullopt);
   line("5", "… p50 ms", NAN, percentile(sn.latency, .5), percentile(sluice.cached.latency, .5), 3, "", {});
   line("5", "… p99 ms", NAN, percentile(sn.latency, .99), percentile(sluice.cached.latency, .99), 3, "", {});
+
+  // Row 1 round by round: the pairs measured next to each other.
+  if (!(o.row('1') || o.row('5'))) return;
+  std::printf("\nRow 1 by round (req/s, %d rounds of %.0f s each):", o.rounds, o.seconds);
+  for (const Target* t : {&direct, &nginx, &sluice}) {
+    if (t->round_rates.empty()) continue;
+    std::printf("\n- %s:", t->name.c_str());
+    for (double r : t->round_rates) std::printf(" %.0f", r);
+  }
+  if (nginx.round_rates.size() == sluice.round_rates.size() && !sluice.round_rates.empty()) {
+    std::printf("\n- sluice/nginx:");
+    for (std::size_t k = 0; k < sluice.round_rates.size(); ++k)
+      std::printf(" %.2f", nginx.round_rates[k] > 0 ? sluice.round_rates[k] / nginx.round_rates[k] : NAN);
+  }
+  std::printf("\n");
 }
 
 }  // namespace
@@ -1080,6 +1116,7 @@ int main(int argc, char** argv) {
     std::string a = argv[i];
     auto next = [&] { return i + 1 < argc ? std::string(argv[++i]) : std::string(); };
     if (a == "--seconds") o.seconds = std::atof(next().c_str());
+    else if (a == "--rounds") o.rounds = std::max(1, std::atoi(next().c_str()));
     else if (a == "--streams") o.streams = std::atoi(next().c_str());
     else if (a == "--rows") {
       o.rows = next();
@@ -1101,7 +1138,7 @@ int main(int argc, char** argv) {
       for (std::string x; std::getline(list, x, ',');) o.only.push_back(x);
     } else {
       std::fprintf(stderr,
-                   "usage: %s [--seconds S] [--streams N] [--only direct,nginx,sluice] [--rows 12345]\n"
+                   "usage: %s [--seconds S] [--rounds N] [--streams N] [--only direct,nginx,sluice] [--rows 12345]\n"
                    "       %s --mock FAST_PORT SLOW_PORT   (the mock backend alone)\n",
                    argv[0], argv[0]);
       return 2;
@@ -1135,8 +1172,10 @@ int main(int argc, char** argv) {
   Target direct, nginx, sluice;
   direct.name = "direct", nginx.name = "nginx", sluice.name = "sluice";
   direct.port = fast, direct.slow_port = slow;
-  if (wanted("direct")) measure(direct, o, false);
+  direct.up = wanted("direct");
 
+  // Both proxies are started first and stay up until the end (idle while the other is measured), so that row
+  // 1's rounds can alternate between them.
   std::string nginx_bin = find_nginx();
   if (wanted("nginx") && !nginx_bin.empty()) {
     nginx.port = free_port();
@@ -1145,13 +1184,11 @@ int main(int argc, char** argv) {
     mkdir((dir + "/proxy").c_str(), 0755);
     write_file(dir + "/nginx.conf", nginx_config(dir, nginx.port, nginx.slow_port, fast, slow));
     nginx.proc = spawn("nginx", {nginx_bin, "-c", dir + "/nginx.conf", "-p", dir}, 1, dir + "/nginx.out");
-    if (wait_listening(nginx.port, nginx.proc)) measure(nginx, o, false);
-    else std::fprintf(stderr, "proxy_bench: nginx did not start (see %s/nginx.out)\n", dir.c_str());
-    stop(nginx.proc);
+    nginx.up = wait_listening(nginx.port, nginx.proc);
+    if (!nginx.up) std::fprintf(stderr, "proxy_bench: nginx did not start (see %s/nginx.out)\n", dir.c_str());
   } else if (wanted("nginx")) {
     std::fprintf(stderr, "proxy_bench: nginx is not installed (make bench-deps); its column stays empty\n");
   }
-
   if (wanted("sluice")) {
     sluice.port = free_port();
     sluice.slow_port = sluice.port;
@@ -1161,10 +1198,16 @@ int main(int argc, char** argv) {
     const char* bin = std::getenv("SLUICE_BINARY");
     sluice.proc = spawn("sluice", {bin ? bin : SLUICE_BINARY, "serve", "--config", dir + "/sluice.yaml"}, 1,
                         dir + "/sluice.log");
-    if (wait_listening(sluice.port, sluice.proc)) measure(sluice, o, true);
-    else std::fprintf(stderr, "proxy_bench: sluice did not start (see %s/sluice.log)\n", dir.c_str());
-    stop(sluice.proc);
+    sluice.up = wait_listening(sluice.port, sluice.proc);
+    if (!sluice.up) std::fprintf(stderr, "proxy_bench: sluice did not start (see %s/sluice.log)\n", dir.c_str());
   }
+
+  if (o.row('1') || o.row('5')) measure_rounds({&direct, &nginx, &sluice}, o);
+  if (direct.up) measure(direct, o, false);
+  if (nginx.up) measure(nginx, o, false);
+  if (sluice.up) measure(sluice, o, true);
+  stop(nginx.proc);
+  stop(sluice.proc);
   kill(mock.pid, SIGKILL);
   waitpid(mock.pid, nullptr, 0);
 
