@@ -923,8 +923,7 @@ struct Target {
   Usage slow_before, slow_after;
   double overhead_metric_ms = NAN;  // mean of sluice_overhead_seconds over the 1,000 req/s run
   std::vector<double> round_rates;  // row 1, req/s in each round
-  bool up = false;                  // wanted, and (a proxy) started and listening
-  bool ran = false;
+  bool up = false;                  // wanted, and (a proxy) started and listening: measured
 };
 
 struct Options {
@@ -984,7 +983,6 @@ void measure(Target& t, const Options& o, bool sluice) {
       }
     }
   }
-  t.ran = true;
 }
 
 void measure_open_loop(Target& t, const Options& o, bool sluice) {
@@ -1017,7 +1015,7 @@ void print_table(const Target& direct, const Target& nginx, const Target& sluice
     std::snprintf(r, sizeof r, "%.2f×", a / b);
     return std::string(r);
   };
-  bool has_nginx = nginx.ran, has_sluice = sluice.ran, has_direct = direct.ran;
+  bool has_nginx = nginx.up, has_sluice = sluice.up, has_direct = direct.up;
   std::printf("\n| row | measure | direct | nginx | sluice | sluice/nginx | sluice/direct | target | met |\n");
   std::printf("|-----|---------|-------:|------:|-------:|-------------:|--------------:|--------|-----|\n");
   auto line = [&](const char* row, const std::string& what, double d, double n, double s, int prec,
