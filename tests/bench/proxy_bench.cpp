@@ -9,10 +9,11 @@
 //
 //   proxy_bench [--seconds S] [--rounds N] [--only direct,nginx,sluice] [--streams N] [--rows 12345]
 //
-// Row 1 is measured in rounds (3 by default): direct, nginx and Sluice one after another, S seconds each, then
-// again, with all of them running throughout, so each Sluice/nginx pair is measured within seconds of each other
-// and a slow or noisy minute on a shared machine weighs on both; the table shows the rounds together, and a line
-// under it each round's req/s and ratio. The other rows run once per target.
+// Rows 1 and 2 are measured in rounds (3 by default): in each, every row's direct, nginx and Sluice runs one
+// after another, S seconds each, with all of them up throughout, so each Sluice/nginx pair is measured within
+// seconds of each other and a slow or noisy minute on a shared machine weighs on both (row 2's target compares
+// latency tails, which one VM stall decides when the pair is a minute apart). The table shows the rounds
+// together, and lines under it each round's figures. Rows 3 to 5 run once per target.
 //
 // Environment: SLUICE_BINARY (default: the build's sluice), NGINX (default: nginx on PATH).
 #include <arpa/inet.h>
@@ -921,41 +922,72 @@ struct Target {
   // results
   Stats nonstream, open1k, open3k, stream, slow, cached;
   Usage slow_before, slow_after;
-  double overhead_metric_ms = NAN;  // mean of sluice_overhead_seconds over the 1,000 req/s run
-  std::vector<double> round_rates;  // row 1, req/s in each round
+  double overhead_sum_s = 0, overhead_count = 0;  // sluice_overhead_seconds over the 1,000 req/s runs
+  double overhead_metric_ms() const { return overhead_count > 0 ? overhead_sum_s / overhead_count * 1000 : NAN; }
+  std::vector<double> round_rates;             // row 1, req/s in each round
+  std::vector<double> round_p99_1k, round_p99_3k;  // row 2, p99 ms in each round
   bool up = false;                  // wanted, and (a proxy) started and listening: measured
 };
 
 struct Options {
   double seconds = 5, warmup = 1;
-  int rounds = 3;  // row 1's alternating rounds
+  int rounds = 3;  // rows 1 and 2: alternating rounds
   int streams = 2000;
   std::vector<std::string> only;
   std::string rows = "12345";  // which rows to measure (--rows 4: the slow streams alone)
   bool row(char r) const { return rows.find(r) != std::string::npos; }
 };
 
-void measure_open_loop(Target& t, const Options& o, bool sluice);
+// Adds one round's figures to what a target gathered in the others: requests over seconds, latencies pooled.
+void pool(Stats& all, const Stats& s) {
+  all.ok += s.ok;
+  all.failed += s.failed;
+  all.seconds += s.seconds;
+  all.latency.insert(all.latency.end(), s.latency.begin(), s.latency.end());
+}
 
-// Row 1 (which row 5 compares with), in rounds: each round measures every target that is up, one after another.
+// One open-loop run at `rate` req/s of one target, added to its row 2; for Sluice at 1,000 req/s also what its
+// sluice_overhead_seconds counted meanwhile (the metric that should agree with the added mean).
+void open_loop_round(Target& t, const Options& o, double rate, int round) {
+  const bool overhead = t.admin != 0 && rate == 1000;
+  std::string before = overhead ? http_get(t.admin, "/metrics") : "";
+  std::fprintf(stderr, "[%s] open loop %.0f req/s, round %d of %d\n", t.name.c_str(), rate, round + 1, o.rounds);
+  Stats s = Load(t.port, make_request(t.model, false, 16, t.key)).open(rate, o.warmup, o.seconds);
+  (rate == 1000 ? t.round_p99_1k : t.round_p99_3k).push_back(percentile(s.latency, .99));
+  pool(rate == 1000 ? t.open1k : t.open3k, s);
+  if (overhead) {
+    std::string after = http_get(t.admin, "/metrics");
+    const std::string series = R"(sluice_overhead_seconds_%s{endpoint="chat/completions"})";
+    char sum[128], count[128];
+    std::snprintf(sum, sizeof sum, series.c_str(), "sum");
+    std::snprintf(count, sizeof count, series.c_str(), "count");
+    t.overhead_sum_s += metric(after, sum) - metric(before, sum);
+    t.overhead_count += metric(after, count) - metric(before, count);
+  }
+}
+
+// Rows 1 (which row 5 compares with) and 2, in rounds: each round measures each of these rows on every target
+// that is up, one target after another.
 void measure_rounds(std::initializer_list<Target*> targets, const Options& o) {
   for (int r = 0; r < o.rounds; ++r) {
-    for (Target* t : targets) {
-      if (!t->up) continue;
-      std::fprintf(stderr, "[%s] non-stream saturation, round %d of %d\n", t->name.c_str(), r + 1, o.rounds);
-      Stats s = Load(t->port, make_request(t->model, false, 16, t->key)).closed(64, o.warmup, o.seconds);
-      t->round_rates.push_back(s.rate());
-      auto& all = t->nonstream;
-      all.ok += s.ok;
-      all.failed += s.failed;
-      all.seconds += s.seconds;
-      all.latency.insert(all.latency.end(), s.latency.begin(), s.latency.end());
+    if (o.row('1') || o.row('5')) {
+      for (Target* t : targets) {
+        if (!t->up) continue;
+        std::fprintf(stderr, "[%s] non-stream saturation, round %d of %d\n", t->name.c_str(), r + 1, o.rounds);
+        Stats s = Load(t->port, make_request(t->model, false, 16, t->key)).closed(64, o.warmup, o.seconds);
+        t->round_rates.push_back(s.rate());
+        pool(t->nonstream, s);
+      }
+    }
+    if (o.row('2')) {
+      for (double rate : {1000.0, 3000.0})
+        for (Target* t : targets)
+          if (t->up) open_loop_round(*t, o, rate, r);
     }
   }
 }
 
 void measure(Target& t, const Options& o, bool sluice) {
-  if (o.row('2')) measure_open_loop(t, o, sluice);
   if (o.row('3')) {
     std::fprintf(stderr, "[%s] stream saturation\n", t.name.c_str());
     Load l(t.port, make_request(t.model, true, 64, t.key));
@@ -983,23 +1015,6 @@ void measure(Target& t, const Options& o, bool sluice) {
       }
     }
   }
-}
-
-void measure_open_loop(Target& t, const Options& o, bool sluice) {
-  std::string before = sluice ? http_get(t.admin, "/metrics") : "";
-  std::fprintf(stderr, "[%s] open loop 1,000 req/s\n", t.name.c_str());
-  t.open1k = Load(t.port, make_request(t.model, false, 16, t.key)).open(1000, o.warmup, o.seconds);
-  if (sluice) {
-    std::string after = http_get(t.admin, "/metrics");
-    const std::string series = R"(sluice_overhead_seconds_%s{endpoint="chat/completions"})";
-    char sum[128], count[128];
-    std::snprintf(sum, sizeof sum, series.c_str(), "sum");
-    std::snprintf(count, sizeof count, series.c_str(), "count");
-    double n = metric(after, count) - metric(before, count);
-    if (n > 0) t.overhead_metric_ms = (metric(after, sum) - metric(before, sum)) / n * 1000;
-  }
-  std::fprintf(stderr, "[%s] open loop 3,000 req/s\n", t.name.c_str());
-  t.open3k = Load(t.port, make_request(t.model, false, 16, t.key)).open(3000, o.warmup, o.seconds);
 }
 
 void print_table(const Target& direct, const Target& nginx, const Target& sluice, const Options& o) {
@@ -1051,7 +1066,7 @@ void print_table(const Target& direct, const Target& nginx, const Target& sluice
     line("2", rate + " req/s: p50 ms (direct) / added", percentile(d.latency, .5), added(n, .5), added(s, .5), 3, "",
          {});
     line("2", rate + " req/s: p99 ms (direct) / added", percentile(d.latency, .99), added(n, .99), added(s, .99), 3,
-         "added ≤ nginx's + 0.1 ms", when(added(s, .99) <= added(n, .99) + 0.1));
+         "added ≤ nginx's + 0.1 ms", has_direct ? when(added(s, .99) <= added(n, .99) + 0.1) : std::nullopt);
     line("2", rate + " req/s: max ms (direct) / added", maximum(d.latency), added(n, -1), added(s, -1), 3, "", {});
     line("2", rate + " req/s: answered / failed", static_cast<double>(d.ok), static_cast<double>(n.ok),
          static_cast<double>(s.ok), 0,
@@ -1059,7 +1074,7 @@ void print_table(const Target& direct, const Target& nginx, const Target& sluice
   }
   line("2", "1,000 req/s: mean ms (direct) / added", mean(d1.latency), mean(nginx.open1k.latency) - mean(d1.latency),
        mean(sluice.open1k.latency) - mean(d1.latency), 3, "", {});
-  line("2", "1,000 req/s: sluice_overhead_seconds mean ms", NAN, NAN, sluice.overhead_metric_ms, 3,
+  line("2", "1,000 req/s: sluice_overhead_seconds mean ms", NAN, NAN, sluice.overhead_metric_ms(), 3,
        "≈ the added mean above", {});
   const auto &ds = direct.stream, &ns = nginx.stream, &ss = sluice.stream;
   line("3", "SSE 64 tokens, 64 conns: responses/s", ds.rate(), ns.rate(), ss.rate(), 0, "", {});
@@ -1090,20 +1105,38 @@ void print_table(const Target& direct, const Target& nginx, const Target& sluice
   line("5", "… p50 ms", NAN, percentile(sn.latency, .5), percentile(sluice.cached.latency, .5), 3, "", {});
   line("5", "… p99 ms", NAN, percentile(sn.latency, .99), percentile(sluice.cached.latency, .99), 3, "", {});
 
-  // Row 1 round by round: the pairs measured next to each other.
-  if (!(o.row('1') || o.row('5'))) return;
-  std::printf("\nRow 1 by round (req/s, %d rounds of %.0f s each):", o.rounds, o.seconds);
-  for (const Target* t : {&direct, &nginx, &sluice}) {
-    if (t->round_rates.empty()) continue;
-    std::printf("\n- %s:", t->name.c_str());
-    for (double r : t->round_rates) std::printf(" %.0f", r);
+  // Rows 1 and 2 round by round: the figures measured next to each other.
+  if (o.row('1') || o.row('5')) {
+    std::printf("\nRow 1 by round (req/s, %d rounds of %.0f s each):", o.rounds, o.seconds);
+    for (const Target* t : {&direct, &nginx, &sluice}) {
+      if (t->round_rates.empty()) continue;
+      std::printf("\n- %s:", t->name.c_str());
+      for (double r : t->round_rates) std::printf(" %.0f", r);
+    }
+    if (nginx.round_rates.size() == sluice.round_rates.size() && !sluice.round_rates.empty()) {
+      std::printf("\n- sluice/nginx:");
+      for (std::size_t k = 0; k < sluice.round_rates.size(); ++k)
+        std::printf(" %.2f", nginx.round_rates[k] > 0 ? sluice.round_rates[k] / nginx.round_rates[k] : NAN);
+    }
+    std::printf("\n");
   }
-  if (nginx.round_rates.size() == sluice.round_rates.size() && !sluice.round_rates.empty()) {
-    std::printf("\n- sluice/nginx:");
-    for (std::size_t k = 0; k < sluice.round_rates.size(); ++k)
-      std::printf(" %.2f", nginx.round_rates[k] > 0 ? sluice.round_rates[k] / nginx.round_rates[k] : NAN);
+  if (o.row('2')) {
+    // A proxy's p99 less the same round's direct p99 (the proxy's own p99 when direct was not measured).
+    std::printf(direct.up ? "\nRow 2 by round (p99 ms: direct's, and what each proxy added to it in the same round):"
+                          : "\nRow 2 by round (p99 ms):");
+    for (int k = 0; k < 2; ++k) {
+      auto of = [k](const Target& t) -> const std::vector<double>& { return k ? t.round_p99_3k : t.round_p99_1k; };
+      const auto& d = of(direct);
+      for (const Target* t : {&direct, &nginx, &sluice}) {
+        if (of(*t).empty()) continue;
+        std::printf("\n- %s req/s, %s:", k ? "3,000" : "1,000", t->name.c_str());
+        for (std::size_t r = 0; r < of(*t).size(); ++r)
+          std::printf(t == &direct || r >= d.size() ? " %.3f" : " %+.3f",
+                      of(*t)[r] - (t == &direct || r >= d.size() ? 0 : d[r]));
+      }
+    }
+    std::printf("\n");
   }
-  std::printf("\n");
 }
 
 }  // namespace
@@ -1200,7 +1233,7 @@ int main(int argc, char** argv) {
     if (!sluice.up) std::fprintf(stderr, "proxy_bench: sluice did not start (see %s/sluice.log)\n", dir.c_str());
   }
 
-  if (o.row('1') || o.row('5')) measure_rounds({&direct, &nginx, &sluice}, o);
+  measure_rounds({&direct, &nginx, &sluice}, o);
   if (direct.up) measure(direct, o, false);
   if (nginx.up) measure(nginx, o, false);
   if (sluice.up) measure(sluice, o, true);
