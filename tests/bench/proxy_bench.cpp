@@ -924,9 +924,9 @@ struct Target {
   Usage slow_before, slow_after;
   double overhead_sum_s = 0, overhead_count = 0;  // sluice_overhead_seconds over the 1,000 req/s runs
   double overhead_metric_ms() const { return overhead_count > 0 ? overhead_sum_s / overhead_count * 1000 : NAN; }
-  std::vector<double> round_rates;             // row 1, req/s in each round
+  std::vector<double> round_rates;                 // row 1, req/s in each round
   std::vector<double> round_p99_1k, round_p99_3k;  // row 2, p99 ms in each round
-  bool up = false;                  // wanted, and (a proxy) started and listening: measured
+  bool up = false;  // wanted, and (a proxy) started and listening: measured
 };
 
 struct Options {
@@ -1130,9 +1130,10 @@ void print_table(const Target& direct, const Target& nginx, const Target& sluice
       for (const Target* t : {&direct, &nginx, &sluice}) {
         if (of(*t).empty()) continue;
         std::printf("\n- %s req/s, %s:", k ? "3,000" : "1,000", t->name.c_str());
-        for (std::size_t r = 0; r < of(*t).size(); ++r)
-          std::printf(t == &direct || r >= d.size() ? " %.3f" : " %+.3f",
-                      of(*t)[r] - (t == &direct || r >= d.size() ? 0 : d[r]));
+        for (std::size_t r = 0; r < of(*t).size(); ++r) {
+          const bool own = t == &direct || r >= d.size();
+          std::printf(own ? " %.3f" : " %+.3f", of(*t)[r] - (own ? 0 : d[r]));
+        }
       }
     }
     std::printf("\n");
