@@ -4,6 +4,8 @@
 
 #include <atomic>
 
+#include "policy/limiter.hpp"
+
 namespace sluice::policy {
 
 openai::ApiError no_backend_available(std::string_view model) {
@@ -18,10 +20,12 @@ std::uint64_t next_generation() {
 }
 }  // namespace
 
-Policy::Policy(const Config& config) : config_(config), generation_(next_generation()), keyring_(config.keys) {
+Policy::Policy(const Config& config, LocalLimiter* limiter)
+    : config_(config), generation_(next_generation()), keyring_(config.keys, limiter) {
   for (const auto& m : config.models) {
     by_name_.emplace(m.name, &m);
     for (const auto& a : m.aliases) by_name_.emplace(a, &m);
+    if (limiter) model_states_.push_back(m.limits.any() ? limiter->model_state(m.name) : nullptr);
   }
 }
 
@@ -88,6 +92,7 @@ std::variant<Forward, openai::ApiError> Policy::route(const KeyEntry* key, std::
   Forward f;
   f.model = m;
   f.key = key;
+  if (!model_states_.empty()) f.model_state = model_states_[static_cast<std::size_t>(m - config_.models.data())];
   for (const auto& t : m->targets) {
     const auto* b = config_.find_backend(t.backend);
     if (b && b->enabled) {

@@ -15,6 +15,8 @@
 
 namespace sluice::policy {
 
+struct ModelLimitState;
+
 /// Where an accepted request goes.
 struct Forward {
   const ModelConfig* model = nullptr;          // the public model (resolved from an alias too)
@@ -22,6 +24,7 @@ struct Forward {
   boost::container::small_vector<const TargetConfig*, 4> targets;
   boost::container::small_vector<const BackendConfig*, 4> backends;  // each target's backend (same order)
   const KeyEntry* key = nullptr;               // nullptr when auth is off
+  ModelLimitState* model_state = nullptr;      // the in-memory limiter's state for the model (see Demand)
 };
 
 /// What a client connection remembers of the key its last request was let in with, so that a keep-alive client
@@ -53,7 +56,8 @@ openai::ApiError no_backend_available(std::string_view model);
 /// Answers "may this request go, and where?" from an immutable config.
 class Policy {
  public:
-  explicit Policy(const Config& config);
+  /// With `limiter`, the keys and models that have limits get their states in it, once (see Demand).
+  explicit Policy(const Config& config, LocalLimiter* limiter = nullptr);
 
   /// The caller's key from the Authorization / x-api-key headers: an entry, nullptr when auth is
   /// off, or a 401 error. With `memo` (the connection's memory of its last key) the key is hashed and looked
@@ -86,6 +90,7 @@ class Policy {
   };
   // Names and aliases, looked up by the request's view of the name (no string made per request).
   std::unordered_map<std::string, const ModelConfig*, NameHash, std::equal_to<>> by_name_;
+  std::vector<ModelLimitState*> model_states_;  // by position in config.models; empty without a limiter
 };
 
 }  // namespace sluice::policy

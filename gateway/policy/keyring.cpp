@@ -12,10 +12,11 @@
 #include <stdexcept>
 
 #include "hex.hpp"
+#include "policy/limiter.hpp"
 
 namespace sluice::policy {
 
-Keyring::Keyring(const std::vector<KeyConfig>& keys) {
+Keyring::Keyring(const std::vector<KeyConfig>& keys, LocalLimiter* limiter) {
   for (const auto& k : keys) {
     if (k.key_sha256.size() != 64) continue;  // rejected by config validation
     KeyEntry e;
@@ -25,6 +26,7 @@ Keyring::Keyring(const std::vector<KeyConfig>& keys) {
                                                hex_value(k.key_sha256[2 * i + 1]));
     e.models = k.models;
     e.limits = k.limits;
+    if (limiter && e.limits.any()) e.limit_state = limiter->key_state(e.name);
     entries_.push_back(std::move(e));
   }
   for (std::size_t i = 0; i < entries_.size(); ++i)

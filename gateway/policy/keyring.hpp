@@ -10,18 +10,23 @@
 
 namespace sluice::policy {
 
+class LocalLimiter;
+struct KeyLimitState;
+
 /// A configured client key, as far as policy needs it (never the secret itself).
 struct KeyEntry {
   std::string name;
   unsigned char digest[32];
   std::vector<std::string> models;  // exact names and `*` globs ("openai/*"); empty or "*": every model
   KeyLimits limits;
+  KeyLimitState* limit_state = nullptr;  // the in-memory limiter's state for it (when it has limits; see Demand)
 };
 
 /// Looks up presented keys against the configured digests.
 class Keyring {
  public:
-  explicit Keyring(const std::vector<KeyConfig>& keys);
+  /// With `limiter`, each key that has limits gets its state in it (KeyEntry::limit_state).
+  explicit Keyring(const std::vector<KeyConfig>& keys, LocalLimiter* limiter = nullptr);
 
   /// The entry whose digest matches `presented`, or nullptr. Compares every entry in constant time.
   const KeyEntry* find(std::string_view presented) const;

@@ -114,8 +114,8 @@ Admission LocalLimiter::admit(const Demand& d, WallMs now) {
   Admission a;
   const auto& kl = d.key_limits;
   const auto& ml = d.model_limits;
-  KeyState* ks = d.key_limited() ? state(keys_, d.key) : nullptr;
-  ModelState* ms = ml.any() ? state(models_, d.model) : nullptr;
+  KeyState* ks = d.key_limited() ? (d.key_state ? d.key_state : state(keys_, d.key)) : nullptr;
+  ModelState* ms = ml.any() ? (d.model_state ? d.model_state : state(models_, d.model)) : nullptr;
   // Key before model, always: no two admissions can wait on each other.
   std::unique_lock<std::mutex> key_lock, model_lock;
   if (ks) key_lock = std::unique_lock(ks->mutex);
@@ -194,8 +194,8 @@ std::optional<std::uint64_t> LocalLimiter::settle(const Reservation& r, std::opt
   const auto& kl = d.key_limits;
   const auto& ml = d.model_limits;
   // The same states admit() locked (chosen from the limits at admission, not the current config).
-  KeyState* ks = d.key_limited() ? state(keys_, d.key) : nullptr;
-  ModelState* ms = ml.any() ? state(models_, d.model) : nullptr;
+  KeyState* ks = d.key_limited() ? (d.key_state ? d.key_state : state(keys_, d.key)) : nullptr;
+  ModelState* ms = ml.any() ? (d.model_state ? d.model_state : state(models_, d.model)) : nullptr;
   // Unknown usage keeps each reservation as it was charged (capped at its limit), never the raw estimate.
   auto delta = [&](std::uint64_t reserved) {
     return used_tokens ? static_cast<std::int64_t>(*used_tokens) - static_cast<std::int64_t>(reserved) : 0;

@@ -59,6 +59,20 @@ struct WindowView {
   WallMs reset_ms = 0;  // until the allowance is whole again
 };
 
+/// A key's and a model's in-memory limit state (LocalLimiter's, one per name). Never removed once made, so a
+/// pointer to one stays good for the limiter's life.
+struct KeyLimitState {
+  std::mutex mutex;
+  Gcra rpm, tpm;
+  Budget budget;
+  std::uint64_t active = 0;
+};
+struct ModelLimitState {
+  std::mutex mutex;
+  Gcra rpm, tpm;
+  std::uint64_t active = 0;
+};
+
 /// What one request asks of the limits.
 struct Demand {
   std::string key;  // key name; empty when auth is off (no key limits)
@@ -66,6 +80,11 @@ struct Demand {
   std::string model;
   ModelLimits model_limits;
   std::uint64_t tokens = 0;  // the reservation: estimated prompt tokens + the most it may generate
+  // The in-memory limiter's states for the key and the model, found when the config snapshot was built (Policy),
+  // so that a request looks up no name under the limiter's map lock, which every worker would share; nullptr:
+  // found by name. Only the LocalLimiter that made them may be given them.
+  KeyLimitState* key_state = nullptr;
+  ModelLimitState* model_state = nullptr;
 
   /// True when the request is subject to key limits (there is a key, and it has some).
   bool key_limited() const { return !key.empty() && key_limits.any(); }
@@ -115,18 +134,14 @@ class LocalLimiter {
   /// usage unknown, the reservation stays charged as it was). Returns the key's budget left (when it has one).
   std::optional<std::uint64_t> settle(const Reservation& r, std::optional<std::uint64_t> used_tokens, WallMs now);
 
+  /// The state of a key's limits and of a model's, by name, made on first use (for Demand::key_state and
+  /// Demand::model_state).
+  KeyLimitState* key_state(const std::string& key) { return state(keys_, key); }
+  ModelLimitState* model_state(const std::string& model) { return state(models_, model); }
+
  private:
-  struct KeyState {
-    std::mutex mutex;
-    Gcra rpm, tpm;
-    Budget budget;
-    std::uint64_t active = 0;
-  };
-  struct ModelState {
-    std::mutex mutex;
-    Gcra rpm, tpm;
-    std::uint64_t active = 0;
-  };
+  using KeyState = KeyLimitState;
+  using ModelState = ModelLimitState;
   template <class State>
   State* state(std::unordered_map<std::string, std::unique_ptr<State>>& map, const std::string& name);
 

@@ -635,7 +635,7 @@ struct Gateway::Impl {
       spdlog::warn("config reload: {} (takes effect at the next restart)", change);
     metrics.declare(next);
     std::size_t keys = next.keys.size();
-    snapshots.set(std::make_shared<const Snapshot>(std::move(next)));
+    snapshots.set(std::make_shared<const Snapshot>(std::move(next), &limiter));
     spdlog::info("config reloaded: {} key(s); keys and limits swapped, requests in flight unchanged", keys);
     return "";
   }
@@ -668,7 +668,7 @@ void Gateway::start() {
   d.start_simulators();
   d.prepare_backends();
   d.metrics.declare(d.config);
-  d.snapshots.set(std::make_shared<const Snapshot>(d.config));
+  d.snapshots.set(std::make_shared<const Snapshot>(d.config, &d.limiter));
   std::optional<store::RedisUrl> redis_url;
   if (d.config.store == "redis") {
     redis_url = store::parse_redis_url(d.config.redis.url);

@@ -446,9 +446,11 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, IncomingR
       if (key) {
         demand.key = key->name;
         demand.key_limits = key->limits;
+        demand.key_state = key->limit_state;
       }
       demand.model = model.name;
       demand.model_limits = model.limits;
+      demand.model_state = fwd.model_state;
       demand.tokens = policy::token_reservation(openai::estimate_prompt_tokens(client_req),
                                                 openai::completion_limit(client_req, model.max_tokens_cap),
                                                 snapshot->config.limits.completion_estimate);
@@ -491,7 +493,7 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, IncomingR
         refused = reply.send_owned(std::move(res));
         return;
       }
-      settle.emplace(admission->reservation, services.limiter, local.limiter.get(), services.metrics,
+      settle.emplace(std::move(admission->reservation), services.limiter, local.limiter.get(), services.metrics,
                      services.background, stream.get_executor());
     }(shared ? std::optional<policy::Admission>(std::move(*shared)) : std::nullopt);
     if (refused.valid()) co_return finish(co_await std::move(refused));

@@ -67,7 +67,9 @@ struct Fleet {
 /// The keys, limits and routes a request runs under. A reload swaps the whole snapshot; each request
 /// holds the one it started with until it ends.
 struct Snapshot {
-  explicit Snapshot(Config c) : config(std::move(c)), policy(config) {}
+  /// `limiter`: the in-memory one, whose states for the keys and models with limits are found here, once.
+  explicit Snapshot(Config c, policy::LocalLimiter* limiter = nullptr)
+      : config(std::move(c)), policy(config, limiter) {}
   Config config;
   policy::Policy policy;
 };

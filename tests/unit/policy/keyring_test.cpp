@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "policy/decide.hpp"
+#include "policy/limiter.hpp"
 
 namespace sluice::policy {
 namespace {
@@ -224,6 +225,38 @@ TEST(PolicyTest, AuthenticateFindsTheKey) {
   auto via_header = p.authenticate("", "sk-admin");
   ASSERT_TRUE(std::holds_alternative<const KeyEntry*>(via_header));
   EXPECT_EQ(std::get<const KeyEntry*>(via_header)->name, "admin");
+}
+
+// A snapshot's policy finds the limiter's state of each key and model that has limits once, so a request
+// names no key or model to the limiter; one without limits gets none, and a policy without a limiter none.
+TEST(PolicyTest, LimitStatesAreFoundOncePerPolicy) {
+  Config c = test_config();
+  c.keys[0].limits.rpm = 10;  // alice
+  c.models[0].limits.tpm = 1000;  // llama
+  LocalLimiter limiter;
+  Policy p(c, &limiter);
+  const KeyEntry* alice = authed(p, "sk-alice");
+  const KeyEntry* admin = authed(p, "sk-admin");
+  ASSERT_NE(alice, nullptr);
+  ASSERT_NE(admin, nullptr);
+  EXPECT_EQ(alice->limit_state, limiter.key_state("alice"));
+  EXPECT_EQ(admin->limit_state, nullptr);
+  auto llama = p.route(alice, "meta/llama");  // by an alias: the model's own state
+  ASSERT_TRUE(std::holds_alternative<Forward>(llama));
+  EXPECT_EQ(std::get<Forward>(llama).model_state, limiter.model_state("llama"));
+  auto qwen = p.route(admin, "qwen");
+  ASSERT_TRUE(std::holds_alternative<Forward>(qwen));
+  EXPECT_EQ(std::get<Forward>(qwen).model_state, nullptr);
+
+  // A reload's policy finds the same states: the allowance carries over.
+  Policy again(c, &limiter);
+  EXPECT_EQ(authed(again, "sk-alice")->limit_state, alice->limit_state);
+
+  Policy plain(c);
+  EXPECT_EQ(authed(plain, "sk-alice")->limit_state, nullptr);
+  auto plain_llama = plain.route(nullptr, "llama");
+  ASSERT_TRUE(std::holds_alternative<Forward>(plain_llama));
+  EXPECT_EQ(std::get<Forward>(plain_llama).model_state, nullptr);
 }
 
 TEST(PolicyTest, MissingKeyIs401) {

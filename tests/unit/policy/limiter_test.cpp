@@ -486,6 +486,37 @@ TEST(LocalLimiter, KeyLimitsDoNotLeakAcrossKeys) {
   EXPECT_EQ(l.admit(demand("dave", kl, 1000), kT0).budget_remaining, 9000u);
 }
 
+// A demand that carries the states found in advance (a snapshot's) draws on the same allowances as one that
+// names the key and the model: admissions and settlements through either count for both.
+TEST(LocalLimiter, StatesFoundInAdvanceAreTheNamedOnes) {
+  LocalLimiter l;
+  EXPECT_EQ(l.key_state("alice"), l.key_state("alice"));
+  EXPECT_NE(l.key_state("alice"), l.key_state("bob"));
+  EXPECT_EQ(l.model_state("llama"), l.model_state("llama"));
+  const KeyLimits kl{.rpm = 3, .concurrency = 2};
+  const ModelLimits ml{.rpm = 4};
+  Demand named = demand("alice", kl, 0, "llama", ml);
+  Demand found = named;
+  found.key_state = l.key_state("alice");
+  found.model_state = l.model_state("llama");
+
+  Admission a = l.admit(found, kT0);
+  ASSERT_TRUE(a.allowed);
+  Admission b = l.admit(named, kT0);
+  ASSERT_TRUE(b.allowed);
+  expect_view(b.requests, 3, 1, 40'000);  // the first admission counted for the named one
+  Admission c = l.admit(found, kT0);  // concurrency 2: both earlier ones are still active
+  EXPECT_FALSE(c.allowed);
+  EXPECT_EQ(c.refused, LimitKind::concurrency);
+  l.settle(b.reservation, 0, kT0);  // settled by name: releases the slot the found state holds
+  Admission d = l.admit(found, kT0);
+  ASSERT_TRUE(d.allowed);
+  EXPECT_EQ(d.requests.remaining, 0u);
+  // The model's rpm saw all three as well: a fourth key's request is the model's last.
+  EXPECT_TRUE(l.admit(demand("bob", {}, 0, "llama", ml), kT0).allowed);
+  EXPECT_FALSE(l.admit(demand("carol", {}, 0, "llama", ml), kT0).allowed);
+}
+
 TEST(LocalLimiter, NoLimitsAdmitsEverything) {
   LocalLimiter l;
   for (int i = 0; i < 10'000; ++i) {
