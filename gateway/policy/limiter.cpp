@@ -110,12 +110,17 @@ State* LocalLimiter::state(std::unordered_map<std::string, std::unique_ptr<State
   return slot.get();
 }
 
+std::pair<LocalLimiter::KeyState*, LocalLimiter::ModelState*> LocalLimiter::states(const Demand& d) {
+  KeyState* ks = d.key_limited() ? (d.key_state ? d.key_state : state(keys_, d.key)) : nullptr;
+  ModelState* ms = d.model_limits.any() ? (d.model_state ? d.model_state : state(models_, d.model)) : nullptr;
+  return {ks, ms};
+}
+
 Admission LocalLimiter::admit(const Demand& d, WallMs now) {
   Admission a;
   const auto& kl = d.key_limits;
   const auto& ml = d.model_limits;
-  KeyState* ks = d.key_limited() ? (d.key_state ? d.key_state : state(keys_, d.key)) : nullptr;
-  ModelState* ms = ml.any() ? (d.model_state ? d.model_state : state(models_, d.model)) : nullptr;
+  auto [ks, ms] = states(d);
   // Key before model, always: no two admissions can wait on each other.
   std::unique_lock<std::mutex> key_lock, model_lock;
   if (ks) key_lock = std::unique_lock(ks->mutex);
@@ -194,8 +199,7 @@ std::optional<std::uint64_t> LocalLimiter::settle(const Reservation& r, std::opt
   const auto& kl = d.key_limits;
   const auto& ml = d.model_limits;
   // The same states admit() locked (chosen from the limits at admission, not the current config).
-  KeyState* ks = d.key_limited() ? (d.key_state ? d.key_state : state(keys_, d.key)) : nullptr;
-  ModelState* ms = ml.any() ? (d.model_state ? d.model_state : state(models_, d.model)) : nullptr;
+  auto [ks, ms] = states(d);
   // Unknown usage keeps each reservation as it was charged (capped at its limit), never the raw estimate.
   auto delta = [&](std::uint64_t reserved) {
     return used_tokens ? static_cast<std::int64_t>(*used_tokens) - static_cast<std::int64_t>(reserved) : 0;

@@ -17,6 +17,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 
 #include "config.hpp"
 
@@ -142,6 +143,8 @@ class LocalLimiter {
  private:
   using KeyState = KeyLimitState;
   using ModelState = ModelLimitState;
+  /// The states a demand's limits are kept in: the ones it carries, else found by name; nullptr where it has none.
+  std::pair<KeyState*, ModelState*> states(const Demand& d);
   template <class State>
   State* state(std::unordered_map<std::string, std::unique_ptr<State>>& map, const std::string& name);
 

@@ -1,14 +1,10 @@
 #!/bin/bash
-# abcfg.sh LUA ROUNDS CFG...: alternating 5 s wrk runs of the main build under each config (port 18080, admin 18464)
+# abcfg.sh LUA ROUNDS CFG...: alternating 5 s wrk runs of the main build under each config (up.sh, port 18080)
 HERE=$(cd "$(dirname "$0")" && pwd); ROOT=$(cd "$HERE/../../.." && pwd); P=${P:-/tmp/sluice-profile}; mkdir -p "$P"
 LUA=$1; ROUNDS=$2; shift 2
 for r in $(seq $ROUNDS); do
   for c in "$@"; do
-    pkill -f 'bench_proxy --mock' ; pkill -f "serve --config $HERE/"; sleep 0.5
-    taskset -c 1 $ROOT/build/bench_proxy --mock 18001 18002 > $P/mock.log 2>&1 &
-    sleep 0.5
-    taskset -c 1 $ROOT/build/sluice serve --config $c > $P/sluice.log 2>&1 &
-    for i in $(seq 50); do curl -s 127.0.0.1:18464/metrics >/dev/null && break; sleep 0.1; done
+    CFG=$c $HERE/up.sh
     taskset -c 0 wrk -t1 -c64 -d2s -s $ROOT/tests/bench/wrk/$LUA http://127.0.0.1:18080/v1/chat/completions > /dev/null
     echo "$(basename $c) $(CONNS=64 $HERE/cs.sh "serve --config $c" 18080 $LUA)"
   done
