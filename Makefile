@@ -21,7 +21,8 @@ BENCH_PACKAGES := nginx wrk linux-perf valgrind
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps fuzz-deps bench-deps build run test bench soak test-sanitize sanitize-one fuzz clean
+.PHONY: all deps fuzz-deps bench-deps build run test bench release test-release bench-release soak test-sanitize sanitize-one fuzz \
+  clean
 
 all: build
 
@@ -62,6 +63,29 @@ bench: build bench-deps
 	./$(BUILD_DIR)/bench_proxy --seconds $(BENCH_SECONDS)
 	./$(BUILD_DIR)/bench_relay
 
+## release: the gateway as the container image ships it, in build-release/: built instrumented, trained on the
+## benchmark's load (its mock backend: non-stream, streams, slow streams, cache hits; under a minute), then
+## rebuilt with that profile (profile-guided optimisation; docs/benchmarks.md, eighteenth round)
+RELEASE_DIR ?= build-release
+release: deps
+	@cmake -S . -B $(RELEASE_DIR) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSLUICE_PGO=generate >/dev/null
+	@cmake --build $(RELEASE_DIR) -j $(JOBS) --target sluice bench_proxy
+	@find $(RELEASE_DIR) -name '*.gcda' -delete
+	@echo "Training the instrumented gateway ($(RELEASE_DIR)/training.txt)"
+	@./$(RELEASE_DIR)/bench_proxy --seconds 1 --rounds 1 --streams 500 --only sluice >$(RELEASE_DIR)/training.txt 2>&1 \
+	  || { cat $(RELEASE_DIR)/training.txt; exit 1; }
+	@test -n "$$(find $(RELEASE_DIR) -name '*.gcda' -print -quit)" || { echo "release: the training left no profile"; exit 1; }
+	@cmake -S . -B $(RELEASE_DIR) -DSLUICE_PGO=use >/dev/null
+	@cmake --build $(RELEASE_DIR) -j $(JOBS) --target sluice
+
+## test-release: every test again, the integration tests starting the release build's binary
+test-release: build release
+	cd $(BUILD_DIR) && SLUICE_BINARY=$(CURDIR)/$(RELEASE_DIR)/sluice ctest --output-on-failure -j $(JOBS) --timeout 300
+
+## bench-release: the benchmark's table for the release build
+bench-release: release bench-deps
+	./$(RELEASE_DIR)/bench_proxy --seconds $(BENCH_SECONDS)
+
 ## soak: the binary under mixed load for SOAK_SECONDS (default 180), then accounts, descriptors and memory checked
 SOAK_SECONDS ?= 180
 soak: build
@@ -93,4 +117,4 @@ fuzz: fuzz-deps
 	FUZZ_SECONDS=$(FUZZ_SECONDS) tests/fuzz/run.sh
 
 clean:
-	rm -rf $(BUILD_DIR) build-asan build-tsan build-fuzz
+	rm -rf $(BUILD_DIR) $(RELEASE_DIR) build-asan build-tsan build-fuzz

@@ -470,8 +470,8 @@ std::optional<std::string> splice_request(std::string_view original, bool model_
   }
   if (usage_missing) added += ",\"stream_options\":{\"include_usage\":true}";
   if (!added.empty()) edits[count++] = {at.close, at.close, std::move(added)};
-  std::sort(edits.begin(), edits.begin() + count,
-            [](const Edit& a, const Edit& b) { return a.begin < b.begin; });
+  for (std::size_t i = 1; i < count; ++i)  // in order of place: an insertion sort of at most three
+    for (std::size_t j = i; j > 0 && edits[j].begin < edits[j - 1].begin; --j) std::swap(edits[j], edits[j - 1]);
   std::string out;
   out.reserve(original.size() + 96 + model.size());
   std::size_t from = 0;

@@ -15,7 +15,7 @@
 namespace sluice::test {
 namespace {
 
-const std::string kBinary = SLUICE_BINARY;
+const std::string kBinary = sluice_binary();
 
 std::string read_file(const std::string& path) {
   std::ifstream in(path);

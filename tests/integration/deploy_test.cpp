@@ -220,16 +220,29 @@ TEST(Deploy, TheDockerfileBuildsWithCiMakeTargetsAndShipsWhatTheBinaryLinks) {
   ASSERT_EQ(d.stages.size(), 2u);
   EXPECT_EQ(d.stages[0].from.rfind("debian:bookworm ", 0), 0u) << d.stages[0].from;
   EXPECT_EQ(d.stages[1].from, "debian:bookworm-slim");
-  // The build stage runs the Makefile's own targets; CI's `make test` depends on the same `build` and `deps`.
+  // The build stage runs the Makefile's own targets: `make release`, whose binary CI's `make test-release` runs
+  // the whole suite against, and ships that binary.
   std::string build_runs;
   for (const auto& r : d.stages[0].all("RUN")) build_runs += r + "\n";
   EXPECT_NE(build_runs.find("make deps"), std::string::npos);
-  EXPECT_NE(build_runs.find("make build"), std::string::npos);
+  EXPECT_NE(build_runs.find("make release"), std::string::npos);
   EXPECT_EQ(build_runs.find("cmake "), std::string::npos) << "a second build recipe would drift from make";
   auto makefile = read(source("Makefile"));
   EXPECT_NE(makefile.find("\ntest: build"), std::string::npos);
   EXPECT_NE(makefile.find("\nbuild: deps"), std::string::npos);
-  EXPECT_NE(read(source(".ci/run")).find("make test"), std::string::npos);
+  EXPECT_NE(makefile.find("\nrelease: deps"), std::string::npos);
+  EXPECT_NE(makefile.find("\ntest-release: build release"), std::string::npos);
+  EXPECT_NE(makefile.find("\nRELEASE_DIR ?= build-release\n"), std::string::npos);
+  auto ci = read(source(".ci/run"));
+  EXPECT_NE(ci.find("\nmake test\n"), std::string::npos);
+  EXPECT_NE(ci.find("\nmake test-release\n"), std::string::npos);
+  int shipped = 0;
+  for (const auto& c : d.stages[1].all("COPY"))
+    if (c.rfind("--from=build ", 0) == 0) {
+      EXPECT_EQ(c, "--from=build /src/build-release/sluice /usr/local/bin/sluice");
+      ++shipped;
+    }
+  EXPECT_EQ(shipped, 1);
 
   // The runtime stage: non-root, both ports, a health check, exec-form entrypoint, the config path by env.
   const auto& rt = d.stages[1];
@@ -261,7 +274,7 @@ TEST(Deploy, TheDockerfileBuildsWithCiMakeTargetsAndShipsWhatTheBinaryLinks) {
   // Every shared library the binary links comes from a package the runtime stage installs (or the base image).
   std::string runtime_runs;
   for (const auto& r : rt.all("RUN")) runtime_runs += r + " ";
-  auto [code, ldd] = run_command({"/usr/bin/ldd", SLUICE_BINARY});
+  auto [code, ldd] = run_command({"/usr/bin/ldd", sluice_binary()});
   ASSERT_EQ(code, 0) << ldd;
   std::regex lib(R"(=> (/\S+) \()");
   const std::set<std::string> in_base{"libc6", "libgcc-s1", "libstdc++6",
@@ -391,7 +404,7 @@ TEST(Deploy, TheBinaryStartedLikeTheImageEntrypointServesChecksItsHealthAndDrain
   TempDir dir;
   ::chmod(dir.path().c_str(), 0755);
   auto binary = dir.path() + "/sluice";
-  fs::copy_file(SLUICE_BINARY, binary);
+  fs::copy_file(sluice_binary(), binary);
   auto config = dir.write("sluice.yaml", read(source(image_config_source(rt))));
   ::chmod(config.c_str(), 0644);
 

@@ -494,7 +494,15 @@ void Child::signal(int sig) {
   ::kill(pid_, sig);
 }
 
-RunningGateway::RunningGateway(const std::string& config) : child({SLUICE_BINARY, "serve", "--config", config}) {
+const std::string& sluice_binary() {
+  static const std::string path = [] {
+    const char* other = std::getenv("SLUICE_BINARY");
+    return std::string(other && *other ? other : SLUICE_BINARY);
+  }();
+  return path;
+}
+
+RunningGateway::RunningGateway(const std::string& config) : child({sluice_binary(), "serve", "--config", config}) {
   auto line = child.wait_for_stderr("listening on");
   std::smatch m;
   if (std::regex_search(line, m, std::regex(R"(listening on [^ ]+:(\d+) \(admin [^ ]+:(\d+)\))"))) {

@@ -182,6 +182,10 @@ struct RunningGateway {
   std::uint16_t port = 0, admin = 0;
 };
 
+/// The gateway binary the tests start: this build's, or the one the environment's SLUICE_BINARY names
+/// (`make test-release` runs the suite against the release build).
+const std::string& sluice_binary();
+
 /// Runs a command to completion; returns {exit code, stdout + stderr}.
 std::pair<int, std::string> run_command(const std::vector<std::string>& argv);
 

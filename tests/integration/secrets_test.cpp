@@ -101,7 +101,7 @@ TEST(Secrets, NoKeyAppearsInLogsMetricsOrAnswersOnAnyErrorPath) {
           policy::sha256_hex(kClientKey) +
           "\", models: [ m, e ], limits: { rpm: 40 } }\n");
 
-  auto [check_code, check_out] = run_command({SLUICE_BINARY, "check-config", "--config", config});
+  auto [check_code, check_out] = run_command({sluice_binary(), "check-config", "--config", config});
   EXPECT_EQ(check_code, 0) << check_out;
 
   RunningGateway gw(config);

@@ -5,7 +5,7 @@ HERE=$(cd "$(dirname "$0")" && pwd); ROOT=$(cd "$HERE/../../.." && pwd); P=${P:-
 LUA=$1; ROUNDS=$2; shift 2
 for r in $(seq $ROUNDS); do
   for x in "$@"; do
-    if [[ $x == *.yaml ]]; then cfg=$x bin=$ROOT/build/sluice name=$(basename $x); else cfg=$HERE/sluice.yaml bin=$x name=$(basename $(dirname $(dirname $x))); fi
+    if [[ $x == *.yaml ]]; then cfg=$x bin=$ROOT/build/sluice name=$(basename $x); else cfg=$HERE/sluice.yaml bin=$x name=$(basename $(dirname $x)); fi
     CFG=$cfg BIN=$bin $HERE/up.sh
     taskset -c 0 wrk -t1 -c64 -d2s -s $ROOT/tests/bench/wrk/$LUA http://127.0.0.1:18080/v1/chat/completions > /dev/null
     echo "$name $(CONNS=64 $HERE/cs.sh "serve --config $cfg" 18080 $LUA)"
