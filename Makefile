@@ -1,5 +1,6 @@
 # Sluice — two commands on a fresh Debian 12 machine: `make run` and `make test`.
 BUILD_DIR ?= build
+RELEASE_DIR ?= build-release
 CONFIG    ?= config/sluice.yaml
 BUILD_TYPE ?= RelWithDebInfo
 JOBS      ?= $(shell nproc)
@@ -21,7 +22,7 @@ BENCH_PACKAGES := nginx wrk linux-perf valgrind
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps fuzz-deps bench-deps build run test bench release test-release bench-release soak test-sanitize sanitize-one fuzz \
+.PHONY: all deps fuzz-deps bench-deps build run test bench release test-release soak test-sanitize sanitize-one fuzz \
   clean
 
 all: build
@@ -57,16 +58,17 @@ test: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) --timeout 300
 
 ## bench: Sluice next to nginx and the direct path (bench_proxy, issue 7's table), then the relay's own figures
-## (bench_relay). BENCH_SECONDS sets the seconds per measure (default 5).
+## (bench_relay), measuring the release build the container ships (make release, below). BENCH_SECONDS sets the
+## seconds per measure (default 5); BENCH_BINARY=build/sluice measures make build's binary instead.
 BENCH_SECONDS ?= 5
-bench: build bench-deps
-	./$(BUILD_DIR)/bench_proxy --seconds $(BENCH_SECONDS)
-	./$(BUILD_DIR)/bench_relay
+BENCH_BINARY ?= $(RELEASE_DIR)/sluice
+bench: build $(if $(filter $(RELEASE_DIR)/sluice,$(BENCH_BINARY)),release) bench-deps
+	SLUICE_BINARY=$(abspath $(BENCH_BINARY)) ./$(BUILD_DIR)/bench_proxy --seconds $(BENCH_SECONDS)
+	SLUICE_BINARY=$(abspath $(BENCH_BINARY)) ./$(BUILD_DIR)/bench_relay
 
 ## release: the gateway as the container image ships it, in build-release/: built instrumented, trained on the
 ## benchmark's load (its mock backend: non-stream, streams, slow streams, cache hits; under a minute), then
 ## rebuilt with that profile (profile-guided optimisation; docs/benchmarks.md, eighteenth round)
-RELEASE_DIR ?= build-release
 release: deps
 	@cmake -S . -B $(RELEASE_DIR) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSLUICE_PGO=generate >/dev/null
 	@cmake --build $(RELEASE_DIR) -j $(JOBS) --target sluice bench_proxy
@@ -75,16 +77,13 @@ release: deps
 	@./$(RELEASE_DIR)/bench_proxy --seconds 1 --rounds 1 --streams 500 --only sluice >$(RELEASE_DIR)/training.txt 2>&1 \
 	  || { cat $(RELEASE_DIR)/training.txt; exit 1; }
 	@test -n "$$(find $(RELEASE_DIR) -name '*.gcda' -print -quit)" || { echo "release: the training left no profile"; exit 1; }
+	@rm -rf "$$(sed -n 's/^Logs and configs: //p' $(RELEASE_DIR)/training.txt)"
 	@cmake -S . -B $(RELEASE_DIR) -DSLUICE_PGO=use >/dev/null
 	@cmake --build $(RELEASE_DIR) -j $(JOBS) --target sluice
 
 ## test-release: every test again, the integration tests starting the release build's binary
 test-release: build release
 	cd $(BUILD_DIR) && SLUICE_BINARY=$(CURDIR)/$(RELEASE_DIR)/sluice ctest --output-on-failure -j $(JOBS) --timeout 300
-
-## bench-release: the benchmark's table for the release build
-bench-release: release bench-deps
-	./$(RELEASE_DIR)/bench_proxy --seconds $(BENCH_SECONDS)
 
 ## soak: the binary under mixed load for SOAK_SECONDS (default 180), then accounts, descriptors and memory checked
 SOAK_SECONDS ?= 180

@@ -15,7 +15,8 @@
 // latency tails, which one VM stall decides when the pair is a minute apart). The table shows the rounds
 // together, and lines under it each round's figures. Rows 3 to 5 run once per target.
 //
-// Environment: SLUICE_BINARY (default: the build's sluice), NGINX (default: nginx on PATH).
+// Environment: SLUICE_BINARY (default: the build's sluice; `make bench` names the release build's), NGINX
+// (default: nginx on PATH).
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -1221,14 +1222,15 @@ int main(int argc, char** argv) {
   } else if (wanted("nginx")) {
     std::fprintf(stderr, "proxy_bench: nginx is not installed (make bench-deps); its column stays empty\n");
   }
+  const char* other_binary = std::getenv("SLUICE_BINARY");
+  const std::string sluice_binary = other_binary && *other_binary ? other_binary : SLUICE_BINARY;
   if (wanted("sluice")) {
     sluice.port = free_port();
     sluice.slow_port = sluice.port;
     sluice.admin = free_port();
     sluice.key = true;
     write_file(dir + "/sluice.yaml", sluice_config(sluice.port, sluice.admin, fast, slow));
-    const char* bin = std::getenv("SLUICE_BINARY");
-    sluice.proc = spawn("sluice", {bin ? bin : SLUICE_BINARY, "serve", "--config", dir + "/sluice.yaml"}, 1,
+    sluice.proc = spawn("sluice", {sluice_binary, "serve", "--config", dir + "/sluice.yaml"}, 1,
                         dir + "/sluice.log");
     sluice.up = wait_listening(sluice.port, sluice.proc);
     if (!sluice.up) std::fprintf(stderr, "proxy_bench: sluice did not start (see %s/sluice.log)\n", dir.c_str());
@@ -1248,6 +1250,6 @@ int main(int argc, char** argv) {
               "nginx: 1 worker, proxy_buffering off, access log)\n",
               o.seconds, o.warmup);
   print_table(direct, nginx, sluice, o);
-  std::printf("\nLogs and configs: %s\n", dir.c_str());
+  std::printf("\nSluice binary: %s\nLogs and configs: %s\n", sluice_binary.c_str(), dir.c_str());
   return 0;
 }

@@ -1,10 +1,10 @@
 #!/bin/bash
-# sim.sh sluice|nginx: callgrind with cache and branch simulation over a 4 s wrk -c8 window; prints events per request
+# sim.sh sluice|nginx (BIN= another sluice build): callgrind with cache and branch simulation over a 4 s wrk -c8 window; prints events per request
 HERE=$(cd "$(dirname "$0")" && pwd); ROOT=$(cd "$HERE/../../.." && pwd); P=${P:-/tmp/sluice-profile}; mkdir -p "$P"
-CFG=${CFG:-$HERE/sluice.yaml}; sed -e "s/18080/18081/; s/18464/18465/" "$CFG" > "$P/sluice-cg.yaml"  # the profiled copy listens beside up.sh's
+BIN=${BIN:-$ROOT/build/sluice}; CFG=${CFG:-$HERE/sluice.yaml}; sed -e "s/18080/18081/; s/18464/18465/" "$CFG" > "$P/sluice-cg.yaml"  # the profiled copy listens beside up.sh's
 pkill -f "serve --config $P/sluice-cg.yaml"; pkill nginx; sleep 0.3
 if [ $1 = sluice ]; then
-  valgrind --tool=callgrind --cache-sim=yes --branch-sim=yes --instr-atstart=no --callgrind-out-file=$P/sim-$1.out $ROOT/build/sluice serve --config $P/sluice-cg.yaml > $P/sim-$1.log 2>&1 &
+  valgrind --tool=callgrind --cache-sim=yes --branch-sim=yes --instr-atstart=no --callgrind-out-file=$P/sim-$1.out $BIN serve --config $P/sluice-cg.yaml > $P/sim-$1.log 2>&1 &
   port=18081
   for i in $(seq 100); do curl -s 127.0.0.1:18465/metrics >/dev/null && break; sleep 0.2; done
 else
