@@ -7,10 +7,12 @@
 #include <cstdio>
 #include <numeric>
 #include <thread>
+#include <variant>
 #include <vector>
 
 #include "../integration/harness.hpp"
 #include "openai/dialect.hpp"
+#include "openai/request.hpp"
 #include "openai/sse_parser.hpp"
 #include "policy/limiter.hpp"
 #include "simulator/simulator.hpp"
@@ -110,6 +112,30 @@ void parser_row() {
   std::printf("Chunk check: %zu of %zu events valid (%zu with text) in %.3f s = %.0f ns per event, %.0f MiB/s\n",
               checked, count, generated, check_s, check_s * 1e9 / static_cast<double>(count),
               static_cast<double>(stream.size()) / (1 << 20) / check_s);
+}
+
+// The request's document alone (inspect_request: bytes checked, parsed in place, members found), by prompt size:
+// the benchmark's own body first, then prompts of 1 KiB to 256 KiB.
+void request_row() {
+  std::printf("Request document (inspect_request):");
+  const std::string words = "The quick brown fox jumps over the lazy dog; the gateway reads every prompt. ";
+  for (const std::size_t size : {std::size_t{27}, std::size_t{1} << 10, std::size_t{4} << 10, std::size_t{32} << 10,
+                                 std::size_t{256} << 10}) {
+    std::string prompt;
+    while (prompt.size() < size) prompt += words;
+    prompt.resize(size);
+    const std::string body = R"({"model":"bench","messages":[{"role":"system","content":"You are helpful."},)"
+                             R"({"role":"user","content":")" + prompt + R"("}],"max_tokens":16})";
+    const std::size_t n = std::max<std::size_t>(200, (std::size_t{256} << 20) / body.size());
+    std::size_t ok = 0;
+    auto t0 = Clock::now();
+    for (std::size_t i = 0; i < n; ++i)
+      ok += std::holds_alternative<openai::ClientRequest>(openai::inspect_request(openai::Endpoint::chat_completions, body));
+    const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+    std::printf("%s %zu-byte body %.2f us (%.0f MiB/s)%s", size == 27 ? "" : ",", body.size(), s / n * 1e6,
+                static_cast<double>(body.size()) * n / (1 << 20) / s, ok == n ? "" : " REFUSED");
+  }
+  std::printf("\n");
 }
 
 // The in-memory limiter alone: one admission and its settlement, for a key with every limit set.
@@ -217,6 +243,7 @@ int main(int argc, char** argv) {
   row("via sluice: SSE, 64 tokens", load(gw.port(), "sk-test", stream, clients, per_client / 2));
   row("via sluice: SSE, cache hit", load(cached.port(), "sk-test", repeat_stream, clients, per_client / 2));
   parser_row();
+  request_row();
   limiter_row();
 
   sim_ctx.stop();

@@ -80,7 +80,7 @@ std::string metrics(const TestGateway& gw) {
 
 rapidjson::Document json(const std::string& s) {
   rapidjson::Document d;
-  d.Parse(s.c_str());
+  d.Parse(s.data(), s.size());
   return d;
 }
 

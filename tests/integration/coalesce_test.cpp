@@ -119,7 +119,7 @@ double metric(const TestGateway& gw, const std::string& series) {
 
 rapidjson::Document json(const std::string& s) {
   rapidjson::Document d;
-  d.Parse(s.c_str());
+  d.Parse(s.data(), s.size());
   return d;
 }
 

@@ -101,7 +101,7 @@ Dockerfile parse_dockerfile(const std::string& text) {
 
 std::vector<std::string> json_array(const std::string& text) {
   rapidjson::Document d;
-  d.Parse(text.c_str());
+  d.Parse(text.data(), text.size());
   std::vector<std::string> out;
   if (!d.IsArray()) return out;
   for (const auto& v : d.GetArray())
@@ -146,7 +146,7 @@ TEST(Deploy, EveryYamlAndJsonFileParses) {
         ++files;
         rapidjson::Document d;
         auto text = read(entry.path().string());
-        d.Parse(text.c_str());
+        d.Parse(text.data(), text.size());
         EXPECT_FALSE(d.HasParseError()) << entry.path();
       }
     }

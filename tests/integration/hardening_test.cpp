@@ -40,7 +40,7 @@ std::string limits_config(const std::string& server_extra) {
 
 std::string error_code_of(const std::string& json) {
   rapidjson::Document d;
-  d.Parse(json.c_str());
+  d.Parse(json.data(), json.size());
   if (!d.IsObject() || !d.HasMember("error") || !d["error"].IsObject() || !d["error"].HasMember("code") ||
       !d["error"]["code"].IsString())
     return "(not an OpenAI error: " + json.substr(0, 200) + ")";
@@ -465,7 +465,7 @@ bool access_line_of(Child& gateway, const std::string& request_id, rapidjson::Do
   const auto end = out.find('\n', at);
   if (end == std::string::npos) return false;
   const auto from = begin == std::string::npos ? 0 : begin + 1;
-  line.Parse(out.substr(from, end - from).c_str());
+  line.Parse(out.data() + from, end - from);
   return line.IsObject();
 }
 
@@ -571,14 +571,14 @@ TEST(Hardening, EveryBackendFaultEndsWellFormedCountedAndWithoutLeaks) {
       for (const auto& e : events) {
         if (e == "[DONE]") continue;
         rapidjson::Document d;
-        d.Parse(e.c_str());
+        d.Parse(e.data(), e.size());
         ASSERT_TRUE(d.IsObject()) << "an event the client cannot parse: " << e.substr(0, 100);
         if (d.HasMember("error")) error_code = error_code_of(e);
       }
       EXPECT_EQ(error_code, f.code);
     } else {
       rapidjson::Document d;
-      d.Parse(r.body.c_str());
+      d.Parse(r.body.data(), r.body.size());
       EXPECT_TRUE(d.IsObject() && d.HasMember("choices")) << r.body;
     }
     if (!f.reason.empty()) {

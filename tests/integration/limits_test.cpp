@@ -137,7 +137,7 @@ TEST(Limits, RpmBurstOfConcurrentRequestsGetsExactlyTheAllowance) {
     EXPECT_LE(retry, 60);
     EXPECT_FALSE(r.header("retry-after-ms").empty());
     rapidjson::Document d;
-    d.Parse(r.body.c_str());
+    d.Parse(r.body.data(), r.body.size());
     ASSERT_TRUE(d.IsObject()) << r.body;
     EXPECT_STREQ(d["error"]["code"].GetString(), "rate_limit_exceeded");
     EXPECT_STREQ(d["error"]["type"].GetString(), "requests");

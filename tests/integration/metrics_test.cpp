@@ -171,7 +171,8 @@ TEST(Metrics, EveryMetricTheDashboardAndAlertsQueryIsExported) {
   dashboard << std::ifstream(source("deploy/grafana/sluice-dashboard.json")).rdbuf();
   alerts << std::ifstream(source("deploy/prometheus/alerts.yml")).rdbuf();
   rapidjson::Document d;
-  d.Parse(dashboard.str().c_str());
+  const std::string dashboard_text = dashboard.str();
+  d.Parse(dashboard_text.data(), dashboard_text.size());
   ASSERT_FALSE(d.HasParseError()) << "the dashboard is not valid JSON";
   ASSERT_TRUE(d.IsObject() && d.HasMember("panels"));
 

@@ -31,7 +31,7 @@ std::string expected_text(int tokens) {
 
 rapidjson::Document parse(const std::string& s) {
   rapidjson::Document d;
-  d.Parse(s.c_str());
+  d.Parse(s.data(), s.size());
   return d;
 }
 

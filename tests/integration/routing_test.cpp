@@ -276,7 +276,7 @@ TEST(Routing, QubridTopLevelReplyBecomesAChatCompletion) {
   auto r = post_json(gw.port(), "/v1/chat/completions", kChat);
   ASSERT_EQ(r.status, 200) << r.body;
   rapidjson::Document d;
-  d.Parse(r.body.c_str());
+  d.Parse(r.body.data(), r.body.size());
   ASSERT_TRUE(d.IsObject()) << r.body;
   EXPECT_STREQ(d["object"].GetString(), "chat.completion");
   EXPECT_STREQ(d["choices"][0]["message"]["content"].GetString(), "Hello from Qubrid");
@@ -350,7 +350,7 @@ TEST(Routing, ModelDefaultsAndMaxTokensCapReachTheBackend) {
       200);
   rapidjson::Document sent;
   auto body = body_of(up.upstream.requests().at(0));
-  sent.Parse(body.c_str());
+  sent.Parse(body.data(), body.size());
   ASSERT_TRUE(sent.IsObject()) << body;
   EXPECT_STREQ(sent["model"].GetString(), "gpt-oss");
   EXPECT_STREQ(sent["reasoning_effort"].GetString(), "low");

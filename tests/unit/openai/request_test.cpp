@@ -521,6 +521,41 @@ TEST(InspectRequestTest, Utf8IsCheckedWhereverASequenceFallsInTheBody) {
   }
 }
 
+// RapidJSON reads strings and whitespace sixteen bytes at a time (RAPIDJSON_SSE2), in aligned blocks: every
+// string reads back the same, and a control character is refused, wherever it starts and ends against a block
+// and wherever an escape falls in it; whitespace runs of any length are skipped, up to the body's very end. The
+// large bodies get a pool chunk of their own size, where a block read past the end would be past the allocation
+// (`make test-sanitize` has ASan check inspect_request's padding there).
+TEST(InspectRequestTest, StringsAndWhitespaceReadTheSameWhereverTheyFallAgainstSixteenByteBlocks) {
+  struct Escape {
+    std::string wire, text;
+  };
+  const std::vector<Escape> escapes{{"", ""},         {R"(\n)", "\n"},          {R"(\")", "\""},
+                                    {R"(\\)", "\\"},  {R"(\u00e9)", "\xC3\xA9"}, {R"(\/)", "/"}};
+  for (const std::size_t large : {std::size_t{0}, std::size_t{70000}}) {
+    for (std::size_t lead = 0; lead < 17; ++lead) {
+      const std::string space(lead, lead % 2 ? ' ' : '\n');
+      for (std::size_t n = 0; n < 36; n += 5) {
+        const std::string a(large + n / 2, 'a'), b(n - n / 2, 'b');
+        for (const auto& e : escapes) {
+          const std::string body = "{" + space + R"("model":"m",)" + space + R"("prompt":")" + a + e.wire + b +
+                                   R"(",")" + std::string(n, 'k') + R"(":)" + space + "1" + space + "}" + space;
+          auto r = inspect_request(Endpoint::completions, body);
+          const auto* req = std::get_if<ClientRequest>(&r);
+          ASSERT_NE(req, nullptr) << "lead " << lead << " n " << n << " escape " << e.wire;
+          ASSERT_TRUE(req->top(ClientRequest::Top::prompt)->IsString());
+          EXPECT_EQ(std::string(req->top(ClientRequest::Top::prompt)->GetString()), a + e.text + b)
+              << "lead " << lead << " n " << n << " escape " << e.wire;
+          EXPECT_EQ(req->doc[std::string(n, 'k').c_str()].GetInt(), 1) << "lead " << lead << " n " << n;
+        }
+        // A raw control character is refused wherever it falls.
+        const std::string bad = "{" + space + R"("model":"m","prompt":")" + a + "\x01" + b + R"("})" + space;
+        EXPECT_EQ(reject(Endpoint::completions, bad).code, "invalid_json") << "lead " << lead << " n " << n;
+      }
+    }
+  }
+}
+
 // Found by fuzzing (tests/fuzz/corpus/fuzz_request/bom_*.json): RapidJSON skipped a leading BOM, and even
 // a lone 0xEF, so the body went upstream with bytes that are not UTF-8 (or a BOM Python's json refuses).
 TEST(InspectRequestTest, ALeadingByteOrderMarkOrPartOfOneIsRefused) {

@@ -34,8 +34,8 @@ TEST(StreamConvert, ACompletionReplayedAsAStreamAndJoinedAgainIsTheSameAnswer) {
   auto joined = completion_from_stream(Endpoint::chat_completions, events);
   ASSERT_TRUE(joined);
   rapidjson::Document a, b;
-  a.Parse(kCompletion.c_str());
-  b.Parse(joined->c_str());
+  a.Parse(kCompletion.data(), kCompletion.size());
+  b.Parse(joined->data(), joined->size());
   ASSERT_TRUE(b.IsObject()) << *joined;
   EXPECT_EQ(a, b) << *joined;  // every member, in any order
 }
@@ -53,7 +53,7 @@ TEST(StreamConvert, ReplayedToolCallsCarryTheirIndex) {
   ASSERT_TRUE(sse);
   auto events = payloads(*sse);
   rapidjson::Document first;
-  first.Parse(events.at(0).c_str());
+  first.Parse(events.at(0).data(), events.at(0).size());
   const auto& calls = first["choices"][0]["delta"]["tool_calls"];
   ASSERT_EQ(calls.Size(), 2u);
   EXPECT_EQ(calls[0]["index"].GetInt(), 0);
@@ -63,8 +63,8 @@ TEST(StreamConvert, ReplayedToolCallsCarryTheirIndex) {
   auto joined = completion_from_stream(Endpoint::chat_completions, events);
   ASSERT_TRUE(joined);
   rapidjson::Document a, b;
-  a.Parse(completion.c_str());
-  b.Parse(joined->c_str());
+  a.Parse(completion.data(), completion.size());
+  b.Parse(joined->data(), joined->size());
   EXPECT_EQ(a, b) << *joined;
 }
 
@@ -90,7 +90,7 @@ TEST(StreamConvert, HostileNestingIsRefusedNotRecursedInto) {
   auto joined = joiner.result();
   ASSERT_TRUE(joined);
   rapidjson::Document d;
-  d.Parse(joined->c_str());
+  d.Parse(joined->data(), joined->size());
   ASSERT_TRUE(d.IsObject()) << *joined;
   EXPECT_STREQ(d["choices"][0]["message"]["content"].GetString(), "ok");
   EXPECT_FALSE(d.HasMember("usage"));
@@ -111,7 +111,7 @@ TEST(StreamConvert, NumbersBeyondDoubleRangeNeverCutTheOutputShort) {
   auto joined = joiner.result();
   ASSERT_TRUE(joined);
   rapidjson::Document d;
-  d.Parse(joined->c_str());
+  d.Parse(joined->data(), joined->size());
   ASSERT_FALSE(d.HasParseError()) << *joined;
   EXPECT_STREQ(d["choices"][0]["message"]["content"].GetString(), "ok");
   EXPECT_FALSE(d.HasMember("usage"));
@@ -135,7 +135,7 @@ TEST(StreamJoiner, FragmentsAreJoinedByIndexAsTheyArrive) {
   ASSERT_TRUE(joined);
   EXPECT_EQ(*joined, *completion_from_stream(Endpoint::chat_completions, chunks));
   rapidjson::Document d;
-  d.Parse(joined->c_str());
+  d.Parse(joined->data(), joined->size());
   ASSERT_TRUE(d.IsObject()) << *joined;
   const auto& c0 = d["choices"][0];
   EXPECT_STREQ(c0["message"]["content"].GetString(), "Hello");

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cstring>
+
 namespace sluice::policy {
 namespace {
 
@@ -9,7 +11,7 @@ using namespace std::chrono_literals;
 
 rapidjson::Document parse(const char* json) {
   rapidjson::Document d;
-  d.Parse(json);
+  d.Parse(json, std::strlen(json));
   EXPECT_FALSE(d.HasParseError()) << json;
   return d;
 }
