@@ -180,6 +180,7 @@ const char* kGenerousLimits =
 int main(int argc, char** argv) {
   if (argc > 1 && std::string_view(argv[1]) == "--micro") {  // the in-process figures alone, no servers
     parser_row();
+    request_row();
     limiter_row();
     return 0;
   }
