@@ -7,7 +7,6 @@
 
 #include <algorithm>
 #include <array>
-#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <optional>
@@ -17,6 +16,7 @@
 
 #include "openai/errors.hpp"
 #include "openai/json.hpp"
+#include "openai/request_parse.hpp"
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -50,46 +50,42 @@ ApiError missing(const char* field) {
                          "missing_required_parameter");
 }
 
-// True when a decoded string holds a UTF-16 surrogate. The body's bytes are checked as UTF-8 before parsing,
-// but RapidJSON decodes a lone "\udc00" escape into bytes that are not (ED B0 80), and a rewrite would write
-// them out raw.
-bool has_surrogate(const char* p, std::size_t n) {
-  const char* end = p + n;
-  // In UTF-8, ED A0..BF starts U+D800..U+DFFF; every other code point's bytes passed validation.
-  while ((p = static_cast<const char*>(std::memchr(p, '\xED', static_cast<std::size_t>(end - p)))))
-    if (++p < end && static_cast<unsigned char>(*p) >= 0xA0) return true;
-  return false;
-}
-
-enum class Bytes { utf8, nul, invalid };
+enum class Bytes { utf8, nul, control, invalid };
 
 // Whether `s` is UTF-8 as RFC 3629 has it (no overlong forms, no surrogates, nothing past U+10FFFF), as
-// RapidJSON's validating reader checks it, and free of NUL bytes. ASCII goes sixteen (SSE2) or eight bytes at
-// a time: it is nearly all of a prompt.
+// RapidJSON's validating reader checks it, free of NUL bytes, and free of the control characters 0x1A to 0x1F,
+// which JSON has nowhere raw and which the parse's SSE2 string scan would let through (request_parse.cpp). ASCII
+// goes sixteen (SSE2) or eight bytes at a time: it is nearly all of a prompt.
 Bytes check_bytes(std::string_view s) {
   const auto* p = reinterpret_cast<const unsigned char*>(s.data());
   const auto* const end = p + s.size();
   while (p < end) {
 #if defined(__SSE2__)
-    const __m128i zero = _mm_setzero_si128();
+    const __m128i zero = _mm_setzero_si128(), first_control = _mm_set1_epi8(0x1A), five = _mm_set1_epi8(5);
     while (end - p >= 16) {
       const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-      // The high bit of a byte that is not ASCII, or of one that is NUL.
-      if (_mm_movemask_epi8(_mm_or_si128(v, _mm_cmpeq_epi8(v, zero)))) break;
+      // The high bit of a byte that is not ASCII, or of one that is NUL, or of one from 0x1A to 0x1F (those
+      // whose distance above 0x1A, unsigned, is at most 5).
+      const __m128i past_first = _mm_sub_epi8(v, first_control);
+      const __m128i control = _mm_cmpeq_epi8(_mm_min_epu8(past_first, five), past_first);
+      if (_mm_movemask_epi8(_mm_or_si128(_mm_or_si128(v, _mm_cmpeq_epi8(v, zero)), control))) break;
       p += 16;
     }
 #endif
-    constexpr std::uint64_t kOnes = 0x0101010101010101ull, kHighs = 0x8080808080808080ull;
+    constexpr std::uint64_t kHighs = 0x8080808080808080ull, kSpaces = 0x2020202020202020ull;
     while (end - p >= 8) {
       std::uint64_t v;
       std::memcpy(&v, p, sizeof v);
-      if (((v | ((v - kOnes) & ~v)) & kHighs) != 0) break;  // a byte past ASCII, or a NUL
+      // A byte past ASCII, or one below 0x20 (a NUL, a control character, or a tab or line end: the bytes below
+      // look at which).
+      if (((v | ((v - kSpaces) & ~v)) & kHighs) != 0) break;
       p += 8;
     }
     const auto stop = std::min(end, p + 8);
     for (; p < stop; ++p) {
       const unsigned c = *p;
       if (c == 0) return Bytes::nul;
+      if (c >= 0x1A && c <= 0x1F) return Bytes::control;
       if (c < 0x80) continue;
       unsigned more = 0, lo = 0x80, hi = 0xBF;  // continuation bytes, and the range of the first of them
       if (c >= 0xC2 && c <= 0xDF) {
@@ -113,51 +109,6 @@ Bytes check_bytes(std::string_view s) {
   }
   return Bytes::utf8;
 }
-
-// Sits between RapidJSON's reader and the document, checking as the body is read what would otherwise take
-// walks of the finished document: nesting depth, non-finite numbers, decoded surrogates, and the names of
-// the top-level members (for repeats).
-class CheckedDocument {
- public:
-  enum class Fault { none, too_deep, infinite, surrogate };
-  using Ch = char;
-  CheckedDocument(rapidjson::Document& doc, std::vector<std::string_view>& names) : doc_(doc), names_(names) {}
-
-  bool Null() { return doc_.Null(); }
-  bool Bool(bool b) { return doc_.Bool(b); }
-  bool Int(int i) { return doc_.Int(i); }
-  bool Uint(unsigned u) { return doc_.Uint(u); }
-  bool Int64(std::int64_t i) { return doc_.Int64(i); }
-  bool Uint64(std::uint64_t u) { return doc_.Uint64(u); }
-  // RapidJSON 1.1 reads a literal just above DBL_MAX (1.7976934348623157e308) as inf or NaN, and its Writer
-  // then stops at that number, leaving a rewrite cut short.
-  bool Double(double d) { return std::isfinite(d) ? doc_.Double(d) : fail(Fault::infinite); }
-  bool RawNumber(const char* s, rapidjson::SizeType n, bool copy) { return doc_.RawNumber(s, n, copy); }
-  bool String(const char* s, rapidjson::SizeType n, bool copy) {
-    return has_surrogate(s, n) ? fail(Fault::surrogate) : doc_.String(s, n, copy);
-  }
-  bool Key(const char* s, rapidjson::SizeType n, bool copy) {
-    if (has_surrogate(s, n)) return fail(Fault::surrogate);
-    if (depth_ == 1) names_.emplace_back(s, n);
-    return doc_.Key(s, n, copy);
-  }
-  bool StartObject() { return ++depth_ > kMaxJsonDepth ? fail(Fault::too_deep) : doc_.StartObject(); }
-  bool EndObject(rapidjson::SizeType n) { return --depth_, doc_.EndObject(n); }
-  bool StartArray() { return ++depth_ > kMaxJsonDepth ? fail(Fault::too_deep) : doc_.StartArray(); }
-  bool EndArray(rapidjson::SizeType n) { return --depth_, doc_.EndArray(n); }
-
-  Fault fault() const { return fault_; }
-
- private:
-  bool fail(Fault f) {
-    fault_ = f;
-    return false;
-  }
-  rapidjson::Document& doc_;
-  std::vector<std::string_view>& names_;
-  int depth_ = 0;
-  Fault fault_ = Fault::none;
-};
 
 }  // namespace
 
@@ -230,52 +181,38 @@ std::variant<ClientRequest, ApiError> inspect_request(Endpoint endpoint, std::st
       break;
     case Bytes::nul:
       return invalid_request("the JSON body contains a NUL byte", std::nullopt, "invalid_json");
+    case Bytes::control:
+      return invalid_request("the JSON body contains a control character that JSON allows only escaped",
+                             std::nullopt, "invalid_json");
     case Bytes::invalid:
       return invalid_request("the JSON body is not valid UTF-8", std::nullopt, "invalid_json");
   }
   // Parsed in place, in a copy the document keeps: its strings point into it rather than being copied again.
-  // Not kParseFullPrecisionFlag: RapidJSON 1.1's full-precision reader indexes past its table of powers of
-  // ten for numbers beyond the double range, and one `"temperature":1.8642975318642975e-341` crashed the
-  // worker. The default reader is exact for the numbers clients send (up to 15 digits, integers to 2^64).
-  // Built for x86-64, RapidJSON scans strings and whitespace sixteen bytes at a time (RAPIDJSON_SSE2, set in
-  // CMakeLists.txt): a prompt's text is skipped in blocks rather than byte by byte. Its loads are of aligned
-  // 16-byte blocks, the last of which may reach up to 15 bytes past the terminating NUL: the copy has them, zeroed.
-  constexpr std::size_t kScanSlack = 15;
-  auto* text = static_cast<char*>(req.pool->Malloc(body.size() + 1 + kScanSlack));
+  // The copy has the zeroed bytes past its end that the parse's 16-byte loads may reach.
+  auto* text = static_cast<char*>(req.pool->Malloc(body.size() + 1 + detail::kInPlaceSlack));
   std::memcpy(text, body.data(), body.size());
-  std::memset(text + body.size(), 0, 1 + kScanSlack);
-  thread_local rapidjson::Reader reader;  // keeps its state stack from one request to the next
+  std::memset(text + body.size(), 0, 1 + detail::kInPlaceSlack);
   thread_local std::vector<std::string_view> names;  // the top-level members', sorted below
   names.clear();
   if (names.capacity() > 4096) names.shrink_to_fit();  // a body with a million members leaves no trace
-  CheckedDocument::Fault fault = CheckedDocument::Fault::none;
-  auto parse = [&](rapidjson::Document& d) {
-    CheckedDocument checked(d, names);
-    rapidjson::InsituStringStream in(text);
-    const bool ok = !reader.Parse<rapidjson::kParseInsituFlag | rapidjson::kParseIterativeFlag>(in, checked)
-                         .IsError();
-    fault = checked.fault();
-    return ok;
-  };
-  doc.Populate(parse);
-  switch (fault) {
-    case CheckedDocument::Fault::none:
+  using Fault = detail::InPlaceParse::Fault;
+  switch (const auto parsed = detail::parse_in_place(doc, text, names); parsed.fault) {
+    case Fault::none:
       break;
-    case CheckedDocument::Fault::too_deep:
+    case Fault::syntax:
+      return invalid_request(std::string("we could not parse the JSON body of your request (") +
+                                 rapidjson::GetParseError_En(parsed.code) + " at offset " +
+                                 std::to_string(parsed.offset) + ")",
+                             std::nullopt, "invalid_json");
+    case Fault::too_deep:
       return invalid_request("the JSON body nests deeper than " + std::to_string(kMaxJsonDepth) + " levels",
                              std::nullopt, "invalid_json");
     // A number beyond the double range reads as inf, and a rewrite would send JSON cut short at it.
-    case CheckedDocument::Fault::infinite:
+    case Fault::infinite:
       return invalid_request("a number in the JSON body is too large", std::nullopt, "invalid_json");
-    case CheckedDocument::Fault::surrogate:
+    case Fault::surrogate:
       return invalid_request("the JSON body escapes a lone UTF-16 surrogate, which is not a character",
                              std::nullopt, "invalid_json");
-  }
-  if (reader.HasParseError()) {
-    return invalid_request(std::string("we could not parse the JSON body of your request (") +
-                               rapidjson::GetParseError_En(reader.GetParseErrorCode()) + " at offset " +
-                               std::to_string(reader.GetErrorOffset()) + ")",
-                           std::nullopt, "invalid_json");
   }
   if (!doc.IsObject())
     return invalid_request("the request body must be a JSON object", std::nullopt, "invalid_json");
