@@ -8,7 +8,6 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
-#include <cstring>
 #include <optional>
 #include <span>
 #include <utility>
@@ -18,9 +17,6 @@
 #include "openai/json.hpp"
 #include "openai/request_parse.hpp"
 
-#if defined(__SSE2__)
-#include <emmintrin.h>
-#endif
 
 namespace sluice::openai {
 
@@ -48,66 +44,6 @@ namespace {
 ApiError missing(const char* field) {
   return invalid_request(std::string("you must provide a '") + field + "' parameter", field,
                          "missing_required_parameter");
-}
-
-enum class Bytes { utf8, nul, control, invalid };
-
-// Whether `s` is UTF-8 as RFC 3629 has it (no overlong forms, no surrogates, nothing past U+10FFFF), as
-// RapidJSON's validating reader checks it, free of NUL bytes, and free of the control characters 0x1A to 0x1F,
-// which JSON has nowhere raw and which the parse's SSE2 string scan would let through (request_parse.cpp). ASCII
-// goes sixteen (SSE2) or eight bytes at a time: it is nearly all of a prompt.
-Bytes check_bytes(std::string_view s) {
-  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
-  const auto* const end = p + s.size();
-  while (p < end) {
-#if defined(__SSE2__)
-    const __m128i zero = _mm_setzero_si128(), first_control = _mm_set1_epi8(0x1A), five = _mm_set1_epi8(5);
-    while (end - p >= 16) {
-      const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-      // The high bit of a byte that is not ASCII, or of one that is NUL, or of one from 0x1A to 0x1F (those
-      // whose distance above 0x1A, unsigned, is at most 5).
-      const __m128i past_first = _mm_sub_epi8(v, first_control);
-      const __m128i control = _mm_cmpeq_epi8(_mm_min_epu8(past_first, five), past_first);
-      if (_mm_movemask_epi8(_mm_or_si128(_mm_or_si128(v, _mm_cmpeq_epi8(v, zero)), control))) break;
-      p += 16;
-    }
-#endif
-    constexpr std::uint64_t kHighs = 0x8080808080808080ull, kSpaces = 0x2020202020202020ull;
-    while (end - p >= 8) {
-      std::uint64_t v;
-      std::memcpy(&v, p, sizeof v);
-      // A byte past ASCII, or one below 0x20 (a NUL, a control character, or a tab or line end: the bytes below
-      // look at which).
-      if (((v | ((v - kSpaces) & ~v)) & kHighs) != 0) break;
-      p += 8;
-    }
-    const auto stop = std::min(end, p + 8);
-    for (; p < stop; ++p) {
-      const unsigned c = *p;
-      if (c == 0) return Bytes::nul;
-      if (c >= 0x1A && c <= 0x1F) return Bytes::control;
-      if (c < 0x80) continue;
-      unsigned more = 0, lo = 0x80, hi = 0xBF;  // continuation bytes, and the range of the first of them
-      if (c >= 0xC2 && c <= 0xDF) {
-        more = 1;
-      } else if (c >= 0xE0 && c <= 0xEF) {
-        more = 2;
-        if (c == 0xE0) lo = 0xA0;       // overlong
-        else if (c == 0xED) hi = 0x9F;  // surrogates
-      } else if (c >= 0xF0 && c <= 0xF4) {
-        more = 3;
-        if (c == 0xF0) lo = 0x90;       // overlong
-        else if (c == 0xF4) hi = 0x8F;  // past U+10FFFF
-      } else {
-        return Bytes::invalid;
-      }
-      if (static_cast<std::size_t>(end - p) <= more || p[1] < lo || p[1] > hi) return Bytes::invalid;
-      for (unsigned i = 2; i <= more; ++i)
-        if ((p[i] & 0xC0) != 0x80) return Bytes::invalid;
-      p += more;
-    }
-  }
-  return Bytes::utf8;
 }
 
 }  // namespace
@@ -175,30 +111,23 @@ std::variant<ClientRequest, ApiError> inspect_request(Endpoint endpoint, std::st
                            "invalid_json");
   // Invalid UTF-8 is refused here rather than passed to a backend that may choke on it mid-generation. A NUL
   // would end RapidJSON's input: `{...}\0<anything>` would pass, and go upstream whole when nothing needs
-  // rewriting. JSON has no raw NUL anywhere.
-  switch (check_bytes(body)) {
-    case Bytes::utf8:
-      break;
-    case Bytes::nul:
-      return invalid_request("the JSON body contains a NUL byte", std::nullopt, "invalid_json");
-    case Bytes::control:
-      return invalid_request("the JSON body contains a control character that JSON allows only escaped",
-                             std::nullopt, "invalid_json");
-    case Bytes::invalid:
-      return invalid_request("the JSON body is not valid UTF-8", std::nullopt, "invalid_json");
-  }
-  // Parsed in place, in a copy the document keeps: its strings point into it rather than being copied again.
-  // The copy has the zeroed bytes past its end that the parse's 16-byte loads may reach.
-  auto* text = static_cast<char*>(req.pool->Malloc(body.size() + 1 + detail::kInPlaceSlack));
-  std::memcpy(text, body.data(), body.size());
-  std::memset(text + body.size(), 0, 1 + detail::kInPlaceSlack);
+  // rewriting. JSON has no raw NUL anywhere, nor raw 0x1A to 0x1F (request_parse.cpp says why those matter).
   thread_local std::vector<std::string_view> names;  // the top-level members', sorted below
   names.clear();
   if (names.capacity() > 4096) names.shrink_to_fit();  // a body with a million members leaves no trace
+  // Parsed in place, in a copy in the request's pool that the document keeps: its strings point into it rather
+  // than being copied again.
   using Fault = detail::InPlaceParse::Fault;
-  switch (const auto parsed = detail::parse_in_place(doc, text, names); parsed.fault) {
+  switch (const auto parsed = detail::parse_in_place(doc, *req.pool, body, names); parsed.fault) {
     case Fault::none:
       break;
+    case Fault::nul:
+      return invalid_request("the JSON body contains a NUL byte", std::nullopt, "invalid_json");
+    case Fault::control:
+      return invalid_request("the JSON body contains a control character that JSON allows only escaped",
+                             std::nullopt, "invalid_json");
+    case Fault::not_utf8:
+      return invalid_request("the JSON body is not valid UTF-8", std::nullopt, "invalid_json");
     case Fault::syntax:
       return invalid_request(std::string("we could not parse the JSON body of your request (") +
                                  rapidjson::GetParseError_En(parsed.code) + " at offset " +
