@@ -199,4 +199,8 @@ void reset_socket(tcp::socket& s) {
   s.close(ec);
 }
 
+template asio::awaitable<std::tuple<error_code, std::size_t>> write_rest(beast::tcp_stream&, const HeadAndBody&,
+                                                                         std::size_t);
+template asio::awaitable<std::tuple<error_code, std::size_t>> write_all(beast::tcp_stream&, const HeadAndBody&);
+
 }  // namespace sluice

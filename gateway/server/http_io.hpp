@@ -16,6 +16,7 @@
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http.hpp>
+#include <array>
 #include <charconv>
 #include <optional>
 #include <string>
@@ -191,6 +192,15 @@ asio::awaitable<std::tuple<error_code, std::size_t>> write_all(Stream& s, const 
   if (auto done = write_at_once(s, buffers, sent)) co_return *done;
   co_return co_await write_rest(s, buffers, sent);
 }
+
+// A head and a body to a client, the writes several files make: instantiated once, in http_io.cpp. GCC 12 names a
+// coroutine frame's temporaries differently in each file that instantiates it, which link-time optimisation
+// (the release build) reports as two definitions of one type (GCC bug 101118).
+using HeadAndBody = std::array<asio::const_buffer, 2>;
+extern template asio::awaitable<std::tuple<error_code, std::size_t>> write_rest(beast::tcp_stream&,
+                                                                                const HeadAndBody&, std::size_t);
+extern template asio::awaitable<std::tuple<error_code, std::size_t>> write_all(beast::tcp_stream&,
+                                                                               const HeadAndBody&);
 
 /// How a backend socket was last read (read_more): `more` when the last read took all the room it had (the
 /// socket may hold the rest of a burst), and how many reads in a row went without giving the thread back.
