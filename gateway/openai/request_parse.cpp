@@ -98,7 +98,7 @@ Bytes check_bytes(std::string_view s) {
 
 // True when a decoded string holds a UTF-16 surrogate. The body's bytes are checked as UTF-8 before parsing,
 // but RapidJSON decodes a lone "\udc00" escape into bytes that are not (ED B0 80), and a rewrite would write
-// them out raw.
+// them out raw. Only an escape can make one, so a body without a backslash skips the check (most bodies).
 bool has_surrogate(const char* p, std::size_t n) {
   const char* end = p + n;
   // In UTF-8, ED A0..BF starts U+D800..U+DFFF; every other code point's bytes passed validation.
@@ -115,7 +115,8 @@ using Fault = InPlaceParse::Fault;
 class CheckedDocument {
  public:
   using Ch = char;
-  CheckedDocument(rapidjson::Document& doc, std::vector<std::string_view>& names) : doc_(doc), names_(names) {}
+  CheckedDocument(rapidjson::Document& doc, std::vector<std::string_view>& names, bool escapes)
+      : doc_(doc), names_(names), escapes_(escapes) {}
 
   bool Null() { return doc_.Null(); }
   bool Bool(bool b) { return doc_.Bool(b); }
@@ -128,10 +129,10 @@ class CheckedDocument {
   bool Double(double d) { return std::isfinite(d) ? doc_.Double(d) : fail(Fault::infinite); }
   bool RawNumber(const char* s, rapidjson::SizeType n, bool copy) { return doc_.RawNumber(s, n, copy); }
   bool String(const char* s, rapidjson::SizeType n, bool copy) {
-    return has_surrogate(s, n) ? fail(Fault::surrogate) : doc_.String(s, n, copy);
+    return escapes_ && has_surrogate(s, n) ? fail(Fault::surrogate) : doc_.String(s, n, copy);
   }
   bool Key(const char* s, rapidjson::SizeType n, bool copy) {
-    if (has_surrogate(s, n)) return fail(Fault::surrogate);
+    if (escapes_ && has_surrogate(s, n)) return fail(Fault::surrogate);
     if (depth_ == 1) names_.emplace_back(s, n);
     return doc_.Key(s, n, copy);
   }
@@ -149,6 +150,7 @@ class CheckedDocument {
   }
   rapidjson::Document& doc_;
   std::vector<std::string_view>& names_;
+  const bool escapes_;  // the body has a backslash: a decoded string may hold a surrogate
   int depth_ = 0;
   Fault fault_ = Fault::none;
 };
@@ -171,6 +173,7 @@ InPlaceParse parse_in_place(rapidjson::Document& doc, rapidjson::MemoryPoolAlloc
       out.fault = Fault::not_utf8;
       return out;
   }
+  const bool escapes = std::memchr(body.data(), '\\', body.size()) != nullptr;
   auto* text = static_cast<char*>(pool.Malloc(body.size() + 1 + kScanSlack));
   std::memcpy(text, body.data(), body.size());
   std::memset(text + body.size(), 0, 1 + kScanSlack);
@@ -179,7 +182,7 @@ InPlaceParse parse_in_place(rapidjson::Document& doc, rapidjson::MemoryPoolAlloc
   // worker. The default reader is exact for the numbers clients send (up to 15 digits, integers to 2^64).
   thread_local rapidjson::Reader reader;  // keeps its state stack from one request to the next
   auto parse = [&](rapidjson::Document& d) {
-    CheckedDocument checked(d, names);
+    CheckedDocument checked(d, names, escapes);
     rapidjson::InsituStringStream in(text);
     const bool ok = !reader.Parse<rapidjson::kParseInsituFlag | rapidjson::kParseIterativeFlag>(in, checked)
                          .IsError();
