@@ -69,7 +69,7 @@ bench: build $(if $(filter $(RELEASE_DIR)/sluice,$(BENCH_BINARY)),release) bench
 ## release: the gateway as the container image ships it, in build-release/: built instrumented, trained on the
 ## benchmark's load (its mock backend: non-stream, streams, slow streams, cache hits; under a minute), then
 ## rebuilt with that profile (profile-guided optimisation; docs/benchmarks.md, eighteenth round), both builds
-## link-time optimised (CMakeLists.txt; twentieth round)
+## link-time optimised and compiled at -O3 (CMakeLists.txt; twentieth and twenty-first rounds)
 release: deps
 	@cmake -S . -B $(RELEASE_DIR) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSLUICE_PGO=generate >/dev/null
 	@cmake --build $(RELEASE_DIR) -j $(JOBS) --target sluice bench_proxy
