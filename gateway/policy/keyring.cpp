@@ -97,15 +97,14 @@ bool Keyring::allows(const KeyEntry& key, std::string_view model) {
 std::string sha256_hex(std::string_view text) {
   unsigned char digest[32];
   sha256(text, digest);
-  // Written into an array, then copied once: GCC 12 at -O3 (the release build) warns of an overflow that cannot
-  // happen in reserve() followed by push_back().
-  static constexpr char hex[] = "0123456789abcdef";
-  char out[2 * sizeof digest];
-  for (std::size_t i = 0; i < sizeof digest; ++i) {
-    out[2 * i] = hex[digest[i] >> 4];
-    out[2 * i + 1] = hex[digest[i] & 15];
+  static const char* hex = "0123456789abcdef";
+  std::string out;
+  out.reserve(64);
+  for (unsigned char b : digest) {
+    out.push_back(hex[b >> 4]);
+    out.push_back(hex[b & 15]);
   }
-  return std::string(out, sizeof out);
+  return out;
 }
 
 std::string generate_key() {
