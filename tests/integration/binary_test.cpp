@@ -254,6 +254,23 @@ Child gateway_under_ulimit(const std::string& ulimit_args, const std::string& co
                 config});
 }
 
+// The binary carries its own jemalloc options (gateway/jemalloc_conf.cpp): deep per-class caches, so that a
+// worker's bursts of requests do not go to the arena. jemalloc reports the options it runs with when asked to
+// print its statistics at exit; an operator's MALLOC_CONF still wins.
+TEST(Binary, JemallocRunsWithTheGatewaysCacheDepthAndMallocConfOverridesIt) {
+  if (!SLUICE_JEMALLOC_LINKED) GTEST_SKIP() << "this build links the sanitizers' allocator, not jemalloc";
+  auto depth = [](const std::string& conf) {
+    auto [code, out] = run_command({"/usr/bin/env", "MALLOC_CONF=stats_print:true,stats_print_opts:Jmdxablea" + conf,
+                                    kBinary, "--version"});
+    EXPECT_EQ(code, 0) << out;
+    std::smatch m;
+    const std::regex option("\"tcache_nslots_small_min\":\\s*([0-9]+)");
+    return std::regex_search(out, m, option) ? m[1].str() : "not reported: " + out;
+  };
+  EXPECT_EQ(depth(""), "128");
+  EXPECT_EQ(depth(",tcache_nslots_small_min:32"), "32");
+}
+
 // Started under a low soft descriptor limit, the gateway raises it to the hard one, and grows its descriptor
 // table for its connections before any arrives (growing it later stalls a worker for an RCU grace period each
 // time). With the hard limit itself too low, it says so.
