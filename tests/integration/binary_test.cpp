@@ -258,7 +258,8 @@ Child gateway_under_ulimit(const std::string& ulimit_args, const std::string& co
 // worker's bursts of requests do not go to the arena. jemalloc reports the options it runs with when asked to
 // print its statistics at exit; an operator's MALLOC_CONF still wins.
 TEST(Binary, JemallocRunsWithTheGatewaysCacheDepthAndMallocConfOverridesIt) {
-  if (!SLUICE_JEMALLOC_LINKED) GTEST_SKIP() << "this build links the sanitizers' allocator, not jemalloc";
+  if (!SLUICE_JEMALLOC_LINKED)
+    GTEST_SKIP() << "this build does not link jemalloc (a sanitizer build, or SLUICE_JEMALLOC=OFF)";
   auto depth = [](const std::string& conf) {
     auto [code, out] = run_command({"/usr/bin/env", "MALLOC_CONF=stats_print:true,stats_print_opts:Jmdxablea" + conf,
                                     kBinary, "--version"});
