@@ -486,11 +486,7 @@ int open_fds_of(pid_t pid) {
 // The real binary, with its access log on, against each fault in turn.
 TEST(Hardening, EveryBackendFaultEndsWellFormedCountedAndWithoutLeaks) {
   FaultyBackend backend;
-  int refused_port;
-  {  // a port nobody listens on
-    ScriptedUpstream gone([](UpstreamConn&) {});
-    refused_port = gone.port();
-  }
+  RefusedPort refused;  // a port nobody listens on
   TempDir dir;
   const std::string config = dir.write(
       "faults.yaml",
@@ -504,7 +500,7 @@ TEST(Hardening, EveryBackendFaultEndsWellFormedCountedAndWithoutLeaks) {
           backend.url() +
           "\", health: { enabled: false }, outlier: { consecutive_failures: 0 }, timeouts: { first_token: 30s, idle: 30s, total: 60s } }\n"
           "  - { name: gone, dialect: vllm, url: \"http://127.0.0.1:" +
-          std::to_string(refused_port) +
+          std::to_string(refused.port()) +
           "/v1\", health: { enabled: false }, outlier: { consecutive_failures: 0 } }\n"
           "models:\n"
           "  - { name: fast, targets: [ { backend: fast } ] }\n"

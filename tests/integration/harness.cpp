@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -515,6 +516,25 @@ std::pair<int, std::string> run_command(const std::vector<std::string>& argv) {
   Child c(argv);
   int code = c.wait_exit(30s);
   return {code, c.out() + c.err()};
+}
+
+// ---- RefusedPort ----
+
+RefusedPort::RefusedPort() {
+  // No SO_REUSEADDR: no other socket, listening or not, may bind this port while it is held.
+  fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  if (fd_ < 0 || ::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+      ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len) != 0)
+    throw std::runtime_error(std::string("RefusedPort: ") + std::strerror(errno));
+  port_ = ntohs(a.sin_port);
+}
+
+RefusedPort::~RefusedPort() {
+  if (fd_ >= 0) ::close(fd_);
 }
 
 // ---- TempDir ----

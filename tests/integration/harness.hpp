@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
@@ -44,6 +45,22 @@ class UpstreamConn {
  private:
   int fd_;
   std::string buffered_;
+};
+
+/// A 127.0.0.1 port that refuses connections for as long as this lives: a socket bound to it that never
+/// listens. Held, not closed and then named: the kernel could hand a closed port to the next listener (the
+/// gateway's own admin port, say), and the "dead" backend would answer.
+class RefusedPort {
+ public:
+  RefusedPort();
+  ~RefusedPort();
+  RefusedPort(const RefusedPort&) = delete;
+  RefusedPort& operator=(const RefusedPort&) = delete;
+  std::uint16_t port() const { return port_; }
+
+ private:
+  int fd_ = -1;
+  std::uint16_t port_ = 0;
 };
 
 /// A backend played by the test: each connection runs `handler` on its own thread.

@@ -310,12 +310,8 @@ TEST(Proxy, ABackendNamedByHostNameIsReachedOnEveryNewConnection) {
 }
 
 TEST(Proxy, UnreachableBackendIs502) {
-  std::uint16_t dead_port;
-  {
-    ScriptedUpstream gone([](UpstreamConn&) {});
-    dead_port = gone.port();
-  }  // closed: connections to it are refused
-  TestGateway gw(scripted_config("http://127.0.0.1:" + std::to_string(dead_port) + "/v1"));
+  RefusedPort dead;  // connections to it are refused
+  TestGateway gw(scripted_config("http://127.0.0.1:" + std::to_string(dead.port()) + "/v1"));
   expect_openai_error(post_json(gw.port(), "/v1/chat/completions", chat("m", false)), 502,
                       "upstream_unreachable");
   expect_openai_error(post_json(gw.port(), "/v1/chat/completions", chat("m", true)), 502,

@@ -53,15 +53,11 @@ std::string metrics_of(const TestGateway& gw) {
   return HttpClient(gw.admin_port()).request("GET", "/metrics").body;
 }
 
-std::uint16_t dead_port() {
-  ScriptedUpstream gone([](UpstreamConn&) {});
-  return gone.port();
-}
-
 TEST(Routing, FallbackOnRefusedConnection) {
   CountingBackend good(200, kCompletion);
+  RefusedPort dead;
   TestGateway gw(test_config_yaml(
-      "backends:\n" + backend_line("dead", "http://127.0.0.1:" + std::to_string(dead_port()) + "/v1") +
+      "backends:\n" + backend_line("dead", "http://127.0.0.1:" + std::to_string(dead.port()) + "/v1") +
       backend_line("good", good.url()) +
       "models:\n  - { name: m, targets: [ { backend: dead }, { backend: good } ] }\n"));
   auto r = post_json(gw.port(), "/v1/chat/completions", kChat);
