@@ -49,18 +49,28 @@ bool readable(int fd, std::chrono::milliseconds limit) {
   return ::poll(&p, 1, static_cast<int>(limit.count())) > 0;
 }
 
-int listen_loopback(std::uint16_t& port) {
+// A socket bound to an ephemeral 127.0.0.1 port (written to `port`); -1 when that fails.
+int bind_loopback(std::uint16_t& port, bool reuse_address) {
   int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
   int one = 1;
-  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (reuse_address) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(fd, 128) != 0)
-    throw std::runtime_error("listen failed");
   socklen_t len = sizeof a;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+    ::close(fd);
+    return -1;
+  }
   port = ntohs(a.sin_port);
+  return fd;
+}
+
+int listen_loopback(std::uint16_t& port) {
+  int fd = bind_loopback(port, true);
+  if (fd < 0 || ::listen(fd, 128) != 0) throw std::runtime_error("listen failed");
   return fd;
 }
 
@@ -522,15 +532,8 @@ std::pair<int, std::string> run_command(const std::vector<std::string>& argv) {
 
 RefusedPort::RefusedPort() {
   // No SO_REUSEADDR: no other socket, listening or not, may bind this port while it is held.
-  fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof a;
-  if (fd_ < 0 || ::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
-      ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len) != 0)
-    throw std::runtime_error(std::string("RefusedPort: ") + std::strerror(errno));
-  port_ = ntohs(a.sin_port);
+  fd_ = bind_loopback(port_, false);
+  if (fd_ < 0) throw std::runtime_error(std::string("RefusedPort: ") + std::strerror(errno));
 }
 
 RefusedPort::~RefusedPort() {
