@@ -2,10 +2,11 @@
 
 #include "server/drained_read.hpp"
 
+#include <poll.h>
 #include <sys/socket.h>
 
-#include <boost/asio/connect.hpp>
 #include <boost/asio/ssl/host_name_verification.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <cerrno>
 
 namespace sluice::upstream {
@@ -25,6 +26,66 @@ bool still_open(tcp::socket& s) {
   char c;
   ssize_t r = ::recv(s.native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
   return r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
+error_code socket_error(tcp::socket& s) {
+  int err = 0;
+  socklen_t len = sizeof err;
+  if (::getsockopt(s.native_handle(), SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
+  return err ? error_code(err, boost::system::system_category()) : error_code();
+}
+
+// Waits until a connect in progress on `s` ends, or `deadline` passes (beast::error::timeout). The timer's
+// handler may run after this frame is gone (a cancelled wait): it reaches the socket only through `gate`.
+asio::awaitable<error_code> connect_finished(tcp::socket& s, std::chrono::steady_clock::time_point deadline) {
+  struct Gate {
+    tcp::socket* socket;
+    bool fired = false;
+  };
+  auto gate = std::make_shared<Gate>(Gate{&s});
+  asio::steady_timer timer(s.get_executor(), deadline);
+  timer.async_wait([gate](error_code ec) {
+    if (ec || !gate->socket) return;
+    gate->fired = true;
+    error_code ignored;
+    gate->socket->cancel(ignored);
+  });
+  auto [ec] = co_await s.async_wait(tcp::socket::wait_write, use_nothrow);
+  gate->socket = nullptr;
+  timer.cancel();
+  if (gate->fired) co_return beast::error::timeout;
+  co_return ec ? ec : socket_error(s);
+}
+
+// One TCP connect to `ep` on `s` (opened here). A backend on this host (a local vLLM or llama.cpp, a sidecar)
+// has accepted or refused before connect(2) returns, since the kernel runs both ends of the handshake
+// within the call: its answer is read at once (a poll(2) with no wait) rather than after a trip through the
+// event loop, which under load is a wait behind every other ready socket. A remote one is waited for.
+asio::awaitable<error_code> connect_one(tcp::socket& s, const tcp::endpoint& ep,
+                                        std::chrono::steady_clock::time_point deadline) {
+  error_code ec;
+  s.open(ep.protocol(), ec);
+  if (!ec) s.non_blocking(true, ec);  // set once: Asio's reads and writes then make no ioctl of their own
+  if (ec) co_return ec;
+  if (::connect(s.native_handle(), ep.data(), static_cast<socklen_t>(ep.size())) == 0) co_return error_code();
+  if (errno != EINPROGRESS && errno != EINTR) co_return error_code(errno, boost::system::system_category());
+  pollfd p{s.native_handle(), POLLOUT, 0};
+  if (::poll(&p, 1, 0) > 0) co_return socket_error(s);
+  co_return co_await connect_finished(s, deadline);
+}
+
+// The first of `endpoints` that accepts, tried in order within one deadline (as asio::async_connect does).
+asio::awaitable<error_code> connect_any(tcp::socket& s, const std::vector<tcp::endpoint>& endpoints,
+                                        std::chrono::steady_clock::time_point deadline) {
+  error_code ec = asio::error::host_not_found;
+  for (const auto& ep : endpoints) {
+    error_code ignored;
+    s.close(ignored);
+    if (std::chrono::steady_clock::now() >= deadline) co_return beast::error::timeout;
+    ec = co_await connect_one(s, ep, deadline);
+    if (!ec || ec == beast::error::timeout) break;
+  }
+  co_return ec;
 }
 }  // namespace
 
@@ -120,8 +181,7 @@ asio::awaitable<std::unique_ptr<Connection>> BackendPool::connect(std::string& r
   else
     c->plain.emplace(ex_);
   auto& tcp_layer = c->lowest();
-  tcp_layer.expires_at(deadline);
-  auto [cec, ep] = co_await tcp_layer.async_connect(endpoints, use_nothrow_awaitable);
+  const error_code cec = co_await connect_any(tcp_layer.socket(), endpoints, deadline);
   if (cec) {
     if (!fixed_endpoints_) endpoints_.clear();  // the next connect asks DNS again
     reason = cec == beast::error::timeout ? "timeout" : "connect";
@@ -134,14 +194,15 @@ asio::awaitable<std::unique_ptr<Connection>> BackendPool::connect(std::string& r
     auto* ssl = c->secure->native_handle();
     if (!url_.host_is_ip()) SSL_set_tlsext_host_name(ssl, url_.host.c_str());  // SNI
     if (backend_.tls_verify) c->secure->set_verify_callback(ssl::host_name_verification(url_.host));
+    tcp_layer.expires_at(deadline);  // the handshake ends within the connect timeout too
     auto [hec] = co_await c->secure->async_handshake(ssl::stream_base::client, use_nothrow);
     if (hec) {
       reason = hec == beast::error::timeout ? "timeout" : "tls";
       detail = "TLS handshake with " + url_.host_header() + " failed: " + hec.message();
       co_return nullptr;
     }
+    tcp_layer.expires_never();
   }
-  tcp_layer.expires_never();
   co_return c;
 }
 

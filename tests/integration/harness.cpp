@@ -540,6 +540,50 @@ RefusedPort::~RefusedPort() {
   if (fd_ >= 0) ::close(fd_);
 }
 
+// ---- StalledPort ----
+
+StalledPort::StalledPort() {
+  listen_fd_ = bind_loopback(port_, false);
+  // A backlog of 0 holds one connection: the test's own fills it, and every SYN after it is dropped.
+  if (listen_fd_ < 0 || ::listen(listen_fd_, 0) != 0) throw std::runtime_error("StalledPort: listen failed");
+  filler_fd_ = connect_loopback(port_);
+  if (filler_fd_ < 0) throw std::runtime_error("StalledPort: connect failed");
+}
+
+StalledPort::~StalledPort() {
+  if (filler_fd_ >= 0) ::close(filler_fd_);
+  if (listen_fd_ >= 0) ::close(listen_fd_);
+}
+
+bool StalledPort::wait_for_waiting_connect(std::chrono::milliseconds limit) const {
+  char want[8];
+  std::snprintf(want, sizeof want, ":%04X", port_);
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  do {
+    // "sl local_address rem_address st ...": a remote address ending in this port, in state 02 (SYN_SENT).
+    std::ifstream in("/proc/net/tcp");
+    std::string line;
+    while (std::getline(in, line)) {
+      std::istringstream fields(line);
+      std::string sl, local, remote, state;
+      fields >> sl >> local >> remote >> state;
+      if (state == "02" && remote.size() > 5 && remote.compare(remote.size() - 5, 5, want) == 0) return true;
+    }
+    std::this_thread::sleep_for(20ms);
+  } while (std::chrono::steady_clock::now() < deadline);
+  return false;
+}
+
+void StalledPort::release() {
+  int fd = accept(5s);  // the filler's server side
+  if (fd >= 0) ::close(fd);
+}
+
+int StalledPort::accept(std::chrono::milliseconds limit) {
+  if (!readable(listen_fd_, limit)) return -1;
+  return ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+}
+
 // ---- TempDir ----
 
 TempDir::TempDir() {

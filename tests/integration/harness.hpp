@@ -63,6 +63,29 @@ class RefusedPort {
   std::uint16_t port_ = 0;
 };
 
+/// A 127.0.0.1 port whose listener's queue is full (a connection of the test's own waits in it), so a connect
+/// to it is neither accepted nor refused: the kernel drops its SYN and retries after 1 s, then 3 s. release()
+/// makes room, and the next retry is accepted. A backend that is slow to answer connects.
+class StalledPort {
+ public:
+  StalledPort();
+  ~StalledPort();
+  StalledPort(const StalledPort&) = delete;
+  StalledPort& operator=(const StalledPort&) = delete;
+  std::uint16_t port() const { return port_; }
+  /// True once a socket on this host waits in SYN_SENT for this port (read from /proc/net/tcp), within `limit`.
+  bool wait_for_waiting_connect(std::chrono::milliseconds limit) const;
+  /// Takes the test's own connection off the queue: the next retry of a waiting connect gets in.
+  void release();
+  /// The next connection accepted within `limit`, or -1.
+  int accept(std::chrono::milliseconds limit);
+
+ private:
+  int listen_fd_ = -1;
+  int filler_fd_ = -1;
+  std::uint16_t port_ = 0;
+};
+
 /// A backend played by the test: each connection runs `handler` on its own thread.
 class ScriptedUpstream {
  public:

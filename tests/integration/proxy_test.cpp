@@ -318,6 +318,41 @@ TEST(Proxy, UnreachableBackendIs502) {
                       "upstream_unreachable");
 }
 
+// A backend on this host answers a connect within connect(2) itself, and Sluice takes that answer at once; a
+// connect the backend leaves waiting is waited for, up to timeouts.connect.
+TEST(Proxy, ConnectThatHangsEndsAtTheConnectTimeoutAs504) {
+  StalledPort stalled;
+  TestGateway gw(scripted_config("http://127.0.0.1:" + std::to_string(stalled.port()) + "/v1", "{ connect: 300ms }"));
+  for (bool stream : {false, true}) {
+    const auto t0 = std::chrono::steady_clock::now();
+    expect_openai_error(post_json(gw.port(), "/v1/chat/completions", chat("m", stream)), 504, "upstream_timeout");
+    // The connect timeout ended it, not the kernel giving up on the SYN (about two minutes).
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, 20s);
+  }
+}
+
+TEST(Proxy, ConnectThatWaitsGoesOnWhenTheBackendAccepts) {
+  StalledPort stalled;
+  TestGateway gw(scripted_config("http://127.0.0.1:" + std::to_string(stalled.port()) + "/v1", "{ connect: 30s }"));
+  bool waited = false;
+  std::string request;
+  std::thread backend([&] {
+    waited = stalled.wait_for_waiting_connect(20s);  // Sluice's SYN was dropped: its connect is in progress
+    stalled.release();
+    UpstreamConn c(stalled.accept(20s));  // the kernel's retry of that SYN, a second later
+    request = c.read_request();
+    const std::string body = R"({"id":"x","object":"chat.completion","choices":[]})";
+    c.write("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " +
+            std::to_string(body.size()) + "\r\n\r\n" + body);
+  });
+  auto r = post_json(gw.port(), "/v1/chat/completions", chat("m", false));
+  backend.join();
+  EXPECT_TRUE(waited) << "Sluice's connect never waited in SYN_SENT";
+  EXPECT_NE(request.find("POST /v1/chat/completions"), std::string::npos) << request;
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_NE(r.body.find(R"("object":"chat.completion")"), std::string::npos) << r.body;
+}
+
 TEST(Proxy, SilentBackendIs504) {
   ScriptedUpstream upstream([](UpstreamConn& c) {
     c.read_request();
