@@ -70,6 +70,14 @@ void prepare_descriptors(const Config& config, unsigned workers) {
   ::close(probe);
 }
 
+/// What a worker's first request would otherwise set up while clients wait, done before it serves any:
+/// OpenSSL's configuration and SHA-256 (a key's digest) and this thread's random generator (request ids). On
+/// the first request they took about 2.5 ms, and every connection that came meanwhile waited too.
+void warm_up_worker_thread() {
+  (void)policy::sha256_hex("");
+  (void)new_request_id();
+}
+
 /// A client connection as the drain logic sees it.
 struct SessionHandle {
   beast::tcp_stream* stream;
@@ -110,10 +118,9 @@ void open_acceptor(tcp::acceptor& acc, const tcp::endpoint& ep, const char* path
                              std::to_string(ep.port()) + " (" + path + "): " + ec.message());
 }
 
-std::string peer_of(const tcp::socket& s) {
-  error_code ec;
-  auto ep = s.remote_endpoint(ec);
-  return ec ? std::string("?") : ep.address().to_string() + ":" + std::to_string(ep.port());
+// The client's address as accept(2) gave it (no getpeername(2) of its own).
+std::string peer_of(const tcp::endpoint& ep) {
+  return ep.address().is_unspecified() ? std::string("?") : ep.address().to_string() + ":" + std::to_string(ep.port());
 }
 
 // Where a connection's idle wait after a request starts: the request's end, the clock reading it was
@@ -317,10 +324,11 @@ struct Gateway::Impl {
     // A connection reset while it waited is an error to skip, not one Asio's synchronous accept waits out.
     error_code opt;
     acceptor->set_option(asio::socket_base::enable_connection_aborted(true), opt);
+    tcp::endpoint peer;  // each accepted client's address, from accept(2) itself
     for (;;) {
       auto& w = *workers[next_worker];
       next_worker = (next_worker + 1) % workers.size();
-      auto [ec, accepted] = co_await acceptor->async_accept(w.ctx, use_nothrow);
+      auto [ec, accepted] = co_await acceptor->async_accept(w.ctx, peer, use_nothrow);
       if (ec == asio::error::connection_aborted) continue;  // the client gave up while it waited
       if (ec) {
         if (!acceptor->is_open() || draining) co_return;
@@ -330,16 +338,16 @@ struct Gateway::Impl {
         }
         continue;
       }
-      admit(w, std::move(accepted));
+      admit(w, std::move(accepted), peer);
       // Then every connection already waiting (up to a batch), as nginx's multi_accept: one per trip through a
       // busy event loop would leave new clients queued behind every stream's events.
       for (int i = 0; !nb && i < kAcceptBatch && acceptor->is_open(); ++i) {
         auto& next = *workers[next_worker];
         error_code aec;
-        tcp::socket sock = acceptor->accept(next.ctx, aec);
+        tcp::socket sock = acceptor->accept(next.ctx, peer, aec);
         if (aec) break;  // would_block: none waiting (any other error, the next async accept sees too)
         next_worker = (next_worker + 1) % workers.size();
-        admit(next, std::move(sock));
+        admit(next, std::move(sock), peer);
       }
     }
   }
@@ -360,31 +368,31 @@ struct Gateway::Impl {
   };
 
   // A connection just accepted for worker `w`: its session, or a refusal when over max_connections.
-  void admit(Worker& w, tcp::socket sock) {
+  void admit(Worker& w, tcp::socket sock, const tcp::endpoint& peer) {
     if (connections.load() >= config.server.max_connections) {
       metrics.client_rejected("max_connections");
       // Told why with a 503, unless so many are being refused at once that even that would cost too much.
       if (refusing.load() < kMaxRefusing) {
         ++refusing;  // counted here, not when the worker gets to it, so a burst cannot overshoot the cap
-        asio::co_spawn(w.ctx, refuse_session(std::move(sock)), asio::detached);
+        asio::co_spawn(w.ctx, refuse_session(std::move(sock), peer), asio::detached);
       } else {
         reset_socket(sock);
       }
       return;
     }
     // Counted here, not when the session starts: a batch of accepts cannot overshoot the cap.
-    asio::co_spawn(w.ctx, client_session(w, std::move(sock), Slot(connections)), asio::detached);
+    asio::co_spawn(w.ctx, client_session(w, std::move(sock), peer, Slot(connections)), asio::detached);
   }
 
   // A connection over max_connections: a 503 before its request is read, then a brief lingering close.
-  asio::awaitable<void> refuse_session(tcp::socket sock) {
+  asio::awaitable<void> refuse_session(tcp::socket sock, tcp::endpoint peer) {
     struct Done {
       std::atomic<unsigned>& n;
       ~Done() { --n; }
     } done{refusing};
     RequestContext ctx;
     ctx.started = Clock::now();
-    ctx.client = peer_of(sock);
+    ctx.client = peer_of(peer);
     beast::tcp_stream stream(std::move(sock));
     openai::ApiError err{503,
                          "Sluice is at its limit of " + std::to_string(config.server.max_connections) +
@@ -396,11 +404,14 @@ struct Gateway::Impl {
     co_await lingering_close(stream);
   }
 
-  asio::awaitable<void> client_session(Worker& w, tcp::socket sock, [[maybe_unused]] Slot slot) {
+  asio::awaitable<void> client_session(Worker& w, tcp::socket sock, tcp::endpoint peer,
+                                       [[maybe_unused]] Slot slot) {
     metrics.client_connections(1);
     error_code ec;
     sock.set_option(tcp::no_delay(true), ec);
-    std::string client = peer_of(sock);
+    // Set once, before the first read: Asio's reads and Sluice's writes then make no ioctl(2) of their own.
+    sock.non_blocking(true, ec);
+    std::string client = peer_of(peer);
     enable_drained_reads(sock);  // the keep-alive wait is a drained read (below)
     beast::tcp_stream stream(std::move(sock));
     beast::flat_buffer buffer;
@@ -512,12 +523,10 @@ struct Gateway::Impl {
       handle.waiting_since = idle_from(ctx);
       if (!keep) break;
     }
-    if (lingering) {
+    if (lingering)
       co_await lingering_close(stream);
-    } else {
-      stream.socket().shutdown(tcp::socket::shutdown_send, ec);
-      stream.close();
-    }
+    else
+      stream.close();  // its FIN follows the last answer's bytes, as a shutdown(2) first would send it
   }
 
   asio::awaitable<void> admin_accept_loop() {
@@ -720,6 +729,7 @@ void Gateway::start() {
   if (d.on_signals) watch_signals();  // before the workers run and before "listening on"
   for (auto& w : d.workers)
     w->thread = std::thread([&ctx = w->ctx] {
+      warm_up_worker_thread();
       ctx.run();
       observe::flush_access_log();  // what this worker gathered last
     });
