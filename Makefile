@@ -18,7 +18,7 @@ FUZZ_SECONDS ?= 20
 
 # The benchmark's reference and tools (`make bench`): nginx as the plain reverse proxy Sluice is measured
 # against, wrk for cross-checks by hand, perf and valgrind for profiling (see docs/benchmarks.md).
-BENCH_PACKAGES := nginx wrk linux-perf valgrind
+BENCH_PACKAGES := nginx wrk linux-perf valgrind strace
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 

@@ -8,5 +8,7 @@ one() {
     -d '{"model":"bench-slow","messages":[{"role":"user","content":"hi"}],"max_tokens":1,"stream":true}' \
     http://127.0.0.1:$1/v1/chat/completions
 }
-for i in $(seq $2); do one $1; done | awk '{ms=($2-$1)*1000} NR==1{first=ms; next} {a[NR-1]=ms}
-  END{n=asort(a); printf "first %.2f  then p50 %.2f p90 %.2f (ms, %d streams)\n", first, a[int(n/2)+1], a[int(n*0.9)+1], n}'
+times=$(for i in $(seq $2); do one $1; done | awk '{printf "%.3f\n", ($2-$1)*1000}')
+first=$(echo "$times" | head -1)
+echo "$times" | tail -n +2 | sort -n | awk -v first=$first '{a[NR]=$1}
+  END{printf "first %.2f  then p50 %.2f p90 %.2f (ms, %d streams)\n", first, a[int(NR/2)+1], a[int(NR*0.9)+1], NR}'
