@@ -208,6 +208,7 @@ struct ReadState {
   bool more = false;
   unsigned in_a_row = 0;
   static constexpr unsigned kMaxInARow = 16;  // then the relay yields once, so its worker's other work goes on
+  static constexpr unsigned kMaxNow = 4;      // of those, how many read_now makes before read_more's turn
 };
 
 /// read_more's first step, which needs no read: offers what `buffer` holds to `parser`. True when that
@@ -284,6 +285,22 @@ bool read_at_once(tcp::socket& s, beast::flat_buffer& buffer, Parser& parser, Re
   return false;
 }
 
+/// read_more's reads that need no wait, for its caller to make before it starts read_more (with held_offered,
+/// which then skips them): on a plain socket, read_at_once, but only for the first ReadState::kMaxNow reads in a
+/// row. When these settle the call, the caller goes on at once: read_more would have completed through the
+/// executor (an operation never completes inside the call that starts it), a trip through the event loop for
+/// the rest of a burst that was already here. Past kMaxNow, and on other streams (TLS), it reads nothing.
+template <class Parser>
+bool read_now(tcp::socket& s, beast::flat_buffer& buffer, Parser& parser, ReadState& state, error_code& ec,
+              std::size_t& parsed) {
+  return state.in_a_row < ReadState::kMaxNow && read_at_once(s, buffer, parser, state, ec, parsed);
+}
+
+template <class Stream, class Parser>
+bool read_now(Stream&, beast::flat_buffer&, Parser&, ReadState&, error_code&, std::size_t&) {
+  return false;
+}
+
 namespace read_detail {
 
 /// read_more on a plain socket: an asynchronous operation of its own, which Asio's awaitable resumes with the
@@ -306,11 +323,13 @@ class ReadMore {
   }
 
   /// The first step, in the initiating call: what completes here is handed to the handler through the executor
-  /// (an operation never completes inside the call that starts it).
+  /// (an operation never completes inside the call that starts it). `held_offered`: the caller has made this
+  /// step's parse and reads itself (parse_held, read_now), so it starts with the wait.
   void start(bool held_offered) {
     error_code ec;
-    if ((!held_offered && parse_held(*buffer_, *parser_, ec, parsed_)) ||
-        read_at_once(*s_, *buffer_, *parser_, *state_, ec, parsed_) || !wait(ec)) {
+    if ((!held_offered && (parse_held(*buffer_, *parser_, ec, parsed_) ||
+                           read_at_once(*s_, *buffer_, *parser_, *state_, ec, parsed_))) ||
+        !wait(ec)) {
       auto ex = get_executor();
       asio::post(ex, asio::append(std::move(handler_), ec, parsed_));
     }
@@ -366,7 +385,8 @@ struct InitiateReadMore {
 
 /// http::async_read_some, for a backend connection, without Beast's composed operation: parses what `buffer`
 /// holds into `parser`, reading more while the parser needs more. `held_offered`: the caller has just offered
-/// what `buffer` holds (parse_held), so the first step is a read. Completes with {error, bytes parsed}, with
+/// what `buffer` holds (parse_held) and made the reads that need no wait (read_now), so the first step is a
+/// read through the reactor. Completes with {error, bytes parsed}, with
 /// Beast's errors for the same cases: `auto [ec, n] = co_await read_more(...)`.
 ///
 /// On a plain socket it reads through async_read_drained (Asio's read, except that after a read which emptied

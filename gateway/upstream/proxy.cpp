@@ -623,7 +623,8 @@ asio::awaitable<void> Exchange::relay_stream(Stream& up, Connection& conn, Parse
     const std::size_t room = std::max<std::size_t>(512, conn.buffer.capacity() - held);  // Beast's read size
     error_code ec;
     std::size_t n = 0;
-    if (!parse_held(conn.buffer, p, ec, n)) {  // events that came with the head, or with the last read
+    // Events that came with the head or with the last read, or the rest of a burst the socket already holds.
+    if (!parse_held(conn.buffer, p, ec, n) && !read_now(up, conn.buffer, p, conn.reading, ec, n)) {
       const bool held_offered = true;
       auto [read_ec, read_n] = co_await read_more(up, conn.buffer, p, conn.reading, held_offered);
       ec = read_ec;
@@ -806,7 +807,7 @@ asio::awaitable<void> Exchange::relay_body(Stream& up, Connection& conn, Parser&
     // with the head (nearly always the whole body) is parsed without a read.
     error_code ec;
     std::size_t n = 0;
-    if (!parse_held(conn.buffer, p, ec, n)) {
+    if (!parse_held(conn.buffer, p, ec, n) && !read_now(up, conn.buffer, p, conn.reading, ec, n)) {
       const bool held_offered = true;
       auto [read_ec, read_n] = co_await read_more(up, conn.buffer, p, conn.reading, held_offered);
       ec = read_ec;

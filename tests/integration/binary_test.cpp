@@ -1,6 +1,9 @@
 // The real `sluice` binary: CLI, start-up failures, the shipped default config, and SIGTERM drain.
 #include <gtest/gtest.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -178,6 +181,12 @@ TEST(Binary, ShippedConfigAnswersTheReadmeCurlOffline) {
   const auto line_start = out.rfind('\n', refused) + 1;
   const auto line = out.substr(line_start, out.find('\n', refused) - line_start);
   EXPECT_NE(line.find("\"method\":\"POST\",\"path\":\"/v1/chat/completions\","), std::string::npos) << line;
+  // Its client is the connection's address and port as the gateway accepted it.
+  sockaddr_in local{};
+  socklen_t local_len = sizeof local;
+  ASSERT_EQ(::getsockname(big.fd(), reinterpret_cast<sockaddr*>(&local), &local_len), 0);
+  EXPECT_NE(line.find("\"client\":\"127.0.0.1:" + std::to_string(ntohs(local.sin_port)) + "\""), std::string::npos)
+      << line;
   EXPECT_NE(out.find("\"key\":\"demo\""), std::string::npos);
   EXPECT_EQ(out.find("sk-sluice-demo"), std::string::npos);
   EXPECT_EQ(gw.child.err().find("sk-sluice-demo"), std::string::npos);

@@ -1,6 +1,7 @@
 // The gateway end to end over real sockets: simulator and scripted backends, errors, keep-alive, disconnects.
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <memory>
 #include <rapidjson/document.h>
 
@@ -291,6 +292,65 @@ TEST(Proxy, StalePooledConnectionIsReplacedTransparently) {
     ASSERT_TRUE(wait_until([&] { return upstream.connections() == i + 1; }));
   }
   EXPECT_EQ(upstream.requests().size(), 3u);
+}
+
+// A backend that writes a whole answer at once, far larger than the gateway's first read of a new connection
+// (512 bytes): the rest is already in the socket, and is read at once (read_now) rather than after a turn of the
+// event loop. Every byte arrives, for a stream and for a whole answer, on a new connection and on a reused one.
+TEST(Proxy, AnswersWrittenInOneGoLargerThanAReadArriveWhole) {
+  constexpr int kEvents = 300;
+  std::string events, text;
+  for (int i = 0; i < kEvents; ++i) {
+    const std::string token = "tok-" + std::to_string(i) + " ";
+    text += token;
+    const std::string data =
+        R"({"id":"c","object":"chat.completion.chunk","created":1,"model":"upstream-m","choices":[{"index":0,"delta":{"content":")" +
+        token + R"("},"finish_reason":null}]})";
+    const std::string event = "data: " + data + "\n\n";
+    char size[16];
+    std::snprintf(size, sizeof size, "%zx\r\n", event.size());
+    events += size + event + "\r\n";
+  }
+  for (std::string tail : {std::string(R"(data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"upstream-m","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]})") + "\n\n",
+                           std::string("data: [DONE]\n\n")}) {
+    char size[16];
+    std::snprintf(size, sizeof size, "%zx\r\n", tail.size());
+    events += size + tail + "\r\n";
+  }
+  events += "0\r\n\r\n";
+  const std::string answer = R"({"id":"c","object":"chat.completion","created":1,"model":"upstream-m","choices":[{"index":0,"message":{"role":"assistant","content":")" +
+                             text + R"("},"finish_reason":"stop"}]})";
+  ScriptedUpstream upstream([&](UpstreamConn& c) {
+    for (;;) {
+      auto req = c.read_request();
+      if (req.empty()) return;
+      const bool stream = req.find("\"stream\":true") != std::string::npos;
+      c.write(stream ? "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n" + events
+                     : "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " +
+                           std::to_string(answer.size()) + "\r\n\r\n" + answer);
+    }
+  });
+  TestGateway gw(scripted_config(upstream.url()));
+  for (int round = 0; round < 3; ++round) {
+    auto s = post_json(gw.port(), "/v1/chat/completions", chat("m", true));
+    ASSERT_EQ(s.status, 200) << s.body;
+    const auto data = sse_data(s.body);
+    ASSERT_EQ(data.size(), static_cast<std::size_t>(kEvents + 2)) << "round " << round;
+    std::string got;
+    for (int i = 0; i < kEvents; ++i) {
+      auto d = parse(data[i]);
+      ASSERT_TRUE(d.IsObject()) << data[i];
+      got += d["choices"][0]["delta"]["content"].GetString();
+    }
+    EXPECT_EQ(got, text);
+    EXPECT_EQ(data.back(), "[DONE]");
+    auto j = post_json(gw.port(), "/v1/chat/completions", chat("m", false));
+    ASSERT_EQ(j.status, 200) << j.body;
+    auto d = parse(j.body);
+    ASSERT_TRUE(d.IsObject()) << j.body.substr(0, 200);
+    EXPECT_EQ(std::string(d["choices"][0]["message"]["content"].GetString()), text);
+  }
+  EXPECT_EQ(upstream.connections(), 1);  // the first exchange's connection, reused after each whole answer
 }
 
 // A backend named by host name: resolved once, its addresses kept for the next connections (which no longer
