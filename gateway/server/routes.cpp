@@ -4,7 +4,6 @@
 
 #include <array>
 #include <boost/asio/write.hpp>
-#include <charconv>
 #include <cstring>
 #include <random>
 
@@ -106,9 +105,9 @@ Headers rate_limit_headers(const policy::Admission& a) {
                  const policy::WindowView& v) {
     if (!v.limit) return;
     put(limit);
-    p = std::to_chars(p, p + 20, v.limit).ptr;
+    p = write_decimal(p, v.limit);
     put(remaining);
-    p = std::to_chars(p, p + 20, v.remaining).ptr;
+    p = write_decimal(p, v.remaining);
     put(reset);
     char duration[32];
     put(format_duration(duration, Millis(v.reset_ms)));
@@ -349,9 +348,9 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, IncomingR
   observe::AccessRecord log;
   auto incoming_id = req[IncomingRequest::Field::x_request_id];
   log.request_id = acceptable_request_id(incoming_id) ? std::string(incoming_id) : new_request_id();
-  log.method = std::string(req.method_string());
+  log.method = req.method_string();
   auto path = path_of(req.target());
-  log.path = std::string(path.substr(0, 256));
+  log.path = path.substr(0, 256);
   log.client = ctx.client;
   log.bytes_in = ctx.bytes_in;
   Reply reply{stream, services, ctx, log, req.keep_alive() && !services.draining, req.version()};
@@ -364,7 +363,7 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, IncomingR
     ctx.ended = now;
     const double seconds = std::chrono::duration<double>(now - ctx.started).count();
     log.duration_ms = seconds * 1000;
-    const std::string& model_label = log.model.empty() ? metric_model : log.model;
+    const std::string_view model_label = log.model.empty() ? std::string_view(metric_model) : log.model;
     services.metrics.request_done(endpoint_label, model_label, log.backend, log.key, log.status, seconds);
     // Overhead: the whole duration for answers Sluice gives itself, else what the backends did not take.
     services.metrics.overhead(endpoint_label, log.overhead_ms ? *log.overhead_ms / 1000 : seconds);
@@ -381,15 +380,16 @@ asio::awaitable<bool> handle_client_request(beast::tcp_stream& stream, IncomingR
   auto endpoint = openai::endpoint_for_path(path);
   bool is_models = path == "/v1/models";
   if (!endpoint && !is_models) {
-    refused = reply.error({404, "Invalid URL (" + log.method + " " + log.path + ")", "invalid_request_error",
-                           std::nullopt, "unknown_url"});
+    refused = reply.error({404, "Invalid URL (" + std::string(log.method) + " " + std::string(log.path) + ")",
+                           "invalid_request_error", std::nullopt, "unknown_url"});
     co_return finish(co_await std::move(refused));
   }
   endpoint_label = is_models ? std::string_view("models") : openai::to_string(*endpoint);
   auto expected = is_models ? http::verb::get : http::verb::post;
   if (req.method() != expected) {
     refused = reply.send_owned([&] {
-      auto res = error_response({405, "Method " + log.method + " is not allowed on " + log.path,
+      auto res = error_response({405,
+                                 "Method " + std::string(log.method) + " is not allowed on " + std::string(log.path),
                                  "invalid_request_error", std::nullopt, "method_not_allowed"},
                                 reply.version, reply.keep_alive);
       res.set(http::field::allow, is_models ? "GET" : "POST");
