@@ -13,7 +13,8 @@ TEST(AccessJson, IsOneJsonObjectWithEveryFieldAndEscapedStrings) {
   AccessRecord r;
   r.request_id = "req_1";
   r.method = "POST";
-  r.path = std::string("/v1/\"odd\\path\n\t\x01") + "\xc3\xa9";
+  const std::string path = std::string("/v1/\"odd\\path\n\t\x01") + "\xc3\xa9";
+  r.path = path;
   r.client = "127.0.0.1:5000";
   r.model = "m";
   r.backend = "b";
