@@ -112,6 +112,7 @@ ChildOf<Family, Extra...>& child(std::uint64_t owner, Family& family, std::initi
   key.resize(size);
   char* p = key.data();
   auto put = [&p](const void* bytes, std::size_t n) {
+    if (n == 0) return;  // an empty label's view may have no data at all (memcpy's source must not be null)
     std::memcpy(p, bytes, n);
     p += n;
   };

@@ -34,8 +34,10 @@ std::string_view default_error_type(int status) {
       p += 8;
     }
     while (p < end && static_cast<unsigned char>(*p) >= 0x20 && *p != '"' && *p != '\\') ++p;
-    std::memcpy(out, run, static_cast<std::size_t>(p - run));
-    out += p - run;
+    if (p != run) {  // an empty view may have no data at all (memcpy's source must not be null)
+      std::memcpy(out, run, static_cast<std::size_t>(p - run));
+      out += p - run;
+    }
     if (p == end) break;
     const auto c = static_cast<unsigned char>(*p++);
     *out++ = '\\';
