@@ -73,7 +73,7 @@ std::string_view format_duration(char (&buf)[32], std::chrono::milliseconds d) {
   // Numbers with to_chars into the caller's buffer: two of these go into every limited request's headers.
   // The longest, "2562047788015h12m55.807s" (the largest count of milliseconds), is 24 characters.
   char* p = buf;
-  auto number = [&p](long long n) { p = write_decimal(p, static_cast<std::uint64_t>(n)); };
+  auto number = [&p, &buf](long long n) { p = write_decimal(p, buf + sizeof buf, static_cast<std::uint64_t>(n)); };
   auto ms = d.count();
   if (ms < 0) ms = 0;
   if (ms < 1000) {
@@ -110,8 +110,8 @@ std::string format_duration(std::chrono::milliseconds d) {
   return std::string(format_duration(buf, d));
 }
 
-[[gnu::noinline]] char* write_decimal(char* out, std::uint64_t v) {
-  return std::to_chars(out, out + 20, v).ptr;
+[[gnu::noinline]] char* write_decimal(char* out, char* end, std::uint64_t v) {
+  return std::to_chars(out, end, v).ptr;
 }
 
 std::string_view fixed3(char (&buf)[32], double v) {
@@ -121,7 +121,7 @@ std::string_view fixed3(char (&buf)[32], double v) {
     char* p = buf;
     if (thousandths < 0) *p++ = '-';
     const auto u = static_cast<std::uint64_t>(thousandths < 0 ? -thousandths : thousandths);
-    p = write_decimal(p, u / 1000);
+    p = write_decimal(p, buf + sizeof buf, u / 1000);
     const auto f = static_cast<unsigned>(u % 1000);
     p[0] = '.';
     p[1] = static_cast<char>('0' + f / 100);

@@ -25,9 +25,9 @@ std::string_view format_duration(char (&buf)[32], std::chrono::milliseconds d);
 /// access line.
 std::string_view fixed3(char (&buf)[32], double v);
 
-/// `v` in decimal at `out`, which has room for its 20 digits; returns the end. One out-of-line copy of the digit
-/// loop for the numbers of every request's access line and rate-limit headers: inlined at each of them it made
-/// more code than it runs, code the processor fetches for every request.
-char* write_decimal(char* out, std::uint64_t v);
+/// `v` in decimal into [out, end) (std::to_chars's result: `end` when it does not fit); returns the end of the
+/// digits. One out-of-line copy of the digit loop for the numbers of every request's access line and rate-limit
+/// headers: inlined at each of them it made more code than it runs, code the processor fetches for every request.
+char* write_decimal(char* out, char* end, std::uint64_t v);
 
 }  // namespace sluice

@@ -125,7 +125,7 @@ class Line {
   template <std::size_t N>
   void uint(const char (&key)[N], std::uint64_t v) {
     name(key);
-    p_ = write_decimal(p_, v);
+    p_ = write_decimal(p_, p_ + 20, v);
   }
   template <std::size_t N>
   void boolean(const char (&key)[N], bool v) {

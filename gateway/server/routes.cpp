@@ -105,9 +105,9 @@ Headers rate_limit_headers(const policy::Admission& a) {
                  const policy::WindowView& v) {
     if (!v.limit) return;
     put(limit);
-    p = write_decimal(p, v.limit);
+    p = write_decimal(p, p + 20, v.limit);
     put(remaining);
-    p = write_decimal(p, v.remaining);
+    p = write_decimal(p, p + 20, v.remaining);
     put(reset);
     char duration[32];
     put(format_duration(duration, Millis(v.reset_ms)));
