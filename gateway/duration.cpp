@@ -70,7 +70,7 @@ std::optional<std::uint64_t> parse_size(std::string_view text) {
 }
 
 std::string_view format_duration(char (&buf)[32], std::chrono::milliseconds d) {
-  // Numbers with to_chars into the caller's buffer: two of these go into every limited request's headers.
+  // Numbers with write_decimal into the caller's buffer: two of these go into every limited request's headers.
   // The longest, "2562047788015h12m55.807s" (the largest count of milliseconds), is 24 characters.
   char* p = buf;
   auto number = [&p, &buf](long long n) { p = write_decimal(p, buf + sizeof buf, static_cast<std::uint64_t>(n)); };
