@@ -9,7 +9,6 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/write.hpp>
 #include <algorithm>
-#include <charconv>
 #include <climits>
 #include <condition_variable>
 #include <future>
@@ -18,6 +17,7 @@
 #include <utility>
 #include <unordered_set>
 
+#include "duration.hpp"
 #include "observe/logging.hpp"
 #include "openai/dialect.hpp"
 #include "server/routes.hpp"
@@ -131,10 +131,10 @@ std::string peer_of(const tcp::endpoint& ep) {
   char* at = text;
   const auto bytes = a.to_v4().to_bytes();
   for (std::size_t i = 0; i < bytes.size(); ++i) {
-    at = std::to_chars(at, end, static_cast<unsigned>(bytes[i])).ptr;
+    at = write_decimal(at, end, bytes[i]);
     *at++ = i + 1 < bytes.size() ? '.' : ':';
   }
-  at = std::to_chars(at, end, static_cast<unsigned>(ep.port())).ptr;
+  at = write_decimal(at, end, ep.port());
   return std::string(text, at);
 }
 
