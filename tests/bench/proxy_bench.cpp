@@ -903,10 +903,14 @@ void write_file(const std::string& path, const std::string& text) {
   std::ofstream(path) << text;
 }
 
-std::string sluice_config(std::uint16_t port, std::uint16_t admin, std::uint16_t fast, std::uint16_t slow) {
-  auto backend = [](const char* name, std::uint16_t p) {
+// `slow_idle`: how many idle connections each proxy keeps to the slow port (256, as for the fast one; more with
+// SLUICE_BENCH_WARM, so that row 4's warm-up leaves one for every stream).
+std::string sluice_config(std::uint16_t port, std::uint16_t admin, std::uint16_t fast, std::uint16_t slow,
+                          int slow_idle) {
+  auto backend = [](const char* name, std::uint16_t p, int idle) {
     return std::string("  - name: ") + name + "\n    dialect: vllm\n    url: http://127.0.0.1:" + std::to_string(p) +
-           "\n    max_inflight: 100000\n    max_idle_connections: 256\n    health: { enabled: false }\n"
+           "\n    max_inflight: 100000\n    max_idle_connections: " + std::to_string(idle) +
+           "\n    health: { enabled: false }\n"
            "    timeouts: { connect: 5s, first_token: 60s, idle: 60s, total: 10m }\n";
   };
   return "server:\n  listen: 127.0.0.1:" + std::to_string(port) + "\n  admin_listen: 127.0.0.1:" +
@@ -914,7 +918,7 @@ std::string sluice_config(std::uint16_t port, std::uint16_t admin, std::uint16_t
          "log: { level: info, format: json, access_buffer: 64KiB, access_flush: 1s }\n"  // as nginx: buffer=64k
          "cache: { max_bytes: 64MiB, default_ttl: 10m, scope: key }\n"
          "backends:\n" +
-         backend("fast", fast) + backend("slow", slow) +
+         backend("fast", fast, 256) + backend("slow", slow, slow_idle) +
          "models:\n"
          "  - { name: bench, targets: [ { backend: fast } ] }\n"
          "  - { name: bench-slow, targets: [ { backend: slow } ] }\n"
@@ -928,7 +932,7 @@ std::string sluice_config(std::uint16_t port, std::uint16_t admin, std::uint16_t
 }
 
 std::string nginx_config(const std::string& dir, std::uint16_t port, std::uint16_t slow_port, std::uint16_t fast,
-                         std::uint16_t slow) {
+                         std::uint16_t slow, int slow_idle) {
   auto server = [](std::uint16_t listen, const char* upstream) {
     return "  server {\n    listen 127.0.0.1:" + std::to_string(listen) +
            " backlog=4096;\n    location / {\n      proxy_pass http://" + upstream +
@@ -941,7 +945,7 @@ std::string nginx_config(const std::string& dir, std::uint16_t port, std::uint16
          "http {\n  access_log " + dir + "/nginx-access.log combined buffer=64k;\n"
          "  client_body_temp_path " + dir + "/body;\n  proxy_temp_path " + dir + "/proxy;\n"
          "  upstream fast { server 127.0.0.1:" + std::to_string(fast) + "; keepalive 256; }\n"
-         "  upstream slow { server 127.0.0.1:" + std::to_string(slow) + "; keepalive 256; }\n" +
+         "  upstream slow { server 127.0.0.1:" + std::to_string(slow) + "; keepalive " + std::to_string(slow_idle) + "; }\n" +
          server(port, "fast") + server(slow_port, "slow") + "}\n";
 }
 
@@ -974,6 +978,11 @@ struct Options {
   double seconds = 5, warmup = 1;
   int rounds = 3;  // rows 1 and 2: alternating rounds
   int streams = 2000;
+  // SLUICE_BENCH_WARM (a diagnostic, not part of the table's method): before row 4, as many 4-second streams,
+  // so that each proxy starts row 4 with an idle backend connection for every stream and none connects on the
+  // way to a first event. What is left of the time to first event is the proxy's own setting-up.
+  bool warm_pools = std::getenv("SLUICE_BENCH_WARM") != nullptr;
+  int slow_idle() const { return warm_pools ? std::max(streams, 256) : 256; }
   std::vector<std::string> only;
   std::string rows = "12345";  // which rows to measure (--rows 4: the slow streams alone)
   bool row(char r) const { return rows.find(r) != std::string::npos; }
@@ -1043,7 +1052,14 @@ void measure(Target& t, const Options& o, bool sluice) {
     std::fprintf(stderr, "[%s] %d slow streams\n", t.name.c_str(), o.streams);
     Load l(t.slow_port, make_request(t.slow_model, true, 200, t.key));
     l.expect_tokens = 200;
-    if (t.proc.pid > 0) t.slow_before = usage_of(t.proc.pid);
+    if (o.warm_pools) {
+      Load warm(t.slow_port, make_request(t.slow_model, true, 80, t.key));  // 80 tokens: 4 s, all open at once
+      warm.expect_tokens = 80;
+      const Stats w = warm.concurrent(o.streams, 2.0, 60);
+      std::fprintf(stderr, "[%s] warm-up: %zu streams, %zu failed\n", t.name.c_str(), w.ok, w.failed);
+      std::this_thread::sleep_for(std::chrono::seconds(1));
+    }
+    if (t.proc.pid > 0) t.slow_before = usage_of(t.proc.pid);  // CPU seconds: row 4's streams only
     t.slow = l.concurrent(o.streams, 2.0, 60);
     if (t.proc.pid > 0) t.slow_after = usage_of(t.proc.pid);
     // SLUICE_BENCH_TTFE=PREFIX: row 4's streams as "sent_at_s ttfe_ms read_ms" lines in PREFIX-<target> (read_ms:
@@ -1256,7 +1272,7 @@ int main(int argc, char** argv) {
     nginx.slow_port = free_port();
     mkdir((dir + "/body").c_str(), 0755);
     mkdir((dir + "/proxy").c_str(), 0755);
-    write_file(dir + "/nginx.conf", nginx_config(dir, nginx.port, nginx.slow_port, fast, slow));
+    write_file(dir + "/nginx.conf", nginx_config(dir, nginx.port, nginx.slow_port, fast, slow, o.slow_idle()));
     nginx.proc = spawn("nginx", {nginx_bin, "-c", dir + "/nginx.conf", "-p", dir}, 1, dir + "/nginx.out");
     nginx.up = wait_listening(nginx.port, nginx.proc);
     if (!nginx.up) std::fprintf(stderr, "proxy_bench: nginx did not start (see %s/nginx.out)\n", dir.c_str());
@@ -1270,7 +1286,7 @@ int main(int argc, char** argv) {
     sluice.slow_port = sluice.port;
     sluice.admin = free_port();
     sluice.key = true;
-    write_file(dir + "/sluice.yaml", sluice_config(sluice.port, sluice.admin, fast, slow));
+    write_file(dir + "/sluice.yaml", sluice_config(sluice.port, sluice.admin, fast, slow, o.slow_idle()));
     sluice.proc = spawn("sluice", {sluice_binary, "serve", "--config", dir + "/sluice.yaml"}, 1,
                         dir + "/sluice.log");
     sluice.up = wait_listening(sluice.port, sluice.proc);
