@@ -105,6 +105,21 @@ ad::reactor_op::status perform_read(ad::reactor_op& op, ad::socket_type socket, 
   return ad::reactor_op::done;
 }
 
+ad::reactor_op::status perform_peek(ad::reactor_op& op, ad::socket_type socket) {
+  char c;
+  ssize_t n;
+  do n = ::recv(socket, &c, 1, MSG_PEEK);
+  while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return ad::reactor_op::not_done;  // the reactor waits
+    op.ec_ = boost::system::error_code(errno, boost::asio::error::get_system_category());
+  } else if (n == 0) {
+    op.ec_ = boost::asio::error::eof;
+  }
+  op.bytes_transferred_ = n > 0 ? 1 : 0;
+  return ad::reactor_op::done;
+}
+
 ad::reactor& reactor_of(ad::reactor::per_descriptor_data descriptor) {
   return *(descriptor->*exposed(OwningReactor{}));
 }

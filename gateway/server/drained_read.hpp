@@ -66,6 +66,11 @@ namespace ad = boost::asio::detail;
 ad::reactor_op::status perform_read(ad::reactor_op& op, ad::socket_type socket, ad::reactor::per_descriptor_data descriptor,
                                boost::asio::mutable_buffer buffer);
 
+/// A hang-up watch's system call (drained_read.cpp): a one-byte MSG_PEEK. Not done while the socket is empty; done
+/// with one byte pending (a request the client sent ahead), or with an error: the end of the stream (eof) or the
+/// socket's own. It never says "exhausted": the session's next read still tries the socket first.
+ad::reactor_op::status perform_peek(ad::reactor_op& op, ad::socket_type socket);
+
 /// The reactor that registered a descriptor (drained_read.cpp): the one Asio's own reads on the socket use.
 ad::reactor& reactor_of(ad::reactor::per_descriptor_data descriptor);
 
@@ -76,8 +81,9 @@ bool watch_peer_close(ad::reactor::per_descriptor_data descriptor, ad::socket_ty
 /// Reads on this thread that found the socket empty.
 std::uint64_t empty_reads();
 
-/// Asio's reactive_socket_recv_op for one buffer, but a read that emptied the socket says so (see above).
-template <class Handler, class IoExecutor>
+/// Asio's reactive_socket_recv_op for one buffer, but a read that emptied the socket says so (see above). With
+/// Peek, a hang-up watch's operation (perform_peek), which reads nothing.
+template <class Handler, class IoExecutor, bool Peek = false>
 class RecvOp : public ad::reactor_op {
  public:
   BOOST_ASIO_DEFINE_HANDLER_PTR(RecvOp);
@@ -94,7 +100,10 @@ class RecvOp : public ad::reactor_op {
 
   static status do_perform(reactor_op* base) {
     auto* o = static_cast<RecvOp*>(base);
-    return perform_read(*o, o->socket_, o->descriptor_, o->buffer_);
+    if constexpr (Peek)
+      return perform_peek(*o, o->socket_);
+    else
+      return perform_read(*o, o->socket_, o->descriptor_, o->buffer_);
   }
 
   static void do_complete(void* owner, ad::operation* base, const boost::system::error_code&, std::size_t) {
@@ -125,10 +134,31 @@ struct SocketAccess : boost::asio::ip::tcp::socket {
   static auto impl_member() { return &SocketAccess::impl_; }
 };
 
+/// Starts a RecvOp on `s`'s reactor, as Asio starts its own reads: tried at once unless the last read emptied
+/// the socket, else queued for the descriptor's next edge (with no epoll_ctl(2): the descriptor is registered for
+/// reading already, and an edge since the last read has the reactor try it first).
+template <bool Peek, class Handler>
+void start_recv(Handler&& handler, boost::asio::ip::tcp::socket* s, boost::asio::mutable_buffer buffer) {
+  using H = std::decay_t<Handler>;
+  auto& impl = ((*s).*SocketAccess::impl_member()).get_implementation();
+  H h(std::forward<Handler>(handler));
+  ad::reactor& reactor = reactor_of(impl.reactor_data_);
+  const bool is_continuation = boost_asio_handler_cont_helpers::is_continuation(h);
+  using Op = RecvOp<H, boost::asio::ip::tcp::socket::executor_type, Peek>;
+  typename Op::ptr p = {ad::addressof(h), Op::ptr::allocate(h), 0};
+  p.p = new (p.v) Op(boost::system::error_code(), impl.socket_, impl.reactor_data_, buffer, h, s->get_executor());
+  // As reactive_socket_service_base::start_op: the descriptor is made non-blocking for the reactor first.
+  if ((impl.state_ & ad::socket_ops::non_blocking) ||
+      ad::socket_ops::set_internal_non_blocking(impl.socket_, impl.state_, true, p.p->ec_))
+    reactor.start_op(ad::reactor::read_op, impl.socket_, impl.reactor_data_, p.p, is_continuation, true);
+  else
+    reactor.post_immediate_completion(p.p, is_continuation);
+  p.v = p.p = 0;
+}
+
 struct Initiate {
   template <class Handler>
   void operator()(Handler&& handler, boost::asio::ip::tcp::socket* s, boost::asio::mutable_buffer buffer) const {
-    using H = std::decay_t<Handler>;
     auto& impl = ((*s).*SocketAccess::impl_member()).get_implementation();
     // A closed socket (no descriptor state), an empty buffer or a cancellable read: Asio's own read.
     if (!impl.reactor_data_ || buffer.size() == 0 ||
@@ -136,19 +166,7 @@ struct Initiate {
       s->async_read_some(buffer, std::forward<Handler>(handler));
       return;
     }
-    H h(std::forward<Handler>(handler));
-    ad::reactor& reactor = reactor_of(impl.reactor_data_);
-    const bool is_continuation = boost_asio_handler_cont_helpers::is_continuation(h);
-    using Op = RecvOp<H, boost::asio::ip::tcp::socket::executor_type>;
-    typename Op::ptr p = {ad::addressof(h), Op::ptr::allocate(h), 0};
-    p.p = new (p.v) Op(boost::system::error_code(), impl.socket_, impl.reactor_data_, buffer, h, s->get_executor());
-    // As reactive_socket_service_base::start_op: the descriptor is made non-blocking for the reactor first.
-    if ((impl.state_ & ad::socket_ops::non_blocking) ||
-        ad::socket_ops::set_internal_non_blocking(impl.socket_, impl.state_, true, p.p->ec_))
-      reactor.start_op(ad::reactor::read_op, impl.socket_, impl.reactor_data_, p.p, is_continuation, true);
-    else
-      reactor.post_immediate_completion(p.p, is_continuation);
-    p.v = p.p = 0;
+    start_recv<false>(std::forward<Handler>(handler), s, buffer);
   }
 };
 
@@ -175,6 +193,26 @@ inline std::uint64_t drained_read_empty_reads() {
   return drained_detail::empty_reads();
 #else
   return 0;
+#endif
+}
+
+/// Calls `handler(ec, pending)` when the client on `s` has something to say while it waits for an answer: a byte
+/// it sent ahead (pending 1, ec clear), its end of stream (eof) or a reset, or the wait's cancellation
+/// (operation_aborted). Unlike socket.async_wait, it makes no epoll_ctl(2) to re-arm the descriptor, and no
+/// system call at all when the socket's last read emptied it (the next edge starts it). False, and nothing
+/// started, where it does not apply (see above, and a socket not registered with the reactor): the caller then
+/// waits with socket.async_wait. A socket not yet registered for EPOLLRDHUP is registered for it first.
+template <class Handler>
+bool async_wait_hangup(boost::asio::ip::tcp::socket& s, Handler&& handler) {
+#if SLUICE_DRAINED_READ
+  auto& impl = ((s).*drained_detail::SocketAccess::impl_member()).get_implementation();
+  if (!impl.reactor_data_ || !drained_detail::watch_peer_close(impl.reactor_data_, impl.socket_)) return false;
+  drained_detail::start_recv<true>(std::forward<Handler>(handler), &s, boost::asio::mutable_buffer());
+  return true;
+#else
+  (void)s;
+  (void)handler;
+  return false;
 #endif
 }
 

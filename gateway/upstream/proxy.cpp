@@ -102,10 +102,11 @@ double ms_since(Clock::time_point t) {
 }
 
 // An exchange that has not ended this long after it began gets its client watched for a hang-up. Most
-// LLM requests last far longer; an answer served faster than this is done before a hang-up could matter.
+// LLM requests last far longer; an answer served faster than this is done before a hang-up could matter. A
+// stream's relay starts the watch sooner, when it first waits for its backend after relaying events (watch_now).
 constexpr Millis kWatchClientAfter{50};
 
-asio::awaitable<void> watch_client(std::shared_ptr<WatchState> st);
+void watch_client(std::shared_ptr<WatchState> st);
 
 void watchdog_fired(WatchState& st);
 
@@ -127,7 +128,7 @@ void watchdog_fired(WatchState& st) {
   if (now >= st.watch_from) {
     st.watch_from = kNever;
     st.watching = true;
-    asio::co_spawn(st.dog.get_executor(), watch_client(st.shared_from_this()), asio::detached);
+    watch_client(st.shared_from_this());
   }
   if (now >= st.upstream_by) {
     st.upstream_by = kNever;
@@ -144,27 +145,53 @@ void watchdog_fired(WatchState& st) {
   rearm(st);
 }
 
-// Waits for the client socket to become readable while its answer is pending. A hang-up (EOF or
-// error) closes the upstream connection at once, which is how backends learn to stop generating;
-// unless identical requests are following this one's answer, which then goes on for them.
-asio::awaitable<void> watch_client(std::shared_ptr<WatchState> st) {
-  for (;;) {
-    auto [ec] = co_await st->client->async_wait(tcp::socket::wait_read, use_nothrow);
-    if (!st->active) co_return;
+// What the client's socket had to say while its answer was pending. A hang-up (EOF or error, or the wait cut
+// short while the exchange runs) closes the upstream connection at once, which is how backends learn to stop
+// generating; unless identical requests are following this one's answer, which then goes on for them.
+void client_heard(const std::shared_ptr<WatchState>& st, error_code ec, bool pending) {
+  if (!st->active) return;      // the exchange has ended (its end cancels the wait)
+  if (!ec && pending) return;   // a pipelined request: the session reads it later
+  st->client_gone = true;
+  // Followed: the upstream request goes on until the last follower leaves too.
+  const bool followed = st->flight && st->flight->abandon_when_alone(st->client->get_executor(), [st] {
+    if (st->active && st->upstream) st->upstream->close();
+  });
+  if (!followed && st->upstream) st->upstream->close();
+  if (st->wake) st->wake->cancel();
+}
+
+// Watches the client socket for a hang-up while its answer is pending: a wait on the reactor with no frame of
+// its own, and (async_wait_hangup) no epoll_ctl(2) to start it.
+void watch_client(std::shared_ptr<WatchState> st) {
+  tcp::socket& s = *st->client;
+  if (async_wait_hangup(s, [st](error_code ec, std::size_t pending) { client_heard(st, ec, pending > 0); }))
+    return;
+  s.async_wait(tcp::socket::wait_read, [st](error_code ec) mutable {
+    if (!st->active) return;
     if (!ec) {
       char c;
-      ssize_t r = ::recv(st->client->native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
-      if (r > 0) co_return;  // a pipelined request: the session reads it later
-      if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) continue;
+      const ssize_t r = ::recv(st->client->native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
+      if (r > 0) return client_heard(st, ec, true);
+      if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return watch_client(std::move(st));
+      ec = r == 0 ? error_code(asio::error::eof) : error_code(errno, boost::system::system_category());
     }
-    st->client_gone = true;
-    // Followed: the upstream request goes on until the last follower leaves too.
-    const bool followed = st->flight && st->flight->abandon_when_alone(st->client->get_executor(), [st] {
-      if (st->active && st->upstream) st->upstream->close();
-    });
-    if (!followed && st->upstream) st->upstream->close();
-    if (st->wake) st->wake->cancel();
-    co_return;
+    client_heard(st, ec, false);
+  });
+}
+
+// Starts the watch now rather than at watch_from: a stream's relay is about to wait for its backend after
+// relaying events, on a worker that is awake for it anyway. The timer set for the watch's start moves on to the
+// next deadline, so it does not wake the worker for nothing (at thousands of streams, one wake-up each).
+void watch_now(WatchState& st) {
+  if (st.watching || st.watch_from == kNever || !st.active || st.client_gone) return;
+  const bool timer_for_watch = st.armed == st.watch_from;
+  st.watch_from = kNever;
+  st.watching = true;
+  watch_client(st.shared_from_this());
+  if (timer_for_watch) {
+    st.armed = kNever;
+    st.dog.cancel();  // its handler runs with operation_aborted and does nothing
+    rearm(st);
   }
 }
 
@@ -625,6 +652,7 @@ asio::awaitable<void> Exchange::relay_stream(Stream& up, Connection& conn, Parse
     std::size_t n = 0;
     // Events that came with the head or with the last read, or the rest of a burst the socket already holds.
     if (!parse_held(conn.buffer, p, ec, n) && !read_now(up, conn.buffer, p, conn.reading, ec, n)) {
+      if (!first_event && !conn.reading.more) watch_now(st_);  // the stream is under way and its socket empty
       const bool held_offered = true;
       auto [read_ec, read_n] = co_await read_more(up, conn.buffer, p, conn.reading, held_offered);
       ec = read_ec;
@@ -1079,7 +1107,7 @@ asio::awaitable<ForwardResult> follow(beast::tcp_stream& client, Flight& flight,
   st->client = &client.socket();
   st->wake = &sub->timer;
   st->watching = true;
-  asio::co_spawn(executor, watch_client(st), asio::detached);
+  watch_client(st);
   // However this ends (torn down at shutdown too): out of the flight, and the watcher's wake-up disarmed.
   struct Leave {
     Flight& flight;

@@ -398,6 +398,60 @@ TEST(SseRelay, EveryRequestOnAKeptAliveConnectionIsWatched) {
       10s));
 }
 
+// A stream's client is watched for a hang-up from the relay's first wait for its backend (after its first
+// events). A client that sends its next request before the stream has ended is not one that hung up: the stream
+// goes on whole, and the request sent ahead is answered after it on the same connection.
+TEST(SseRelay, ARequestSentAheadDuringAStreamIsNotTakenForAHangUp) {
+  std::atomic<int> cut{0}, first_events{0}, sent_ahead{0};
+  ScriptedUpstream upstream([&](UpstreamConn& c) {
+    for (;;) {
+      auto req = c.read_request();
+      if (req.empty()) return;
+      if (req.find("\"slow\"") != std::string::npos) {
+        c.write_sse_header();
+        c.write_chunk("data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"one\"}}]}\n\n");
+        const int round = ++first_events;
+        wait_until([&] { return sent_ahead.load() >= round; }, 10s);
+        // The next request is on the gateway's client socket now, under its watch: the stream stays open.
+        if (c.wait_closed(200ms)) {
+          ++cut;
+          return;
+        }
+        c.write_chunk("data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"two\"},\"finish_reason\":\"stop\"}]}\n\n");
+        c.write_chunk("data: [DONE]\n\n");
+        c.write("0\r\n\r\n");
+        continue;
+      }
+      const std::string body = R"({"id":"c","object":"chat.completion","created":5,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}]})";
+      if (!c.write("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " +
+                   std::to_string(body.size()) + "\r\n\r\n" + body))
+        return;
+    }
+  });
+  TestGateway gw(relay_config(upstream.url()));
+  HttpClient c(gw.port());
+  for (int round = 1; round <= 2; ++round) {  // on a new connection's first request, then on a kept-alive one
+    ASSERT_TRUE(c.send_raw(raw_post("/v1/chat/completions",
+                                    R"({"model":"m","messages":[{"role":"user","content":"slow"}],"stream":true})")));
+    ASSERT_TRUE(wait_until([&] { return first_events.load() >= round; }, 10s)) << round;
+    std::this_thread::sleep_for(20ms);  // the first event relayed, the relay waits for the backend
+    ASSERT_TRUE(c.send_raw(
+        raw_post("/v1/chat/completions", R"({"model":"m","messages":[{"role":"user","content":"next"}]})")));
+    ++sent_ahead;
+    auto stream = c.read_response();
+    ASSERT_EQ(stream.status, 200) << round;
+    const auto data = sse_data(stream.body);
+    ASSERT_FALSE(data.empty()) << round;
+    EXPECT_EQ(data.back(), "[DONE]") << round << ": " << stream.body;
+    EXPECT_NE(stream.body.find("\"two\""), std::string::npos) << round << ": " << stream.body;
+    auto next = c.read_response();
+    EXPECT_EQ(next.status, 200) << round << ": " << next.body;
+    EXPECT_NE(next.body.find("\"ok\""), std::string::npos) << round << ": " << next.body;
+  }
+  EXPECT_EQ(cut.load(), 0);
+  EXPECT_LE(metric_value(gw.admin_port(), "sluice_client_disconnects_total{phase=\"streaming\"}"), 0);  // none, or not listed
+}
+
 TEST(SseRelay, TheClientGetsTheFormItAskedForWhateverTheBackendSends) {
   // The backend's Content-Type says what it sent: here always JSON when asked to stream, and always
   // SSE when asked not to (as Qubrid's legacy endpoint may). Sluice converts either way.
