@@ -26,8 +26,8 @@ using Clock = std::chrono::steady_clock;
 // When no deadline is set.
 constexpr Clock::time_point kNever = Clock::time_point::max();
 
-/// Shared between an exchange, its watchdog timer and the coroutine watching its client for a hang-up. A client
-/// connection keeps one for its requests (ClientWatch) while none of them needed its client watched.
+/// Shared between an exchange, its watchdog timer and the wait watching its client for a hang-up. A client
+/// connection keeps one for its requests (ClientWatch) until its client is gone.
 struct WatchState : std::enable_shared_from_this<WatchState> {
   explicit WatchState(const asio::any_io_executor& ex) : dog(ex) {}
   bool active = true;
@@ -47,7 +47,8 @@ struct WatchState : std::enable_shared_from_this<WatchState> {
   Clock::time_point client_by = kNever;    // a client write in progress must finish
   Clock::time_point watch_from = kNever;   // start watching the client for a hang-up
   bool upstream_expired = false;           // the upstream connection was closed for its deadline
-  bool watching = false;                   // watch_client runs
+  bool watching = false;                   // watch_client's wait is pending for this exchange
+  unsigned exchange = 0;                   // which of the connection's exchanges this is (a wait's own)
 };
 
 ClientWatch::~ClientWatch() {
@@ -101,9 +102,9 @@ double ms_since(Clock::time_point t) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
 }
 
-// An exchange that has not ended this long after it began gets its client watched for a hang-up. Most
+// A whole answer not served this long after its request went out gets its client watched for a hang-up. Most
 // LLM requests last far longer; an answer served faster than this is done before a hang-up could matter. A
-// stream's relay starts the watch sooner, when it first waits for its backend after relaying events (watch_now).
+// stream is watched from the start (forward).
 constexpr Millis kWatchClientAfter{50};
 
 void watch_client(std::shared_ptr<WatchState> st);
@@ -149,7 +150,8 @@ void watchdog_fired(WatchState& st) {
 // short while the exchange runs) closes the upstream connection at once, which is how backends learn to stop
 // generating; unless identical requests are following this one's answer, which then goes on for them.
 void client_heard(const std::shared_ptr<WatchState>& st, error_code ec, bool pending) {
-  if (!st->active) return;      // the exchange has ended (its end cancels the wait)
+  if (!st->active) return;      // the exchange has ended (its end cancels the wait; the caller checked it was
+                                // this exchange's, not a cancelled one's of the connection's last exchange)
   if (!ec && pending) return;   // a pipelined request: the session reads it later
   st->client_gone = true;
   // Followed: the upstream request goes on until the last follower leaves too.
@@ -164,10 +166,13 @@ void client_heard(const std::shared_ptr<WatchState>& st, error_code ec, bool pen
 // its own, and (async_wait_hangup) no epoll_ctl(2) to start it.
 void watch_client(std::shared_ptr<WatchState> st) {
   tcp::socket& s = *st->client;
-  if (async_wait_hangup(s, [st](error_code ec, std::size_t pending) { client_heard(st, ec, pending > 0); }))
+  const unsigned exchange = st->exchange;
+  if (async_wait_hangup(s, [st, exchange](error_code ec, std::size_t pending) {
+        if (st->exchange == exchange) client_heard(st, ec, pending > 0);
+      }))
     return;
-  s.async_wait(tcp::socket::wait_read, [st](error_code ec) mutable {
-    if (!st->active) return;
+  s.async_wait(tcp::socket::wait_read, [st, exchange](error_code ec) mutable {
+    if (!st->active || st->exchange != exchange) return;
     if (!ec) {
       char c;
       const ssize_t r = ::recv(st->client->native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
@@ -177,22 +182,6 @@ void watch_client(std::shared_ptr<WatchState> st) {
     }
     client_heard(st, ec, false);
   });
-}
-
-// Starts the watch now rather than at watch_from: a stream's relay is about to wait for its backend after
-// relaying events, on a worker that is awake for it anyway. The timer set for the watch's start moves on to the
-// next deadline, so it does not wake the worker for nothing (at thousands of streams, one wake-up each).
-void watch_now(WatchState& st) {
-  if (st.watching || st.watch_from == kNever || !st.active || st.client_gone) return;
-  const bool timer_for_watch = st.armed == st.watch_from;
-  st.watch_from = kNever;
-  st.watching = true;
-  watch_client(st.shared_from_this());
-  if (timer_for_watch) {
-    st.armed = kNever;
-    st.dog.cancel();  // its handler runs with operation_aborted and does nothing
-    rearm(st);
-  }
 }
 
 std::string sse_error_event(const openai::ApiError& e) {
@@ -652,7 +641,6 @@ asio::awaitable<void> Exchange::relay_stream(Stream& up, Connection& conn, Parse
     std::size_t n = 0;
     // Events that came with the head or with the last read, or the rest of a burst the socket already holds.
     if (!parse_held(conn.buffer, p, ec, n) && !read_now(up, conn.buffer, p, conn.reading, ec, n)) {
-      if (!first_event && !conn.reading.more) watch_now(st_);  // the stream is under way and its socket empty
       const bool held_offered = true;
       auto [read_ec, read_n] = co_await read_more(up, conn.buffer, p, conn.reading, held_offered);
       ec = read_ec;
@@ -1008,6 +996,7 @@ asio::awaitable<void> forward(ForwardResult& result, beast::tcp_stream& client, 
     if (fr.watch) fr.watch->state = st;
   }
   st->active = true;
+  ++st->exchange;
   st->client = &client.socket();
   st->flight = fr.flight;
   // The client has gone and no follower needs the answer.
@@ -1020,7 +1009,14 @@ asio::awaitable<void> forward(ForwardResult& result, beast::tcp_stream& client, 
   Clock::time_point now = Clock::now();
   // The exchange's watchdog bounds its client writes (on the socket itself), not the stream's timer; the writes
   // that do go through Beast (a follower's) set their own deadline first.
-  st->watch_from = now + kWatchClientAfter;
+  if (fr.stream) {
+    // A stream lasts, so its client is watched from the start: a wait that costs no system call to begin
+    // (async_wait_hangup), where a timer to start it later would wake the worker once for every stream.
+    st->watching = true;
+    watch_client(st);
+  } else {
+    st->watch_from = now + kWatchClientAfter;
+  }
   rearm(*st);  // nothing to do while the timer is set for an earlier time: it looks again when it fires
   // At most one retry, and only when a pooled connection proves to have been closed by the backend.
   for (int attempt = 0; attempt < 2 && !abandoned(); ++attempt) {
@@ -1087,12 +1083,14 @@ asio::awaitable<void> forward(ForwardResult& result, beast::tcp_stream& client, 
   st->watch_from = st->upstream_by = st->client_by = kNever;  // no deadline of this exchange outlives it
   if (st->watching) {
     error_code ignored;
-    client.socket().cancel(ignored);  // ends the watcher's wait
+    client.socket().cancel(ignored);  // ends the watcher's wait (its handler then finds the exchange over)
+    st->watching = false;
   }
   // Kept for the connection's next request, the timer stays set: it fires once with nothing to do, unless the
-  // next exchange came first (its deadlines are later, so the timer moves on to them when it fires). A watcher
-  // still holds the state until it sees the exchange has ended, so after one the next request gets its own.
-  if (!fr.watch || st->watching || st->client_gone) {
+  // next exchange came first (its deadlines are later, so the timer moves on to them when it fires). A watcher's
+  // cancelled wait may still be queued when the next exchange begins; it belongs to this one (`exchange`) and
+  // does nothing.
+  if (!fr.watch || st->client_gone) {
     st->dog.cancel();
     if (fr.watch) fr.watch->state.reset();
   }

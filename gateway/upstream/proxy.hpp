@@ -24,8 +24,8 @@ struct WatchState;
 /// A client connection's watchdog for its requests' exchanges (forward), kept from one request to the next: its
 /// timer, set for the first request's earliest deadline, stays set between requests (it then fires once and
 /// finds nothing to do, or the next request's deadlines are later and it moves on to them) instead of being set
-/// and cancelled for each request. An exchange whose client had to be watched for a hang-up (one that lasted
-/// past kWatchClientAfter) leaves the next request a fresh one. Cancelled with the connection.
+/// and cancelled for each request. An exchange whose client hung up leaves the next request a fresh one.
+/// Cancelled with the connection.
 struct ClientWatch {
   ClientWatch() = default;
   ClientWatch(const ClientWatch&) = delete;
