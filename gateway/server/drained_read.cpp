@@ -6,6 +6,8 @@
 #if SLUICE_DRAINED_READ
 #include <sys/epoll.h>
 
+#include "server/plain_calls.hpp"
+
 #include <cerrno>
 #include <cstring>
 
@@ -77,9 +79,10 @@ bool watch_peer_close(ad::reactor::per_descriptor_data descriptor, ad::socket_ty
 
 ad::reactor_op::status perform_read(ad::reactor_op& op, ad::socket_type socket, ad::reactor::per_descriptor_data descriptor,
                                boost::asio::mutable_buffer buffer) {
-  // A plain recv, as nginx reads: a read that took less than it had room for left the socket empty.
+  // A plain recv, as nginx reads (without glibc's cancellation bookkeeping: plain_calls.hpp): a read that took
+  // less than it had room for left the socket empty.
   ssize_t n;
-  do n = ::recv(socket, buffer.data(), buffer.size(), 0);
+  do n = plain::recv(socket, buffer.data(), buffer.size(), 0);
   while (n < 0 && errno == EINTR);
   if (n < 0) {
     if (errno == EAGAIN || errno == EWOULDBLOCK) {  // the reactor waits for the socket
@@ -108,7 +111,7 @@ ad::reactor_op::status perform_read(ad::reactor_op& op, ad::socket_type socket, 
 ad::reactor_op::status perform_peek(ad::reactor_op& op, ad::socket_type socket) {
   char c;
   ssize_t n;
-  do n = ::recv(socket, &c, 1, MSG_PEEK);
+  do n = plain::recv(socket, &c, 1, MSG_PEEK);
   while (n < 0 && errno == EINTR);
   if (n < 0) {
     if (errno == EAGAIN || errno == EWOULDBLOCK) return ad::reactor_op::not_done;  // the reactor waits

@@ -17,6 +17,7 @@
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http.hpp>
 #include <array>
+#include <cerrno>
 #include <charconv>
 #include <optional>
 #include <string>
@@ -28,6 +29,7 @@
 
 #include "openai/errors.hpp"
 #include "server/drained_read.hpp"
+#include "server/plain_calls.hpp"
 
 namespace sluice {
 
@@ -143,14 +145,33 @@ inline tcp::socket& plain_socket(beast::tcp_stream& s) { return s.socket(); }
 /// The part of write_all that never suspends: sends what a plain socket takes at once. {error, bytes written}
 /// when that ends the write (all of it sent, or an error); nullopt when the socket's buffer filled first, with
 /// `sent` bytes gone (write_rest sends the others). A caller on a hot path uses it to skip write_all's frame.
+/// The send is one sendmsg(2) of up to 16 of the buffers (plain_calls.hpp), as Asio's write_some would make it.
 template <class Buffers>
 std::optional<std::tuple<error_code, std::size_t>> write_now(tcp::socket& sock, const Buffers& buffers,
                                                              std::size_t& sent) {
+  using Result = std::tuple<error_code, std::size_t>;
   error_code ec;
-  if (!sock.non_blocking()) sock.non_blocking(true, ec);  // a full buffer answers would_block, never waits
-  sent = ec ? 0 : sock.write_some(buffers, ec);
-  if (failed_with(ec, asio::error::would_block) || failed_with(ec, asio::error::try_again)) ec = {};
-  if (ec || sent == asio::buffer_size(buffers)) return std::tuple<error_code, std::size_t>{ec, sent};
+  sent = 0;
+  if (!sock.non_blocking()) sock.non_blocking(true, ec);  // a full buffer answers EAGAIN, never waits
+  if (ec) return Result{ec, 0};
+  std::array<::iovec, 16> iov;
+  std::size_t count = 0;
+  for (auto it = asio::buffer_sequence_begin(buffers), end = asio::buffer_sequence_end(buffers);
+       it != end && count < iov.size(); ++it) {
+    const asio::const_buffer b(*it);
+    if (b.size() != 0) iov[count++] = ::iovec{const_cast<void*>(b.data()), b.size()};
+  }
+  const std::size_t total = asio::buffer_size(buffers);
+  if (count == 0) return total == 0 ? std::optional<Result>(Result{ec, 0}) : std::nullopt;  // nothing to send
+  ssize_t n;
+  do n = plain::send_gather(sock.native_handle(), iov.data(), count);
+  while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return std::nullopt;
+    return Result{error_code(errno, asio::error::get_system_category()), 0};
+  }
+  sent = static_cast<std::size_t>(n);
+  if (sent == total) return Result{ec, sent};
   return std::nullopt;
 }
 
