@@ -161,8 +161,7 @@ std::optional<std::tuple<error_code, std::size_t>> write_now(tcp::socket& sock, 
     const asio::const_buffer b(*it);
     if (b.size() != 0) iov[count++] = ::iovec{const_cast<void*>(b.data()), b.size()};
   }
-  const std::size_t total = asio::buffer_size(buffers);
-  if (count == 0) return total == 0 ? std::optional<Result>(Result{ec, 0}) : std::nullopt;  // nothing to send
+  if (count == 0) return Result{ec, 0};  // every buffer empty: nothing to send
   ssize_t n;
   do n = plain::send_gather(sock.native_handle(), iov.data(), count);
   while (n < 0 && errno == EINTR);
@@ -171,7 +170,7 @@ std::optional<std::tuple<error_code, std::size_t>> write_now(tcp::socket& sock, 
     return Result{error_code(errno, asio::error::get_system_category()), 0};
   }
   sent = static_cast<std::size_t>(n);
-  if (sent == total) return Result{ec, sent};
+  if (sent == asio::buffer_size(buffers)) return Result{ec, sent};
   return std::nullopt;
 }
 
